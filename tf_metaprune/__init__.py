@@ -1,1 +1,64 @@
+"""tf_metaprune: automatic channel pruning for TensorFlow / Keras 3.
+
+Give it a convolutional network's search space and a budget; it trains a
+MetaPruning PruningNet, searches the best per-layer widths, and rebuilds the
+winner as a plain Keras model ready for retraining and TFLite export.
+
+  >>> import tf_metaprune as tfmp
+  >>> space = tfmp.models.mobilenet_v2(input_shape=(32, 32, 3), num_classes=10)
+  >>> net = tfmp.PruningNet(space)
+  >>> model = tfmp.rebuild(net, space.uniform(0.5))
+"""
+
 __version__ = "0.1.0"
+
+from tf_metaprune import calibration
+from tf_metaprune import data
+from tf_metaprune import flops
+from tf_metaprune import io
+from tf_metaprune import layers
+from tf_metaprune import models
+from tf_metaprune.calibration import EvaluationData
+from tf_metaprune.calibration import Evaluator
+from tf_metaprune.calibration import recalibrate
+from tf_metaprune.flops import count_flops
+from tf_metaprune.flops import count_mflops
+from tf_metaprune.layers import GeneratedConv2D
+from tf_metaprune.layers import GeneratedDense
+from tf_metaprune.layers import GeneratedDepthwiseConv2D
+from tf_metaprune.layers import WidthBatchNorm
+from tf_metaprune.pruning_net import PruningNet
+from tf_metaprune.rebuild import rebuild
+from tf_metaprune.space import Gene
+from tf_metaprune.space import Node
+from tf_metaprune.space import PAPER_WIDTH_RATIOS
+from tf_metaprune.space import SearchSpace
+from tf_metaprune.space import SpaceBuilder
+from tf_metaprune.space import Structure
+
+__all__ = [
+    "__version__",
+    "calibration",
+    "count_flops",
+    "count_mflops",
+    "data",
+    "EvaluationData",
+    "Evaluator",
+    "flops",
+    "Gene",
+    "GeneratedConv2D",
+    "GeneratedDense",
+    "GeneratedDepthwiseConv2D",
+    "io",
+    "layers",
+    "models",
+    "Node",
+    "PAPER_WIDTH_RATIOS",
+    "PruningNet",
+    "rebuild",
+    "recalibrate",
+    "SearchSpace",
+    "SpaceBuilder",
+    "Structure",
+    "WidthBatchNorm",
+]

@@ -1,0 +1,214 @@
+"""Per-structure batch-norm recalibration and candidate evaluation.
+
+A PruningNet's batch-norm statistics mean nothing for any one structure: every
+training step used another one. Before a structure is judged, its statistics
+are recomputed from a few training batches: forward passes in training mode,
+no gradient, and an *exact* average of every BN layer's batch mean and mean of
+squares (AutoSlim/slimmable networks; cheaper and better than the reference's
+EMA over 100 batches). Variance = E[x^2] - E[x]^2 over all calibration images.
+
+Everything here runs in `tf.function` with the structure as an int32 tensor,
+so one trace serves every candidate of a search.
+
+Example:
+
+  >>> data = EvaluationData.from_dataset(search_ds, num_calibration_batches=4)
+  >>> evaluator = Evaluator(net, data)
+  >>> evaluator.accuracy(space.uniform(0.5))        # recalibrate + top-1 accuracy
+"""
+
+import numpy as np
+import tensorflow as tf
+
+
+def _images_of(element):
+  if isinstance(element, (tuple, list)):
+    return element[0]
+  if isinstance(element, dict):
+    return element.get("image", next(iter(element.values())))
+  return element
+
+
+def batch_norm_moments(net, choices, image_batches):
+  """Exact BN statistics of structure `choices` over `image_batches` (in-graph).
+
+  Args:
+    net: a `PruningNet`.
+    choices: int32 [num_genes] tensor.
+    image_batches: float32 [num_batches, batch, H, W, C] tensor (full batches).
+
+  Returns:
+    list with one (mean, variance) pair per BN layer, padded to full width.
+  """
+  n = tf.shape(image_batches)[0]
+  sums = [(tf.zeros([bn.max_channels]), tf.zeros([bn.max_channels])) for bn in net.bn_layers]
+  for i in tf.range(n):
+    _, moments = net.forward(image_batches[i], choices, batch_stats=True, return_moments=True)
+    sums = [(s0 + m0, s1 + m1) for (s0, s1), (m0, m1) in zip(sums, moments)]
+  count = tf.cast(tf.maximum(n, 1), tf.float32)
+  stats = []
+  for s0, s1 in sums:
+    mean = s0 / count
+    stats.append((mean, tf.maximum(s1 / count - tf.square(mean), 0.0)))
+  return stats
+
+
+def _stack_images(data, num_batches):
+  """float32 [num_batches, B, H, W, C] of full batches from a dataset or an array."""
+  if isinstance(data, tf.data.Dataset):
+    batches = []
+    for element in data:
+      batches.append(np.asarray(_images_of(element), np.float32))
+      if num_batches is not None and len(batches) >= num_batches:
+        break
+    if not batches:
+      raise ValueError("the calibration dataset is empty; pass a dataset with at least one batch of images")
+    size = batches[0].shape[0]
+    full = [b for b in batches if b.shape[0] == size]
+    return np.stack(full)
+  images = np.asarray(data, np.float32)
+  if images.ndim == 4:
+    images = images[None]
+  if images.ndim != 5:
+    raise ValueError(f"calibration images must be [N, H, W, C] or [num_batches, B, H, W, C], got shape {images.shape}")
+  if num_batches is not None:
+    images = images[:num_batches]
+  return images
+
+
+def recalibrate(net, structure, data, num_batches=None):
+  """Writes the exact BN statistics of `structure` into `net`'s moving statistics.
+
+  After this, `net.call_structure(x, structure)` and `rebuild(net, structure)`
+  use them. Statistics of any other structure are overwritten.
+
+  Args:
+    net: a `PruningNet`.
+    structure: a `Structure` (or a list of choices).
+    data: `tf.data.Dataset` of images or (images, labels); or an array of images
+      [N, H, W, C] (one batch) or [num_batches, B, H, W, C].
+    num_batches: use at most this many batches (default: all).
+
+  Returns:
+    The number of images the statistics were computed from.
+  """
+  images = tf.constant(_stack_images(data, num_batches))
+  choices = net.choices_tensor(structure)
+  fn = getattr(net, "_tfmp_moments_fn", None)
+  if fn is None:
+    spec = tf.TensorSpec([None, None] + list(net.space.input_shape), tf.float32)
+    fn = tf.function(lambda ch, im: batch_norm_moments(net, ch, im),
+                     input_signature=[tf.TensorSpec([len(net.space.genes)], tf.int32), spec])
+    net._tfmp_moments_fn = fn  # pylint: disable=protected-access
+  stats = fn(choices, images)
+  for bn, (mean, var) in zip(net.bn_layers, stats):
+    bn.moving_mean.assign(mean)
+    bn.moving_variance.assign(var)
+  return int(images.shape[0] * images.shape[1])
+
+
+class EvaluationData:
+  """Fixed calibration and evaluation batches for judging candidates.
+
+  Every candidate of a search is calibrated on the same images and scored on
+  the same held-out images, so their accuracies are comparable. Evaluation
+  batches are padded to full size with a mask, so no image is dropped.
+
+  Attributes:
+    calibration_images: float32 [Nc, B, H, W, C].
+    eval_images: float32 [Ne, B, H, W, C].
+    eval_labels: int32 [Ne, B].
+    eval_mask: float32 [Ne, B] (1 for real images, 0 for padding).
+  """
+
+  def __init__(self, calibration_images, eval_images, eval_labels, eval_mask):
+    self.calibration_images = np.asarray(calibration_images, np.float32)
+    self.eval_images = np.asarray(eval_images, np.float32)
+    self.eval_labels = np.asarray(eval_labels, np.int32)
+    self.eval_mask = np.asarray(eval_mask, np.float32)
+    if self.calibration_images.shape[0] < 1:
+      raise ValueError("EvaluationData needs at least one full calibration batch")
+    if self.eval_mask.sum() < 1:
+      raise ValueError("EvaluationData needs at least one evaluation image")
+
+  @property
+  def num_eval_images(self) -> int:
+    return int(self.eval_mask.sum())
+
+  @classmethod
+  def from_dataset(cls, dataset, num_calibration_batches=4, calibration_dataset=None, max_eval_batches=None):
+    """Builds it from batched datasets of (images, labels).
+
+    Args:
+      dataset: the held-out search split, batched (scored in full unless
+        `max_eval_batches` is given).
+      num_calibration_batches: full batches used for BN statistics.
+      calibration_dataset: where calibration images come from (default: the
+        training split is the reference's choice; here `dataset` if None).
+      max_eval_batches: score only the first batches.
+
+    Raises:
+      ValueError: if a dataset is empty or yields no labels.
+    """
+    calib = _stack_images(calibration_dataset if calibration_dataset is not None else dataset,
+                          num_calibration_batches)
+    xs, ys = [], []
+    for element in dataset:
+      if not isinstance(element, (tuple, list)) or len(element) < 2:
+        raise ValueError("the evaluation dataset must yield (images, labels)")
+      xs.append(np.asarray(element[0], np.float32))
+      ys.append(np.asarray(element[1]).astype(np.int32).reshape(-1))
+      if max_eval_batches is not None and len(xs) >= max_eval_batches:
+        break
+    if not xs:
+      raise ValueError("the evaluation dataset is empty")
+    images = np.concatenate(xs)
+    labels = np.concatenate(ys)
+    b = xs[0].shape[0]
+    n_batches = -(-images.shape[0] // b)
+    pad = n_batches * b - images.shape[0]
+    mask = np.concatenate([np.ones(images.shape[0], np.float32), np.zeros(pad, np.float32)])
+    images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], np.float32)])
+    labels = np.concatenate([labels, np.zeros(pad, np.int32)])
+    return cls(calib, images.reshape((n_batches, b) + images.shape[1:]), labels.reshape(n_batches, b),
+               mask.reshape(n_batches, b))
+
+
+class Evaluator:
+  """Recalibrates and scores structures of one PruningNet in one `tf.function`.
+
+  The structure is an int32 tensor argument, so all candidates share one trace
+  (`trace_count` stays 1). Nothing is written to the network's variables.
+
+  Args:
+    net: a trained `PruningNet`.
+    data: an `EvaluationData`.
+  """
+
+  def __init__(self, net, data):
+    self.net = net
+    self.data = data
+    self._calib = tf.constant(data.calibration_images)
+    self._x = tf.constant(data.eval_images)
+    self._y = tf.constant(data.eval_labels)
+    self._mask = tf.constant(data.eval_mask)
+    self.trace_count = 0
+    self._fn = tf.function(self._accuracy, input_signature=[tf.TensorSpec([len(net.space.genes)], tf.int32)])
+
+  def _accuracy(self, choices):
+    self.trace_count += 1
+    stats = batch_norm_moments(self.net, choices, self._calib)
+    correct = tf.constant(0.0)
+    for i in tf.range(tf.shape(self._x)[0]):
+      logits = self.net.forward(self._x[i], choices, batch_stats=False, bn_stats=stats)
+      hit = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), self._y[i]), tf.float32)
+      correct += tf.reduce_sum(hit * self._mask[i])
+    return correct / tf.reduce_sum(self._mask)
+
+  def accuracy_tensor(self, choices):
+    """Top-1 accuracy (float32 scalar tensor) of int32 `choices`; usable in `tf.function`."""
+    return self._fn(choices)
+
+  def accuracy(self, structure) -> float:
+    """Top-1 accuracy in [0, 1] of `structure` after BN recalibration."""
+    return float(self._fn(self.net.choices_tensor(structure)))

@@ -1,0 +1,292 @@
+"""Weight-generating Keras layers and a width-aware batch norm.
+
+A MetaPruning layer does not own a kernel: a tiny dense hypernetwork (the
+"PruningNet block" of Liu et al., ICCV 2019) maps the layer's encoding -- the
+normalized widths the layer touches, e.g. `[c_in / C_in_max, c_out / C_out_max]`
+-- to a full-size kernel, which is then sliced from the front to the sampled
+`[:, :, :c_in, :c_out]`. Narrow structures reuse the leading channels.
+
+The generator is `Dense(k -> h) -> ReLU -> Dense(h -> C_out_max * C_in_max * kh * kw)`
+as in the paper. We write its second bias as `base_kernel` and initialize the
+second kernel to zero, so an untrained generator is exactly a weight-sharing
+network with a He-initialized kernel and `hidden_units=0` *is* plain weight
+sharing (the ablation of the paper's RQ5).
+
+Call the layers with keyword tensors (Keras 3 refuses non-tensor positional
+arguments): `layer(x, encoding=enc, out_channels=c_out)`; widths are int32
+tensors so that one trace serves every structure.
+
+Example:
+
+  >>> conv = GeneratedConv2D(max_in_channels=16, max_out_channels=32, kernel_size=3)
+  >>> y = conv(tf.zeros([2, 8, 8, 12]), encoding=tf.constant([0.75, 0.5]),
+  ...          out_channels=tf.constant(16))
+  >>> y.shape
+  TensorShape([2, 8, 8, 16])
+"""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+class _Generator(keras.layers.Layer):
+  """Shared base: builds `base_kernel` and the hypernetwork, and generates kernels."""
+
+  def __init__(self, kernel_shape, encoding_size, hidden_units=32, fan_in=1, **kwargs):
+    super().__init__(**kwargs)
+    self.hidden_units = int(hidden_units)
+    if self.hidden_units < 0:
+      raise ValueError(f"hidden_units={hidden_units!r} must be >= 0 (0 = plain weight sharing)")
+    self._kernel_shape = tuple(int(d) for d in kernel_shape)
+    self._encoding_size = int(encoding_size)
+    self._fan_in = int(fan_in)
+
+  def _build_generator(self):
+    stddev = math.sqrt(2.0 / max(1, self._fan_in))  # He normal at full width
+    self.base_kernel = self.add_weight(
+        name="base_kernel", shape=self._kernel_shape,
+        initializer=keras.initializers.TruncatedNormal(stddev=stddev / 0.87962566103423978))
+    if self.hidden_units:
+      size = int(np.prod(self._kernel_shape))
+      self.gen_hidden_kernel = self.add_weight(
+          name="gen_hidden_kernel", shape=(self._encoding_size, self.hidden_units),
+          initializer="glorot_uniform")
+      self.gen_hidden_bias = self.add_weight(
+          name="gen_hidden_bias", shape=(self.hidden_units,), initializer=keras.initializers.Constant(0.1))
+      self.gen_out_kernel = self.add_weight(
+          name="gen_out_kernel", shape=(self.hidden_units, size), initializer="zeros")
+
+  def generated_kernel(self, encoding):
+    """The full-size kernel for `encoding` (float [encoding_size])."""
+    if not self.hidden_units:
+      return self.base_kernel
+    enc = tf.reshape(tf.cast(encoding, self.base_kernel.dtype), [1, self._encoding_size])
+    hidden = tf.nn.relu(tf.matmul(enc, self.gen_hidden_kernel) + self.gen_hidden_bias)
+    delta = tf.reshape(tf.matmul(hidden, self.gen_out_kernel), self._kernel_shape)
+    return self.base_kernel + delta
+
+  def generator_params(self):
+    """Weights of the hypernetwork (0 when hidden_units=0)."""
+    if not self.hidden_units:
+      return 0
+    return sum(int(np.prod(w.shape)) for w in (self.gen_hidden_kernel, self.gen_hidden_bias, self.gen_out_kernel))
+
+  def compute_output_spec(self, x, **kwargs):
+    raise NotImplementedError(f"{type(self).__name__} has data-dependent output channels; call it on tensors")
+
+
+@keras.saving.register_keras_serializable(package="tf_metaprune")
+class GeneratedConv2D(_Generator):
+  """A conv whose kernel is generated from the layer encoding and sliced to width.
+
+  Args:
+    max_in_channels: input channels at full width.
+    max_out_channels: output channels at full width.
+    kernel_size: square kernel size.
+    strides: stride ("same" padding).
+    hidden_units: the generator's hidden size (paper: 32; 0 = weight sharing).
+    encoding_size: length of the encoding vector (default 2: in and out ratio).
+
+  Call args:
+    x: [B, H, W, c_in] with c_in <= max_in_channels (the input is already sliced).
+    encoding: float [encoding_size].
+    out_channels: int32 scalar tensor, c_out <= max_out_channels.
+  """
+
+  def __init__(self, max_in_channels, max_out_channels, kernel_size=3, strides=1, hidden_units=32,
+               encoding_size=2, **kwargs):
+    self.max_in_channels = int(max_in_channels)
+    self.max_out_channels = int(max_out_channels)
+    self.kernel_size = int(kernel_size)
+    self.strides = int(strides)
+    shape = (self.kernel_size, self.kernel_size, self.max_in_channels, self.max_out_channels)
+    super().__init__(shape, encoding_size, hidden_units,
+                     fan_in=self.kernel_size ** 2 * self.max_in_channels, **kwargs)
+
+  def build(self, input_shape=None):
+    self._build_generator()
+    self.built = True
+
+  def sliced_kernel(self, encoding, in_channels, out_channels):
+    return self.generated_kernel(encoding)[:, :, :in_channels, :out_channels]
+
+  def call(self, x, encoding=None, out_channels=None):
+    kernel = self.sliced_kernel(encoding, tf.shape(x)[-1], out_channels)
+    return tf.nn.conv2d(x, kernel, strides=self.strides, padding="SAME")
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(max_in_channels=self.max_in_channels, max_out_channels=self.max_out_channels,
+                  kernel_size=self.kernel_size, strides=self.strides, hidden_units=self.hidden_units,
+                  encoding_size=self._encoding_size)
+    return config
+
+
+@keras.saving.register_keras_serializable(package="tf_metaprune")
+class GeneratedDepthwiseConv2D(_Generator):
+  """A depthwise conv whose kernel is generated and sliced on its channel axis.
+
+  Args:
+    max_channels: channels at full width.
+    kernel_size, strides: as in `keras.layers.DepthwiseConv2D` ("same" padding).
+    hidden_units: generator hidden size (0 = weight sharing).
+    encoding_size: default 1 (the channel ratio).
+
+  Call args:
+    x: [B, H, W, c]; the kernel is sliced to c.
+    encoding: float [encoding_size].
+  """
+
+  def __init__(self, max_channels, kernel_size=3, strides=1, hidden_units=32, encoding_size=1, **kwargs):
+    self.max_channels = int(max_channels)
+    self.kernel_size = int(kernel_size)
+    self.strides = int(strides)
+    shape = (self.kernel_size, self.kernel_size, self.max_channels, 1)
+    super().__init__(shape, encoding_size, hidden_units, fan_in=self.kernel_size ** 2, **kwargs)
+
+  def build(self, input_shape=None):
+    self._build_generator()
+    self.built = True
+
+  def sliced_kernel(self, encoding, channels):
+    return self.generated_kernel(encoding)[:, :, :channels, :]
+
+  def call(self, x, encoding=None):
+    kernel = self.sliced_kernel(encoding, tf.shape(x)[-1])
+    return tf.nn.depthwise_conv2d(x, kernel, strides=[1, self.strides, self.strides, 1], padding="SAME")
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(max_channels=self.max_channels, kernel_size=self.kernel_size, strides=self.strides,
+                  hidden_units=self.hidden_units, encoding_size=self._encoding_size)
+    return config
+
+
+@keras.saving.register_keras_serializable(package="tf_metaprune")
+class GeneratedDense(_Generator):
+  """A dense layer whose kernel is generated and sliced; the bias is shared.
+
+  Call args:
+    x: [B, c_in].
+    encoding: float [encoding_size].
+    out_channels: int32 scalar tensor.
+  """
+
+  def __init__(self, max_in_channels, max_out_channels, hidden_units=32, encoding_size=2, **kwargs):
+    self.max_in_channels = int(max_in_channels)
+    self.max_out_channels = int(max_out_channels)
+    super().__init__((self.max_in_channels, self.max_out_channels), encoding_size, hidden_units,
+                     fan_in=self.max_in_channels / 2, **kwargs)  # glorot-like scale for logits
+
+  def build(self, input_shape=None):
+    self._build_generator()
+    self.bias = self.add_weight(name="bias", shape=(self.max_out_channels,), initializer="zeros")
+    self.built = True
+
+  def sliced_kernel(self, encoding, in_channels, out_channels):
+    return self.generated_kernel(encoding)[:in_channels, :out_channels]
+
+  def call(self, x, encoding=None, out_channels=None):
+    kernel = self.sliced_kernel(encoding, tf.shape(x)[-1], out_channels)
+    return tf.matmul(x, kernel) + self.bias[:out_channels]
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(max_in_channels=self.max_in_channels, max_out_channels=self.max_out_channels,
+                  hidden_units=self.hidden_units, encoding_size=self._encoding_size)
+    return config
+
+
+@keras.saving.register_keras_serializable(package="tf_metaprune")
+class WidthBatchNorm(keras.layers.Layer):
+  """Batch norm for a layer whose width changes from step to step.
+
+  Statistics: in training mode the layer normalizes with the moments of the
+  current batch (the only meaningful choice for a random structure); in
+  inference mode it uses `moving_mean` / `moving_variance`, which hold the
+  statistics of ONE structure and are filled by `tf_metaprune.calibration`
+  (an exact average over a few batches, not an EMA). They are kept at full
+  width; a narrower structure uses the leading entries.
+
+  Affine parameters (`mode`):
+    * "switchable" (the paper's choice): one gamma/beta row per width choice of
+      the layer's gene, selected by the choice index;
+    * "shared": one gamma/beta sliced to the width, like slimmable networks
+      without private BN.
+
+  Args:
+    max_channels: channels at full width.
+    num_choices: number of width choices of the gene (1 for a fixed width).
+    mode: "switchable" or "shared".
+    affine: learn gamma/beta (False: plain normalization, as the reference
+      does for ResNet and MobileNetV2).
+    epsilon: as in `keras.layers.BatchNormalization` (1e-3).
+
+  Call args:
+    x: [B, H, W, c] (or [B, c]).
+    choice: int32 scalar tensor, the gene's choice index (used in "switchable").
+    training: batch statistics if True, moving statistics otherwise.
+    stats: optional (mean, variance) padded to `max_channels`, overriding both.
+    return_moments: also return the batch (mean, mean of squares), padded to
+      `max_channels` (used by recalibration).
+  """
+
+  def __init__(self, max_channels, num_choices=1, mode="switchable", affine=True, epsilon=1e-3, **kwargs):
+    super().__init__(**kwargs)
+    if mode not in ("switchable", "shared"):
+      raise ValueError(f"WidthBatchNorm mode={mode!r} must be 'switchable' or 'shared'")
+    self.max_channels = int(max_channels)
+    self.num_choices = int(num_choices)
+    self.mode = mode
+    self.affine = bool(affine)
+    self.epsilon = float(epsilon)
+
+  def build(self, input_shape=None):
+    if self.affine:
+      rows = self.num_choices if self.mode == "switchable" else 1
+      self.gamma = self.add_weight(name="gamma", shape=(rows, self.max_channels), initializer="ones")
+      self.beta = self.add_weight(name="beta", shape=(rows, self.max_channels), initializer="zeros")
+    self.moving_mean = self.add_weight(name="moving_mean", shape=(self.max_channels,), initializer="zeros",
+                                       trainable=False)
+    self.moving_variance = self.add_weight(name="moving_variance", shape=(self.max_channels,),
+                                           initializer="ones", trainable=False)
+    self.built = True
+
+  def affine_params(self, choice, channels):
+    """(gamma, beta) sliced to `channels` for gene choice `choice` (None, None if not affine)."""
+    if not self.affine:
+      return None, None
+    row = choice if self.mode == "switchable" else 0
+    return self.gamma[row, :channels], self.beta[row, :channels]
+
+  def call(self, x, choice=None, training=None, stats=None, return_moments=False):
+    channels = tf.shape(x)[-1]
+    axes = list(range(len(x.shape) - 1))
+    if choice is None:
+      choice = tf.constant(0, tf.int32)
+    gamma, beta = self.affine_params(choice, channels)
+    if stats is not None:
+      mean, var = stats[0][:channels], stats[1][:channels]
+    elif training:
+      mean, var = tf.nn.moments(x, axes)
+    else:
+      mean, var = self.moving_mean[:channels], self.moving_variance[:channels]
+    y = tf.nn.batch_normalization(x, mean, var, beta, gamma, self.epsilon)
+    if not return_moments:
+      return y
+    if stats is not None or not training:
+      mean, var = tf.nn.moments(x, axes)
+    pad = [[0, self.max_channels - channels]]
+    return y, (tf.pad(mean, pad), tf.pad(var + tf.square(mean), pad))
+
+  def compute_output_spec(self, x, **kwargs):
+    raise NotImplementedError("WidthBatchNorm is called on tensors by PruningNet")
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(max_channels=self.max_channels, num_choices=self.num_choices, mode=self.mode,
+                  affine=self.affine, epsilon=self.epsilon)
+    return config

@@ -1,0 +1,321 @@
+"""PruningNet: one Keras model that can run every structure of a search space.
+
+Each prunable conv, depthwise conv and dense node of a `SearchSpace` becomes a
+weight-generating layer (`tf_metaprune.layers`), followed by a width-aware
+batch norm. During training every call samples a fresh random structure *in
+the graph* (stochastic structure sampling, MetaPruning Sec. 3.2), so plain
+`net.compile(...); net.fit(ds)` trains it, with any Keras callback
+(ModelCheckpoint, TensorBoard, BackupAndRestore) and any
+`steps_per_execution`.
+
+How a structure is sampled: from `tf.random.stateless_uniform` seeded by
+`(seed, optimizer.iterations)`. The structure is therefore a pure function of
+the step number: it is reproducible, it resumes exactly after a checkpoint
+restore, and it is the same on every replica of a `tf.distribute` strategy
+(the iteration counter is a mirrored variable).
+
+Widths travel as int32 tensors, so a single trace serves every structure
+(Python-int widths would retrace every step), and kernels are sliced to the
+sampled widths, so a narrow structure costs narrow compute.
+
+Example:
+
+  >>> space = tf_metaprune.models.small_cnn((28, 28, 1), 10)
+  >>> net = tf_metaprune.PruningNet(space)
+  >>> net.compile(optimizer="adam",
+  ...             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+  ...             metrics=["accuracy"])
+  >>> net.fit(train_ds, epochs=1)                                  # doctest: +SKIP
+  >>> s = space.uniform(0.5)
+  >>> net.recalibrate(s, search_ds)                                # doctest: +SKIP
+  >>> logits = net.call_structure(images, s)                       # doctest: +SKIP
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_metaprune import layers as tfmp_layers
+from tf_metaprune import space as space_lib
+
+
+@keras.saving.register_keras_serializable(package="tf_metaprune")
+class PruningNet(keras.Model):
+  """A weight-generating network over a `SearchSpace` (MetaPruning's PruningNet).
+
+  Args:
+    space: the `SearchSpace` (or its `get_config()` dict).
+    hidden_units: hidden size of every generator (paper: 32). 0 disables the
+      hypernetworks: plain weight sharing of the leading channels.
+    bn_mode: "switchable" (one gamma/beta per width choice, the paper) or
+      "shared" (one gamma/beta sliced to the width).
+    bn_affine: learn gamma/beta at all (the reference uses non-affine BN for
+      ResNet and MobileNetV2).
+    seed: seeds structure sampling (see the module docstring).
+    **kwargs: passed to `keras.Model` (e.g. `name`).
+
+  Calling the model:
+    * `net(x, training=True)` (what `fit` does): a random structure, batch
+      statistics in batch norm.
+    * `net(x)` / `net(x, training=False)` (what `evaluate`/`predict` do): the
+      full-width structure with *batch* statistics, because the moving
+      statistics hold whichever structure was recalibrated last.
+    * `net.call_structure(x, s)`: structure `s` with its recalibrated statistics.
+  """
+
+  def __init__(self, space, hidden_units=32, bn_mode="switchable", bn_affine=True, seed=0, **kwargs):
+    super().__init__(**kwargs)
+    if isinstance(space, dict):
+      space = space_lib.SearchSpace.from_config(space)
+    if not isinstance(space, space_lib.SearchSpace):
+      raise TypeError(f"PruningNet(space=...) needs a tf_metaprune.SearchSpace, got {type(space).__name__}; "
+                      "make one with tf_metaprune.models.<family>(input_shape, num_classes)")
+    self.space = space
+    self.hidden_units = int(hidden_units)
+    if self.hidden_units < 0:
+      raise ValueError(f"hidden_units={hidden_units!r} must be >= 0 (0 = plain weight sharing)")
+    self.bn_mode = bn_mode
+    self.bn_affine = bool(bn_affine)
+    self.seed = int(seed)
+    self._build_layers()
+    self._num_genes = len(space.genes)
+    max_c = max(g.num_choices for g in space.genes)
+    table = np.ones((self._num_genes, max_c), np.int32)
+    for i, g in enumerate(space.genes):
+      table[i, :g.num_choices] = g.channels
+      table[i, g.num_choices:] = g.channels[-1]
+    self._channel_table = table
+    self._num_choices = np.array(space.num_choices, np.int32)
+    n_ext = self._num_genes + len(space.fixed_widths)
+    self._max_ext = np.array([g.base_channels for g in space.genes] + list(space.fixed_widths), np.float32)
+    assert self._max_ext.shape[0] == n_ext
+    self._infer_fn = None
+    self._moments_fn = None
+    self.built = True
+
+  # ---- construction ------------------------------------------------------------------------
+  def _build_layers(self):
+    sp = self.space
+    gen, bns, self._layer_of, self._bn_of = [], [], {}, {}
+    for node in sp.nodes:
+      if node.op not in ("conv", "dwconv", "dense"):
+        continue
+      cin_max = sp.max_channels(node.inputs[0])
+      cout_max = sp.max_channels(node.name)
+      if node.op == "conv":
+        layer = tfmp_layers.GeneratedConv2D(cin_max, cout_max, node.kernel_size, node.strides,
+                                            hidden_units=self.hidden_units, name=node.name)
+      elif node.op == "dwconv":
+        layer = tfmp_layers.GeneratedDepthwiseConv2D(cout_max, node.kernel_size, node.strides,
+                                                     hidden_units=self.hidden_units, name=node.name)
+      else:
+        layer = tfmp_layers.GeneratedDense(cin_max, cout_max, hidden_units=self.hidden_units, name=node.name)
+      layer.build()
+      self._layer_of[node.name] = len(gen)
+      gen.append(layer)
+      if node.op != "dense" and node.bn:
+        g = sp.gene_of(node.name)
+        bn = tfmp_layers.WidthBatchNorm(cout_max, sp.genes[g].num_choices if g is not None else 1,
+                                        mode=self.bn_mode, affine=self.bn_affine, name=node.name + "_bn")
+        bn.build()
+        self._bn_of[node.name] = len(bns)
+        bns.append(bn)
+    self.generator_layers = gen
+    self.bn_layers = bns
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(space=self.space.get_config(), hidden_units=self.hidden_units, bn_mode=self.bn_mode,
+                  bn_affine=self.bn_affine, seed=self.seed)
+    return config
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    space = space_lib.SearchSpace.from_config(config.pop("space"))
+    return cls(space, **config)
+
+  def build(self, input_shape=None):
+    self.built = True
+
+  # ---- sizes ---------------------------------------------------------------------------------
+  def generator_params(self) -> int:
+    """Weights of all hypernetworks (the part weight sharing would not have)."""
+    return sum(l.generator_params() for l in self.generator_layers)
+
+  # ---- structures as tensors ---------------------------------------------------------------
+  def choices_tensor(self, structure):
+    """int32 [num_genes] tensor of a `Structure` (validated against the space)."""
+    return tf.constant(self.space.validate(structure).choices, tf.int32)
+
+  def sample_choices(self, step):
+    """A uniform random structure (int32 [num_genes]) as a pure function of `step`."""
+    seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64)])
+    u = tf.random.stateless_uniform([self._num_genes], seed=seed, dtype=tf.float32)
+    n = tf.constant(self._num_choices)
+    return tf.minimum(tf.cast(tf.floor(u * tf.cast(n, tf.float32)), tf.int32), n - 1)
+
+  def _ext_channels(self, choices):
+    idx = tf.stack([tf.range(self._num_genes, dtype=tf.int32), choices], axis=1)
+    genes = tf.gather_nd(tf.constant(self._channel_table), idx)
+    return tf.concat([genes, tf.constant(np.array(self.space.fixed_widths, np.int32))], axis=0)
+
+  # ---- the forward pass --------------------------------------------------------------------
+  def forward(self, x, choices, batch_stats=True, bn_stats=None, return_moments=False):
+    """Runs structure `choices` (int32 [num_genes] tensor) on `x`.
+
+    Args:
+      x: images [B, H, W, C].
+      choices: int32 [num_genes] tensor.
+      batch_stats: normalize with batch statistics (True) or with the BN
+        layers' moving statistics (False).
+      bn_stats: optional list of (mean, variance) per batch-norm layer, padded
+        to full width, overriding both (used by candidate evaluation).
+      return_moments: also return each BN layer's batch (mean, E[x^2]).
+
+    Returns:
+      logits, or (logits, moments) if `return_moments`.
+    """
+    sp = self.space
+    x = tf.convert_to_tensor(x)
+    if x.dtype != tf.float32:
+      x = tf.cast(x, tf.float32)
+    ext = self._ext_channels(choices)
+    ratio = tf.cast(ext, tf.float32) / tf.constant(self._max_ext)
+    values, moments = {}, []
+    for node in sp.nodes:
+      if node.op == "input":
+        values[node.name] = x
+        continue
+      inp = values[node.inputs[0]]
+      out_i = sp.ext_index(node.name)
+      if node.op in ("conv", "dwconv"):
+        layer = self.generator_layers[self._layer_of[node.name]]
+        if node.op == "conv":
+          in_i = sp.ext_index(node.inputs[0])
+          y = layer(inp, encoding=tf.stack([ratio[in_i], ratio[out_i]]), out_channels=ext[out_i])
+        else:
+          y = layer(inp, encoding=tf.reshape(ratio[out_i], [1]))
+        if node.bn:
+          bi = self._bn_of[node.name]
+          g = sp.gene_of(node.name)
+          choice = choices[g] if g is not None else tf.constant(0, tf.int32)
+          bn = self.bn_layers[bi]
+          stats = None if bn_stats is None else bn_stats[bi]
+          y = bn(y, choice=choice, training=batch_stats and stats is None, stats=stats,
+                 return_moments=return_moments)
+          if return_moments:
+            y, m = y
+            moments.append(m)
+        y = _activation(y, node.activation)
+      elif node.op == "add":
+        y = tf.add_n([values[i] for i in node.inputs])
+        y = _activation(y, node.activation)
+      elif node.op == "maxpool":
+        y = tf.nn.max_pool2d(inp, node.kernel_size, node.strides, "SAME")
+      elif node.op == "gap":
+        y = tf.reduce_mean(inp, axis=[1, 2])
+      elif node.op == "dense":
+        layer = self.generator_layers[self._layer_of[node.name]]
+        in_i = sp.ext_index(node.inputs[0])
+        y = layer(inp, encoding=tf.stack([ratio[in_i], ratio[out_i]]), out_channels=ext[out_i])
+      else:  # pragma: no cover - the space validates ops
+        raise ValueError(f"unknown op {node.op!r}")
+      values[node.name] = y
+    logits = values[sp.nodes[-1].name]
+    return (logits, moments) if return_moments else logits
+
+  def call(self, inputs, training=None):
+    if training:
+      opt = getattr(self, "optimizer", None)
+      if opt is not None:
+        choices = self.sample_choices(opt.iterations)
+      else:
+        choices = self.sample_choices(tf.random.uniform([], 0, 2**31 - 1, dtype=tf.int64))
+    else:
+      choices = tf.constant(np.array(self.space.largest().choices, np.int32))
+    return self.forward(inputs, choices, batch_stats=True)
+
+  def compute_output_spec(self, inputs, training=None):
+    return keras.KerasTensor((inputs.shape[0], self.space.num_classes), dtype="float32")
+
+  # ---- one structure -----------------------------------------------------------------------
+  def call_structure(self, x, structure, training=False):
+    """Logits of `structure` on `x`, with its generated weights.
+
+    In inference mode (default) batch norm uses the moving statistics, so call
+    `recalibrate(structure, data)` first; with `training=True` it uses batch
+    statistics. Traced once for all structures.
+    """
+    choices = self.choices_tensor(structure)
+    if training:
+      return self.forward(x, choices, batch_stats=True)
+    if self._infer_fn is None:
+      spec = tf.TensorSpec([None] + list(self.space.input_shape), tf.float32)
+      self._infer_fn = tf.function(
+          lambda images, ch: self.forward(images, ch, batch_stats=False),
+          input_signature=[spec, tf.TensorSpec([self._num_genes], tf.int32)], reduce_retracing=True)
+    return self._infer_fn(tf.cast(x, tf.float32), choices)
+
+  def recalibrate(self, structure, data, num_batches=None):
+    """Sets batch-norm statistics to those of `structure` (exact average over batches).
+
+    Args:
+      structure: the structure.
+      data: a `tf.data.Dataset` of images or (images, labels), or a tensor/array
+        of images [N, H, W, C].
+      num_batches: how many batches of `data` to use (default: all).
+
+    Returns:
+      The number of images used.
+    """
+    from tf_metaprune import calibration  # pylint: disable=g-import-not-at-top
+    return calibration.recalibrate(self, structure, data, num_batches=num_batches)
+
+  def generated_weights(self, structure):
+    """The weights `structure` runs with, sliced to its widths, as numpy arrays.
+
+    Returns:
+      dict node name -> dict with "kernel" (and "bias" for dense), and for
+      nodes followed by batch norm "gamma", "beta", "moving_mean",
+      "moving_variance" (gamma=1, beta=0 when BN is not affine).
+    """
+    sp = self.space
+    s = sp.validate(structure)
+    choices = self.choices_tensor(s)
+    ext = self._ext_channels(choices).numpy()
+    ratio = ext.astype(np.float32) / self._max_ext
+    out = {}
+    for node in sp.nodes:
+      if node.op not in ("conv", "dwconv", "dense"):
+        continue
+      layer = self.generator_layers[self._layer_of[node.name]]
+      oi = sp.ext_index(node.name)
+      cout = int(ext[oi])
+      w = {}
+      if node.op == "dwconv":
+        w["kernel"] = layer.sliced_kernel(tf.constant([ratio[oi]]), cout).numpy()
+      else:
+        ii = sp.ext_index(node.inputs[0])
+        enc = tf.constant([ratio[ii], ratio[oi]])
+        w["kernel"] = layer.sliced_kernel(enc, int(ext[ii]), cout).numpy()
+        if node.op == "dense":
+          w["bias"] = layer.bias.numpy()[:cout]
+      if node.op != "dense" and node.bn:
+        bn = self.bn_layers[self._bn_of[node.name]]
+        g = sp.gene_of(node.name)
+        gamma, beta = bn.affine_params(s[g] if g is not None else 0, cout)
+        w["gamma"] = np.ones(cout, np.float32) if gamma is None else gamma.numpy()
+        w["beta"] = np.zeros(cout, np.float32) if beta is None else beta.numpy()
+        w["moving_mean"] = bn.moving_mean.numpy()[:cout]
+        w["moving_variance"] = bn.moving_variance.numpy()[:cout]
+      out[node.name] = w
+    return out
+
+
+def _activation(y, name):
+  if name == "relu":
+    return tf.nn.relu(y)
+  if name == "relu6":
+    return tf.nn.relu6(y)
+  return y

@@ -1,0 +1,566 @@
+"""Search spaces: the genes of a network, their width choices, and structures.
+
+A `SearchSpace` is a small, serializable description of a convolutional network
+(a topologically ordered list of `Node`s: convs, depthwise convs, batch norm is
+implied, residual adds, pooling, a classifier) plus the `Gene`s that set how
+many channels each prunable node produces. A `Structure` is one choice index
+per gene: the unit every searcher returns and every rebuild consumes.
+
+Layers joined by a residual addition read the *same* gene, so they can only
+move together (MetaPruning, Liu et al. 2019, Sec. 3.3); depthwise convs, pools
+and adds follow the width of their input; the classifier and any node given a
+fixed integer width are never pruned.
+
+Example:
+
+  >>> import tf_metaprune as tfmp
+  >>> space = tfmp.models.small_cnn(input_shape=(28, 28, 1), num_classes=10)
+  >>> s = space.uniform(0.5)
+  >>> space.channels(s)                      # doctest: +SKIP
+  {'conv1': 8, 'conv2': 16, ...}
+  >>> space.mflops(s) < space.mflops(space.largest())
+  True
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+# The reference's 31 width ratios: 0.10, 0.13, ..., 1.00.
+PAPER_WIDTH_RATIOS = tuple(round(0.10 + 0.03 * i, 2) for i in range(31))
+
+_STRUCTURE_FORMAT = "tf_metaprune.Structure"
+_SPACE_FORMAT = "tf_metaprune.SearchSpace"
+_OPS = ("input", "conv", "dwconv", "add", "maxpool", "gap", "dense")
+_ACTIVATIONS = (None, "relu", "relu6")
+
+
+def _check_width_ratios(width_ratios):
+  ratios = tuple(float(r) for r in width_ratios)
+  if not ratios:
+    raise ValueError("width_ratios=() is empty; give at least one ratio in (0, 1], "
+                     "e.g. tf_metaprune.PAPER_WIDTH_RATIOS")
+  for r in ratios:
+    if not (0.0 < r <= 1.0) or math.isnan(r):
+      raise ValueError(f"width ratio {r!r} in width_ratios={ratios} is outside (0, 1]; "
+                       "ratios are fractions of a layer's base width")
+  return tuple(sorted(set(ratios)))
+
+
+def round_channels(base_channels: int, width_ratio: float, divisor: int) -> int:
+  """Channel count of `base_channels * width_ratio`, rounded to a multiple of `divisor`.
+
+  The result is at least `min(divisor, base_channels)` and at most
+  `base_channels`; a ratio of 1.0 always gives `base_channels` exactly.
+  """
+  if width_ratio >= 1.0:
+    return int(base_channels)
+  rounded = int(round(base_channels * width_ratio / divisor)) * divisor
+  return int(min(base_channels, max(min(divisor, base_channels), rounded)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Gene:
+  """One searchable width: the output channels of every node that reads it.
+
+  Attributes:
+    name: unique name (usually the first node that reads it, or the stage).
+    base_channels: full width (the width of the unpruned network).
+    width_ratios: the requested fractions of `base_channels`.
+    divisor: channel counts are rounded to a multiple of this (8 is friendly to
+      phone kernels; 1 for tiny test networks).
+  """
+  name: str
+  base_channels: int
+  width_ratios: Tuple[float, ...] = PAPER_WIDTH_RATIOS
+  divisor: int = 8
+
+  def __post_init__(self):
+    if int(self.base_channels) < 1:
+      raise ValueError(f"Gene {self.name!r}: base_channels={self.base_channels!r} must be >= 1")
+    if int(self.divisor) < 1:
+      raise ValueError(f"Gene {self.name!r}: divisor={self.divisor!r} must be >= 1 (use 1 for no rounding)")
+    object.__setattr__(self, "width_ratios", _check_width_ratios(self.width_ratios))
+    object.__setattr__(self, "base_channels", int(self.base_channels))
+    object.__setattr__(self, "divisor", int(self.divisor))
+
+  @property
+  def channels(self) -> Tuple[int, ...]:
+    """The distinct channel counts this gene can take, ascending (choice i -> channels[i])."""
+    return tuple(sorted({round_channels(self.base_channels, r, self.divisor) for r in self.width_ratios}))
+
+  @property
+  def num_choices(self) -> int:
+    return len(self.channels)
+
+  def get_config(self):
+    return {"name": self.name, "base_channels": self.base_channels,
+            "width_ratios": list(self.width_ratios), "divisor": self.divisor}
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(name=config["name"], base_channels=config["base_channels"],
+               width_ratios=tuple(config["width_ratios"]), divisor=config["divisor"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+  """One operation of a search-space graph.
+
+  Attributes:
+    name: unique name; the rebuilt Keras layers are named after it.
+    op: one of "input", "conv", "dwconv", "add", "maxpool", "gap", "dense".
+    inputs: names of the input nodes (empty for "input").
+    out: for "conv"/"dense": a gene name (prunable) or an int (fixed width);
+      for "input": the number of image channels; otherwise None (the node
+      follows its input's width).
+    kernel_size, strides: for conv, dwconv and maxpool ("same" padding).
+    activation: None, "relu" or "relu6", applied after batch norm (or after the
+      add, for "add").
+    bn: conv/dwconv are followed by batch normalization (and have no bias).
+  """
+  name: str
+  op: str
+  inputs: Tuple[str, ...] = ()
+  out: Union[str, int, None] = None
+  kernel_size: int = 1
+  strides: int = 1
+  activation: Optional[str] = None
+  bn: bool = True
+
+  def __post_init__(self):
+    object.__setattr__(self, "inputs", tuple(self.inputs))
+    if self.op not in _OPS:
+      raise ValueError(f"Node {self.name!r}: op={self.op!r} is not one of {_OPS}")
+    if self.activation not in _ACTIVATIONS:
+      raise ValueError(f"Node {self.name!r}: activation={self.activation!r} is not one of {_ACTIVATIONS}")
+
+  def get_config(self):
+    return dataclasses.asdict(self) | {"inputs": list(self.inputs)}
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(**config)
+
+
+class Structure:
+  """One point of a search space: a choice index per gene.
+
+  Structures are plain, hashable value objects; a `SearchSpace` turns them into
+  channel counts, FLOPs and parameter counts. Save them with
+  `space.structure_to_json(s)` so the file also records the channel counts and
+  can be checked against the space it is loaded into.
+  """
+
+  __slots__ = ("_choices",)
+
+  def __init__(self, choices: Sequence[int]):
+    self._choices = tuple(int(c) for c in choices)
+
+  @property
+  def choices(self) -> Tuple[int, ...]:
+    return self._choices
+
+  def __len__(self):
+    return len(self._choices)
+
+  def __iter__(self):
+    return iter(self._choices)
+
+  def __getitem__(self, i):
+    return self._choices[i]
+
+  def __eq__(self, other):
+    return isinstance(other, Structure) and other._choices == self._choices
+
+  def __hash__(self):
+    return hash(self._choices)
+
+  def __repr__(self):
+    return f"Structure({list(self._choices)})"
+
+  def get_config(self):
+    return {"choices": list(self._choices)}
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(config["choices"])
+
+
+class SearchSpace:
+  """A network's prunable widths: genes, the graph that reads them, and counting.
+
+  Args:
+    name: a label, e.g. "mobilenet_v2".
+    input_shape: (H, W, C) of one image.
+    num_classes: classifier outputs.
+    genes: the `Gene`s (their order is the order of a `Structure`'s choices).
+    nodes: the graph, topologically ordered, starting with one "input" node and
+      ending with the classifier.
+
+  Raises:
+    ValueError: on a malformed graph (unknown inputs or genes, an add whose
+      inputs can have different widths) or an input too small for the strides.
+
+  Example:
+
+    >>> space = tf_metaprune.models.resnet20(input_shape=(32, 32, 3), num_classes=10)
+    >>> len(space.genes), space.mflops(space.largest())      # doctest: +SKIP
+  """
+
+  def __init__(self, name: str, input_shape: Sequence[int], num_classes: int,
+               genes: Sequence[Gene], nodes: Sequence[Node]):
+    self.name = str(name)
+    self.input_shape = tuple(int(d) for d in input_shape)
+    if len(self.input_shape) != 3 or min(self.input_shape) < 1:
+      raise ValueError(f"input_shape={tuple(input_shape)!r} must be (height, width, channels) with all >= 1")
+    self.num_classes = int(num_classes)
+    if self.num_classes < 2:
+      raise ValueError(f"num_classes={num_classes!r} must be >= 2")
+    self.genes = tuple(genes)
+    self.nodes = tuple(nodes)
+    self._gene_index = {}
+    for i, g in enumerate(self.genes):
+      if g.name in self._gene_index:
+        raise ValueError(f"duplicate gene name {g.name!r} in space {self.name!r}")
+      self._gene_index[g.name] = i
+    self._validate_graph()
+
+  # ---- graph -------------------------------------------------------------------------------
+  def _validate_graph(self):
+    if not self.nodes or self.nodes[0].op != "input":
+      raise ValueError(f"space {self.name!r}: the first node must be the 'input' node")
+    h, w, _ = self.input_shape
+    self.node_by_name: Dict[str, Node] = {}
+    self.spatial: Dict[str, Tuple[int, int]] = {}   # output (H, W) of each node (None after gap/dense)
+    self.in_spatial: Dict[str, Tuple[int, int]] = {}
+    # channel source of each node's output: ("gene", index) or ("fixed", n)
+    self.source: Dict[str, Tuple[str, int]] = {}
+    used_genes = set()
+    for node in self.nodes:
+      if node.name in self.node_by_name:
+        raise ValueError(f"space {self.name!r}: duplicate node name {node.name!r}")
+      for i in node.inputs:
+        if i not in self.node_by_name:
+          raise ValueError(f"node {node.name!r} reads {i!r}, which is not defined before it")
+      srcs = [self.source[i] for i in node.inputs]
+      ins = [self.spatial[i] for i in node.inputs]
+      if node.op == "input":
+        self.source[node.name] = ("fixed", self.input_shape[-1])
+        self.spatial[node.name] = (h, w)
+      elif node.op in ("conv", "dense"):
+        if len(node.inputs) != 1:
+          raise ValueError(f"node {node.name!r} ({node.op}) needs exactly one input, got {node.inputs}")
+        if isinstance(node.out, str):
+          if node.out not in self._gene_index:
+            raise ValueError(f"node {node.name!r} reads gene {node.out!r}, which is not in the space")
+          self.source[node.name] = ("gene", self._gene_index[node.out])
+          used_genes.add(node.out)
+        elif isinstance(node.out, (int, np.integer)) and int(node.out) >= 1:
+          self.source[node.name] = ("fixed", int(node.out))
+        else:
+          raise ValueError(f"node {node.name!r}: out={node.out!r} must be a gene name or a positive int")
+      else:
+        if node.op == "add":
+          if len(node.inputs) < 2:
+            raise ValueError(f"add node {node.name!r} needs at least two inputs")
+          if len(set(srcs)) != 1:
+            raise ValueError(
+                f"add node {node.name!r} joins inputs of different widths {dict(zip(node.inputs, srcs))}; "
+                "residual-joined layers must read the same gene (or the same fixed width)")
+          if len(set(ins)) != 1:
+            raise ValueError(f"add node {node.name!r} joins feature maps of different sizes {ins}")
+        elif len(node.inputs) != 1:
+          raise ValueError(f"node {node.name!r} ({node.op}) needs exactly one input, got {node.inputs}")
+        self.source[node.name] = srcs[0]
+      if node.op != "input":
+        self.in_spatial[node.name] = ins[0]
+        if node.op in ("conv", "dwconv", "maxpool"):
+          if ins[0] is None:
+            raise ValueError(f"node {node.name!r} ({node.op}) comes after global pooling")
+          ih, iw = ins[0]
+          if node.strides > 1 and min(ih, iw) < node.strides:
+            raise ValueError(
+                f"input_shape={self.input_shape} is too small for {self.name!r}: node {node.name!r} "
+                f"(stride {node.strides}) receives a {ih}x{iw} feature map; use a larger input "
+                "(or the model's small_input=True option, which removes early strides)")
+          self.spatial[node.name] = (-(-ih // node.strides), -(-iw // node.strides))
+        elif node.op == "gap":
+          self.spatial[node.name] = None
+        elif node.op == "dense":
+          if ins[0] is not None:
+            raise ValueError(f"dense node {node.name!r} must follow a 'gap' node")
+          self.spatial[node.name] = None
+        else:
+          self.spatial[node.name] = ins[0]
+      self.node_by_name[node.name] = node
+    unused = [g.name for g in self.genes if g.name not in used_genes]
+    if unused:
+      raise ValueError(f"space {self.name!r}: genes {unused} are read by no node")
+    last = self.nodes[-1]
+    if last.op != "dense" or self.source[last.name] != ("fixed", self.num_classes):
+      raise ValueError(f"space {self.name!r}: the last node must be a dense classifier with "
+                       f"out={self.num_classes} (fixed), got {last}")
+    # Extended channel vector: [gene channels..., fixed widths...]; sources index into it.
+    fixed = sorted({n for kind, n in self.source.values() if kind == "fixed"})
+    self.fixed_widths = tuple(fixed)
+    self._ext_index = {}
+    for name, (kind, v) in self.source.items():
+      self._ext_index[name] = v if kind == "gene" else len(self.genes) + fixed.index(v)
+
+  def ext_index(self, node_name: str) -> int:
+    """Index of `node_name`'s output width in the extended channel vector."""
+    return self._ext_index[node_name]
+
+  def max_channels(self, node_name: str) -> int:
+    """Output channels of a node at full width."""
+    kind, v = self.source[node_name]
+    return self.genes[v].base_channels if kind == "gene" else v
+
+  def gene_of(self, node_name: str) -> Optional[int]:
+    """Index of the gene setting a node's output width, or None if fixed."""
+    kind, v = self.source[node_name]
+    return v if kind == "gene" else None
+
+  # ---- structures --------------------------------------------------------------------------
+  @property
+  def num_choices(self) -> Tuple[int, ...]:
+    return tuple(g.num_choices for g in self.genes)
+
+  def validate(self, structure) -> Structure:
+    """Returns `structure` as a `Structure`, or raises ValueError naming what is wrong."""
+    if not isinstance(structure, Structure):
+      structure = Structure(structure)
+    if len(structure) != len(self.genes):
+      raise ValueError(f"{structure!r} has {len(structure)} choices but space {self.name!r} has "
+                       f"{len(self.genes)} genes; was it made for another space?")
+    for g, c in zip(self.genes, structure):
+      if not 0 <= c < g.num_choices:
+        raise ValueError(f"{structure!r}: choice {c} for gene {g.name!r} is out of range "
+                         f"[0, {g.num_choices - 1}] (its channel choices are {g.channels})")
+    return structure
+
+  def channels(self, structure) -> Dict[str, int]:
+    """Gene name -> channel count of `structure`."""
+    s = self.validate(structure)
+    return {g.name: g.channels[c] for g, c in zip(self.genes, s)}
+
+  def gene_channels(self, structure) -> np.ndarray:
+    """int array [num_genes] of the channel count of each gene."""
+    s = self.validate(structure)
+    return np.array([g.channels[c] for g, c in zip(self.genes, s)], dtype=np.int64)
+
+  def ext_channels(self, structure) -> np.ndarray:
+    """int array: gene channels followed by the fixed widths (see `ext_index`)."""
+    return np.concatenate([self.gene_channels(structure), np.array(self.fixed_widths, np.int64)])
+
+  def node_channels(self, structure) -> Dict[str, int]:
+    """Node name -> output channels of that node under `structure`."""
+    ext = self.ext_channels(structure)
+    return {n.name: int(ext[self._ext_index[n.name]]) for n in self.nodes}
+
+  def from_channels(self, channels: Dict[str, int]) -> Structure:
+    """The structure whose gene channel counts are `channels` (gene name -> count)."""
+    missing = [g.name for g in self.genes if g.name not in channels]
+    if missing:
+      raise ValueError(f"channels is missing genes {missing}")
+    choices = []
+    for g in self.genes:
+      c = int(channels[g.name])
+      if c not in g.channels:
+        raise ValueError(f"gene {g.name!r} cannot have {c} channels; its choices are {g.channels}")
+      choices.append(g.channels.index(c))
+    return Structure(choices)
+
+  def uniform(self, width_ratio: float) -> Structure:
+    """Every gene at `round_channels(base * width_ratio)`, snapped to its nearest choice.
+
+    Raises:
+      ValueError: if `width_ratio` is outside (0, 1].
+    """
+    if not (0.0 < float(width_ratio) <= 1.0):
+      raise ValueError(f"width_ratio={width_ratio!r} is outside (0, 1]")
+    choices = []
+    for g in self.genes:
+      target = round_channels(g.base_channels, float(width_ratio), g.divisor)
+      chs = np.array(g.channels)
+      choices.append(int(np.argmin(np.abs(chs - target) + 1e-9 * chs)))  # ties -> smaller
+    return Structure(choices)
+
+  def largest(self) -> Structure:
+    return Structure([g.num_choices - 1 for g in self.genes])
+
+  def smallest(self) -> Structure:
+    return Structure([0] * len(self.genes))
+
+  def random(self, seed=None) -> Structure:
+    """A uniformly random structure (each gene's choice independently uniform).
+
+    Args:
+      seed: an int, a `np.random.Generator`, or None (fresh entropy).
+    """
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    return Structure([int(rng.integers(0, g.num_choices)) for g in self.genes])
+
+  # ---- counting (delegated to the one counter, flops.py) -----------------------------------
+  def mflops(self, structure) -> float:
+    """Millions of multiply-adds (the paper's "FLOPs") of `structure` for one image.
+
+    Counts conv, depthwise conv and dense multiply-adds; batch norm, activations,
+    pooling and additions are not counted (the MetaPruning/AutoSlim convention).
+    """
+    from tf_metaprune import flops  # pylint: disable=g-import-not-at-top
+    return flops.structure_mflops(self, structure)
+
+  def params(self, structure) -> int:
+    """Number of weights of the rebuilt plain Keras model (what `model.count_params()` says)."""
+    from tf_metaprune import flops  # pylint: disable=g-import-not-at-top
+    return flops.structure_params(self, structure)
+
+  # ---- serialization -----------------------------------------------------------------------
+  def get_config(self):
+    return {"name": self.name, "input_shape": list(self.input_shape), "num_classes": self.num_classes,
+            "genes": [g.get_config() for g in self.genes], "nodes": [n.get_config() for n in self.nodes]}
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(name=config["name"], input_shape=config["input_shape"], num_classes=config["num_classes"],
+               genes=[Gene.from_config(g) for g in config["genes"]],
+               nodes=[Node.from_config(n) for n in config["nodes"]])
+
+  def to_json(self) -> str:
+    return json.dumps({"format": _SPACE_FORMAT, "version": 1, "space": self.get_config()}, indent=1)
+
+  @classmethod
+  def from_json(cls, text: str) -> "SearchSpace":
+    data = _load_json(text, "search space")
+    if data.get("format") != _SPACE_FORMAT:
+      raise ValueError(f"this JSON is not a tf_metaprune search space (format={data.get('format')!r})")
+    return cls.from_config(data["space"])
+
+  def fingerprint(self) -> str:
+    """A short hash of the space's config: structures and state files record it."""
+    blob = json.dumps(self.get_config(), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+  def structure_to_json(self, structure, **extra) -> str:
+    """JSON text of `structure` with its channel counts and this space's fingerprint.
+
+    Args:
+      structure: the structure.
+      **extra: JSON-able values stored beside it (e.g. accuracy, mflops).
+    """
+    s = self.validate(structure)
+    payload = {"format": _STRUCTURE_FORMAT, "version": 1, "space": self.name,
+               "space_fingerprint": self.fingerprint(), "choices": list(s.choices),
+               "channels": self.channels(s), "mflops": self.mflops(s), "params": self.params(s)}
+    payload.update(extra)
+    return json.dumps(payload, indent=1)
+
+  def structure_from_json(self, text: str) -> Structure:
+    """Parses `structure_to_json` output and checks it belongs to this space.
+
+    Raises:
+      ValueError: malformed JSON, another format, or a structure made for a
+        different space (other fingerprint, or channels that do not match).
+    """
+    data = _load_json(text, "structure")
+    if data.get("format") != _STRUCTURE_FORMAT:
+      raise ValueError(f"this JSON is not a tf_metaprune structure (format={data.get('format')!r}); "
+                       "write structures with SearchSpace.structure_to_json")
+    s = self.validate(data.get("choices", []))
+    if data.get("space_fingerprint") not in (None, self.fingerprint()):
+      recorded = data.get("channels") or {}
+      if recorded != self.channels(s):
+        raise ValueError(
+            f"structure was made for space {data.get('space')!r} (fingerprint {data.get('space_fingerprint')}), "
+            f"not this {self.name!r} (fingerprint {self.fingerprint()}): its channels {recorded} do not match "
+            f"{self.channels(s)}; load it into the space it was searched in")
+    return s
+
+  def save_structure(self, structure, path: str, **extra):
+    """Writes `structure_to_json` atomically to `path`."""
+    from tf_metaprune import io  # pylint: disable=g-import-not-at-top
+    io.write_text_atomic(path, self.structure_to_json(structure, **extra))
+
+  def load_structure(self, path: str) -> Structure:
+    with open(path) as f:
+      return self.structure_from_json(f.read())
+
+  def __repr__(self):
+    return (f"SearchSpace({self.name!r}, input_shape={self.input_shape}, genes={len(self.genes)}, "
+            f"nodes={len(self.nodes)})")
+
+
+def _load_json(text, what):
+  try:
+    data = json.loads(text)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"cannot parse {what} JSON: {e}") from None
+  if not isinstance(data, dict):
+    raise ValueError(f"{what} JSON must be an object, got {type(data).__name__}")
+  return data
+
+
+class SpaceBuilder:
+  """Builds a `SearchSpace` node by node (used by `tf_metaprune.models`).
+
+  Example:
+
+    >>> b = SpaceBuilder("tiny", (28, 28, 1), 10, divisor=1)
+    >>> x = b.input()
+    >>> x = b.conv("conv1", x, out=b.gene("conv1", 16), kernel_size=3)
+    >>> x = b.gap("pool", x)
+    >>> b.dense("logits", x, out=10)
+    'logits'
+    >>> space = b.build()
+  """
+
+  def __init__(self, name, input_shape, num_classes, width_ratios=None, divisor=8):
+    self.name = name
+    self.input_shape = tuple(input_shape)
+    self.num_classes = num_classes
+    self.width_ratios = _check_width_ratios(PAPER_WIDTH_RATIOS if width_ratios is None else width_ratios)
+    if int(divisor) < 1:
+      raise ValueError(f"divisor={divisor!r} must be >= 1 (1 means no rounding)")
+    self.divisor = int(divisor)
+    self.genes: List[Gene] = []
+    self.nodes: List[Node] = []
+
+  def gene(self, name, base_channels) -> str:
+    self.genes.append(Gene(name, int(base_channels), self.width_ratios, self.divisor))
+    return name
+
+  def _add(self, node):
+    self.nodes.append(node)
+    return node.name
+
+  def input(self, name="input"):
+    return self._add(Node(name, "input", (), out=self.input_shape[-1]))
+
+  def conv(self, name, x, out, kernel_size=3, strides=1, activation="relu"):
+    return self._add(Node(name, "conv", (x,), out=out, kernel_size=kernel_size, strides=strides,
+                          activation=activation))
+
+  def dwconv(self, name, x, kernel_size=3, strides=1, activation="relu"):
+    return self._add(Node(name, "dwconv", (x,), kernel_size=kernel_size, strides=strides,
+                          activation=activation))
+
+  def add(self, name, inputs, activation=None):
+    return self._add(Node(name, "add", tuple(inputs), activation=activation, bn=False))
+
+  def maxpool(self, name, x, pool_size=3, strides=2):
+    return self._add(Node(name, "maxpool", (x,), kernel_size=pool_size, strides=strides, bn=False))
+
+  def gap(self, name, x):
+    return self._add(Node(name, "gap", (x,), bn=False))
+
+  def dense(self, name, x, out):
+    return self._add(Node(name, "dense", (x,), out=out, bn=False))
+
+  def build(self) -> SearchSpace:
+    return SearchSpace(self.name, self.input_shape, self.num_classes, self.genes, self.nodes)
