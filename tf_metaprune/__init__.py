@@ -18,6 +18,7 @@ from tf_metaprune import flops
 from tf_metaprune import io
 from tf_metaprune import layers
 from tf_metaprune import models
+from tf_metaprune import training
 from tf_metaprune.calibration import EvaluationData
 from tf_metaprune.calibration import Evaluator
 from tf_metaprune.calibration import recalibrate
@@ -60,5 +61,6 @@ __all__ = [
     "SearchSpace",
     "SpaceBuilder",
     "Structure",
+    "training",
     "WidthBatchNorm",
 ]

@@ -150,7 +150,8 @@ def _layer_flops(layer):
       spatial = int(np.prod(layer.input.shape[1:-1]))
     else:
       spatial = int(np.prod(layer.output.shape[1:-1]))
-    kernel = layer.depthwise_kernel if isinstance(layer, keras.layers.DepthwiseConv2D) else layer.kernel
+    kernel = getattr(layer, "depthwise_kernel", None)  # Keras 2 name; Keras 3 calls it `kernel`
+    kernel = layer.kernel if kernel is None else kernel
     return spatial * int(np.prod(kernel.shape))
   if isinstance(layer, keras.layers.Dense):
     positions = int(np.prod(layer.input.shape[1:-1])) if len(layer.input.shape) > 2 else 1

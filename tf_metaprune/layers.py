@@ -65,7 +65,11 @@ class _Generator(keras.layers.Layer):
       return self.base_kernel
     enc = tf.reshape(tf.cast(encoding, self.base_kernel.dtype), [1, self._encoding_size])
     hidden = tf.nn.relu(tf.matmul(enc, self.gen_hidden_kernel) + self.gen_hidden_bias)
-    delta = tf.reshape(tf.matmul(hidden, self.gen_out_kernel), self._kernel_shape)
+    # Scaled by 1/sqrt(h): without it, every generated weight moves sqrt(h) to h times
+    # faster than a plain kernel under the same learning rate (SGD: by |hidden|^2; Adam:
+    # by h * lr per step), which made deep PruningNets diverge (measured on MobileNetV2).
+    delta = tf.matmul(hidden, self.gen_out_kernel) * (1.0 / math.sqrt(self.hidden_units))
+    delta = tf.reshape(delta, self._kernel_shape)
     return self.base_kernel + delta
 
   def generator_params(self):

@@ -1,0 +1,106 @@
+"""Tests of tf_metaprune.PruningNet: training with fit, sampling, saving."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_metaprune as tfmp
+
+_FAMILIES = {
+    "small_cnn": dict(channels=(8, 8, 16, 16), divisor=1),
+    "mobilenet_v1": dict(width_multiplier=0.125, divisor=4),
+    "mobilenet_v2": dict(width_multiplier=0.125, divisor=4),
+    "resnet20": dict(width_multiplier=0.5, divisor=4),
+    "resnet56": dict(width_multiplier=0.25, divisor=4),
+    "resnet50": dict(width_multiplier=0.125, divisor=8),
+}
+
+
+def _tiny_data(shape=(16, 16, 3), n=32, classes=4):
+  rng = np.random.default_rng(0)
+  x = rng.random((n,) + shape, dtype=np.float32)
+  y = rng.integers(0, classes, n).astype(np.int32)
+  return tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+
+
+def _compile(net):
+  net.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+
+
+@pytest.mark.parametrize("family", sorted(_FAMILIES))
+def test_every_family_trains_with_fit_and_round_trips_through_save(family, tmp_path):
+  space = tfmp.models.get(family)((16, 16, 3), 4, **_FAMILIES[family])
+  net = tfmp.PruningNet(space, hidden_units=2)
+  _compile(net)
+  history = net.fit(_tiny_data(), epochs=1, verbose=0)
+  assert np.isfinite(history.history["loss"][0])
+  path = os.path.join(tmp_path, "net.keras")
+  net.save(path)
+  loaded = keras.saving.load_model(path)
+  assert isinstance(loaded, tfmp.PruningNet)
+  assert loaded.space.get_config() == space.get_config()
+  x = np.random.default_rng(1).random((4, 16, 16, 3), dtype=np.float32)
+  s = space.random(seed=2)
+  a = net.call_structure(x, s, training=True)
+  b = loaded.call_structure(x, s, training=True)
+  np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+
+
+def test_training_step_samples_a_different_structure_each_step_and_is_reproducible():
+  space = tfmp.models.small_cnn((8, 8, 1), 2, channels=(8, 8, 8, 8), divisor=1)
+  net = tfmp.PruningNet(space, hidden_units=0, seed=5)
+  seqs = [tuple(net.sample_choices(tf.constant(step)).numpy()) for step in range(20)]
+  assert len(set(seqs)) > 15
+  again = tfmp.PruningNet(space, hidden_units=0, seed=5)
+  assert seqs == [tuple(again.sample_choices(tf.constant(step)).numpy()) for step in range(20)]
+  other = tfmp.PruningNet(space, hidden_units=0, seed=6)
+  assert seqs != [tuple(other.sample_choices(tf.constant(step)).numpy()) for step in range(20)]
+  counts = np.zeros(8)
+  for step in range(400):
+    counts[net.sample_choices(tf.constant(step)).numpy()[0]] += 1
+  assert counts.min() > 20   # every choice of gene 0 is drawn (uniform: ~50 each)
+
+
+def test_fit_traces_the_training_step_once_for_all_structures():
+  space = tfmp.models.small_cnn((8, 8, 1), 2, channels=(8, 8, 8, 8), divisor=1)
+  net = tfmp.PruningNet(space, hidden_units=2)
+  _compile(net)
+  ds = _tiny_data((8, 8, 1), n=64, classes=2).unbatch().batch(8, drop_remainder=True)
+  net.fit(ds, epochs=2, verbose=0)   # 16 steps, 16 structures
+  fn = net.train_function
+  concrete = getattr(fn, "_list_all_concrete_functions_for_serialization", None)
+  traces = fn.experimental_get_tracing_count() if hasattr(fn, "experimental_get_tracing_count") else None
+  if traces is None:
+    pytest.skip("this Keras does not expose a tf.function train_function")
+  assert traces == 1, concrete
+
+
+def test_narrow_structure_computes_narrow_activations():
+  space = tfmp.models.small_cnn((8, 8, 1), 2, channels=(8, 8, 8, 8), divisor=1)
+  net = tfmp.PruningNet(space, hidden_units=0)
+  conv = net.generator_layers[0]
+  x = tf.zeros([1, 8, 8, 1])
+  y = conv(x, encoding=tf.constant([1.0, 0.25]), out_channels=tf.constant(2))
+  assert y.shape[-1] == 2
+
+
+def test_non_space_argument_is_rejected_with_the_fix():
+  with pytest.raises(TypeError, match="needs a tf_metaprune.SearchSpace"):
+    tfmp.PruningNet("mobilenet_v2")
+
+
+def test_unknown_family_lists_known_ones():
+  with pytest.raises(ValueError, match=r"unknown model family 'vgg'.*mobilenet_v2"):
+    tfmp.models.get("vgg")
+
+
+def test_generator_params_count_matches_hidden_units():
+  space = tfmp.models.small_cnn((8, 8, 1), 2, channels=(8, 8, 8, 8), divisor=1)
+  assert tfmp.PruningNet(space, hidden_units=0).generator_params() == 0
+  g8 = tfmp.PruningNet(space, hidden_units=8).generator_params()
+  g16 = tfmp.PruningNet(space, hidden_units=16).generator_params()
+  assert g16 > 1.9 * g8 > 0

@@ -1,0 +1,143 @@
+"""Training recipes shared by the PruningNet and the rebuilt (retrained) models.
+
+One recipe for both, so searched and uniform models are compared fairly:
+SGD with momentum 0.9 and a cosine learning-rate decay (MetaPruning's
+optimizer; scaled down from ImageNet's tens of epochs to what small data
+needs), cross-entropy on logits with optional label smoothing (the reference
+uses 0.1), and the Keras callbacks that make long runs safe: `BackupAndRestore`
+(an interrupted run resumes at the last finished epoch), `ModelCheckpoint`,
+`TensorBoard` and `TerminateOnNaN`.
+
+Example:
+
+  >>> net = tfmp.PruningNet(space)
+  >>> history = tfmp.training.fit(net, splits.train, epochs=5, learning_rate=0.05,
+  ...                              output_dir="runs/pruningnet")    # doctest: +SKIP
+"""
+
+import math
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="tf_metaprune")
+class SparseCrossentropyWithSmoothing(keras.losses.Loss):
+  """Cross-entropy of integer labels against logits, with label smoothing.
+
+  `keras.losses.SparseCategoricalCrossentropy` has no label smoothing; this is
+  `CategoricalCrossentropy(from_logits=True, label_smoothing=...)` applied to
+  one-hot integer labels.
+
+  Args:
+    label_smoothing: in [0, 1); 0 is plain cross-entropy.
+  """
+
+  def __init__(self, label_smoothing=0.0, name="crossentropy", **kwargs):
+    super().__init__(name=name, **kwargs)
+    if not 0.0 <= float(label_smoothing) < 1.0:
+      raise ValueError(f"label_smoothing={label_smoothing!r} must be in [0, 1)")
+    self.label_smoothing = float(label_smoothing)
+
+  def call(self, y_true, y_pred):
+    depth = tf.shape(y_pred)[-1]
+    labels = tf.one_hot(tf.reshape(tf.cast(y_true, tf.int32), [-1]), depth, dtype=y_pred.dtype)
+    return keras.losses.categorical_crossentropy(labels, y_pred, from_logits=True,
+                                                 label_smoothing=self.label_smoothing)
+
+  def get_config(self):
+    return {"label_smoothing": self.label_smoothing, "name": self.name}
+
+
+def steps_per_epoch(dataset):
+  """Number of batches of a finite dataset (counts them if TF does not know)."""
+  n = int(dataset.cardinality())
+  if n == tf.data.INFINITE_CARDINALITY:
+    raise ValueError("the training dataset is infinite; pass a finite dataset (no .repeat())")
+  if n < 0:
+    n = sum(1 for _ in dataset)
+  if n == 0:
+    raise ValueError("the training dataset is empty (0 batches); check the data and the batch size")
+  return n
+
+
+def compile_model(model, learning_rate=0.05, total_steps=1000, momentum=0.9, weight_decay=5e-5,
+                  label_smoothing=0.0, optimizer="sgd", steps_per_execution=1):
+  """Compiles `model` with the shared recipe.
+
+  Args:
+    model: a `PruningNet` or a plain Keras model producing logits.
+    learning_rate: peak learning rate (cosine-decayed to 0 over `total_steps`).
+    total_steps: length of the schedule in optimizer steps.
+    momentum: SGD momentum.
+    weight_decay: decoupled weight decay (0 to disable).
+    label_smoothing: see `SparseCrossentropyWithSmoothing`.
+    optimizer: "sgd" (the paper) or "adam".
+    steps_per_execution: passed to `compile` (structure sampling happens in the
+      training step, so any value works).
+  """
+  if not float(learning_rate) > 0 or math.isnan(float(learning_rate)):
+    raise ValueError(f"learning_rate={learning_rate!r} must be > 0")
+  schedule = keras.optimizers.schedules.CosineDecay(float(learning_rate), max(1, int(total_steps)))
+  wd = float(weight_decay) or None
+  if optimizer == "sgd":
+    opt = keras.optimizers.SGD(schedule, momentum=momentum, nesterov=True, weight_decay=wd)
+  elif optimizer == "adam":
+    opt = keras.optimizers.AdamW(schedule, weight_decay=wd or 0.0) if wd else keras.optimizers.Adam(schedule)
+  else:
+    raise ValueError(f"optimizer={optimizer!r} must be 'sgd' or 'adam'")
+  model.compile(optimizer=opt, loss=SparseCrossentropyWithSmoothing(label_smoothing),
+                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                steps_per_execution=steps_per_execution)
+  return model
+
+
+def fit(model, train_data, epochs, learning_rate=0.05, output_dir=None, validation_data=None, verbose=1,
+        callbacks=None, **compile_kwargs):
+  """Compiles and trains `model` with the shared recipe; resumable.
+
+  With `output_dir`, the run keeps `output_dir/backup` (BackupAndRestore: a
+  rerun after an interruption continues at the last finished epoch, with the
+  same learning-rate schedule and -- for a PruningNet -- the same structure
+  sequence), `output_dir/logs` (TensorBoard) and `output_dir/last.weights.h5`.
+
+  Args:
+    model: a `PruningNet` or plain Keras model.
+    train_data: a finite batched `tf.data.Dataset` of (images, labels).
+    epochs: number of epochs (>= 1).
+    learning_rate: peak learning rate.
+    output_dir: where checkpoints and logs go (None: nothing is written).
+    validation_data: optional dataset for Keras' validation metrics.
+    verbose: Keras verbosity (1 = progress bar).
+    callbacks: extra Keras callbacks.
+    **compile_kwargs: passed to `compile_model`.
+
+  Returns:
+    The Keras `History.history` dict.
+
+  Raises:
+    ValueError: on a bad epoch count, learning rate or an empty dataset.
+    FloatingPointError: if the loss became NaN/Inf (the last good epoch's
+      backup is kept).
+  """
+  if int(epochs) < 1:
+    raise ValueError(f"epochs={epochs!r} must be >= 1")
+  steps = steps_per_epoch(train_data)
+  compile_model(model, learning_rate=learning_rate, total_steps=steps * int(epochs), **compile_kwargs)
+  cbs = [keras.callbacks.TerminateOnNaN()]
+  if output_dir:
+    os.makedirs(output_dir, exist_ok=True)
+    cbs += [keras.callbacks.BackupAndRestore(os.path.join(output_dir, "backup")),
+            keras.callbacks.TensorBoard(os.path.join(output_dir, "logs"), update_freq="epoch"),
+            keras.callbacks.ModelCheckpoint(os.path.join(output_dir, "last.weights.h5"), save_weights_only=True)]
+  cbs += list(callbacks or [])
+  history = model.fit(train_data, epochs=int(epochs), validation_data=validation_data, callbacks=cbs,
+                      verbose=verbose)
+  losses = history.history.get("loss", [])
+  if losses and not np.all(np.isfinite(losses)):
+    raise FloatingPointError(
+        f"training stopped: the loss became {losses[-1]} in epoch {len(losses)}; lower the learning rate "
+        f"(was {learning_rate}). The last finished epoch's backup is kept in {output_dir!r}.")
+  return history.history
