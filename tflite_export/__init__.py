@@ -1,0 +1,60 @@
+"""tflite_export: ship a (pruned) Keras 3 model to phones as TFLite.
+
+One door for the whole export path:
+
+  convert -> save -> check_parity -> benchmark / parse_benchmark_model_output
+
+- `convert(model, quantization=...)`: float32, float16, dynamic-range or
+  full-integer int8 flatbuffer; `save` writes it, `tensor_dtypes` shows what
+  is inside.
+- `check_parity(tflite, model, dataset)`: accuracy, top-1 agreement and
+  output differences between the TFLite and the Keras model (`ParityReport`).
+- `benchmark(tflite)`: latency on this host (`LatencyResult`);
+  `parse_benchmark_model_output(text)`: the same from TensorFlow Lite's
+  `benchmark_model` run on a phone, with its per-operator profile.
+- `quantization_aware_train(model, train_ds)`: QAT through
+  tensorflow-model-optimization in a child process, to int8 TFLite.
+
+Example:
+
+  import tflite_export
+
+  int8 = tflite_export.convert(model, "int8", representative_data=train_ds)
+  tflite_export.save(int8, "model_int8.tflite")
+  print(tflite_export.check_parity(int8, model, test_ds).top1_agreement)
+  print(tflite_export.benchmark(int8).median_ms)
+"""
+
+from tflite_export.benchmark import benchmark
+from tflite_export.benchmark import device_description
+from tflite_export.benchmark import LatencyResult
+from tflite_export.benchmark import NodeTypeSummary
+from tflite_export.benchmark import OpProfileEntry
+from tflite_export.benchmark import parse_benchmark_model_output
+from tflite_export.convert import convert
+from tflite_export.convert import QUANTIZATION_MODES
+from tflite_export.convert import save
+from tflite_export.convert import tensor_dtypes
+from tflite_export.parity import AccuracyDropWarning
+from tflite_export.parity import check_parity
+from tflite_export.parity import ParityReport
+from tflite_export.qat import QatResult
+from tflite_export.qat import quantization_aware_train
+
+__all__ = [
+    "AccuracyDropWarning",
+    "LatencyResult",
+    "NodeTypeSummary",
+    "OpProfileEntry",
+    "ParityReport",
+    "QUANTIZATION_MODES",
+    "QatResult",
+    "benchmark",
+    "check_parity",
+    "convert",
+    "device_description",
+    "parse_benchmark_model_output",
+    "quantization_aware_train",
+    "save",
+    "tensor_dtypes",
+]
