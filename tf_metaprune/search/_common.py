@@ -1,0 +1,111 @@
+"""Helpers shared by the searchers: the evaluator, candidate measurement, fingerprints."""
+
+import hashlib
+
+import numpy as np
+import tensorflow as tf
+
+from tf_metaprune import budgets as budgets_lib
+from tf_metaprune import calibration
+from tf_metaprune import data as data_lib
+from tf_metaprune import pruning_net
+from tf_metaprune.search import result as result_lib
+
+
+def check_net(net, who):
+  if not isinstance(net, pruning_net.PruningNet):
+    raise TypeError(f"{who}(net=...) needs a trained tf_metaprune.PruningNet, got {type(net).__name__}")
+
+
+def make_evaluator(net, search_data, calibration_data=None, num_calibration_batches=4, who="search"):
+  """An `Evaluator` of `net` on the held-out search data.
+
+  Args:
+    net: the `PruningNet`.
+    search_data: an `Evaluator` of this net (reused: no new trace), an
+      `EvaluationData`, a batched `tf.data.Dataset` of (images, labels) (the
+      held-out search split, never the test split), or a `DatasetSplits`
+      (scored on `.search`, BN recalibrated on the first `.train` batches;
+      `.test` is never read).
+    calibration_data: where BN-calibration batches come from when
+      `search_data` is a dataset (default: `search_data` itself).
+    num_calibration_batches: full batches used to recalibrate BN statistics.
+    who: the caller's name, for error messages.
+
+  Raises:
+    TypeError / ValueError: for another kind of `search_data`, or an
+      `Evaluator` of another net.
+  """
+  if isinstance(search_data, calibration.Evaluator):
+    if search_data.net is not net:
+      raise ValueError(f"{who}: the Evaluator passed as search_data belongs to another PruningNet; "
+                       "build Evaluator(net, data) for this net")
+    if calibration_data is not None:
+      raise ValueError(f"{who}: calibration_data={calibration_data!r} is ignored when search_data is an "
+                       "Evaluator (it has its calibration batches); drop it")
+    return search_data
+  if isinstance(search_data, data_lib.DatasetSplits):
+    if calibration_data is None:
+      calibration_data = search_data.train  # the reference recalibrates on training batches
+    search_data = search_data.search
+  if isinstance(search_data, tf.data.Dataset):
+    data = calibration.EvaluationData.from_dataset(search_data, num_calibration_batches=num_calibration_batches,
+                                                   calibration_dataset=calibration_data)
+  elif isinstance(search_data, calibration.EvaluationData):
+    if calibration_data is not None:
+      raise ValueError(f"{who}: calibration_data={calibration_data!r} is ignored when search_data is an "
+                       "EvaluationData (it holds its calibration images); drop it")
+    data = search_data
+  else:
+    raise TypeError(f"{who}(search_data=...) must be an EvaluationData, an Evaluator, a DatasetSplits or a "
+                    f"batched tf.data.Dataset of (images, labels) from the search split; got "
+                    f"{type(search_data).__name__}")
+  return calibration.Evaluator(net, data)
+
+
+def check_budget(budget, space):
+  """Returns the budget as an object (from a config dict too), after `check(space)`."""
+  if budget is None:
+    return None
+  if isinstance(budget, dict):
+    budget = budgets_lib.budget_from_config(budget)
+  if not isinstance(budget, budgets_lib.Budget):
+    raise TypeError(f"budget={budget!r} is not a budget; use tf_metaprune.budgets.FlopsBudget(max_mflops=...) "
+                    "or another Budget")
+  budget.check(space)
+  return budget
+
+
+def latency_lut(budget, latency_table, space):
+  lut = latency_table if latency_table is not None else budgets_lib.latency_predictor(budget)
+  if isinstance(lut, budgets_lib.LatencyTable):
+    lut.validate(space)
+  return lut
+
+
+def measure(space, choices, accuracy, lut=None, generation=0) -> result_lib.Candidate:
+  """A `Candidate` with accuracy, MFLOPs, params (and predicted latency) of `choices`."""
+  s = space.validate(choices)
+  latency = None if lut is None else float(lut.predict_ms(space, s))
+  return result_lib.Candidate(choices=s.choices, accuracy=float(accuracy), mflops=space.mflops(s),
+                              params=space.params(s), latency_ms=latency, generation=generation)
+
+
+def net_fingerprint(net) -> str:
+  """Hash of the PruningNet's trainable weights (a retrained net gets another one)."""
+  h = hashlib.sha256()
+  for w in net.trainable_weights:
+    a = np.ascontiguousarray(w.numpy())
+    h.update(str(a.shape).encode())
+    h.update(a.tobytes())
+  return h.hexdigest()[:16]
+
+
+def data_fingerprint(data) -> str:
+  """Hash of an `EvaluationData`'s calibration and evaluation arrays."""
+  h = hashlib.sha256()
+  for a in (data.calibration_images, data.eval_images, data.eval_labels, data.eval_mask):
+    a = np.ascontiguousarray(a)
+    h.update(str(a.shape).encode())
+    h.update(a.tobytes())
+  return h.hexdigest()[:16]
