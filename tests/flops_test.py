@@ -56,3 +56,11 @@ def test_in_graph_count_equals_numpy_count_for_a_population():
   mf, pa = fn(tf.constant([list(s) for s in pop], tf.int32))
   np.testing.assert_allclose(mf.numpy(), [space.mflops(s) for s in pop], rtol=1e-12)
   np.testing.assert_allclose(pa.numpy(), [space.params(s) for s in pop], rtol=1e-12)
+
+
+def test_in_graph_exact_count_is_integer_and_equals_numpy():
+  space = tfmp.models.resnet20((32, 32, 3), 10)
+  counter = flops.SpaceCounter(space)
+  s = space.random(seed=9)
+  got = tf.function(counter.flops)(tf.constant([list(s)], tf.int32)).numpy()[0]
+  assert got == flops.structure_flops(space, s) and float(got).is_integer()

@@ -104,3 +104,28 @@ def test_generator_params_count_matches_hidden_units():
   g8 = tfmp.PruningNet(space, hidden_units=8).generator_params()
   g16 = tfmp.PruningNet(space, hidden_units=16).generator_params()
   assert g16 > 1.9 * g8 > 0
+
+
+def test_sandwich_step_trains_the_largest_and_the_smallest_structure():
+  space = tfmp.models.small_cnn((8, 8, 1), 2, channels=(16, 16, 16, 16), width_ratios=(0.5, 0.75, 1.0),
+                                divisor=1)
+  net = tfmp.PruningNet(space, hidden_units=2, sampling="sandwich", structures_per_step=3)
+  _compile(net)
+  bn = net.bn_layers[0]
+  before = bn.gamma.numpy().copy()
+  ds = _tiny_data((8, 8, 1), n=8, classes=2).unbatch().batch(8)
+  history = net.fit(ds, epochs=1, verbose=0)   # exactly one step
+  after = bn.gamma.numpy()
+  assert np.isfinite(history.history["loss"][0])
+  assert np.abs(after[0] - before[0]).max() > 0          # smallest choice's BN row was trained
+  assert np.abs(after[-1] - before[-1]).max() > 0        # largest choice's BN row was trained
+  again = tfmp.PruningNet.from_config(net.get_config())
+  assert again.sampling == "sandwich" and again.structures_per_step == 3
+
+
+def test_bad_sampling_settings_are_rejected():
+  space = tfmp.models.small_cnn((8, 8, 1), 2, channels=(8, 8, 8, 8), divisor=1)
+  with pytest.raises(ValueError, match="sampling='greedy'"):
+    tfmp.PruningNet(space, sampling="greedy")
+  with pytest.raises(ValueError, match="structures_per_step=1"):
+    tfmp.PruningNet(space, sampling="sandwich", structures_per_step=1)

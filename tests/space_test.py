@@ -119,3 +119,16 @@ def test_add_of_different_genes_is_rejected():
 def test_input_too_small_for_strides_names_node_and_fix():
   with pytest.raises(ValueError, match=r"too small for 'resnet50'.*stride 2"):
     tfmp.models.resnet50((16, 16, 3), 10, small_input=False)
+
+
+def test_saved_structure_file_is_readable_by_others(tmp_path):
+  import os
+  import stat
+  space = _tiny()
+  path = tmp_path / "s.json"
+  old = os.umask(0o022)
+  try:
+    space.save_structure(space.largest(), str(path))
+  finally:
+    os.umask(old)
+  assert stat.S_IMODE(os.stat(path).st_mode) == 0o644

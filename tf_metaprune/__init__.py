@@ -12,13 +12,20 @@ winner as a plain Keras model ready for retraining and TFLite export.
 
 __version__ = "0.1.0"
 
+from tf_metaprune import budgets
 from tf_metaprune import calibration
 from tf_metaprune import data
 from tf_metaprune import flops
 from tf_metaprune import io
 from tf_metaprune import layers
 from tf_metaprune import models
+from tf_metaprune import search
 from tf_metaprune import training
+from tf_metaprune.budgets import AllOf
+from tf_metaprune.budgets import FlopsBudget
+from tf_metaprune.budgets import LatencyBudget
+from tf_metaprune.budgets import LatencyTable
+from tf_metaprune.budgets import ParamsBudget
 from tf_metaprune.calibration import EvaluationData
 from tf_metaprune.calibration import Evaluator
 from tf_metaprune.calibration import recalibrate
@@ -30,6 +37,8 @@ from tf_metaprune.layers import GeneratedDepthwiseConv2D
 from tf_metaprune.layers import WidthBatchNorm
 from tf_metaprune.pruning_net import PruningNet
 from tf_metaprune.rebuild import rebuild
+from tf_metaprune.search import EvolutionConfig
+from tf_metaprune.search import SearchResult
 from tf_metaprune.space import Gene
 from tf_metaprune.space import Node
 from tf_metaprune.space import PAPER_WIDTH_RATIOS
@@ -39,25 +48,34 @@ from tf_metaprune.space import Structure
 
 __all__ = [
     "__version__",
+    "AllOf",
+    "budgets",
     "calibration",
     "count_flops",
     "count_mflops",
     "data",
     "EvaluationData",
     "Evaluator",
+    "EvolutionConfig",
+    "FlopsBudget",
     "flops",
     "Gene",
     "GeneratedConv2D",
     "GeneratedDense",
     "GeneratedDepthwiseConv2D",
     "io",
+    "LatencyBudget",
+    "LatencyTable",
     "layers",
     "models",
     "Node",
     "PAPER_WIDTH_RATIOS",
+    "ParamsBudget",
     "PruningNet",
     "rebuild",
     "recalibrate",
+    "search",
+    "SearchResult",
     "SearchSpace",
     "SpaceBuilder",
     "Structure",

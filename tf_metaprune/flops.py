@@ -127,8 +127,16 @@ class SpaceCounter:
     coef, a, b = terms
     return tf.reduce_sum(coef * tf.gather(ext, a, axis=-1) * tf.gather(ext, b, axis=-1), axis=-1)
 
+  def flops(self, choices):
+    """Exact multiply-add counts (float64 holding integers), one per structure."""
+    return self._sum(self._f, choices)
+
   def mflops(self, choices):
-    """Millions of multiply-adds, float64, one per structure in `choices`."""
+    """Millions of multiply-adds, float64, one per structure in `choices`.
+
+    Grappler may rewrite the division as a multiplication (1 ulp off); compare
+    exact counts with `flops()` where a structure can sit exactly on a budget.
+    """
     return self._sum(self._f, choices) / 1e6
 
   def params(self, choices):

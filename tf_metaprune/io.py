@@ -19,7 +19,10 @@ def write_text_atomic(path, text):
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+  umask = os.umask(0)
+  os.umask(umask)
   try:
+    os.fchmod(fd, 0o666 & ~umask)   # mkstemp makes 0600; results should be readable like any file
     with os.fdopen(fd, "w") as f:
       f.write(text)
       f.flush()

@@ -32,6 +32,19 @@ import numpy as np
 import tensorflow as tf
 
 
+def leading(t, sizes):
+  """`t[:sizes[0], :sizes[1], ...]` as one Slice op (sizes: ints, -1 = all, or int32 scalars).
+
+  Cheaper to trace than Python slicing, which builds begin/end/stride packs per
+  call; deep PruningNets slice hundreds of times per trace.
+  """
+  if all(isinstance(v, int) for v in sizes):
+    size = list(sizes)
+  else:
+    size = tf.stack([tf.constant(v, tf.int32) if isinstance(v, int) else tf.cast(v, tf.int32) for v in sizes])
+  return tf.slice(t, [0] * len(sizes), size)
+
+
 class _Generator(keras.layers.Layer):
   """Shared base: builds `base_kernel` and the hypernetwork, and generates kernels."""
 
@@ -115,8 +128,9 @@ class GeneratedConv2D(_Generator):
     self.built = True
 
   def sliced_kernel(self, encoding, in_channels, out_channels):
-    return self.generated_kernel(encoding)[:, :, :in_channels, :out_channels]
+    return leading(self.generated_kernel(encoding), [-1, -1, in_channels, out_channels])
 
+  @tf.autograph.experimental.do_not_convert
   def call(self, x, encoding=None, out_channels=None):
     kernel = self.sliced_kernel(encoding, tf.shape(x)[-1], out_channels)
     return tf.nn.conv2d(x, kernel, strides=self.strides, padding="SAME")
@@ -156,8 +170,9 @@ class GeneratedDepthwiseConv2D(_Generator):
     self.built = True
 
   def sliced_kernel(self, encoding, channels):
-    return self.generated_kernel(encoding)[:, :, :channels, :]
+    return leading(self.generated_kernel(encoding), [-1, -1, channels, -1])
 
+  @tf.autograph.experimental.do_not_convert
   def call(self, x, encoding=None):
     kernel = self.sliced_kernel(encoding, tf.shape(x)[-1])
     return tf.nn.depthwise_conv2d(x, kernel, strides=[1, self.strides, self.strides, 1], padding="SAME")
@@ -191,11 +206,12 @@ class GeneratedDense(_Generator):
     self.built = True
 
   def sliced_kernel(self, encoding, in_channels, out_channels):
-    return self.generated_kernel(encoding)[:in_channels, :out_channels]
+    return leading(self.generated_kernel(encoding), [in_channels, out_channels])
 
+  @tf.autograph.experimental.do_not_convert
   def call(self, x, encoding=None, out_channels=None):
     kernel = self.sliced_kernel(encoding, tf.shape(x)[-1], out_channels)
-    return tf.matmul(x, kernel) + self.bias[:out_channels]
+    return tf.matmul(x, kernel) + leading(self.bias, [out_channels])
 
   def get_config(self):
     config = super().get_config()
@@ -263,9 +279,13 @@ class WidthBatchNorm(keras.layers.Layer):
     """(gamma, beta) sliced to `channels` for gene choice `choice` (None, None if not affine)."""
     if not self.affine:
       return None, None
-    row = choice if self.mode == "switchable" else 0
-    return self.gamma[row, :channels], self.beta[row, :channels]
+    if self.mode == "switchable":
+      gamma, beta = tf.gather(self.gamma, choice), tf.gather(self.beta, choice)
+    else:
+      gamma, beta = self.gamma[0], self.beta[0]
+    return leading(gamma, [channels]), leading(beta, [channels])
 
+  @tf.autograph.experimental.do_not_convert
   def call(self, x, choice=None, training=None, stats=None, return_moments=False):
     channels = tf.shape(x)[-1]
     axes = list(range(len(x.shape) - 1))
@@ -273,11 +293,11 @@ class WidthBatchNorm(keras.layers.Layer):
       choice = tf.constant(0, tf.int32)
     gamma, beta = self.affine_params(choice, channels)
     if stats is not None:
-      mean, var = stats[0][:channels], stats[1][:channels]
+      mean, var = leading(stats[0], [channels]), leading(stats[1], [channels])
     elif training:
       mean, var = tf.nn.moments(x, axes)
     else:
-      mean, var = self.moving_mean[:channels], self.moving_variance[:channels]
+      mean, var = leading(self.moving_mean, [channels]), leading(self.moving_variance, [channels])
     y = tf.nn.batch_normalization(x, mean, var, beta, gamma, self.epsilon)
     if not return_moments:
       return y

@@ -90,7 +90,7 @@ def mobilenet_v1(input_shape=(224, 224, 3), num_classes=1000, width_multiplier=1
 
 
 def mobilenet_v2(input_shape=(224, 224, 3), num_classes=1000, width_multiplier=1.0, width_ratios=None,
-                 divisor=8, small_input=None, last_channels=1280):
+                 divisor=8, small_input=None, last_channels=1280, prune_last_conv=True):
   """MobileNetV2 (Sandler et al. 2018): inverted residual blocks.
 
   Genes (MetaPruning's encoding): the stem; one output gene per stage, shared
@@ -106,6 +106,7 @@ def mobilenet_v2(input_shape=(224, 224, 3), num_classes=1000, width_multiplier=1
     width_ratios, divisor: each gene's width choices and rounding.
     small_input: None = decide from the input size.
     last_channels: width of the final 1x1 conv at multiplier <= 1.
+    prune_last_conv: make the final 1x1 conv's width a gene.
 
   Returns:
     A `SearchSpace`.
@@ -138,7 +139,8 @@ def mobilenet_v2(input_shape=(224, 224, 3), num_classes=1000, width_multiplier=1
       x = h
       in_base = out_base
   last = _make_divisible(last_channels * wm) if wm > 1.0 else last_channels
-  x = b.conv("last_conv", x, out=b.gene("last_conv", last), kernel_size=1, activation="relu6")
+  out = b.gene("last_conv", last) if prune_last_conv else last
+  x = b.conv("last_conv", x, out=out, kernel_size=1, activation="relu6")
   x = b.gap("pool", x)
   b.dense("logits", x, out=num_classes)
   return b.build()
