@@ -18,7 +18,7 @@ $(STAMP): setup.py
 	@touch $(STAMP)
 
 demo: venv
-	$(VENV)/bin/python examples/train_pruningnet.py --model=small_cnn --epochs=4 --output_dir=$(DEMO_DIR)
+	$(VENV)/bin/python examples/train_pruningnet.py --model=small_cnn --epochs=12 --hidden_units=32 --output_dir=$(DEMO_DIR)
 
 test: venv
 	$(VENV)/bin/python -m pytest tests

@@ -69,14 +69,22 @@ def test_fit_traces_the_training_step_once_for_all_structures():
   space = tfmp.models.small_cnn((8, 8, 1), 2, channels=(8, 8, 8, 8), divisor=1)
   net = tfmp.PruningNet(space, hidden_units=2)
   _compile(net)
+  traced = []
+  forward = net.forward
+
+  def counting_forward(*args, **kwargs):   # Python runs only while tf.function traces
+    traced.append(1)
+    return forward(*args, **kwargs)
+
+  net.forward = counting_forward
   ds = _tiny_data((8, 8, 1), n=64, classes=2).unbatch().batch(8, drop_remainder=True)
-  net.fit(ds, epochs=2, verbose=0)   # 16 steps, 16 structures
-  fn = net.train_function
-  concrete = getattr(fn, "_list_all_concrete_functions_for_serialization", None)
-  traces = fn.experimental_get_tracing_count() if hasattr(fn, "experimental_get_tracing_count") else None
-  if traces is None:
-    pytest.skip("this Keras does not expose a tf.function train_function")
-  assert traces == 1, concrete
+  net.fit(ds, epochs=1, verbose=0)
+  first = len(traced)          # Keras traces its step function once or twice (first-step variant)
+  net.fit(ds, epochs=3, verbose=0)   # 24 more steps, 24 more structures
+  seen = {tuple(net.sample_choices(tf.constant(step)).numpy()) for step in range(32)}
+  assert len(seen) > 20
+  assert first <= 2
+  assert len(traced) == first   # no retrace for any of the new structures
 
 
 def test_narrow_structure_computes_narrow_activations():

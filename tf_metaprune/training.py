@@ -133,7 +133,7 @@ def fit(model, train_data, epochs, learning_rate=0.05, output_dir=None, validati
             keras.callbacks.TensorBoard(os.path.join(output_dir, "logs"), update_freq="epoch"),
             keras.callbacks.ModelCheckpoint(os.path.join(output_dir, "last.weights.h5"), save_weights_only=True)]
   cbs += list(callbacks or [])
-  history = model.fit(train_data, epochs=int(epochs), validation_data=validation_data, callbacks=cbs,
+  history = model.fit(train_data, epochs=int(epochs), validation_data=validation_data, callbacks=cbs, shuffle=False,
                       verbose=verbose)
   losses = history.history.get("loss", [])
   if losses and not np.all(np.isfinite(losses)):

@@ -1,0 +1,92 @@
+"""End-to-end tests of examples/export_tflite.py, run as a subprocess like a user would.
+
+A tiny small_cnn structure (channels 8-8-16-16, half width) with its space
+JSON, structure JSON and (untrained) weights is exported to float32 and int8
+on the MNIST subset; bad inputs must stop with a clear message before any
+file is written.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import tf_metaprune as tfmp
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "examples", "export_tflite.py")
+REPORT_KEYS = {"file", "quantization", "size_bytes", "keras_accuracy", "tflite_accuracy", "accuracy_drop_pt",
+               "top1_agreement", "max_abs_logit_diff", "mean_abs_logit_diff", "num_eval_examples",
+               "latency_median_ms", "latency_p90_ms"}
+
+
+def _run(*args):
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p),
+             TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+  return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, env=env, timeout=300,
+                        check=False)
+
+
+def _space():
+  return tfmp.models.small_cnn(input_shape=(28, 28, 1), num_classes=10, channels=(8, 8, 16, 16), divisor=8)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+  folder = tmp_path_factory.mktemp("inputs")
+  space = _space()
+  structure = space.uniform(0.5)
+  with open(folder / "space.json", "w") as f:
+    f.write(space.to_json())
+  space.save_structure(structure, str(folder / "half.json"))
+  tfmp.rebuild(space, structure).save_weights(str(folder / "half.weights.h5"))
+  return folder
+
+
+def test_structure_export_writes_every_file_and_the_report(inputs, tmp_path):
+  out = tmp_path / "export"
+  result = _run(f"--space={inputs / 'space.json'}", f"--structure={inputs / 'half.json'}",
+                f"--weights={inputs / 'half.weights.h5'}", "--dataset=mnist_subset", "--quantization=float32,int8",
+                f"--output_dir={out}", "--num_runs=5", "--calibration_batches=2")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert sorted(os.listdir(out)) == ["export_report.json", "half_float32.tflite", "half_int8.tflite"]
+  report = json.loads((out / "export_report.json").read_text())
+  assert {"model", "params", "device", "note", "files", "source", "dataset"} <= set(report)
+  assert "x86" in report["note"] and "int8 is not faster" in report["note"]
+  assert report["params"] == _space().params(_space().uniform(0.5))
+  rows = {row["quantization"]: row for row in report["files"]}
+  assert set(rows) == {"float32", "int8"}
+  for q, row in rows.items():
+    assert set(row) == REPORT_KEYS
+    assert row["file"] == f"half_{q}.tflite"
+    assert row["size_bytes"] == os.path.getsize(out / row["file"])
+    assert row["num_eval_examples"] == 1000  # the MNIST subset's test split
+    assert 0 < row["latency_median_ms"] <= row["latency_p90_ms"]
+  assert rows["int8"]["size_bytes"] < rows["float32"]["size_bytes"]
+  assert rows["float32"]["max_abs_logit_diff"] < 1e-3
+  assert rows["float32"]["top1_agreement"] >= 0.99
+  assert rows["float32"]["keras_accuracy"] == rows["int8"]["keras_accuracy"]
+  assert "half_int8.tflite" in result.stdout and "median ms" in result.stdout
+
+
+@pytest.mark.parametrize("case", ["missing_model", "structure_of_another_space", "unknown_quantization"])
+def test_bad_inputs_stop_with_a_clear_message_before_any_work(case, inputs, tmp_path):
+  out = tmp_path / "export"
+  if case == "missing_model":
+    args, fragments = [f"--model={tmp_path / 'nope.keras'}"], ["--model=", "nope.keras", "no such file"]
+  elif case == "unknown_quantization":
+    args = [f"--model={inputs / 'space.json'}", "--quantization=float32,int4"]
+    fragments = ["--quantization", "'int4' is not supported", "float32, float16, dynamic_range, int8"]
+  else:
+    other = tfmp.models.small_cnn(input_shape=(28, 28, 1), num_classes=10, channels=(16, 32, 64, 128), divisor=8)
+    other.save_structure(other.uniform(0.5), str(tmp_path / "other.json"))
+    args = [f"--space={inputs / 'space.json'}", f"--structure={tmp_path / 'other.json'}"]
+    fragments = ["other.json", "load it into the space it was searched in"]
+  result = _run(*args, f"--output_dir={out}")
+  assert result.returncode != 0
+  assert "export_tflite.py: error:" in result.stderr
+  for fragment in fragments:
+    assert fragment in result.stderr, result.stderr[-2000:]
+  assert not out.exists()
