@@ -49,6 +49,21 @@ def _check_file(flag, path):
     _fail(f"--{flag}={path!r}: no such file")
 
 
+def _space_hint(structure_path, space):
+  """Names the space a structure file was saved from, when it is not `space`."""
+  import json  # pylint: disable=g-import-not-at-top
+  try:
+    with open(structure_path) as f:
+      saved = json.load(f)
+    recorded = saved.get("space_fingerprint")
+  except (OSError, ValueError, AttributeError):
+    return ""
+  if recorded in (None, space.fingerprint()):
+    return ""
+  return (f" -- the structure was saved from space {saved.get('space')!r} (fingerprint {recorded}), not from "
+          f"this {space.name!r} (fingerprint {space.fingerprint()}): pass the --space it was searched in")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -80,9 +95,12 @@ def main(argv):
     try:
       with open(FLAGS.space) as f:
         space = tfmp.SearchSpace.from_json(f.read())
+    except ValueError as e:
+      _fail(f"--space={FLAGS.space!r}: {e}")
+    try:
       structure = space.load_structure(FLAGS.structure)
     except ValueError as e:
-      _fail(f"--space={FLAGS.space!r} / --structure={FLAGS.structure!r}: {e}")
+      _fail(f"--space={FLAGS.space!r} / --structure={FLAGS.structure!r}: {e}{_space_hint(FLAGS.structure, space)}")
     model = tfmp.rebuild(space, structure)
     if FLAGS.weights is not None:
       try:

@@ -14,6 +14,7 @@ import sys
 import pytest
 
 import tf_metaprune as tfmp
+from tflite_export import export_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "examples", "export_tflite.py")
@@ -71,22 +72,41 @@ def test_structure_export_writes_every_file_and_the_report(inputs, tmp_path):
   assert "half_int8.tflite" in result.stdout and "median ms" in result.stdout
 
 
-@pytest.mark.parametrize("case", ["missing_model", "structure_of_another_space", "unknown_quantization"])
+@pytest.mark.parametrize("case", ["missing_model", "structure_of_another_space"])
 def test_bad_inputs_stop_with_a_clear_message_before_any_work(case, inputs, tmp_path):
   out = tmp_path / "export"
   if case == "missing_model":
     args, fragments = [f"--model={tmp_path / 'nope.keras'}"], ["--model=", "nope.keras", "no such file"]
-  elif case == "unknown_quantization":
-    args = [f"--model={inputs / 'space.json'}", "--quantization=float32,int4"]
-    fragments = ["--quantization", "'int4' is not supported", "float32, float16, dynamic_range, int8"]
   else:
     other = tfmp.models.small_cnn(input_shape=(28, 28, 1), num_classes=10, channels=(16, 32, 64, 128), divisor=8)
     other.save_structure(other.uniform(0.5), str(tmp_path / "other.json"))
     args = [f"--space={inputs / 'space.json'}", f"--structure={tmp_path / 'other.json'}"]
-    fragments = ["other.json", "load it into the space it was searched in"]
+    fragments = ["other.json", "saved from space 'small_cnn'", "pass the --space it was searched in"]
   result = _run(*args, f"--output_dir={out}")
   assert result.returncode != 0
   assert "export_tflite.py: error:" in result.stderr
   for fragment in fragments:
     assert fragment in result.stderr, result.stderr[-2000:]
   assert not out.exists()
+
+
+def test_unknown_or_repeated_quantization_is_rejected_with_the_choices():
+  # The binary passes --quantization through this check before converting anything.
+  with pytest.raises(ValueError, match=r"'int4' is not supported; use a comma list of float32, float16"):
+    export_report.check_quantizations(["float32", "int4"])
+  with pytest.raises(ValueError, match="repeat"):
+    export_report.check_quantizations(["int8", "int8"])
+  assert export_report.check_quantizations([" float32", "int8 "]) == ["float32", "int8"]
+
+
+def test_keras_model_export_names_files_after_the_model_file(tmp_path):
+  space = _space()
+  tfmp.rebuild(space, space.smallest()).save(str(tmp_path / "tiny.keras"))
+  out = tmp_path / "export"
+  result = _run(f"--model={tmp_path / 'tiny.keras'}", "--quantization=dynamic_range", f"--output_dir={out}",
+                "--num_runs=3")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert sorted(os.listdir(out)) == ["export_report.json", "tiny_dynamic_range.tflite"]
+  report = json.loads((out / "export_report.json").read_text())
+  assert report["source"] == str(tmp_path / "tiny.keras")
+  assert [row["quantization"] for row in report["files"]] == ["dynamic_range"]

@@ -117,7 +117,7 @@ def test_generator_params_count_matches_hidden_units():
 def test_sandwich_step_trains_the_largest_and_the_smallest_structure():
   space = tfmp.models.small_cnn((8, 8, 1), 2, channels=(16, 16, 16, 16), width_ratios=(0.5, 0.75, 1.0),
                                 divisor=1)
-  net = tfmp.PruningNet(space, hidden_units=2, sampling="sandwich", structures_per_step=3)
+  net = tfmp.PruningNet(space, hidden_units=2, sampling="sandwich", structures_per_step=3, bn_mode="switchable")
   _compile(net)
   bn = net.bn_layers[0]
   before = bn.gamma.numpy().copy()

@@ -42,7 +42,8 @@ def space():
 @pytest.fixture(scope="module")
 def table(space):
   return tflite_export.measure_latency_table(space, quantization="int8", grid_size=2, num_runs=30,
-                                             num_warmup_runs=5, num_rounds=2, progress=False)
+                                             num_warmup_runs=5, num_rounds=2, progress=False,
+                                             validation_structures=[space.smallest(), space.largest()])
 
 
 def _single_conv_space():
@@ -231,6 +232,17 @@ def test_profile_entries_maps_a_phone_op_profile_to_table_entries(space):
   assert profile["total_ms"] == pytest.approx(0.085)
   with pytest.raises(ValueError, match="do not line up"):
     tflite_export.profile_entries(space, s, _op_profile_log([("TfLiteXNNPackDelegate", 0.08)], 85))
+
+
+def test_validation_structures_are_timed_with_the_table_and_compared(space, table):
+  report = table.measurement["validation"]
+  assert [r["choices"] for r in report["structures"]] == [list(space.smallest().choices),
+                                                          list(space.largest().choices)]
+  for row in report["structures"]:
+    assert row["predicted_ms"] == pytest.approx(table.predict_ms(space, space.validate(row["choices"])))
+    assert row["measured_ms"] > 0
+    assert row["relative_error"] == pytest.approx((row["predicted_ms"] - row["measured_ms"]) / row["measured_ms"])
+  assert "same conditions" in report["notes"]
 
 
 def test_bad_arguments_are_quoted_with_the_way_out(space, table):
