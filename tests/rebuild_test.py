@@ -16,7 +16,7 @@ import tf_metaprune as tfmp
 ])
 def test_rebuilt_model_matches_pruning_net_logits(family, kwargs):
   space = tfmp.models.get(family)((16, 16, 3), 5, **kwargs)
-  net = tfmp.PruningNet(space, hidden_units=3, bn_mode="switchable")
+  net = tfmp.PruningNet(space, hidden_units=3, bn_mode="shared" if family == "mobilenet_v1" else "switchable")
   # Give the generators and BN affine parameters non-trivial values.
   rng = np.random.default_rng(0)
   for v in net.trainable_variables:
