@@ -220,19 +220,8 @@ def load_dataset(dataset: str = MNIST_SUBSET,
     sources, num_classes, image_shape = _folder_sources(
         arg, search_fraction, test_fraction, size_hw)
 
-  config = {
-      "dataset": dataset,
-      "batch_size": batch_size,
-      "input_size": None if input_size is None else list(size_hw),
-      "search_fraction": search_fraction,
-      "test_fraction": test_fraction,
-      "augment": bool(augment),
-      "flip": bool(flip),
-      "seed": seed,
-      "data_dir": None if data_dir is None else os.fspath(data_dir),
-      "max_examples": max_examples,
-      "split_seed": SPLIT_SEED,
-  }
+  config = _split_config(dataset, batch_size, size_hw, search_fraction, test_fraction, augment, flip, seed,
+                         max_examples, data_dir=None if data_dir is None else os.fspath(data_dir))
   return _build_splits(dataset, sources, num_classes, image_shape, config,
                        batch_size=batch_size, size_hw=size_hw, augment=augment,
                        flip=flip, seed=seed, max_examples=max_examples,
@@ -291,18 +280,8 @@ def from_arrays(images: np.ndarray,
                              test_fraction, augment, seed, max_examples, flip)
   sources, num_classes, image_shape = _array_sources(
       images, labels, num_classes, search_fraction, test_fraction, name)
-  config = {
-      "dataset": name,
-      "batch_size": batch_size,
-      "input_size": None if input_size is None else list(size_hw),
-      "search_fraction": search_fraction,
-      "test_fraction": test_fraction,
-      "augment": bool(augment),
-      "flip": bool(flip),
-      "seed": seed,
-      "max_examples": max_examples,
-      "split_seed": SPLIT_SEED,
-  }
+  config = _split_config(name, batch_size, size_hw, search_fraction, test_fraction, augment, flip, seed,
+                         max_examples)
   return _build_splits(name, sources, num_classes, image_shape, config,
                        batch_size=batch_size, size_hw=size_hw, augment=augment,
                        flip=flip, seed=seed, max_examples=max_examples,
@@ -473,6 +452,18 @@ def _parse_spec(dataset: Any) -> Tuple[str, str]:
       return kind, arg
   raise ValueError(
       f"Unknown dataset spec {dataset!r}; expected {_ACCEPTED_SPECS}")
+
+
+def _split_config(dataset, batch_size, size_hw, search_fraction, test_fraction, augment, flip, seed,
+                  max_examples, **extra):
+  """The JSON-able record of how a `DatasetSplits` was made."""
+  config = {"dataset": dataset, "batch_size": batch_size,
+            "input_size": None if size_hw is None else list(size_hw),
+            "search_fraction": search_fraction, "test_fraction": test_fraction, "augment": bool(augment),
+            "flip": bool(flip), "seed": seed}
+  config.update(extra)
+  config.update(max_examples=max_examples, split_seed=SPLIT_SEED)
+  return config
 
 
 def _is_int(value: Any) -> bool:
