@@ -6,7 +6,7 @@ channel). Structures: the uniform width whose FLOPs are closest to 50% of the
 full width, plus 4 random structures (seeds 0-3).
 
 1. Export: the 50% structure is trained briefly (`--epochs`, shared recipe,
-   BN momentum 0.9) and exported to float32 and int8
+   Adam, BN momentum 0.9) and exported to float32 and int8
    (`tflite_export.export_and_report`): size, Keras / TFLite test accuracy,
    parity and host latency of each file.
 2. LUT: a per-layer latency table is measured on this host for each format
@@ -25,11 +25,12 @@ models) so noisy runs can be recognised.
 
 Usage:
 
-  PYTHONPATH=. .venv/bin/python benchmarks/tflite_lut.py            # ~10 min on 2 cores
+  PYTHONPATH=. .venv/bin/python benchmarks/tflite_lut.py            # ~17 min on 2 cores
   PYTHONPATH=. .venv/bin/python benchmarks/tflite_lut.py --epochs=1 --quantization=float32
 """
 
 import os
+import tempfile
 import time
 
 from absl import app
@@ -84,7 +85,7 @@ def main(argv):
   history = tfmp.training.fit(model, splits.train, epochs=_EPOCHS.value, learning_rate=0.003, optimizer="adam",
                               verbose=2)
   train_s = time.time() - t0
-  export_dir = os.path.join(os.path.dirname(_OUT.value), "tflite_lut_export")
+  export_dir = tempfile.mkdtemp(prefix="tflite_lut_export_")  # the .tflite files are not kept
   export = tflite_export.export_and_report(model, export_dir, "mobilenet_v2_half", _QUANT.value,
                                            representative_data=splits.train, eval_data=splits.test,
                                            num_calibration_batches=16, num_runs=300, num_warmup_runs=30)

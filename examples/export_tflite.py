@@ -82,7 +82,6 @@ def main(argv):
     if FLAGS.weights is not None:
       _fail("--weights goes with --structure/--space; a .keras file (--model) holds its own weights")
     _check_file("model", FLAGS.model)
-  import tflite_export  # pylint: disable=g-import-not-at-top
   from tflite_export import export_report  # pylint: disable=g-import-not-at-top
   try:
     quantizations = export_report.check_quantizations(FLAGS.quantization)
@@ -133,7 +132,6 @@ def main(argv):
   tfmp.io.write_json_atomic(os.path.join(FLAGS.output_dir, export_report.REPORT_FILE), report)
   print(export_report.format_report(report))
   print(f"wrote {len(quantizations)} .tflite files and {export_report.REPORT_FILE} to {FLAGS.output_dir}")
-  del tflite_export
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "examples", "export_tflite.py")
 REPORT_KEYS = {"file", "quantization", "size_bytes", "keras_accuracy", "tflite_accuracy", "accuracy_drop_pt",
                "top1_agreement", "max_abs_logit_diff", "mean_abs_logit_diff", "num_eval_examples",
-               "latency_median_ms", "latency_p90_ms"}
+               "latency_median_ms", "latency_p90_ms", "device", "num_threads", "note"}
 
 
 def _run(*args):

@@ -80,7 +80,7 @@ def export_and_report(
     per format: file, quantization, size_bytes, keras_accuracy,
     tflite_accuracy, accuracy_drop_pt, top1_agreement, max_abs_logit_diff,
     mean_abs_logit_diff, num_eval_examples, latency_median_ms,
-    latency_p90_ms]}.
+    latency_p90_ms, device, num_threads, note]}.
 
   Raises:
     ValueError: for an unknown format, or "int8" without representative data.
@@ -107,7 +107,8 @@ def export_and_report(
       row.update(dict.fromkeys(("keras_accuracy", "tflite_accuracy", "accuracy_drop_pt", "top1_agreement",
                                 "max_abs_logit_diff", "mean_abs_logit_diff", "num_eval_examples")))
     latency = benchmark(flatbuffer, num_runs=num_runs, num_warmup_runs=num_warmup_runs, num_threads=num_threads)
-    row.update({"latency_median_ms": latency.median_ms, "latency_p90_ms": latency.p90_ms})
+    row.update({"latency_median_ms": latency.median_ms, "latency_p90_ms": latency.p90_ms,
+                "device": latency.device, "num_threads": num_threads, "note": X86_NOTE})
     rows.append(row)
   return {"model": model.name, "params": int(model.count_params()), "device": device_description(),
           "num_threads": num_threads, "num_runs": num_runs, "note": X86_NOTE, "files": rows}

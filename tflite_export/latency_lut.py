@@ -27,9 +27,9 @@ How each entry is measured
    (int8: calibrated on random images, with int8 input and output so no
    quantize/dequantize op is timed that the whole model does not run) and
    time `invoke()` with `tflite_export.benchmark`: the median of `num_runs`
-   invokes, right after conversion and again in later interleaved rounds,
-   keeping the fastest round (other jobs on the host slow whole stretches of
-   time down).
+   invokes, in `num_rounds` interleaved rounds over all models once they are
+   all converted, keeping the fastest round (other jobs on the host slow
+   whole stretches of time down).
 3. Subtract the fixed per-invoke cost, measured on an "empty" model (one ReLU
    on a 1x1x1 tensor, same number format), and clip at 0.
 4. `overhead_ms` is the empty model at the network's input shape with the
@@ -62,20 +62,27 @@ Measuring on a phone
 Host (x86) latency ranks structures, but budgets belong to the target device,
 where int8 pays off. The same plan runs there:
 
-  layer_dir = write_layer_models(space, "lut_int8", quantization="int8")
-  # On the host, for every .tflite file in lut_int8/ (see
-  # tflite_export.benchmark's module docstring for getting benchmark_model):
-  #   adb push lut_int8/X.tflite /data/local/tmp/X.tflite
-  #   adb shell /data/local/tmp/benchmark_model --graph=/data/local/tmp/X.tflite \\
-  #       --num_threads=1 --num_runs=100 --warmup_runs=10 > lut_int8/X.txt 2>&1
+  write_layer_models(space, "lut_int8", quantization="int8")  # ~365 files + manifest.json
+
+then, in a shell (see tflite_export.benchmark's module docstring for getting
+benchmark_model onto the phone):
+
+  for f in lut_int8/*.tflite; do
+    adb push "$f" /data/local/tmp/layer.tflite
+    adb shell /data/local/tmp/benchmark_model --graph=/data/local/tmp/layer.tflite \\
+        --num_threads=1 --num_runs=100 --warmup_runs=10 > "${f%.tflite}.txt" 2>&1
+  done
+
+and back in Python:
+
   table = latency_table_from_logs(space, "lut_int8", device="Pixel 7, 1 thread")
   table.save("pixel7_int8.json")
 
 `latency_table_from_logs` reads each log with
 `tflite_export.parse_benchmark_model_output` and assembles the table exactly
 as `measure_latency_table` does (subtracting the empty model, folding adds,
-interpolating). (Equivalently, time the files any other way and call
-`LatencyTable.from_function` with your own numbers.) `profile_entries` maps
+interpolating). (Timed some other way, the numbers go through
+`table_from_timings`; `layer_signatures` lists the models.) `profile_entries` maps
 the per-operator profile of one whole model (`--enable_op_profiling=true`)
 back to the layers of a structure, to check a table against a phone.
 
@@ -96,7 +103,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -127,6 +134,8 @@ REFERENCE_MODEL = "reference"
 # Random calibration images per one-layer int8 model: ranges of random
 # weights on random inputs; latency does not depend on them.
 _NUM_CALIBRATION_IMAGES = 8
+# Pause between the last conversion and the first timing (spinning TF threads).
+_SETTLE_S = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -569,8 +578,7 @@ def _whole_model_flatbuffer(space, structure, quantization, rng, representative_
   return convert(model, "int8", representative_data=representative_data)
 
 
-def _convert_plan(space, plan: _Plan, quantization: str, seed: int, progress: bool,
-                  on_converted: Optional[Callable[[str, bytes], None]] = None) -> Dict[str, bytes]:
+def _convert_plan(space, plan: _Plan, quantization: str, seed: int, progress: bool) -> Dict[str, bytes]:
   """Converts every one-layer model of the plan, the empty models and the reference.
 
   Returns:
@@ -590,8 +598,6 @@ def _convert_plan(space, plan: _Plan, quantization: str, seed: int, progress: bo
   flatbuffers = {}
   for i, (name, make) in enumerate(todo):
     flatbuffers[name] = make()
-    if on_converted is not None:
-      on_converted(name, flatbuffers[name])
     status.update(i + 1)
   return flatbuffers
 
@@ -601,32 +607,31 @@ def _reference_structure(space):
 
 
 class _Timer:
-  """Keeps every model's fastest median over the rounds it was timed in.
+  """Times models in interleaved rounds; keeps each model's fastest round median.
 
-  Other jobs on the machine slow whole stretches of time down (on a shared
-  2-core host by up to ~40%, for seconds to minutes). Timing each model once
-  right after it is converted and again in later interleaved rounds, and
-  keeping its fastest round, spreads that noise over all models and mostly
-  drops it.
+  Conversion first, timing after: TensorFlow's thread pools keep spinning
+  for a moment after a conversion, and timing right after one measured some
+  layers up to ~50% slow. Every round times every model once, in a new
+  shuffled order, so slow stretches caused by other jobs on the machine hit
+  all models alike; the fastest of the rounds is kept.
   """
 
   def __init__(self, num_runs, num_warmup_runs, num_threads):
     self.kwargs = dict(num_runs=num_runs, num_warmup_runs=num_warmup_runs, num_threads=num_threads)
-    self.best: Dict[Any, float] = {}
 
-  def time(self, name, flatbuffer):
-    ms = benchmark(flatbuffer, **self.kwargs).latency_ms
-    self.best[name] = min(self.best.get(name, float("inf")), ms)
-
-  def rounds(self, flatbuffers: Dict[Any, bytes], num_rounds: int, seed: int = 0, progress: bool = False):
+  def rounds(self, flatbuffers: Dict[Any, bytes], num_rounds: int, seed: int = 0,
+             progress: bool = False) -> Dict[Any, float]:
     names = list(flatbuffers)
     rng = np.random.default_rng(seed)
+    best = {name: float("inf") for name in names}
     status = _Progress(num_rounds * len(names), progress, "timings")
+    time.sleep(_SETTLE_S)
     for r in range(num_rounds):
       for j, i in enumerate(rng.permutation(len(names))):
-        self.time(names[i], flatbuffers[names[i]])
+        ms = benchmark(flatbuffers[names[i]], **self.kwargs).latency_ms
+        best[names[i]] = min(best[names[i]], ms)
         status.update(r * len(names) + j + 1)
-    return self.best
+    return best
 
 
 def _check_timing_args(num_runs, num_warmup_runs, num_threads, num_rounds):
@@ -649,7 +654,7 @@ def measure_latency_table(
     num_warmup_runs: int = 20,
     num_threads: int = 1,
     grid_size: Optional[int] = 6,
-    num_rounds: int = 5,
+    num_rounds: int = 7,
     validation_structures: Optional[Sequence[Any]] = None,
     progress: bool = True,
     seed: int = 0,
@@ -659,10 +664,10 @@ def measure_latency_table(
 
   See the module docstring for what is measured and how. Every one-layer
   model is converted with `tflite_export.convert` (the slow part: about 0.5 s
-  each) and timed right away with `tflite_export.benchmark`, then all are
-  timed again in `num_rounds - 1` interleaved rounds; an entry is the fastest
-  round's median. Identical layer signatures are measured once. The whole
-  model of `space.uniform(0.5)` is timed alongside as a reference
+  each), then all are timed with `tflite_export.benchmark` in `num_rounds`
+  interleaved rounds (a few seconds each); an entry is the fastest round's
+  median. Identical layer signatures are measured once. The whole model of
+  `space.uniform(0.5)` is timed in the same rounds as a reference
   (`measurement["reference_ms"]`): `prediction_error` times it again to see
   how much the machine's speed has drifted since.
 
@@ -676,12 +681,11 @@ def measure_latency_table(
     grid_size: at most this many channel counts per axis are measured per
       node; the other (cin, cout) pairs are interpolated bilinearly. None
       measures every pair (slow for MobileNets: thousands of models).
-    num_rounds: timing rounds per model (the fastest median is kept). Timing
-      is cheap next to conversion.
-    validation_structures: structures whose whole models are timed
-      throughout the measurement, under the same conditions as the layers
-      (re-timed after every ~3% of the conversions); their prediction error
-      is stored in `measurement["validation"]` (same rows as
+    num_rounds: timing rounds over all models (the fastest median of each is
+      kept). Timing is cheap next to conversion.
+    validation_structures: structures whose whole models are timed in the
+      same rounds as the layers, under the same conditions; their prediction
+      error is stored in `measurement["validation"]` (same rows as
       `prediction_error`). Unlike a later `prediction_error`, this is free of
       drift in the machine's speed between the two measurements.
     progress: print progress lines to stderr.
@@ -709,24 +713,11 @@ def measure_latency_table(
   load_before = _load_average()
   plan = _plan(space, grid_size)
   validation = [space.validate(v) for v in (validation_structures or ())]
-  timer = _Timer(num_runs, num_warmup_runs, num_threads)
   rng = np.random.default_rng(seed + 1)
-  # Whole models timed again and again while the layers are converted.
-  whole = {f"validation_{i}": _whole_model_flatbuffer(space, v, quantization, rng) for i, v in enumerate(validation)}
-  every = max(1, len(plan.signatures()) // 30)
-  converted = []
-
-  def on_converted(name, flatbuffer):
-    timer.time(name, flatbuffer)
-    if name == REFERENCE_MODEL:
-      whole[REFERENCE_MODEL] = flatbuffer
-    converted.append(name)
-    if len(converted) % every == 0:
-      for whole_name, whole_flatbuffer in whole.items():
-        timer.time(whole_name, whole_flatbuffer)
-
-  flatbuffers = _convert_plan(space, plan, quantization, seed, progress, on_converted=on_converted)
-  times = timer.rounds({**flatbuffers, **whole}, num_rounds - 1, seed, progress)
+  flatbuffers = {f"validation_{i}": _whole_model_flatbuffer(space, v, quantization, rng)
+                 for i, v in enumerate(validation)}
+  flatbuffers.update(_convert_plan(space, plan, quantization, seed, progress))
+  times = _Timer(num_runs, num_warmup_runs, num_threads).rounds(flatbuffers, num_rounds, seed, progress)
   empty_ms, overhead_model_ms = times.pop(EMPTY_MODEL), times.pop(OVERHEAD_MODEL)
   reference_ms = times.pop(REFERENCE_MODEL)
   validation_ms = [times.pop(f"validation_{i}") for i in range(len(validation))]
@@ -742,7 +733,7 @@ def measure_latency_table(
   if validation:
     table.measurement["validation"] = _error_report(space, table, validation, validation_ms)
     table.measurement["validation"]["notes"] = (
-        "whole models timed throughout the table's measurement (fastest round of many), same conditions")
+        "whole models timed in the same interleaved rounds as the table's layers: same conditions")
   return table
 
 
@@ -1000,7 +991,7 @@ def prediction_error(
     quantization: format to convert to; None takes it from a
       `MeasuredLatencyTable`'s record.
     num_runs, num_warmup_runs, num_threads, num_rounds: None takes them from
-      the table's record (else 200, 20, 1, 5).
+      the table's record (else 200, 20, 1, 7).
     representative_data: int8 calibration images (None: random images; the
       timing does not depend on them).
     seed: seed of the random calibration images and the timing order.
@@ -1039,26 +1030,22 @@ def prediction_error(
   num_runs = setting(num_runs, "num_runs", 200)
   num_warmup_runs = setting(num_warmup_runs, "num_warmup_runs", 20)
   num_threads = setting(num_threads, "num_threads", 1)
-  num_rounds = setting(num_rounds, "num_rounds", 5)
+  num_rounds = setting(num_rounds, "num_rounds", 7)
   _check_timing_args(num_runs, num_warmup_runs, num_threads, num_rounds)
   structures = [space.validate(s) for s in structures]
   if not structures:
     raise ValueError("prediction_error(structures=[]) needs at least one structure, e.g. [space.uniform(0.5)]")
   load_before = _load_average()
   rng = np.random.default_rng(seed)
-  timer = _Timer(num_runs, num_warmup_runs, num_threads)
-  flatbuffers = {}
-  for i, s in enumerate(structures):
-    flatbuffers[i] = _whole_model_flatbuffer(space, s, quantization, rng, representative_data)
-    timer.time(i, flatbuffers[i])
+  flatbuffers = {i: _whole_model_flatbuffer(space, s, quantization, rng, representative_data)
+                 for i, s in enumerate(structures)}
   reference_ms = record.get("reference_ms")
   same_host = record.get("method") == SOURCE_HOST and record.get("quantization") == quantization
   if reference_ms and same_host:
     reference = space.validate(record["reference_structure"])
     flatbuffers[REFERENCE_MODEL] = _whole_model_flatbuffer(space, reference, quantization, rng,
                                                            representative_data)
-    timer.time(REFERENCE_MODEL, flatbuffers[REFERENCE_MODEL])
-  measured = timer.rounds(flatbuffers, num_rounds - 1, seed)
+  measured = _Timer(num_runs, num_warmup_runs, num_threads).rounds(flatbuffers, num_rounds, seed)
   speed_ratio = measured[REFERENCE_MODEL] / reference_ms if REFERENCE_MODEL in measured else None
   report = _error_report(space, table, structures, [measured[i] for i in range(len(structures))], speed_ratio)
   report.update({"quantization": quantization, "num_threads": num_threads, "num_runs": num_runs,
