@@ -132,3 +132,9 @@ def test_saved_structure_file_is_readable_by_others(tmp_path):
   finally:
     os.umask(old)
   assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+
+
+def test_structure_json_of_a_longer_space_names_the_space_not_a_choice():
+  big = tfmp.models.small_cnn((12, 12, 1), 4, channels=(8, 12, 16, 16, 16), divisor=1)
+  with pytest.raises(ValueError, match="made for space 'small_cnn'"):
+    _tiny().structure_from_json(big.structure_to_json(big.largest()))

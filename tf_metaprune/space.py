@@ -472,14 +472,19 @@ class SearchSpace:
     if data.get("format") != _STRUCTURE_FORMAT:
       raise ValueError(f"this JSON is not a tf_metaprune structure (format={data.get('format')!r}); "
                        "write structures with SearchSpace.structure_to_json")
-    s = self.validate(data.get("choices", []))
+    choices = data.get("choices", [])
     if data.get("space_fingerprint") not in (None, self.fingerprint()):
       recorded = data.get("channels") or {}
-      if recorded != self.channels(s):
+      try:
+        same = recorded == self.channels(choices)
+      except ValueError:
+        same = False
+      if not same:
         raise ValueError(
             f"structure was made for space {data.get('space')!r} (fingerprint {data.get('space_fingerprint')}), "
-            f"not this {self.name!r} (fingerprint {self.fingerprint()}): its channels {recorded} do not match "
-            f"{self.channels(s)}; load it into the space it was searched in")
+            f"not this {self.name!r} (fingerprint {self.fingerprint()}): its channels {recorded} do not fit "
+            "this space; load it into the space it was searched in")
+    s = self.validate(choices)
     return s
 
   def save_structure(self, structure, path: str, **extra):
