@@ -10,7 +10,8 @@ DEMO_DIR ?= runs/demo
 
 venv: $(STAMP)
 
-$(STAMP): setup.py
+# Re-install when the package list may have changed (an editable install maps the packages it saw).
+$(STAMP): setup.py tf_metaprune/__init__.py tflite_export/__init__.py
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
