@@ -261,7 +261,7 @@ class FlopsBudget(_RangeBudget):
     # Grappler rewrites `/ 1e6` as `* 1e-6`, which can move MFLOPs by one ulp
     # and flip a structure lying exactly on the budget. The integer thresholds
     # below accept exactly the counts whose `count / 1e6` passes `is_feasible`.
-    count = tf.round(_counter_of(counter).mflops(choices) * 1e6)
+    count = _counter_of(counter).flops(choices)
     ok = tf.less_equal(count, tf.constant(float(_largest_count_within(self._max)), tf.float64))
     if self._min is not None:
       ok = tf.logical_and(ok, tf.greater_equal(count, tf.constant(float(_smallest_count_from(self._min)),

@@ -94,12 +94,12 @@ def recalibrate(net, structure, data, num_batches=None):
   """
   images = tf.constant(_stack_images(data, num_batches))
   choices = net.choices_tensor(structure)
-  fn = getattr(net, "_tfmp_moments_fn", None)
+  fn = net._moments_fn  # pylint: disable=protected-access
   if fn is None:
     spec = tf.TensorSpec([None, None] + list(net.space.input_shape), tf.float32)
     fn = tf.function(lambda ch, im: batch_norm_moments(net, ch, im),
                      input_signature=[tf.TensorSpec([len(net.space.genes)], tf.int32), spec])
-    net._tfmp_moments_fn = fn  # pylint: disable=protected-access
+    net._moments_fn = fn  # pylint: disable=protected-access
   stats = fn(choices, images)
   for bn, (mean, var) in zip(net.bn_layers, stats):
     bn.moving_mean.assign(mean)
