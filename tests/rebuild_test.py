@@ -28,7 +28,10 @@ def test_rebuilt_model_matches_pruning_net_logits(family, kwargs):
     model = tfmp.rebuild(net, s)
     expected = net.call_structure(x, s).numpy()
     got = model(x, training=False).numpy()
-    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+    # float32 sums in a different order (sliced vs. plain kernels) differ by ~1e-4 after 14
+    # layers on some CPUs; a wrong slice or BN statistic is off by O(1).
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(got, expected, atol=1e-3 * scale, rtol=1e-3)
     assert tfmp.count_flops(model) / 1e6 == pytest.approx(space.mflops(s), rel=1e-12)
 
 
