@@ -322,6 +322,100 @@ def retrain(config: PipelineConfig, splits, space, structure, output_dir, net=No
                  "params": int(model.count_params()), "mflops": float(space.mflops(structure))}
 
 
+def _diff(then, now):
+  """"k: old -> new" for every setting of `now` that differs in `then` ('' if none)."""
+  diff = {k: (then.get(k), v) for k, v in now.items() if then.get(k) != v}
+  return ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(diff.items()))
+
+
+def _check_writable(folder):
+  os.makedirs(folder, exist_ok=True)
+  probe = os.path.join(folder, ".write_probe")
+  try:
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise PermissionError(f"output_dir={folder!r} is not writable ({e.strerror}); choose another folder or fix "
+                          "its permissions") from None
+
+
+class TrainingRun:
+  """A folder holding one PruningNet training (examples/train_pruningnet.py).
+
+  Files: run.json (settings), backup/ (Keras BackupAndRestore), logs/
+  (TensorBoard), last.weights.h5, history.json, space.json and, once
+  finished, pruningnet.keras.
+
+  Args:
+    output_dir: the folder.
+    config: the settings (data, model and PruningNet ones are used).
+    resume: continue a run already in the folder. Without it a folder that
+      holds a run is refused, so a finished net is never overwritten by
+      accident; with it, a run with other settings is refused.
+
+  Raises:
+    ValueError / PermissionError: as above, or for a folder not writable.
+  """
+
+  def __init__(self, output_dir, config: PipelineConfig, resume=False):
+    self.output_dir = str(output_dir)
+    self.config = config
+    self.settings = {k: getattr(config, k) for k in _STAGE_KEYS["pruningnet"]}
+    self.net_path = os.path.join(self.output_dir, "pruningnet.keras")
+    marks = [f for f in ("run.json", "backup", "pruningnet.keras") if os.path.exists(os.path.join(self.output_dir, f))]
+    if marks and not resume:
+      raise ValueError(f"output_dir={self.output_dir!r} already holds a PruningNet run ({', '.join(marks)}); pass "
+                       "--resume (resume=True) to continue it with the same settings, or choose another output_dir")
+    run_json = os.path.join(self.output_dir, "run.json")
+    if os.path.exists(run_json):
+      recorded = io_lib.read_json(run_json, "PruningNet run file").get("config", {})
+      changed = _diff(recorded, self.settings)
+      if changed:
+        raise ValueError(f"--resume: the run in {self.output_dir!r} was started with other settings ({changed}); "
+                         "resume with the same flags, or train into a new output_dir")
+    _check_writable(self.output_dir)
+
+  @property
+  def finished(self):
+    return os.path.exists(self.net_path)
+
+  def train(self, splits, space, verbose=1):
+    """Trains (or resumes, or loads the finished) PruningNet; returns it."""
+    import keras  # pylint: disable=g-import-not-at-top
+    if self.finished:
+      print(f"{self.net_path} is finished already: loading it (delete it to train again)")
+      net = keras.saving.load_model(self.net_path)
+      if net.space.fingerprint() != space.fingerprint():
+        raise ValueError(f"{self.net_path!r} holds a net of another search space ({net.space.name}); use a new "
+                         "output_dir")
+      return net
+    io_lib.write_json_atomic(os.path.join(self.output_dir, "run.json"),
+                             {"format": "tf_metaprune.PruningNetRun", "config": self.config.get_config(),
+                              "dataset": splits.get_config()})
+    io_lib.write_text_atomic(os.path.join(self.output_dir, "space.json"), space.to_json())
+    net, history = train_pruning_net(self.config, splits, space, self.output_dir, verbose=verbose)
+    io_lib.write_json_atomic(os.path.join(self.output_dir, "history.json"), history)
+    save_model_atomic(net, self.net_path)
+    return net
+
+
+def load_training_run(pruningnet_dir):
+  """(PipelineConfig, PruningNet) of a finished `TrainingRun` folder.
+
+  Raises:
+    ValueError: if the folder holds no finished PruningNet run.
+  """
+  import keras  # pylint: disable=g-import-not-at-top
+  run_json = os.path.join(str(pruningnet_dir), "run.json")
+  net_path = os.path.join(str(pruningnet_dir), "pruningnet.keras")
+  if not os.path.exists(net_path) or not os.path.exists(run_json):
+    raise ValueError(f"{pruningnet_dir!r} holds no finished PruningNet (pruningnet.keras and run.json); train one "
+                     "with examples/train_pruningnet.py --output_dir=... (or finish it with --resume)")
+  config = PipelineConfig.from_config(io_lib.read_json(run_json, "PruningNet run file")["config"])
+  return config, keras.saving.load_model(net_path)
+
+
 # ---------------------------------------------------------------------------------------------
 # The run.
 
@@ -362,11 +456,8 @@ class Run:
     for stage, record in self.stages.items():
       if stage not in _STAGE_KEYS:
         continue
-      now = self.stage_settings(stage)
-      then = record.get("settings", {})
-      diff = {k: (then.get(k), now[k]) for k in now if then.get(k) != now[k]}
-      if diff:
-        listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(diff.items()))
+      listed = _diff(record.get("settings", {}), self.stage_settings(stage))
+      if listed:
         raise ValueError(
             f"{self.output_dir!r} holds a run whose finished stage {stage!r} used other settings ({listed}); "
             f"rerun with the same settings to resume, or use a new output_dir (or delete "
@@ -375,24 +466,13 @@ class Run:
     started = self.file("config.json")
     if pending and os.path.exists(started) and os.path.exists(self.file(*_CHECKPOINTS[pending[0]])):
       recorded = io_lib.read_json(started, "pipeline config file").get("config", {})
-      now = self.stage_settings(pending[0])
-      diff = {k: (recorded.get(k), now[k]) for k in now if recorded.get(k) != now[k]}
-      if diff:
-        listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(diff.items()))
+      listed = _diff(recorded, self.stage_settings(pending[0]))
+      if listed:
         raise ValueError(
             f"{self.output_dir!r} holds an interrupted stage {pending[0]!r} started with other settings "
             f"({listed}); rerun with the same settings to resume it, or delete "
             f"{self.file(*_CHECKPOINTS[pending[0]])!r} to restart that stage with the new ones")
-    if not os.path.isdir(self.output_dir):
-      os.makedirs(self.output_dir, exist_ok=True)
-    probe = self.file(".write_probe")
-    try:
-      with open(probe, "w") as f:
-        f.write("ok")
-      os.remove(probe)
-    except OSError as e:
-      raise PermissionError(f"output_dir={self.output_dir!r} is not writable ({e.strerror}); choose another "
-                            "folder or fix its permissions") from None
+    _check_writable(self.output_dir)
 
   def done(self, stage):
     return stage in self.stages
@@ -435,23 +515,20 @@ def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None
   log(f"[metaprune] {space.name} on {splits.name} {splits.input_shape}: {len(space.genes)} genes, full width "
       f"{space.mflops(full):.3f} MFLOPs / {space.params(full):,} params; budget {budget!r}")
 
-  # 1. PruningNet.
+  # 1. PruningNet (its folder is a TrainingRun: examples/search.py can read it too).
   net_dir = state.file("pruningnet")
-  net_path = os.path.join(net_dir, "pruningnet.keras")
   if state.done("pruningnet"):
-    log(f"[metaprune] 1/5 pruningnet: done already ({net_path}), loading it")
-    net = keras.saving.load_model(net_path)
+    log(f"[metaprune] 1/5 pruningnet: done already ({net_dir}/pruningnet.keras), loading it")
+    net = keras.saving.load_model(os.path.join(net_dir, "pruningnet.keras"))
   else:
     log(f"[metaprune] 1/5 pruningnet: training {config.pruningnet_epochs} epochs ({config.sampling} structures "
         f"per step) -> {net_dir}")
     t0 = time.perf_counter()
-    net, history = train_pruning_net(config, splits, space, net_dir, verbose=verbose)
-    io_lib.write_text_atomic(os.path.join(net_dir, "space.json"), space.to_json())
-    io_lib.write_json_atomic(os.path.join(net_dir, "history.json"), history)
-    save_model_atomic(net, net_path)
+    net = TrainingRun(net_dir, config, resume=True).train(splits, space, verbose=verbose)
+    history = io_lib.read_json(os.path.join(net_dir, "history.json"), "training history")
     state.finish("pruningnet", time.perf_counter() - t0, final_loss=float(history["loss"][-1]))
   if net.space.fingerprint() != space.fingerprint():
-    raise ValueError(f"{net_path!r} was trained in another search space ({net.space.name}, fingerprint "
+    raise ValueError(f"{net_dir!r} holds a net trained in another search space ({net.space.name}, fingerprint "
                      f"{net.space.fingerprint()}) than these settings give ({space.fingerprint()}); use a new "
                      "output_dir")
 
@@ -464,18 +541,7 @@ def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None
     log(f"[metaprune] 2/5 search: evolution, population {config.population_size} x {config.num_generations} "
         "generations, on the held-out search split")
     t0 = time.perf_counter()
-    evaluator = _evaluator(net, splits, config)
-    evolution = search_lib.EvolutionConfig(population_size=config.population_size,
-                                           num_generations=config.num_generations, seed=config.seed,
-                                           top_k=min(10, config.population_size))
-    found = search_lib.evolutionary(net, evaluator, budget, evolution, state_path=state.file("search_state.json"), verbose=verbose)
-    base = search_lib.uniform(net, evaluator, budget, verbose=verbose)
-    found.save(state.file("search_result.json"))
-    base.save(state.file("uniform_result.json"))
-    space.save_structure(found.best_structure, state.file("structure.json"), accuracy=found.best_accuracy)
-    space.save_structure(base.best_structure, state.file("uniform_structure.json"), accuracy=base.best_accuracy,
-                         width_ratio=base.extra["width_ratio"])
-    search_lib.plot_pareto(found, state.file("pareto.png"), uniform_result=base)
+    found, base = search_and_save(net, splits, budget, config, state.output_dir, verbose=verbose)
     state.finish("search", time.perf_counter() - t0)
   searched_s = space.load_structure(state.file("structure.json"))
   uniform_s = space.load_structure(state.file("uniform_structure.json"))
@@ -517,6 +583,53 @@ def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None
   io_lib.write_json_atomic(state.file("report.json"), report)
   io_lib.write_text_atomic(state.file("report.md"), format_report(report) + "\n")
   return report
+
+
+def write_settings(output_dir, config: PipelineConfig, splits):
+  """Records the settings (and data) of a stage run by hand in `output_dir/settings.json`."""
+  _check_writable(output_dir)
+  io_lib.write_json_atomic(os.path.join(str(output_dir), "settings.json"),
+                           {"format": "tf_metaprune.Settings", "config": config.get_config(),
+                            "dataset": splits.get_config()})
+
+
+def read_settings(folder) -> PipelineConfig:
+  """The `PipelineConfig` recorded by `write_settings` in `folder`."""
+  path = os.path.join(str(folder), "settings.json")
+  if not os.path.exists(path):
+    raise ValueError(f"{folder!r} has no settings.json: pass the output folder of examples/search.py")
+  return PipelineConfig.from_config(io_lib.read_json(path, "settings file")["config"])
+
+
+def search_and_save(net, splits, budget, config: PipelineConfig, output_dir, verbose=1):
+  """Evolutionary search + uniform baseline of `net` under `budget`; writes the results.
+
+  Files in `output_dir`: search_state.json (resumes an interrupted search),
+  search_result.json, uniform_result.json, structure.json,
+  uniform_structure.json, space.json, pareto.png.
+
+  Returns:
+    (evolutionary SearchResult, uniform SearchResult).
+  """
+  from tf_metaprune import search as search_lib  # pylint: disable=g-import-not-at-top
+  space = net.space
+  _check_writable(output_dir)
+  out = lambda name: os.path.join(str(output_dir), name)
+  evaluator = _evaluator(net, splits, config)
+  evolution = search_lib.EvolutionConfig(population_size=config.population_size,
+                                         num_generations=config.num_generations, seed=config.seed,
+                                         top_k=min(10, config.population_size))
+  found = search_lib.evolutionary(net, evaluator, budget, evolution, state_path=out("search_state.json"),
+                                  verbose=verbose)
+  base = search_lib.uniform(net, evaluator, budget, verbose=verbose)
+  found.save(out("search_result.json"))
+  base.save(out("uniform_result.json"))
+  io_lib.write_text_atomic(out("space.json"), space.to_json())
+  space.save_structure(found.best_structure, out("structure.json"), accuracy=found.best_accuracy)
+  space.save_structure(base.best_structure, out("uniform_structure.json"), accuracy=base.best_accuracy,
+                       width_ratio=base.extra["width_ratio"])
+  search_lib.plot_pareto(found, out("pareto.png"), uniform_result=base)
+  return found, base
 
 
 def _evaluator(net, splits, config):
