@@ -46,9 +46,9 @@ def main(argv):
     config = pipeline.PipelineConfig(**common_flags.dataset_kwargs(), **common_flags.model_kwargs(),
                                      **common_flags.pruningnet_kwargs(),
                                      calibration_batches=FLAGS.calibration_batches)
-    run = pipeline.TrainingRun(FLAGS.output_dir, config, resume=FLAGS.resume)
     splits = pipeline.load_data(config)
     space = pipeline.build_space(config, splits.input_shape, splits.num_classes)
+    run = pipeline.TrainingRun(FLAGS.output_dir, config, resume=FLAGS.resume)
   except (ValueError, PermissionError) as e:
     common_flags.fail(str(e))
   net = run.train(splits, space)

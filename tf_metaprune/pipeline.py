@@ -505,10 +505,10 @@ def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None
 
   t_start = time.perf_counter()
   state = Run(output_dir, config)
-  state.check()
   splits = load_data(config)
   space = build_space(config, splits.input_shape, splits.num_classes)
   budget = config_budget(config, space)
+  state.check()
   full = space.largest()
   io_lib.write_json_atomic(state.file("config.json"), {"config": config.get_config(),
                                                        "dataset": splits.get_config()})
