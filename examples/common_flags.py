@@ -34,14 +34,18 @@ def define_model_flags(default_model="mobilenet_v2"):
   flags.DEFINE_float("min_width_ratio", 0.1, "Smallest per-layer width ratio a gene may take (the paper's "
                      "ratios 0.10, 0.13, ..., 1.00 from this value up).")
   flags.DEFINE_integer("divisor", 8, "Channel counts are rounded to multiples of this.")
+  flags.DEFINE_bool("small_input", None, "MobileNets / ResNet-50: keep early strides at 1 for small images "
+                    "(default: yes under 96 px). --nosmall_input makes small images cheap (stride 32).")
+  flags.DEFINE_string("stage_repeats", None, "mobilenet_v2: blocks per stage, e.g. 1,2,2,2,1,1,1 (default: the "
+                      "paper's 1,2,3,4,3,3,1).")
 
 
 def model_kwargs():
   return dict(model=FLAGS.model, width_multiplier=FLAGS.width_multiplier, min_width_ratio=FLAGS.min_width_ratio,
-              divisor=FLAGS.divisor)
+              divisor=FLAGS.divisor, small_input=FLAGS.small_input, stage_repeats=FLAGS.stage_repeats)
 
 
-def define_pruningnet_flags(epochs=8, learning_rate=0.003, optimizer="adam", sampling="sandwich"):
+def define_pruningnet_flags(epochs=8, learning_rate=0.003, optimizer="adam", sampling="random"):
   flags.DEFINE_integer("epochs", epochs, "PruningNet training epochs.")
   flags.DEFINE_float("learning_rate", learning_rate, "PruningNet peak learning rate (cosine decay).")
   flags.DEFINE_enum("optimizer", optimizer, ["sgd", "adam"], "SGD with Nesterov momentum 0.9 (the paper) or Adam.")

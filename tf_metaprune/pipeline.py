@@ -48,7 +48,8 @@ _STAGES_FORMAT = "tf_metaprune.PipelineStages"
 
 # Which settings each stage's results depend on (cumulative along the stages).
 _DATA_KEYS = ("dataset", "input_size", "batch_size", "max_examples", "seed")
-_NET_KEYS = ("model", "width_multiplier", "min_width_ratio", "divisor", "pruningnet_epochs",
+_NET_KEYS = ("model", "width_multiplier", "min_width_ratio", "divisor", "small_input", "stage_repeats",
+             "pruningnet_epochs",
              "pruningnet_learning_rate", "pruningnet_optimizer", "hidden_units", "bn_mode", "sampling")
 _SEARCH_KEYS = ("max_mflops", "flops_ratio", "max_params", "max_latency_ms", "latency_table", "population_size",
                 "num_generations", "calibration_batches")
@@ -82,6 +83,10 @@ class PipelineConfig:
     min_width_ratio: the smallest per-layer width ratio a gene may take; the
       choices are the paper's ratios 0.10, 0.13, ..., 1.00 from this value up.
     divisor: channel counts are rounded to multiples of it.
+    small_input: MobileNets / ResNet-50 only: keep early strides at 1 for
+      small images (None: decide from the image size, under 96 px = yes).
+    stage_repeats: mobilenet_v2 only: blocks per stage as "1,2,2,2,1,1,1"
+      (None: the paper's 1,2,3,4,3,3,1).
     pruningnet_epochs, pruningnet_learning_rate, pruningnet_optimizer: the
       PruningNet's training (cosine decay; "sgd" or "adam").
     hidden_units: generator hidden size (paper 32; 0 = weight sharing).
@@ -108,12 +113,14 @@ class PipelineConfig:
   width_multiplier: float = 1.0
   min_width_ratio: float = 0.1
   divisor: int = 8
+  small_input: Optional[bool] = None
+  stage_repeats: Optional[str] = None
   pruningnet_epochs: int = 8
   pruningnet_learning_rate: float = 0.003
   pruningnet_optimizer: str = "adam"
   hidden_units: int = 8
   bn_mode: str = "shared"
-  sampling: str = "sandwich"
+  sampling: str = "random"
   max_mflops: Optional[float] = None
   flops_ratio: Optional[float] = None
   max_params: Optional[int] = None
@@ -219,6 +226,19 @@ def build_space(config: PipelineConfig, input_shape, num_classes):
   from tf_metaprune import models  # pylint: disable=g-import-not-at-top
   family = models.get(config.model)
   kwargs = dict(width_ratios=width_ratios(config.min_width_ratio), divisor=config.divisor)
+  if config.small_input is not None:
+    if config.model not in ("mobilenet_v1", "mobilenet_v2", "resnet50"):
+      raise ValueError(f"small_input={config.small_input!r} applies to mobilenet_v1, mobilenet_v2 and resnet50, "
+                       f"not {config.model!r}; leave it unset")
+    kwargs["small_input"] = bool(config.small_input)
+  if config.stage_repeats is not None:
+    if config.model != "mobilenet_v2":
+      raise ValueError(f"stage_repeats={config.stage_repeats!r} applies to mobilenet_v2 only, not {config.model!r}")
+    try:
+      kwargs["stage_repeats"] = tuple(int(r) for r in str(config.stage_repeats).split(","))
+    except ValueError:
+      raise ValueError(f"stage_repeats={config.stage_repeats!r} must be 7 comma-separated integers, e.g. "
+                       "'1,2,2,2,1,1,1'") from None
   if config.model != "small_cnn":
     kwargs["width_multiplier"] = config.width_multiplier
   elif config.width_multiplier != 1.0:
