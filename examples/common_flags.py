@@ -5,9 +5,14 @@ the parsed values into library arguments with the matching `*_kwargs`
 functions; the library checks the values (and names them in its errors).
 """
 
+import os
 import sys
 
 from absl import flags
+
+# TensorFlow's C++ start-up lines (CUDA probing on a CPU machine, CPU feature notes) are noise for
+# a user of the binaries; TF_CPP_MIN_LOG_LEVEL=0 in the environment shows them again.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 FLAGS = flags.FLAGS
 
