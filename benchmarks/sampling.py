@@ -12,9 +12,9 @@ Writes benchmarks/results/sampling_<tag>.json.
   # the `make demo` space: 10 blocks, width 0.5, stride 32, ratios from 0.3, batch 32
   python benchmarks/sampling.py --model=mobilenet_v2 --width_multiplier=0.5 --nosmall_input \
       --stage_repeats=1,2,2,2,1,1,1 --min_width_ratio=0.3 --batch_size=32 --epochs=15 \
-      --variants=random --tag=demo_space
+      --hidden_units=8 --variants=random --tag=demo_space
   python benchmarks/sampling.py --model=mobilenet_v2 --width_multiplier=0.5 --nosmall_input \
-      --stage_repeats=1,1,1,1,1,1,1 --batch_size=32 --epochs=3 --variants=plain,fixed --tag=fixed_structure
+      --stage_repeats=1,1,1,1,1,1,1 --batch_size=32 --epochs=3 --hidden_units=8 --variants=plain,fixed --tag=fixed_structure
 """
 
 import json
