@@ -160,3 +160,11 @@ def test_output_dir_with_foreign_files_is_refused(tmp_path):
   (tmp_path / "notes.txt").write_text("mine")
   with pytest.raises(ValueError, match=r"not empty and holds no pipeline run \(\['notes.txt'\]\)"):
     pipeline.Run(str(tmp_path), pipeline.PipelineConfig(flops_ratio=0.5))
+
+
+def test_run_without_a_budget_stops_before_training(tmp_path):
+  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
+  config = pipeline.PipelineConfig(model="small_cnn", divisor=1, max_examples=200, input_size=8)
+  with pytest.raises(ValueError, match="no budget given: set max_mflops, flops_ratio"):
+    pipeline.run(config, str(tmp_path / "x"))
+  assert not (tmp_path / "x" / "pruningnet").exists()

@@ -92,8 +92,8 @@ class PipelineConfig:
     hidden_units: generator hidden size (paper 32; 0 = weight sharing).
     bn_mode: "shared" or "switchable" batch-norm affine parameters.
     sampling: "random" (MetaPruning) or "sandwich" structures per step.
-    max_mflops / flops_ratio / max_params / max_latency_ms: the budget; give
-      at least one (flops_ratio is a fraction of the full-width MFLOPs;
+    max_mflops / flops_ratio / max_params / max_latency_ms: the budget; `run`
+      needs at least one (flops_ratio is a fraction of the full-width MFLOPs;
       max_latency_ms needs `latency_table`, a LatencyTable JSON file).
     population_size, num_generations: evolutionary search size (paper 50, 20).
     calibration_batches: training batches for BN recalibration per candidate.
@@ -168,9 +168,6 @@ class PipelineConfig:
       bad("sampling", "must be 'random' or 'sandwich'")
     if self.init not in ("scratch", "generated"):
       bad("init", "must be 'scratch' (fresh weights) or 'generated' (the PruningNet's weights)")
-    if all(getattr(self, k) is None for k in ("max_mflops", "flops_ratio", "max_params", "max_latency_ms")):
-      raise ValueError("PipelineConfig has no budget: give max_mflops, flops_ratio, max_params or max_latency_ms "
-                       "(e.g. flops_ratio=0.5 for half the full-width FLOPs)")
     if self.max_mflops is not None and self.flops_ratio is not None:
       raise ValueError(f"PipelineConfig(max_mflops={self.max_mflops!r}, flops_ratio={self.flops_ratio!r}): give "
                        "one of the two FLOPs limits, not both")
@@ -269,7 +266,8 @@ def build_budget(space, max_mflops=None, flops_ratio=None, max_params=None, max_
     table = budgets.LatencyTable.load(latency_table) if isinstance(latency_table, str) else latency_table
     parts.append(budgets.LatencyBudget(max_ms=max_latency_ms, lut=table))
   if not parts:
-    raise ValueError("no budget given: set max_mflops, flops_ratio, max_params or max_latency_ms")
+    raise ValueError("no budget given: set max_mflops, flops_ratio, max_params or max_latency_ms (e.g. "
+                     "flops_ratio=0.5 for half the full-width FLOPs)")
   budget = parts[0] if len(parts) == 1 else budgets.AllOf(*parts)
   budget.check(space)
   return budget
