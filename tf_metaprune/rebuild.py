@@ -13,6 +13,8 @@ Example:
   >>> model = tfmp.rebuild(space, s)    # fresh initialization, for retraining
 """
 
+import copy
+
 import keras
 import numpy as np
 
@@ -59,7 +61,12 @@ def rebuild(net_or_space, structure, copy_weights=None, name=None, bn_momentum=0
       values[node.name] = keras.Input(shape=space.input_shape, name=node.name)
       continue
     x = values[node.inputs[0]]
-    if node.op in ("conv", "dwconv"):
+    if node.layer is not None:  # a layer of a model read by SearchSpace.from_keras_model
+      layer = _user_layer(node, ch[node.name])
+      y = layer([values[i] for i in node.inputs] if node.op in ("add", "multiply", "concat") else x)
+      if copy_weights and node.name in weights:
+        to_copy.append((layer, _keras_weights(node, weights[node.name])))
+    elif node.op in ("conv", "dwconv"):
       if node.op == "conv":
         layer = keras.layers.Conv2D(ch[node.name], node.kernel_size, strides=node.strides, padding="same",
                                     use_bias=not node.bn, name=node.name)
@@ -98,6 +105,27 @@ def rebuild(net_or_space, structure, copy_weights=None, name=None, bn_momentum=0
   for layer, arrays in to_copy:
     layer.set_weights(arrays)
   return model
+
+
+def _user_layer(node, channels):
+  """The Keras layer a node was read from, re-created at `channels` output channels."""
+  config = copy.deepcopy(node.layer)
+  if node.op in ("conv", "sepconv"):
+    config["config"]["filters"] = int(channels)
+  elif node.op == "dense":
+    config["config"]["units"] = int(channels)
+  return keras.layers.deserialize(config)
+
+
+def _keras_weights(node, w):
+  """The generated arrays of a node in the order its Keras layer's `set_weights` takes."""
+  if node.op == "bn":
+    cfg = node.layer["config"]
+    return (([w["gamma"]] if cfg.get("scale", True) else []) + ([w["beta"]] if cfg.get("center", True) else [])
+            + [w["moving_mean"], w["moving_variance"]])
+  if node.op == "sepconv":
+    return [w["depthwise_kernel"], w["pointwise_kernel"]] + ([w["bias"]] if "bias" in w else [])
+  return [w["kernel"]] + ([w["bias"]] if "bias" in w else [])
 
 
 def _activation(y, activation, node_name):
