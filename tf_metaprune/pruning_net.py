@@ -147,7 +147,7 @@ class PruningNet(keras.Model):
     self._op_layers, self._activations = {}, {}
     for node in sp.nodes:
       derived = node.layer is not None
-      if node.op in ("act", "pad", "avgpool", "gmp", "flatten", "reshape") or (
+      if node.op in ("act", "pad", "avgpool", "gmp", "flatten") or (
           derived and node.op in ("maxpool", "gap")):
         # Parameter-free Keras layers of a model read by from_keras_model: run as they are.
         self._op_layers[node.name] = _stateless_layer(node)
@@ -297,7 +297,9 @@ class PruningNet(keras.Model):
         continue
       inp = values[node.inputs[0]]
       idx = index_of.get(sp.layout_indices(node.inputs[0])) if self._multi_layouts else None
-      if node.name in self._op_layers:
+      if node.op == "reshape":  # the target's channel count follows the structure
+        y = tf.reshape(inp, tf.concat([tf.shape(inp)[:1], list(node.target_shape[:-1]), [-1]], axis=0))
+      elif node.name in self._op_layers:
         y = self._op_layers[node.name](inp, training=False)
       elif node.op in space_lib.WEIGHT_OPS:
         li = self._layer_of[node.name]

@@ -114,6 +114,8 @@ def _user_layer(node, channels):
     config["config"]["filters"] = int(channels)
   elif node.op == "dense":
     config["config"]["units"] = int(channels)
+  elif node.op == "reshape":
+    config["config"]["target_shape"] = list(node.target_shape[:-1]) + [int(channels)]
   return keras.layers.deserialize(config)
 
 
