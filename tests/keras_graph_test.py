@@ -1,5 +1,7 @@
 """Tests of SearchSpace.from_keras_model (tf_metaprune/keras_graph.py): pruning the user's own model."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -11,7 +13,8 @@ from tf_metaprune import flops
 def _branchy_model():
   """A hand-made CNN with every kind of join: concat, squeeze-excite multiply, residual add, flatten."""
   inp = keras.Input((16, 16, 3), name="image")
-  x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(inp)
+  x = keras.layers.Rescaling(2.0, offset=-1.0, name="scale")(inp)
+  x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(x)
   x = keras.layers.BatchNormalization(name="stem_bn")(x)
   x = keras.layers.ReLU(name="stem_relu")(x)
   a = keras.layers.Conv2D(6, 1, activation="relu", name="branch_a")(x)
@@ -24,13 +27,14 @@ def _branchy_model():
   s = keras.layers.GlobalAveragePooling2D(keepdims=True, name="se_pool")(y)
   s = keras.layers.Conv2D(4, 1, activation="relu", name="se_reduce")(s)
   s = keras.layers.Conv2D(12, 1, activation="sigmoid", name="se_expand")(s)
-  y = keras.layers.Multiply(name="se_mul")([y, s])
+  y = x_se = keras.layers.Multiply(name="se_mul")([y, s])
   y = keras.layers.ZeroPadding2D(((0, 1), (0, 1)), name="pad")(y)
   y = keras.layers.Conv2D(16, 3, strides=2, padding="valid", activation="swish", name="down")(y)
   z = keras.layers.Conv2D(16, 1, name="skip")(y)
   y = keras.layers.Add(name="add")([y, z])
   y = keras.layers.GlobalMaxPooling2D(keepdims=True, name="gmp")(y)
   y = keras.layers.Reshape((16,), name="squeeze")(y)
+  y = keras.layers.Concatenate(name="heads")([keras.layers.GlobalAveragePooling2D(name="se_gap")(x_se), y])
   y = keras.layers.Activation("tanh", name="tanh")(y)
   y = keras.layers.Dropout(0.2, name="drop")(y)
   out = keras.layers.Dense(5, name="logits")(y)
@@ -87,6 +91,7 @@ def test_concatenate_keeps_each_inputs_gene_in_its_slice():
   s = space.random(seed=3)
   ch = space.channels(s)
   assert space.node_channels(s)["cat_bn"] == ch["branch_a"] + ch["branch_b"]
+  assert space.node_channels(s)["heads"] == ch["sep"] + ch["down"]   # the classifier reads both slices
 
 
 def test_multiply_and_add_tie_their_inputs_and_depthwise_follows_its_input():
@@ -109,7 +114,7 @@ def test_classifier_output_is_never_pruned():
   assert mspace.num_classes == 10 and mobilenet.name == mspace.name
 
 
-def test_pruning_net_on_a_user_model_matches_its_rebuilt_model():
+def test_pruning_net_on_a_user_model_matches_its_rebuilt_model_and_saves(tmp_path):
   _, space = _model_and_space("branchy")
   net = tfmp.PruningNet(space, hidden_units=4)
   images = np.random.default_rng(1).random((16,) + space.input_shape, np.float32)
@@ -122,6 +127,10 @@ def test_pruning_net_on_a_user_model_matches_its_rebuilt_model():
     expected = net.call_structure(images, s).numpy()
     got = tfmp.rebuild(net, s)(images, training=False).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-4 * max(1.0, np.abs(expected).max()))
+  path = os.path.join(tmp_path, "net.keras")
+  net.save(path)
+  loaded = keras.saving.load_model(path)
+  np.testing.assert_allclose(loaded.call_structure(images, s).numpy(), expected, atol=1e-5)
 
 
 def test_pruning_net_runs_keras_mobilenet_at_random_widths():

@@ -43,7 +43,7 @@ L = keras.layers
 _ELEMENTWISE = (L.ReLU, L.Activation, L.LeakyReLU, L.ELU, L.Softmax, L.Dropout, L.SpatialDropout2D,
                 L.GaussianNoise, L.GaussianDropout, L.AlphaDropout, L.ActivityRegularization, L.Identity)
 _SUPPORTED = ("InputLayer, Conv2D, DepthwiseConv2D, SeparableConv2D, Dense, BatchNormalization, "
-              "ReLU/Activation/LeakyReLU/ELU/Softmax, Dropout/SpatialDropout2D/GaussianNoise/GaussianDropout, "
+              "ReLU/Activation/LeakyReLU/ELU/Softmax, Rescaling (scalar), Dropout/SpatialDropout2D/GaussianNoise/GaussianDropout, "
               "MaxPooling2D, AveragePooling2D, ZeroPadding2D, GlobalAveragePooling2D, GlobalMaxPooling2D, "
               "Flatten, Reshape, Add, Multiply, Concatenate")
 
@@ -236,6 +236,11 @@ def space_from_keras_model(model, width_ratios=None, divisor=8, name=None) -> sp
         raise ValueError(f"layer {op.name!r} (BatchNormalization) normalizes axis={op.axis!r}; only the channel "
                          "axis (-1) is supported")
       lay, optype = in_lay[0], "bn"
+    elif kind is L.Rescaling:
+      if np.ndim(op.scale) or np.ndim(op.offset):
+        raise ValueError(f"layer {op.name!r} (Rescaling) has per-channel scale/offset; only scalars are "
+                         "supported (or move it into the input pipeline)")
+      lay, optype = in_lay[0], "act"
     elif kind in _ELEMENTWISE:
       if kind is L.Softmax and op.axis not in (-1, rank - 1):
         raise ValueError(f"layer {op.name!r} (Softmax) over axis={op.axis!r} is not supported; use axis=-1")
