@@ -309,6 +309,11 @@ def space_from_keras_model(model, width_ratios=None, divisor=8, name=None) -> sp
                      "(batch, classes) classifier output")
   for g in layout[id(out_tensor)]:
     groups.freeze(g)  # the classifier output is never pruned
+  last = records[-1][0]
+  if type(last) is L.Softmax or last.get_config().get("activation") == "softmax":  # pylint: disable=unidiomatic-typecheck
+    warnings.warn(f"model {model.name!r} ends with a softmax (layer {last.name!r}): the PruningNet will output "
+                  "probabilities, but tf_metaprune.training and the searches expect logits (from_logits=True); "
+                  "build the model without it (keras.applications: classifier_activation=None)", stacklevel=3)
   return _to_space(model, records, groups, width_ratios, divisor, name)
 
 

@@ -14,6 +14,12 @@ the step number: it is reproducible, it resumes exactly after a checkpoint
 restore, and it is the same on every replica of a `tf.distribute` strategy
 (the iteration counter is a mirrored variable).
 
+Spaces read from a Keras model (`SearchSpace.from_keras_model`) run the same
+way: their parameter-free layers (activations, pooling, padding, dropout --
+run as identity) are the user's own Keras layers, their batch norms are
+width-aware, and a tensor concatenated from pruned branches carries the
+index of its kept channels so the next layer takes the matching kernel rows.
+
 Widths travel as int32 tensors, so a single trace serves every structure
 (Python-int widths would retrace every step), and kernels are sliced to the
 sampled widths, so a narrow structure costs narrow compute.
@@ -172,8 +178,9 @@ class PruningNet(keras.Model):
             cin_max, node.kernel_size, node.strides, name=node.name + "_depthwise", padding=node.padding,
             dilation_rate=node.dilation, hidden_units=self.hidden_units), node.name, self._dw_of,
                       (rows[0], rows[0]))
-        add_generator(tfmp_layers.GeneratedConv2D(cin_max, cout_max, 1, 1, name=node.name, hidden_units=self.hidden_units,
-                                                  use_bias=node.has_bias), node.name, self._layer_of, rows)
+        add_generator(tfmp_layers.GeneratedConv2D(cin_max, cout_max, 1, 1, name=node.name,
+                                                  hidden_units=self.hidden_units, use_bias=node.has_bias),
+                      node.name, self._layer_of, rows)
       elif node.op == "dwconv":
         add_generator(tfmp_layers.GeneratedDepthwiseConv2D(cout_max, node.kernel_size, node.strides,
                                                            name=node.name, **common), node.name, self._layer_of, rows)
@@ -203,11 +210,6 @@ class PruningNet(keras.Model):
     self._bn_gene = [len(sp.genes) if sp.gene_of(n) is None else sp.gene_of(n) for n in bn_nodes]
     # Layouts that concatenate several widths need an index of their channels in the full layout.
     self._multi_layouts = {lay for lay in (sp.layout_indices(n.name) for n in sp.nodes) if len(lay) > 1}
-    for lay in sorted(self._multi_layouts):
-      layout_id_of = self._layout_id.get(lay)
-      if layout_id_of is None:
-        self._layout_id[lay] = len(self._layouts)
-        self._layouts.append(lay)
 
   def get_config(self):
     config = super().get_config()

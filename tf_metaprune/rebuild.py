@@ -5,7 +5,10 @@ BatchNormalization, ReLU, Add, MaxPooling2D, GlobalAveragePooling2D, Dense --
 so it trains, saves, quantizes (tfmot QAT included: conv -> BN -> ReLU are
 separate layers) and converts to TFLite like any hand-written model, with no
 tf_metaprune code needed at load time. Layers are named after the space's
-nodes ("<node>", "<node>_bn", "<node>_relu", ...).
+nodes ("<node>", "<node>_bn", "<node>_relu", ...). For a space read from your
+own model (`SearchSpace.from_keras_model`) every layer is re-created from the
+model's own layer config -- same names, order, activations and settings --
+with only the pruned `filters`/`units` (and a following Reshape) changed.
 
 Example:
 

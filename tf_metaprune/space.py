@@ -11,6 +11,10 @@ move together (MetaPruning, Liu et al. 2019, Sec. 3.3); depthwise convs, pools
 and adds follow the width of their input; the classifier and any node given a
 fixed integer width are never pruned.
 
+`SearchSpace.from_keras_model(model)` derives a space from your own Keras
+model (see `tf_metaprune.keras_graph`); a node's output may then be a
+concatenation of several widths (its `layout`), each keeping its own gene.
+
 Example:
 
   >>> import tf_metaprune as tfmp
@@ -121,9 +125,15 @@ class Node:
 
   Attributes:
     name: unique name; the rebuilt Keras layers are named after it.
-    op: one of "input", "conv", "dwconv", "add", "maxpool", "gap", "dense".
+    op: one of "input", "conv", "dwconv", "add", "maxpool", "gap", "dense";
+      spaces read from a Keras model also use "sepconv" (depthwise then
+      pointwise), "bn" (a BatchNormalization layer), "act" (a parameter-free
+      elementwise layer), "multiply", "concat" (channel axis), "avgpool",
+      "pad" (zero padding), "gmp" (global max pooling), "flatten", "reshape".
     inputs: names of the input nodes (empty for "input").
-    out: for "conv"/"dense": a gene name (prunable) or an int (fixed width);
+    out: for "conv"/"dense"/"sepconv": a gene name (prunable) or an int (fixed
+      width); for a "flatten"/"reshape" that moves positions into channels:
+      its fixed output width;
       for "input": the number of image channels; otherwise None (the node
       follows its input's width).
     kernel_size, strides: for conv, dwconv and maxpool ("same" padding).
