@@ -207,6 +207,13 @@ def test_shared_layer_and_channel_broadcast_are_rejected_clearly():
     tfmp.SearchSpace.from_keras_model(model)
 
 
+def test_input_without_a_fixed_image_size_is_rejected():
+  inp = keras.Input((None, None, 3), name="any_size")
+  x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3)(inp))
+  with pytest.raises(ValueError, match="'any_size' has shape \\(None, None, None, 3\\).*fixed input"):
+    tfmp.SearchSpace.from_keras_model(keras.Model(inp, keras.layers.Dense(3)(x)))
+
+
 def test_latency_table_refuses_a_space_read_from_a_model():
   _, space = _model_and_space("branchy")
   with pytest.raises(ValueError, match="read from a Keras model.*FlopsBudget or ParamsBudget"):

@@ -203,6 +203,10 @@ def space_from_keras_model(model, width_ratios=None, divisor=8, name=None) -> sp
       if len(out.shape) != 4:
         raise ValueError(f"input {op.name!r} has shape {tuple(out.shape)}; from_keras_model reads image models "
                          "with (batch, height, width, channels) inputs")
+      if any(d is None for d in out.shape[1:]):
+        raise ValueError(f"input {op.name!r} has shape {tuple(out.shape)} with unknown sizes; FLOPs depend on the "
+                         "image size: build the model with a fixed input, e.g. keras.Input((32, 32, 3)) or "
+                         "keras.applications.MobileNetV2(input_shape=(32, 32, 3), ...)")
       lay, optype = (groups.new(out.shape[-1], op.name, fixed=True),), "input"
     elif kind in (L.Conv2D, L.SeparableConv2D, L.Dense):
       if kind is L.Conv2D and op.groups != 1:
