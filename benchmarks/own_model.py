@@ -31,14 +31,15 @@ flags.DEFINE_string("output_dir", os.path.join(os.path.dirname(__file__), "resul
 
 
 def readme_model(input_shape, num_classes):
-  """The README's user-defined model (a stem and a two-branch concat block)."""
+  """The README's user-defined model (three stages of two concatenated branches)."""
   import keras  # pylint: disable=g-import-not-at-top
-  inputs = keras.Input(input_shape)
-  x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="stem")(inputs)
-  a = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu", name="branch_3x3")(x)
-  b = keras.layers.Conv2D(16, 1, strides=2, activation="relu", name="branch_1x1")(x)
-  x = keras.layers.GlobalAveragePooling2D(name="pool")(keras.layers.Concatenate(name="concat")([a, b]))
-  return keras.Model(inputs, keras.layers.Dense(num_classes, name="logits")(x), name="readme_concat")
+  x = inputs = keras.Input(input_shape)
+  for i, (width, stride) in enumerate([(16, 1), (32, 2), (64, 2)]):
+    a = keras.layers.Conv2D(width, 3, stride, padding="same", activation="relu", name=f"stage{i}_3x3")(x)
+    b = keras.layers.Conv2D(width // 2, 1, stride, activation="relu", name=f"stage{i}_1x1")(x)
+    x = keras.layers.BatchNormalization(name=f"stage{i}_bn")(keras.layers.Concatenate(name=f"stage{i}")([a, b]))
+  return keras.Model(inputs, keras.layers.Dense(num_classes)(keras.layers.GlobalAveragePooling2D()(x)),
+                     name="readme_concat")
 
 
 def main(argv):

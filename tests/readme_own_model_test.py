@@ -13,6 +13,7 @@ def test_readme_own_model_example_prunes_the_users_model():
   assert len(code.strip().splitlines()) < 15, "the README promises an example under 15 lines"
   shrink = [('load_dataset("mnist_subset")', 'load_dataset("mnist_subset", max_examples=256, batch_size=64)'),
             ("epochs=10", "epochs=1"),
+            ("[(16, 1), (32, 2), (64, 2)]", "[(8, 1), (16, 2)]"),   # same code, two stages trace faster
             ("learning_rate=0.1)", "learning_rate=0.1, verbose=0)"),
             ("PruningNet(space)", "PruningNet(space, hidden_units=2)"),
             ("FlopsBudget.from_ratio(space, 0.5))", "FlopsBudget.from_ratio(space, 0.5), population_size=6, top_k=3, "
@@ -23,7 +24,7 @@ def test_readme_own_model_example_prunes_the_users_model():
   scope = {}
   exec(compile(code, "README.md", "exec"), scope)  # pylint: disable=exec-used
   model, space, pruned = scope["model"], scope["space"], scope["pruned"]
-  assert [g.name for g in space.genes] == ["stem", "branch_3x3", "branch_1x1"]
+  assert [g.name for g in space.genes] == [f"stage{i}_{k}" for i in range(2) for k in ("3x3", "1x1")]
   assert space.params(space.largest()) == model.count_params()
   assert [l.name for l in pruned.layers] == [l.name for l in model.layers]
   assert scope["found"].best_mflops <= space.mflops(space.largest()) * 0.5 + 1e-9
