@@ -25,7 +25,8 @@ non-prunable layers -- at the pruned widths.
 
 Example:
 
-  >>> model = keras.applications.MobileNetV2((32, 32, 3), alpha=0.35, weights=None, classes=10)
+  >>> model = keras.applications.MobileNetV2((32, 32, 3), alpha=0.35, weights=None, classes=10,
+  ...                                        classifier_activation=None)
   >>> space = tf_metaprune.SearchSpace.from_keras_model(model, divisor=8)
   >>> space.params(space.largest()) == model.count_params()
   True

@@ -594,7 +594,8 @@ class SearchSpace:
 
     Example:
 
-      >>> model = keras.applications.MobileNetV2((32, 32, 3), alpha=0.35, weights=None, classes=10)
+      >>> model = keras.applications.MobileNetV2((32, 32, 3), alpha=0.35, weights=None, classes=10,
+      ...                                        classifier_activation=None)   # logits
       >>> space = SearchSpace.from_keras_model(model)
       >>> pruned = tf_metaprune.rebuild(space, space.uniform(0.5))
     """
