@@ -398,7 +398,18 @@ class LatencyTable:
   # ---- building ------------------------------------------------------------------------------
   @staticmethod
   def required_keys(space) -> Dict[str, list]:
-    """{node name: [(cin, cout), ...]} every conv/dwconv/dense node of `space` can take."""
+    """{node name: [(cin, cout), ...]} every conv/dwconv/dense node of `space` can take.
+
+    Raises:
+      ValueError: for a space read by `SearchSpace.from_keras_model` (its
+        layers -- separate batch norms, biases, valid padding, concatenations
+        -- are not what the per-layer tables time).
+    """
+    derived = [n.name for n in space.nodes if n.layer is not None]
+    if derived:
+      raise ValueError(f"LatencyTable does not cover space {space.name!r}: it was read from a Keras model "
+                       f"(layers such as {derived[:3]}), and latency tables are made for the built-in families; "
+                       "constrain it with FlopsBudget or ParamsBudget instead")
     out = {}
     for node in space.nodes:
       if node.op not in ("conv", "dwconv", "dense"):

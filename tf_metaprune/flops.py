@@ -40,23 +40,35 @@ def _terms(space):
   one = len(space.genes) + len(space.fixed_widths)
   flops, params = [], []
   for node in space.nodes:
-    if node.op in ("conv", "dwconv", "dense"):
-      cin = space.ext_index(node.inputs[0])
-      cout = space.ext_index(node.name)
-      if node.op == "dense":
-        flops.append((1, cin, cout))
-        params.append((1, cin, cout))
-        params.append((1, cout, one))  # bias
-        continue
+    if node.op == "bn":  # a BatchNormalization layer of a model read by from_keras_model
+      per_channel = 2 + int(bool(node.layer["config"].get("center", True))) + int(
+          bool(node.layer["config"].get("scale", True)))
+      params += [(per_channel, c, one) for c in space.layout_indices(node.name)]
+      continue
+    if node.op not in ("conv", "dwconv", "dense", "sepconv"):
+      continue
+    cins = space.layout_indices(node.inputs[0])   # several after a concat: kernel rows split per input
+    couts = space.layout_indices(node.name)
+    if node.op == "dense":
+      flops += [(1, ci, co) for ci in cins for co in couts]
+      params += [(1, ci, co) for ci in cins for co in couts]
+    else:
       oh, ow = space.spatial[node.name]
-      k2 = node.kernel_size * node.kernel_size
+      kh, kw = node.kernel_hw
+      k2 = kh * kw
       if node.op == "conv":
-        flops.append((oh * ow * k2, cin, cout))
-        params.append((k2, cin, cout))
+        flops += [(oh * ow * k2, ci, co) for ci in cins for co in couts]
+        params += [(k2, ci, co) for ci in cins for co in couts]
+      elif node.op == "sepconv":  # depthwise k x k on the input, then pointwise 1x1
+        flops += [(oh * ow * k2, ci, one) for ci in cins] + [(oh * ow, ci, co) for ci in cins for co in couts]
+        params += [(k2, ci, one) for ci in cins] + [(1, ci, co) for ci in cins for co in couts]
       else:  # depthwise: one k x k filter per channel (cin == cout)
-        flops.append((oh * ow * k2, cout, one))
-        params.append((k2, cout, one))
-      params.append((4 if node.bn else 1, cout, one))  # BN gamma, beta, mean, var; or a bias
+        flops += [(oh * ow * k2, co, one) for co in couts]
+        params += [(k2, co, one) for co in couts]
+    if node.layer is None and node.op != "dense" and node.bn:
+      params += [(4, co, one) for co in couts]  # the implied BN: gamma, beta, mean, var
+    elif node.has_bias:
+      params += [(1, co, one) for co in couts]  # bias
   result = (np.array(flops, np.int64).reshape(-1, 3), np.array(params, np.int64).reshape(-1, 3))
   space._tfmp_terms = result  # pylint: disable=protected-access
   return result

@@ -45,6 +45,29 @@ def leading(t, sizes):
   return tf.slice(t, [0] * len(sizes), size)
 
 
+def _take(v, channels, index):
+  """The leading `channels` entries of vector `v`, or its entries at `index`."""
+  return leading(v, [channels]) if index is None else tf.gather(v, index)
+
+
+def _int_or_pair(v):
+  if isinstance(v, (list, tuple)):
+    if len(v) != 2:
+      raise ValueError(f"expected an int or an (height, width) pair, got {v!r}")
+    return int(v[0]) if v[0] == v[1] else (int(v[0]), int(v[1]))
+  return int(v)
+
+
+def _hw(v):
+  return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _check_padding(padding):
+  if str(padding).lower() not in ("same", "valid"):
+    raise ValueError(f"padding={padding!r} must be 'same' or 'valid'")
+  return str(padding).lower()
+
+
 class _Generator(keras.layers.Layer):
   """Shared base: builds `base_kernel` and the hypernetwork, and generates kernels."""
 
@@ -102,44 +125,61 @@ class GeneratedConv2D(_Generator):
   Args:
     max_in_channels: input channels at full width.
     max_out_channels: output channels at full width.
-    kernel_size: square kernel size.
-    strides: stride ("same" padding).
+    kernel_size: kernel size, an int or (height, width).
+    strides: stride, an int or (height, width).
     hidden_units: the generator's hidden size (paper: 32; 0 = weight sharing).
     encoding_size: length of the encoding vector (default 2: in and out ratio).
+    padding: "same" or "valid".
+    dilation_rate: an int or (height, width).
+    use_bias: add a (shared, sliced) bias.
 
   Call args:
     x: [B, H, W, c_in] with c_in <= max_in_channels (the input is already sliced).
     encoding: float [encoding_size].
     out_channels: int32 scalar tensor, c_out <= max_out_channels.
+    in_index: optional int32 [c_in]: which rows of the full kernel the input
+      channels are (for an input concatenated from several pruned tensors);
+      default: the leading c_in rows.
   """
 
   def __init__(self, max_in_channels, max_out_channels, kernel_size=3, strides=1, hidden_units=32,
-               encoding_size=2, **kwargs):
+               encoding_size=2, padding="same", dilation_rate=1, use_bias=False, **kwargs):
     self.max_in_channels = int(max_in_channels)
     self.max_out_channels = int(max_out_channels)
-    self.kernel_size = int(kernel_size)
-    self.strides = int(strides)
-    shape = (self.kernel_size, self.kernel_size, self.max_in_channels, self.max_out_channels)
-    super().__init__(shape, encoding_size, hidden_units,
-                     fan_in=self.kernel_size ** 2 * self.max_in_channels, **kwargs)
+    self.kernel_size = _int_or_pair(kernel_size)
+    self.strides = _int_or_pair(strides)
+    self.padding = _check_padding(padding)
+    self.dilation_rate = _int_or_pair(dilation_rate)
+    self.use_bias = bool(use_bias)
+    kh, kw = _hw(self.kernel_size)
+    shape = (kh, kw, self.max_in_channels, self.max_out_channels)
+    super().__init__(shape, encoding_size, hidden_units, fan_in=kh * kw * self.max_in_channels, **kwargs)
 
   def build(self, input_shape=None):
     self._build_generator()
+    if self.use_bias:
+      self.bias = self.add_weight(name="bias", shape=(self.max_out_channels,), initializer="zeros")
     self.built = True
 
-  def sliced_kernel(self, encoding, in_channels, out_channels):
-    return leading(self.generated_kernel(encoding), [-1, -1, in_channels, out_channels])
+  def sliced_kernel(self, encoding, in_channels, out_channels, in_index=None):
+    kernel = self.generated_kernel(encoding)
+    if in_index is not None:
+      return leading(tf.gather(kernel, in_index, axis=2), [-1, -1, -1, out_channels])
+    return leading(kernel, [-1, -1, in_channels, out_channels])
 
   @tf.autograph.experimental.do_not_convert
-  def call(self, x, encoding=None, out_channels=None):
-    kernel = self.sliced_kernel(encoding, tf.shape(x)[-1], out_channels)
-    return tf.nn.conv2d(x, kernel, strides=self.strides, padding="SAME")
+  def call(self, x, encoding=None, out_channels=None, in_index=None):
+    kernel = self.sliced_kernel(encoding, tf.shape(x)[-1], out_channels, in_index)
+    y = tf.nn.conv2d(x, kernel, strides=list(_hw(self.strides)), padding=self.padding.upper(),
+                     dilations=list(_hw(self.dilation_rate)))
+    return y + leading(self.bias, [out_channels]) if self.use_bias else y
 
   def get_config(self):
     config = super().get_config()
     config.update(max_in_channels=self.max_in_channels, max_out_channels=self.max_out_channels,
                   kernel_size=self.kernel_size, strides=self.strides, hidden_units=self.hidden_units,
-                  encoding_size=self._encoding_size)
+                  encoding_size=self._encoding_size, padding=self.padding, dilation_rate=self.dilation_rate,
+                  use_bias=self.use_bias)
     return config
 
 
@@ -149,38 +189,60 @@ class GeneratedDepthwiseConv2D(_Generator):
 
   Args:
     max_channels: channels at full width.
-    kernel_size, strides: as in `keras.layers.DepthwiseConv2D` ("same" padding).
+    kernel_size, strides: as in `keras.layers.DepthwiseConv2D` (ints or pairs).
     hidden_units: generator hidden size (0 = weight sharing).
     encoding_size: default 1 (the channel ratio).
+    padding: "same" or "valid".
+    dilation_rate: an int or (height, width).
+    use_bias: add a per-channel bias.
 
   Call args:
     x: [B, H, W, c]; the kernel is sliced to c.
     encoding: float [encoding_size].
+    in_index: optional int32 [c]: the full-width channels x holds (default:
+      the leading c).
   """
 
-  def __init__(self, max_channels, kernel_size=3, strides=1, hidden_units=32, encoding_size=1, **kwargs):
+  def __init__(self, max_channels, kernel_size=3, strides=1, hidden_units=32, encoding_size=1, padding="same",
+               dilation_rate=1, use_bias=False, **kwargs):
     self.max_channels = int(max_channels)
-    self.kernel_size = int(kernel_size)
-    self.strides = int(strides)
-    shape = (self.kernel_size, self.kernel_size, self.max_channels, 1)
-    super().__init__(shape, encoding_size, hidden_units, fan_in=self.kernel_size ** 2, **kwargs)
+    self.kernel_size = _int_or_pair(kernel_size)
+    self.strides = _int_or_pair(strides)
+    self.padding = _check_padding(padding)
+    self.dilation_rate = _int_or_pair(dilation_rate)
+    self.use_bias = bool(use_bias)
+    kh, kw = _hw(self.kernel_size)
+    shape = (kh, kw, self.max_channels, 1)
+    super().__init__(shape, encoding_size, hidden_units, fan_in=kh * kw, **kwargs)
 
   def build(self, input_shape=None):
     self._build_generator()
+    if self.use_bias:
+      self.bias = self.add_weight(name="bias", shape=(self.max_channels,), initializer="zeros")
     self.built = True
 
-  def sliced_kernel(self, encoding, channels):
+  def sliced_kernel(self, encoding, channels, in_index=None):
+    if in_index is not None:
+      return tf.gather(self.generated_kernel(encoding), in_index, axis=2)
     return leading(self.generated_kernel(encoding), [-1, -1, channels, -1])
 
+  def sliced_bias(self, channels, in_index=None):
+    return tf.gather(self.bias, in_index) if in_index is not None else leading(self.bias, [channels])
+
   @tf.autograph.experimental.do_not_convert
-  def call(self, x, encoding=None):
-    kernel = self.sliced_kernel(encoding, tf.shape(x)[-1])
-    return tf.nn.depthwise_conv2d(x, kernel, strides=[1, self.strides, self.strides, 1], padding="SAME")
+  def call(self, x, encoding=None, in_index=None):
+    channels = tf.shape(x)[-1]
+    kernel = self.sliced_kernel(encoding, channels, in_index)
+    sh, sw = _hw(self.strides)
+    y = tf.nn.depthwise_conv2d(x, kernel, strides=[1, sh, sw, 1], padding=self.padding.upper(),
+                               dilations=list(_hw(self.dilation_rate)))
+    return y + self.sliced_bias(channels, in_index) if self.use_bias else y
 
   def get_config(self):
     config = super().get_config()
     config.update(max_channels=self.max_channels, kernel_size=self.kernel_size, strides=self.strides,
-                  hidden_units=self.hidden_units, encoding_size=self._encoding_size)
+                  hidden_units=self.hidden_units, encoding_size=self._encoding_size, padding=self.padding,
+                  dilation_rate=self.dilation_rate, use_bias=self.use_bias)
     return config
 
 
@@ -192,31 +254,40 @@ class GeneratedDense(_Generator):
     x: [B, c_in].
     encoding: float [encoding_size].
     out_channels: int32 scalar tensor.
+    in_index: optional int32 [c_in]: the kernel rows of the input features
+      (default: the leading c_in).
   """
 
-  def __init__(self, max_in_channels, max_out_channels, hidden_units=32, encoding_size=2, **kwargs):
+  def __init__(self, max_in_channels, max_out_channels, hidden_units=32, encoding_size=2, use_bias=True,
+               **kwargs):
     self.max_in_channels = int(max_in_channels)
     self.max_out_channels = int(max_out_channels)
+    self.use_bias = bool(use_bias)
     super().__init__((self.max_in_channels, self.max_out_channels), encoding_size, hidden_units,
                      fan_in=self.max_in_channels / 2, **kwargs)  # glorot-like scale for logits
 
   def build(self, input_shape=None):
     self._build_generator()
-    self.bias = self.add_weight(name="bias", shape=(self.max_out_channels,), initializer="zeros")
+    if self.use_bias:
+      self.bias = self.add_weight(name="bias", shape=(self.max_out_channels,), initializer="zeros")
     self.built = True
 
-  def sliced_kernel(self, encoding, in_channels, out_channels):
-    return leading(self.generated_kernel(encoding), [in_channels, out_channels])
+  def sliced_kernel(self, encoding, in_channels, out_channels, in_index=None):
+    kernel = self.generated_kernel(encoding)
+    if in_index is not None:
+      return leading(tf.gather(kernel, in_index, axis=0), [-1, out_channels])
+    return leading(kernel, [in_channels, out_channels])
 
   @tf.autograph.experimental.do_not_convert
-  def call(self, x, encoding=None, out_channels=None):
-    kernel = self.sliced_kernel(encoding, tf.shape(x)[-1], out_channels)
-    return tf.matmul(x, kernel) + leading(self.bias, [out_channels])
+  def call(self, x, encoding=None, out_channels=None, in_index=None):
+    kernel = self.sliced_kernel(encoding, tf.shape(x)[-1], out_channels, in_index)
+    y = tf.matmul(x, kernel)
+    return y + leading(self.bias, [out_channels]) if self.use_bias else y
 
   def get_config(self):
     config = super().get_config()
     config.update(max_in_channels=self.max_in_channels, max_out_channels=self.max_out_channels,
-                  hidden_units=self.hidden_units, encoding_size=self._encoding_size)
+                  hidden_units=self.hidden_units, encoding_size=self._encoding_size, use_bias=self.use_bias)
     return config
 
 
@@ -252,6 +323,8 @@ class WidthBatchNorm(keras.layers.Layer):
     stats: optional (mean, variance) padded to `max_channels`, overriding both.
     return_moments: also return the batch (mean, mean of squares), padded to
       `max_channels` (used by recalibration).
+    in_index: optional int32 [c]: the full-width channels x holds (after a
+      concatenation of pruned tensors); default: the leading c.
   """
 
   def __init__(self, max_channels, num_choices=1, mode="switchable", affine=True, epsilon=1e-3, **kwargs):
@@ -275,7 +348,7 @@ class WidthBatchNorm(keras.layers.Layer):
                                            initializer="ones", trainable=False)
     self.built = True
 
-  def affine_params(self, choice, channels):
+  def affine_params(self, choice, channels, in_index=None):
     """(gamma, beta) sliced to `channels` for gene choice `choice` (None, None if not affine)."""
     if not self.affine:
       return None, None
@@ -283,26 +356,30 @@ class WidthBatchNorm(keras.layers.Layer):
       gamma, beta = tf.gather(self.gamma, choice), tf.gather(self.beta, choice)
     else:
       gamma, beta = self.gamma[0], self.beta[0]
-    return leading(gamma, [channels]), leading(beta, [channels])
+    return _take(gamma, channels, in_index), _take(beta, channels, in_index)
 
   @tf.autograph.experimental.do_not_convert
-  def call(self, x, choice=None, training=None, stats=None, return_moments=False):
+  def call(self, x, choice=None, training=None, stats=None, return_moments=False, in_index=None):
     channels = tf.shape(x)[-1]
     axes = list(range(len(x.shape) - 1))
     if choice is None:
       choice = tf.constant(0, tf.int32)
-    gamma, beta = self.affine_params(choice, channels)
+    gamma, beta = self.affine_params(choice, channels, in_index)
     if stats is not None:
-      mean, var = leading(stats[0], [channels]), leading(stats[1], [channels])
+      mean, var = _take(stats[0], channels, in_index), _take(stats[1], channels, in_index)
     elif training:
       mean, var = tf.nn.moments(x, axes)
     else:
-      mean, var = leading(self.moving_mean, [channels]), leading(self.moving_variance, [channels])
+      mean, var = _take(self.moving_mean, channels, in_index), _take(self.moving_variance, channels, in_index)
     y = tf.nn.batch_normalization(x, mean, var, beta, gamma, self.epsilon)
     if not return_moments:
       return y
     if stats is not None or not training:
       mean, var = tf.nn.moments(x, axes)
+    if in_index is not None:
+      shape = [self.max_channels]
+      return y, (tf.scatter_nd(in_index[:, None], mean, shape),
+                 tf.scatter_nd(in_index[:, None], var + tf.square(mean), shape))
     pad = [[0, self.max_channels - channels]]
     return y, (tf.pad(mean, pad), tf.pad(var + tf.square(mean), pad))
 

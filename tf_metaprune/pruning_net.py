@@ -14,6 +14,12 @@ the step number: it is reproducible, it resumes exactly after a checkpoint
 restore, and it is the same on every replica of a `tf.distribute` strategy
 (the iteration counter is a mirrored variable).
 
+Spaces read from a Keras model (`SearchSpace.from_keras_model`) run the same
+way: their parameter-free layers (activations, pooling, padding, dropout --
+run as identity) are the user's own Keras layers, their batch norms are
+width-aware, and a tensor concatenated from pruned branches carries the
+index of its kept channels so the next layer takes the matching kernel rows.
+
 Widths travel as int32 tensors, so a single trace serves every structure
 (Python-int widths would retrace every step), and kernels are sliced to the
 sampled widths, so a narrow structure costs narrow compute.
@@ -113,6 +119,13 @@ class PruningNet(keras.Model):
     n_ext = self._num_genes + len(space.fixed_widths)
     self._max_ext = np.array([g.base_channels for g in space.genes] + list(space.fixed_widths), np.float32)
     assert self._max_ext.shape[0] == n_ext
+    # Layouts (widths concatenated on the channel axis) as count rows over the extended vector.
+    counts = np.zeros((len(self._layouts), n_ext), np.int32)
+    for li, lay in enumerate(self._layouts):
+      for i in lay:
+        counts[li, i] += 1
+    self._layout_counts = counts
+    self._layout_max = (counts.astype(np.float32) @ self._max_ext).astype(np.float32)
     self._infer_fn = None
     self._moments_fn = None
     self.built = True
@@ -120,40 +133,83 @@ class PruningNet(keras.Model):
   # ---- construction ------------------------------------------------------------------------
   def _build_layers(self):
     sp = self.space
-    gen, bns, self._layer_of, self._bn_of = [], [], {}, {}
+    gen, bns, self._layer_of, self._bn_of, self._dw_of = [], [], {}, {}, {}
+    self._layouts, self._layout_id = [], {}
+    enc_rows = []  # per generator layer: layout ids of (input, output)
+
+    def layout_id(name):
+      lay = sp.layout_indices(name)
+      if lay not in self._layout_id:
+        self._layout_id[lay] = len(self._layouts)
+        self._layouts.append(lay)
+      return self._layout_id[lay]
+
+    def add_generator(layer, key, table, rows):
+      layer.build()
+      table[key] = len(gen)
+      gen.append(layer)
+      enc_rows.append(rows)
+
+    self._op_layers, self._activations = {}, {}
     for node in sp.nodes:
-      if node.op not in ("conv", "dwconv", "dense"):
+      derived = node.layer is not None
+      if node.op in ("act", "pad", "avgpool", "gmp", "flatten") or (
+          derived and node.op in ("maxpool", "gap")):
+        # Parameter-free Keras layers of a model read by from_keras_model: run as they are.
+        self._op_layers[node.name] = _stateless_layer(node)
         continue
+      if derived and node.op in space_lib.WEIGHT_OPS:
+        self._activations[node.name] = keras.activations.get(node.layer["config"].get("activation"))
+      if node.op not in space_lib.WEIGHT_OPS and node.op != "bn":
+        continue
+      rows = (layout_id(node.inputs[0]), layout_id(node.name))
       cin_max = sp.max_channels(node.inputs[0])
       cout_max = sp.max_channels(node.name)
+      common = dict(hidden_units=self.hidden_units)
+      if derived and node.op != "bn":
+        common.update(use_bias=node.has_bias)
+        if node.op != "dense":
+          common.update(padding=node.padding, dilation_rate=node.dilation)
       if node.op == "conv":
-        layer = tfmp_layers.GeneratedConv2D(cin_max, cout_max, node.kernel_size, node.strides,
-                                            hidden_units=self.hidden_units, name=node.name)
+        add_generator(tfmp_layers.GeneratedConv2D(cin_max, cout_max, node.kernel_size, node.strides,
+                                                  name=node.name, **common), node.name, self._layer_of, rows)
+      elif node.op == "sepconv":
+        add_generator(tfmp_layers.GeneratedDepthwiseConv2D(
+            cin_max, node.kernel_size, node.strides, name=node.name + "_depthwise", padding=node.padding,
+            dilation_rate=node.dilation, hidden_units=self.hidden_units), node.name, self._dw_of,
+                      (rows[0], rows[0]))
+        add_generator(tfmp_layers.GeneratedConv2D(cin_max, cout_max, 1, 1, name=node.name,
+                                                  hidden_units=self.hidden_units, use_bias=node.has_bias),
+                      node.name, self._layer_of, rows)
       elif node.op == "dwconv":
-        layer = tfmp_layers.GeneratedDepthwiseConv2D(cout_max, node.kernel_size, node.strides,
-                                                     hidden_units=self.hidden_units, name=node.name)
-      else:
-        layer = tfmp_layers.GeneratedDense(cin_max, cout_max, hidden_units=self.hidden_units, name=node.name)
-      layer.build()
-      self._layer_of[node.name] = len(gen)
-      gen.append(layer)
-      if node.op != "dense" and node.bn:
+        add_generator(tfmp_layers.GeneratedDepthwiseConv2D(cout_max, node.kernel_size, node.strides,
+                                                           name=node.name, **common), node.name, self._layer_of, rows)
+      elif node.op == "dense":
+        add_generator(tfmp_layers.GeneratedDense(cin_max, cout_max, name=node.name, **common), node.name,
+                      self._layer_of, rows)
+      if (node.op != "dense" and node.bn and not derived) or node.op == "bn":
         g = sp.gene_of(node.name)
+        affine, epsilon = self.bn_affine, 1e-3
+        if node.op == "bn":
+          cfg = node.layer["config"]
+          affine = affine and cfg.get("center", True) and cfg.get("scale", True)
+          epsilon = cfg.get("epsilon", 1e-3)
         bn = tfmp_layers.WidthBatchNorm(cout_max, sp.genes[g].num_choices if g is not None else 1,
-                                        mode=self.bn_mode, affine=self.bn_affine, name=node.name + "_bn")
+                                        mode=self.bn_mode, affine=affine, epsilon=epsilon,
+                                        name=node.name if node.op == "bn" else node.name + "_bn")
         bn.build()
         self._bn_of[node.name] = len(bns)
         bns.append(bn)
     self.generator_layers = gen
     self.bn_layers = bns
-    # Per generator layer: ext indices of (input width, output width) and of its width;
-    # per BN layer: the gene of its width (num_genes = the constant choice 0 of fixed widths).
-    weight_nodes = [n for n in sp.nodes if n.name in self._layer_of]
-    self._enc_index = np.array([[sp.ext_index(n.inputs[0]), sp.ext_index(n.name)] for n in weight_nodes],
-                               np.int32).reshape(-1, 2)
-    self._width_index = np.array([sp.ext_index(n.name) for n in weight_nodes], np.int32)
+    # Per generator layer: layout ids of (input width, output width); per BN layer: the gene
+    # of its width (num_genes = the constant choice 0 of fixed or concatenated widths).
+    self._enc_index = np.array(enc_rows, np.int32).reshape(-1, 2)
+    self._width_index = self._enc_index[:, 1].copy()
     bn_nodes = sorted(self._bn_of, key=self._bn_of.get)
     self._bn_gene = [len(sp.genes) if sp.gene_of(n) is None else sp.gene_of(n) for n in bn_nodes]
+    # Layouts that concatenate several widths need an index of their channels in the full layout.
+    self._multi_layouts = {lay for lay in (sp.layout_indices(n.name) for n in sp.nodes) if len(lay) > 1}
 
   def get_config(self):
     config = super().get_config()
@@ -217,39 +273,66 @@ class PruningNet(keras.Model):
     if x.dtype != tf.float32:
       x = tf.cast(x, tf.float32)
     ext = self._ext_channels(choices)
-    ratio = tf.cast(ext, tf.float32) / tf.constant(self._max_ext)
+    layout_widths = tf.reduce_sum(tf.constant(self._layout_counts) * ext[None, :], axis=1)
+    ratio = tf.cast(layout_widths, tf.float32) / tf.constant(self._layout_max)
     # Everything a node needs from the structure, gathered once (few ops to trace).
     encodings = tf.unstack(tf.gather(ratio, tf.constant(self._enc_index)), num=len(self._enc_index))
-    widths = tf.unstack(tf.gather(ext, tf.constant(self._width_index)), num=len(self._width_index))
+    widths = tf.unstack(tf.gather(layout_widths, tf.constant(self._width_index)), num=len(self._width_index))
     bn_choices = tf.unstack(tf.gather(tf.concat([choices, [0]], 0), tf.constant(self._bn_gene)),
                             num=len(self._bn_gene)) if self._bn_gene else []
+    index_of = {lay: _layout_channel_index(ext, lay, self._max_ext) for lay in self._multi_layouts}
     values, moments = {}, []
+
+    def batch_norm(y, name, in_index=None):
+      bi = self._bn_of[name]
+      stats = None if bn_stats is None else bn_stats[bi]
+      y = self.bn_layers[bi](y, choice=bn_choices[bi], training=batch_stats and stats is None, stats=stats,
+                             return_moments=return_moments, in_index=in_index)
+      if return_moments:
+        y, m = y
+        moments.append(m)
+      return y
+
     for node in sp.nodes:
       if node.op == "input":
         values[node.name] = x
         continue
       inp = values[node.inputs[0]]
-      if node.op in ("conv", "dwconv", "dense"):
+      idx = index_of.get(sp.layout_indices(node.inputs[0])) if self._multi_layouts else None
+      if node.op == "reshape":  # the target's channel count follows the structure
+        y = tf.reshape(inp, tf.concat([tf.shape(inp)[:1], list(node.target_shape[:-1]), [-1]], axis=0))
+      elif node.name in self._op_layers:
+        y = self._op_layers[node.name](inp, training=False)
+      elif node.op in space_lib.WEIGHT_OPS:
         li = self._layer_of[node.name]
         layer = self.generator_layers[li]
         if node.op == "dwconv":
-          y = layer(inp, encoding=encodings[li][1:])
+          y = layer(inp, encoding=encodings[li][1:], in_index=idx)
+        elif node.op == "sepconv":
+          di = self._dw_of[node.name]
+          y = self.generator_layers[di](inp, encoding=encodings[di][1:], in_index=idx)
+          y = layer(y, encoding=encodings[li], out_channels=widths[li], in_index=idx)
+        elif idx is not None:
+          y = layer(inp, encoding=encodings[li], out_channels=widths[li], in_index=idx)
         else:
           y = layer(inp, encoding=encodings[li], out_channels=widths[li])
-        if node.op != "dense" and node.bn:
-          bi = self._bn_of[node.name]
-          bn = self.bn_layers[bi]
-          stats = None if bn_stats is None else bn_stats[bi]
-          y = bn(y, choice=bn_choices[bi], training=batch_stats and stats is None, stats=stats,
-                 return_moments=return_moments)
-          if return_moments:
-            y, m = y
-            moments.append(m)
-        if node.op != "dense":
+        if node.layer is not None:
+          y = self._activations[node.name](y)
+        elif node.op != "dense":
+          if node.bn:
+            y = batch_norm(y, node.name)
           y = _activation(y, node.activation)
+      elif node.op == "bn":
+        y = batch_norm(inp, node.name, in_index=idx)
       elif node.op == "add":
         y = tf.add_n([values[i] for i in node.inputs])
         y = _activation(y, node.activation)
+      elif node.op == "multiply":
+        y = values[node.inputs[0]]
+        for i in node.inputs[1:]:
+          y = y * values[i]
+      elif node.op == "concat":
+        y = tf.concat([values[i] for i in node.inputs], axis=-1)
       elif node.op == "maxpool":
         y = tf.nn.max_pool2d(inp, node.kernel_size, node.strides, "SAME")
       elif node.op == "gap":
@@ -371,33 +454,73 @@ class PruningNet(keras.Model):
     s = sp.validate(structure)
     choices = self.choices_tensor(s)
     ext = self._ext_channels(choices).numpy()
-    ratio = ext.astype(np.float32) / self._max_ext
+    layout_widths = self._layout_counts @ ext
+    layout_ratio = layout_widths.astype(np.float32) / self._layout_max
+
+    def index(name):  # the full-layout channels of a node's output, or None for the leading ones
+      lay = sp.layout_indices(name)
+      if len(lay) == 1:
+        return None
+      return _layout_channel_index(tf.constant(ext.astype(np.int32)), lay, self._max_ext).numpy()
+
     out = {}
     for node in sp.nodes:
-      if node.op not in ("conv", "dwconv", "dense"):
+      if node.op not in space_lib.WEIGHT_OPS and node.op != "bn":
         continue
-      layer = self.generator_layers[self._layer_of[node.name]]
-      oi = sp.ext_index(node.name)
-      cout = int(ext[oi])
       w = {}
-      if node.op == "dwconv":
-        w["kernel"] = layer.sliced_kernel(tf.constant([ratio[oi]]), cout).numpy()
-      else:
-        ii = sp.ext_index(node.inputs[0])
-        enc = tf.constant([ratio[ii], ratio[oi]])
-        w["kernel"] = layer.sliced_kernel(enc, int(ext[ii]), cout).numpy()
-        if node.op == "dense":
+      cout = int(sum(ext[i] for i in sp.layout_indices(node.name)))
+      if node.op in space_lib.WEIGHT_OPS:
+        li = self._layer_of[node.name]
+        layer = self.generator_layers[li]
+        enc = tf.constant(layout_ratio[self._enc_index[li]])
+        idx = index(node.inputs[0])
+        cin = int(sum(ext[i] for i in sp.layout_indices(node.inputs[0])))
+        if node.op == "dwconv":
+          w["kernel"] = layer.sliced_kernel(enc[1:], cout, idx).numpy()  # encoded by its own width
+          if layer.use_bias:
+            w["bias"] = layer.sliced_bias(cout, idx).numpy()
+        elif node.op == "sepconv":
+          di = self._dw_of[node.name]
+          dw = self.generator_layers[di]
+          w["depthwise_kernel"] = dw.sliced_kernel(tf.constant(layout_ratio[self._enc_index[di]])[1:], cin,
+                                                   idx).numpy()
+          w["pointwise_kernel"] = layer.sliced_kernel(enc, cin, cout, idx).numpy()
+        else:
+          w["kernel"] = layer.sliced_kernel(enc, cin, cout, idx).numpy()
+        if node.op != "dwconv" and getattr(layer, "use_bias", False):
           w["bias"] = layer.bias.numpy()[:cout]
-      if node.op != "dense" and node.bn:
+      if (node.op != "dense" and node.bn and node.layer is None) or node.op == "bn":
         bn = self.bn_layers[self._bn_of[node.name]]
         g = sp.gene_of(node.name)
-        gamma, beta = bn.affine_params(s[g] if g is not None else 0, cout)
+        idx = index(node.name)
+        gamma, beta = bn.affine_params(s[g] if g is not None else 0, cout,
+                                       None if idx is None else tf.constant(idx))
         w["gamma"] = np.ones(cout, np.float32) if gamma is None else gamma.numpy()
         w["beta"] = np.zeros(cout, np.float32) if beta is None else beta.numpy()
-        w["moving_mean"] = bn.moving_mean.numpy()[:cout]
-        w["moving_variance"] = bn.moving_variance.numpy()[:cout]
+        take = (lambda v: v[:cout]) if idx is None else (lambda v: v[idx])
+        w["moving_mean"] = take(bn.moving_mean.numpy())
+        w["moving_variance"] = take(bn.moving_variance.numpy())
       out[node.name] = w
     return out
+
+
+def _layout_channel_index(ext, layout, max_ext):
+  """int32 [width]: positions, in the full-width layout, of the channels a concatenation keeps.
+
+  Each concatenated width keeps its leading channels, so the kept channels of
+  segment j sit at `offset_j + range(width_j)` where offset_j is the full
+  width of the segments before it.
+  """
+  parts, offset = [], 0
+  for i in layout:
+    parts.append(tf.range(ext[i], dtype=tf.int32) + offset)
+    offset += int(max_ext[i])
+  return tf.concat(parts, axis=0)
+
+
+def _stateless_layer(node):
+  """A fresh instance of a node's parameter-free Keras layer (pooling, padding, activation...)."""
+  return keras.layers.deserialize(node.layer)
 
 
 def _activation(y, name):

@@ -5,13 +5,18 @@ BatchNormalization, ReLU, Add, MaxPooling2D, GlobalAveragePooling2D, Dense --
 so it trains, saves, quantizes (tfmot QAT included: conv -> BN -> ReLU are
 separate layers) and converts to TFLite like any hand-written model, with no
 tf_metaprune code needed at load time. Layers are named after the space's
-nodes ("<node>", "<node>_bn", "<node>_relu", ...).
+nodes ("<node>", "<node>_bn", "<node>_relu", ...). For a space read from your
+own model (`SearchSpace.from_keras_model`) every layer is re-created from the
+model's own layer config -- same names, order, activations and settings --
+with only the pruned `filters`/`units` (and a following Reshape) changed.
 
 Example:
 
   >>> model = tfmp.rebuild(net, s)      # PruningNet's generated weights + BN statistics
   >>> model = tfmp.rebuild(space, s)    # fresh initialization, for retraining
 """
+
+import copy
 
 import keras
 import numpy as np
@@ -59,7 +64,12 @@ def rebuild(net_or_space, structure, copy_weights=None, name=None, bn_momentum=0
       values[node.name] = keras.Input(shape=space.input_shape, name=node.name)
       continue
     x = values[node.inputs[0]]
-    if node.op in ("conv", "dwconv"):
+    if node.layer is not None:  # a layer of a model read by SearchSpace.from_keras_model
+      layer = _user_layer(node, ch[node.name])
+      y = layer([values[i] for i in node.inputs] if node.op in ("add", "multiply", "concat") else x)
+      if copy_weights and node.name in weights:
+        to_copy.append((layer, _keras_weights(node, weights[node.name])))
+    elif node.op in ("conv", "dwconv"):
       if node.op == "conv":
         layer = keras.layers.Conv2D(ch[node.name], node.kernel_size, strides=node.strides, padding="same",
                                     use_bias=not node.bn, name=node.name)
@@ -98,6 +108,29 @@ def rebuild(net_or_space, structure, copy_weights=None, name=None, bn_momentum=0
   for layer, arrays in to_copy:
     layer.set_weights(arrays)
   return model
+
+
+def _user_layer(node, channels):
+  """The Keras layer a node was read from, re-created at `channels` output channels."""
+  config = copy.deepcopy(node.layer)
+  if node.op in ("conv", "sepconv"):
+    config["config"]["filters"] = int(channels)
+  elif node.op == "dense":
+    config["config"]["units"] = int(channels)
+  elif node.op == "reshape":
+    config["config"]["target_shape"] = list(node.target_shape[:-1]) + [int(channels)]
+  return keras.layers.deserialize(config)
+
+
+def _keras_weights(node, w):
+  """The generated arrays of a node in the order its Keras layer's `set_weights` takes."""
+  if node.op == "bn":
+    cfg = node.layer["config"]
+    return (([w["gamma"]] if cfg.get("scale", True) else []) + ([w["beta"]] if cfg.get("center", True) else [])
+            + [w["moving_mean"], w["moving_variance"]])
+  if node.op == "sepconv":
+    return [w["depthwise_kernel"], w["pointwise_kernel"]] + ([w["bias"]] if "bias" in w else [])
+  return [w["kernel"]] + ([w["bias"]] if "bias" in w else [])
 
 
 def _activation(y, activation, node_name):

@@ -11,6 +11,10 @@ move together (MetaPruning, Liu et al. 2019, Sec. 3.3); depthwise convs, pools
 and adds follow the width of their input; the classifier and any node given a
 fixed integer width are never pruned.
 
+`SearchSpace.from_keras_model(model)` derives a space from your own Keras
+model (see `tf_metaprune.keras_graph`); a node's output may then be a
+concatenation of several widths (its `layout`), each keeping its own gene.
+
 Example:
 
   >>> import tf_metaprune as tfmp
@@ -35,7 +39,15 @@ PAPER_WIDTH_RATIOS = tuple(round(0.10 + 0.03 * i, 2) for i in range(31))
 
 _STRUCTURE_FORMAT = "tf_metaprune.Structure"
 _SPACE_FORMAT = "tf_metaprune.SearchSpace"
-_OPS = ("input", "conv", "dwconv", "add", "maxpool", "gap", "dense")
+_OPS = ("input", "conv", "dwconv", "add", "maxpool", "gap", "dense",
+        # ops of spaces read from a Keras model (`SearchSpace.from_keras_model`):
+        "sepconv", "bn", "act", "multiply", "concat", "avgpool", "pad", "gmp", "flatten", "reshape")
+# Ops whose node owns weights the PruningNet generates.
+WEIGHT_OPS = ("conv", "dwconv", "dense", "sepconv")
+# Node fields added after the first release: left out of get_config at their default, so the
+# fingerprints of spaces that do not use them stay what they were.
+_OPTIONAL_FIELDS = {"padding": "same", "dilation": 1, "use_bias": None, "keepdims": False,
+                    "target_shape": None, "layer": None}
 _ACTIVATIONS = (None, "relu", "relu6")
 
 
@@ -113,15 +125,33 @@ class Node:
 
   Attributes:
     name: unique name; the rebuilt Keras layers are named after it.
-    op: one of "input", "conv", "dwconv", "add", "maxpool", "gap", "dense".
+    op: one of "input", "conv", "dwconv", "add", "maxpool", "gap", "dense";
+      spaces read from a Keras model also use "sepconv" (depthwise then
+      pointwise), "bn" (a BatchNormalization layer), "act" (a parameter-free
+      elementwise layer), "multiply", "concat" (channel axis), "avgpool",
+      "pad" (zero padding), "gmp" (global max pooling), "flatten", "reshape".
     inputs: names of the input nodes (empty for "input").
-    out: for "conv"/"dense": a gene name (prunable) or an int (fixed width);
+    out: for "conv"/"dense"/"sepconv": a gene name (prunable) or an int (fixed
+      width); for a "flatten"/"reshape" that moves positions into channels:
+      its fixed output width;
       for "input": the number of image channels; otherwise None (the node
       follows its input's width).
     kernel_size, strides: for conv, dwconv and maxpool ("same" padding).
     activation: None, "relu" or "relu6", applied after batch norm (or after the
       add, for "add").
     bn: conv/dwconv are followed by batch normalization (and have no bias).
+    padding: "same" or "valid" for conv, dwconv, sepconv and pools; for "pad"
+      ((top, bottom), (left, right)).
+    dilation: dilation rate of a conv (int or (h, w)).
+    use_bias: whether a conv/dwconv/sepconv/dense has a bias; None means "not
+      `bn`" (the built-in families).
+    keepdims: "gap"/"gmp" keep a 1x1 spatial shape.
+    target_shape: for "reshape", the per-example output shape.
+    layer: the serialized Keras layer this node was read from
+      (`SearchSpace.from_keras_model`): rebuild re-creates it from this config
+      at the pruned width, so the user's names, activations and settings stay.
+
+  `kernel_size`, `strides` and `dilation` are ints or (h, w) pairs.
   """
   name: str
   op: str
@@ -131,20 +161,72 @@ class Node:
   strides: int = 1
   activation: Optional[str] = None
   bn: bool = True
+  padding: Union[str, Tuple] = "same"
+  dilation: Union[int, Tuple[int, int]] = 1
+  use_bias: Optional[bool] = None
+  keepdims: bool = False
+  target_shape: Optional[Tuple[int, ...]] = None
+  layer: Optional[dict] = dataclasses.field(default=None, hash=False)
 
   def __post_init__(self):
     object.__setattr__(self, "inputs", tuple(self.inputs))
+    for field in ("kernel_size", "strides", "dilation", "target_shape"):
+      v = getattr(self, field)
+      if isinstance(v, (list, tuple)):
+        object.__setattr__(self, field, tuple(int(d) for d in v))
+    if isinstance(self.padding, (list, tuple)):
+      object.__setattr__(self, "padding", tuple(tuple(int(d) for d in p) for p in self.padding))
     if self.op not in _OPS:
       raise ValueError(f"Node {self.name!r}: op={self.op!r} is not one of {_OPS}")
     if self.activation not in _ACTIVATIONS:
       raise ValueError(f"Node {self.name!r}: activation={self.activation!r} is not one of {_ACTIVATIONS}")
 
+  @property
+  def has_bias(self) -> bool:
+    """Whether this conv/dwconv/sepconv/dense node carries a bias vector."""
+    return (not self.bn) if self.use_bias is None else bool(self.use_bias)
+
+  @property
+  def kernel_hw(self) -> Tuple[int, int]:
+    return _pair(self.kernel_size)
+
+  @property
+  def strides_hw(self) -> Tuple[int, int]:
+    return _pair(self.strides)
+
   def get_config(self):
-    return dataclasses.asdict(self) | {"inputs": list(self.inputs)}
+    config = dataclasses.asdict(self) | {"inputs": list(self.inputs)}
+    for field, default in _OPTIONAL_FIELDS.items():
+      if config[field] == default:
+        del config[field]
+    return config
 
   @classmethod
   def from_config(cls, config):
     return cls(**config)
+
+
+def _pair(v) -> Tuple[int, int]:
+  return (int(v), int(v)) if isinstance(v, (int, np.integer)) else (int(v[0]), int(v[1]))
+
+
+def _merge_fixed(sources):
+  """A concatenation's layout: adjacent fixed widths are one fixed width (never pruned, never sliced)."""
+  out = []
+  for kind, v in sources:
+    if kind == "fixed" and out and out[-1][0] == "fixed":
+      out[-1] = ("fixed", out[-1][1] + v)
+    else:
+      out.append((kind, v))
+  return tuple(out)
+
+
+def _window_out(size, kernel, stride, dilation, padding):
+  """Output length of a conv/pool window along one axis (Keras' rule)."""
+  if padding == "same":
+    return -(-size // stride)
+  effective = dilation * (kernel - 1) + 1
+  return (size - effective) // stride + 1
 
 
 class Structure:
@@ -238,7 +320,10 @@ class SearchSpace:
     self.node_by_name: Dict[str, Node] = {}
     self.spatial: Dict[str, Tuple[int, int]] = {}   # output (H, W) of each node (None after gap/dense)
     self.in_spatial: Dict[str, Tuple[int, int]] = {}
-    # channel source of each node's output: ("gene", index) or ("fixed", n)
+    # Channel layout of each node's output: a tuple of sources ("gene", index) or ("fixed", n),
+    # concatenated on the channel axis (one source except after a "concat").
+    self.layout: Dict[str, Tuple[Tuple[str, int], ...]] = {}
+    # channel source of each single-source node's output: ("gene", index) or ("fixed", n)
     self.source: Dict[str, Tuple[str, int]] = {}
     used_genes = set()
     for node in self.nodes:
@@ -247,83 +332,141 @@ class SearchSpace:
       for i in node.inputs:
         if i not in self.node_by_name:
           raise ValueError(f"node {node.name!r} reads {i!r}, which is not defined before it")
-      srcs = [self.source[i] for i in node.inputs]
+      lays = [self.layout[i] for i in node.inputs]
       ins = [self.spatial[i] for i in node.inputs]
+      if node.op != "input" and node.op not in ("add", "multiply", "concat") and len(node.inputs) != 1:
+        raise ValueError(f"node {node.name!r} ({node.op}) needs exactly one input, got {node.inputs}")
       if node.op == "input":
-        self.source[node.name] = ("fixed", self.input_shape[-1])
+        layout = (("fixed", self.input_shape[-1]),)
         self.spatial[node.name] = (h, w)
-      elif node.op in ("conv", "dense"):
-        if len(node.inputs) != 1:
-          raise ValueError(f"node {node.name!r} ({node.op}) needs exactly one input, got {node.inputs}")
-        if isinstance(node.out, str):
-          if node.out not in self._gene_index:
-            raise ValueError(f"node {node.name!r} reads gene {node.out!r}, which is not in the space")
-          self.source[node.name] = ("gene", self._gene_index[node.out])
-          used_genes.add(node.out)
-        elif isinstance(node.out, (int, np.integer)) and int(node.out) >= 1:
-          self.source[node.name] = ("fixed", int(node.out))
+      elif node.op in ("conv", "dense", "sepconv"):
+        layout = (self._out_source(node, used_genes),)
+      elif node.op in ("add", "multiply", "concat"):
+        if len(node.inputs) < 2:
+          raise ValueError(f"{node.op} node {node.name!r} needs at least two inputs")
+        if node.op == "concat":
+          layout = _merge_fixed(src for lay in lays for src in lay)
         else:
-          raise ValueError(f"node {node.name!r}: out={node.out!r} must be a gene name or a positive int")
-      else:
-        if node.op == "add":
-          if len(node.inputs) < 2:
-            raise ValueError(f"add node {node.name!r} needs at least two inputs")
-          if len(set(srcs)) != 1:
+          if len(set(lays)) != 1:
             raise ValueError(
-                f"add node {node.name!r} joins inputs of different widths {dict(zip(node.inputs, srcs))}; "
+                f"{node.op} node {node.name!r} joins inputs of different widths {dict(zip(node.inputs, lays))}; "
                 "residual-joined layers must read the same gene (or the same fixed width)")
-          if len(set(ins)) != 1:
-            raise ValueError(f"add node {node.name!r} joins feature maps of different sizes {ins}")
-        elif len(node.inputs) != 1:
-          raise ValueError(f"node {node.name!r} ({node.op}) needs exactly one input, got {node.inputs}")
-        self.source[node.name] = srcs[0]
+          layout = lays[0]
+      elif node.op in ("flatten", "reshape") and node.out is not None:
+        if any(kind != "fixed" for kind, _ in lays[0]):
+          raise ValueError(f"{node.op} node {node.name!r} changes the channel count, so its input must have a "
+                           f"fixed width, got {lays[0]}")
+        if not isinstance(node.out, (int, np.integer)) or int(node.out) < 1:
+          raise ValueError(f"node {node.name!r}: out={node.out!r} must be a positive int (the fixed width)")
+        layout = (("fixed", int(node.out)),)
+      else:
+        layout = lays[0]
+      self.layout[node.name] = layout
+      if len(layout) == 1:
+        self.source[node.name] = layout[0]
       if node.op != "input":
         self.in_spatial[node.name] = ins[0]
-        if node.op in ("conv", "dwconv", "maxpool"):
-          if ins[0] is None:
-            raise ValueError(f"node {node.name!r} ({node.op}) comes after global pooling")
-          ih, iw = ins[0]
-          if node.strides > 1 and min(ih, iw) < node.strides:
-            raise ValueError(
-                f"input_shape={self.input_shape} is too small for {self.name!r}: node {node.name!r} "
-                f"(stride {node.strides}) receives a {ih}x{iw} feature map; use a larger input "
-                "(or the model's small_input=True option, which removes early strides)")
-          self.spatial[node.name] = (-(-ih // node.strides), -(-iw // node.strides))
-        elif node.op == "gap":
-          self.spatial[node.name] = None
-        elif node.op == "dense":
-          if ins[0] is not None:
-            raise ValueError(f"dense node {node.name!r} must follow a 'gap' node")
-          self.spatial[node.name] = None
-        else:
-          self.spatial[node.name] = ins[0]
+        self.spatial[node.name] = self._out_spatial(node, ins)
       self.node_by_name[node.name] = node
     unused = [g.name for g in self.genes if g.name not in used_genes]
     if unused:
       raise ValueError(f"space {self.name!r}: genes {unused} are read by no node")
     last = self.nodes[-1]
-    if last.op != "dense" or self.source[last.name] != ("fixed", self.num_classes):
-      raise ValueError(f"space {self.name!r}: the last node must be a dense classifier with "
-                       f"out={self.num_classes} (fixed), got {last}")
+    if self.layout[last.name] != (("fixed", self.num_classes),) or self.spatial[last.name] is not None:
+      raise ValueError(f"space {self.name!r}: the last node must be a classifier with out={self.num_classes} "
+                       f"(fixed) on a flat feature vector, got {last}")
     # Extended channel vector: [gene channels..., fixed widths...]; sources index into it.
-    fixed = sorted({n for kind, n in self.source.values() if kind == "fixed"})
+    fixed = sorted({n for lay in self.layout.values() for kind, n in lay if kind == "fixed"})
     self.fixed_widths = tuple(fixed)
-    self._ext_index = {}
-    for name, (kind, v) in self.source.items():
-      self._ext_index[name] = v if kind == "gene" else len(self.genes) + fixed.index(v)
+    self._layout_index = {}
+    for name, lay in self.layout.items():
+      self._layout_index[name] = tuple(v if kind == "gene" else len(self.genes) + fixed.index(v) for kind, v in lay)
+    self._ext_index = {name: idx[0] for name, idx in self._layout_index.items() if len(idx) == 1}
+
+  def _out_source(self, node, used_genes):
+    if isinstance(node.out, str):
+      if node.out not in self._gene_index:
+        raise ValueError(f"node {node.name!r} reads gene {node.out!r}, which is not in the space")
+      used_genes.add(node.out)
+      return ("gene", self._gene_index[node.out])
+    if isinstance(node.out, (int, np.integer)) and int(node.out) >= 1:
+      return ("fixed", int(node.out))
+    raise ValueError(f"node {node.name!r}: out={node.out!r} must be a gene name or a positive int")
+
+  def _out_spatial(self, node, ins):
+    """Output (H, W) of `node` (None for a flat vector), checking the input's rank."""
+    op, x = node.op, ins[0]
+    if op in ("conv", "dwconv", "sepconv", "maxpool", "avgpool", "pad"):
+      if x is None:
+        raise ValueError(f"node {node.name!r} ({op}) needs a feature map but comes after global pooling")
+    if op in ("conv", "dwconv", "sepconv", "maxpool", "avgpool"):
+      (kh, kw), (sh, sw), (dh, dw) = node.kernel_hw, node.strides_hw, _pair(node.dilation)
+      ih, iw = x
+      if max(sh, sw) > 1 and min(ih, iw) < max(sh, sw):
+        raise ValueError(
+            f"input_shape={self.input_shape} is too small for {self.name!r}: node {node.name!r} "
+            f"(stride {node.strides}) receives a {ih}x{iw} feature map; use a larger input "
+            "(or the model's small_input=True option, which removes early strides)")
+      out = (_window_out(ih, kh, sh, dh, node.padding), _window_out(iw, kw, sw, dw, node.padding))
+      if min(out) < 1:
+        raise ValueError(f"input_shape={self.input_shape} is too small for {self.name!r}: node {node.name!r} "
+                         f"({op}, kernel {node.kernel_size}, padding {node.padding!r}) receives a {ih}x{iw} "
+                         "feature map; use a larger input")
+      return out
+    if op == "pad":
+      (t, b), (l, r) = node.padding
+      return (x[0] + t + b, x[1] + l + r)
+    if op in ("gap", "gmp"):
+      return (1, 1) if node.keepdims else None
+    if op == "dense":
+      if x is not None:
+        raise ValueError(f"dense node {node.name!r} must follow a 'gap' node (it reads a {x} feature map; "
+                         "flatten or pool it first)")
+      return None
+    if op == "flatten":
+      if node.out is None and x not in (None, (1, 1)):
+        raise ValueError(f"flatten node {node.name!r} of a {x} feature map mixes positions into channels: give "
+                         "it a fixed out=H*W*C (its input must then have a fixed width)")
+      return None
+    if op == "reshape":
+      target = node.target_shape
+      if target is None or len(target) not in (1, 3):
+        raise ValueError(f"reshape node {node.name!r}: target_shape={target!r} must be (C,) or (H, W, C)")
+      if node.out is None:
+        if x not in (None, (1, 1)) or tuple(target[:-1]) not in ((), (1, 1)):
+          raise ValueError(f"reshape node {node.name!r} ({x} -> {target}) moves positions into channels: give "
+                           "it a fixed out= width (its input must then have a fixed width)")
+      return None if len(target) == 1 else (target[0], target[1])
+    if op in ("add", "multiply", "concat"):
+      maps = [s for s in ins if s != (1, 1)] if op == "multiply" else list(ins)
+      if len(set(maps)) > 1:
+        raise ValueError(f"{op} node {node.name!r} joins feature maps of different sizes {ins}")
+      return maps[0] if maps else ins[0]
+    return x  # bn, act: shape-preserving
 
   def ext_index(self, node_name: str) -> int:
-    """Index of `node_name`'s output width in the extended channel vector."""
+    """Index of `node_name`'s output width in the extended channel vector.
+
+    Raises:
+      ValueError: for a node whose output concatenates several widths (use
+        `layout_indices`).
+    """
+    if node_name not in self._ext_index and node_name in self._layout_index:
+      raise ValueError(f"node {node_name!r} outputs a concatenation of {len(self._layout_index[node_name])} "
+                       "widths; use layout_indices()")
     return self._ext_index[node_name]
+
+  def layout_indices(self, node_name: str) -> Tuple[int, ...]:
+    """Extended-vector indices of the widths concatenated in `node_name`'s output (one, except after a concat)."""
+    return self._layout_index[node_name]
 
   def max_channels(self, node_name: str) -> int:
     """Output channels of a node at full width."""
-    kind, v = self.source[node_name]
-    return self.genes[v].base_channels if kind == "gene" else v
+    return sum(self.genes[v].base_channels if kind == "gene" else v for kind, v in self.layout[node_name])
 
   def gene_of(self, node_name: str) -> Optional[int]:
-    """Index of the gene setting a node's output width, or None if fixed."""
-    kind, v = self.source[node_name]
+    """Index of the gene setting a node's output width, or None if fixed (or a concatenation)."""
+    kind, v = self.source.get(node_name, ("concat", None))
     return v if kind == "gene" else None
 
   # ---- structures --------------------------------------------------------------------------
@@ -361,7 +504,7 @@ class SearchSpace:
   def node_channels(self, structure) -> Dict[str, int]:
     """Node name -> output channels of that node under `structure`."""
     ext = self.ext_channels(structure)
-    return {n.name: int(ext[self._ext_index[n.name]]) for n in self.nodes}
+    return {n.name: int(sum(ext[i] for i in self._layout_index[n.name])) for n in self.nodes}
 
   def from_channels(self, channels: Dict[str, int]) -> Structure:
     """The structure whose gene channel counts are `channels` (gene name -> count)."""
@@ -420,6 +563,44 @@ class SearchSpace:
     """Number of weights of the rebuilt plain Keras model (what `model.count_params()` says)."""
     from tf_metaprune import flops  # pylint: disable=g-import-not-at-top
     return flops.structure_params(self, structure)
+
+  # ---- from a Keras model -------------------------------------------------------------------
+  @classmethod
+  def from_keras_model(cls, model, width_ratios=None, divisor=8, name=None) -> "SearchSpace":
+    """The search space of your own Keras CNN (functional or Sequential).
+
+    Walks the model's graph: every Conv2D / SeparableConv2D / Dense output is a
+    channel group; depthwise convs, batch norm, activations, pooling and
+    padding follow their input; Add and Multiply tie their inputs' groups into
+    one gene; Concatenate keeps each input's gene in its slice; groups touching
+    the input or the classifier output stay fixed. Rebuilt models keep the
+    user's layer names, order, activations and non-prunable layers.
+
+    Args:
+      model: a built Keras 3 model with one channels-last image input and a
+        (batch, classes) output.
+      width_ratios: width choices as fractions of each group's full width
+        (default: the paper's 31 ratios 0.10 ... 1.00).
+      divisor: channel counts are multiples of this (1 = any count).
+      name: the space's name (default: the model's).
+
+    Returns:
+      A `SearchSpace` whose largest structure is the original model (same
+      parameter count and multiply-adds).
+
+    Raises:
+      ValueError: for a layer it cannot read (named, with its type and the
+        supported list) or a model that is not a single-input image classifier.
+
+    Example:
+
+      >>> model = keras.applications.MobileNetV2((32, 32, 3), alpha=0.35, weights=None, classes=10,
+      ...                                        classifier_activation=None)   # logits
+      >>> space = SearchSpace.from_keras_model(model)
+      >>> pruned = tf_metaprune.rebuild(space, space.uniform(0.5))
+    """
+    from tf_metaprune import keras_graph  # pylint: disable=g-import-not-at-top
+    return keras_graph.space_from_keras_model(model, width_ratios=width_ratios, divisor=divisor, name=name)
 
   # ---- serialization -----------------------------------------------------------------------
   def get_config(self):

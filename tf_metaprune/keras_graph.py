@@ -1,0 +1,348 @@
+"""Reads a Keras model's graph into a `SearchSpace`: prune your own network.
+
+MetaPruning's reference code writes a PruningNet by hand for every
+architecture. Here the search space is derived from any functional or
+Sequential Keras 3 CNN by walking its graph:
+
+  * every Conv2D, SeparableConv2D (its pointwise part) and Dense layer starts
+    a *channel group* of its output width;
+  * DepthwiseConv2D, BatchNormalization, activations, dropout, pooling,
+    zero-padding and global pooling keep their input's group (a depthwise
+    conv follows its input);
+  * Add and Multiply join the groups of their inputs into one (residual and
+    squeeze-and-excitation branches move together);
+  * Concatenate keeps each input's group in its own slice of the output;
+  * groups that touch the model's input or output (the classifier) are fixed,
+    and so are groups that a Flatten or Reshape turns into positions x
+    channels (a warning names the layer);
+  * every prunable group becomes one `Gene` named after its first layer.
+
+Any other layer (custom layers, shared layers, nested models, Keras ops
+applied to tensors) stops with a ValueError naming the layer and its type.
+Each node keeps the serialized Keras layer, so `tf_metaprune.rebuild`
+re-creates the user's layers -- names, order, activations, initializers and
+non-prunable layers -- at the pruned widths.
+
+Example:
+
+  >>> model = keras.applications.MobileNetV2((32, 32, 3), alpha=0.35, weights=None, classes=10,
+  ...                                        classifier_activation=None)
+  >>> space = tf_metaprune.SearchSpace.from_keras_model(model, divisor=8)
+  >>> space.params(space.largest()) == model.count_params()
+  True
+"""
+
+import warnings
+
+import keras
+import numpy as np
+
+from tf_metaprune import space as space_lib
+
+L = keras.layers
+# Parameter-free layers that act on each channel alone (width and shape unchanged).
+_ELEMENTWISE = (L.ReLU, L.Activation, L.LeakyReLU, L.ELU, L.Softmax, L.Dropout, L.SpatialDropout2D,
+                L.GaussianNoise, L.GaussianDropout, L.AlphaDropout, L.ActivityRegularization, L.Identity)
+_SUPPORTED = ("InputLayer, Conv2D, DepthwiseConv2D, SeparableConv2D, Dense, BatchNormalization, "
+              "ReLU/Activation/LeakyReLU/ELU/Softmax, Rescaling (scalar), Dropout/SpatialDropout2D/GaussianNoise/GaussianDropout, "
+              "MaxPooling2D, AveragePooling2D, ZeroPadding2D, GlobalAveragePooling2D, GlobalMaxPooling2D, "
+              "Flatten, Reshape, Add, Multiply, Concatenate")
+
+
+class _Groups:
+  """Union-find over channel groups; a group is fixed if any member is."""
+
+  def __init__(self):
+    self.parent, self.width, self.fixed, self.first = [], [], [], []
+
+  def new(self, width, first_layer, fixed=False):
+    self.parent.append(len(self.parent))
+    self.width.append(int(width))
+    self.fixed.append(bool(fixed))
+    self.first.append(first_layer)
+    return len(self.parent) - 1
+
+  def find(self, g):
+    while self.parent[g] != g:
+      self.parent[g] = self.parent[self.parent[g]]
+      g = self.parent[g]
+    return g
+
+  def union(self, a, b, layer):
+    ra, rb = self.find(a), self.find(b)
+    if ra == rb:
+      return
+    if self.width[ra] != self.width[rb]:
+      raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) joins {self.width[ra]} and "
+                       f"{self.width[rb]} channels; only equal widths can be pruned together")
+    lo, hi = sorted((ra, rb))  # the older group names the union
+    self.parent[hi] = lo
+    self.fixed[lo] = self.fixed[lo] or self.fixed[hi]
+
+  def freeze(self, g):
+    self.fixed[self.find(g)] = True
+
+
+def _functional(model):
+  """`model` as a functional graph (a Sequential model is re-applied to a fresh Input)."""
+  if not isinstance(model, keras.Model):
+    raise TypeError(f"from_keras_model needs a keras.Model, got {type(model).__name__}")
+  if isinstance(model, keras.Sequential):
+    try:
+      shape = model.input_shape
+    except (AttributeError, ValueError):
+      shape = None
+    if shape is None:
+      raise ValueError(f"Sequential model {model.name!r} is not built; start it with keras.Input(shape) or "
+                       "call model.build((None, H, W, C)) first")
+    x = inputs = keras.Input(shape=tuple(shape[1:]), name="input")
+    for layer in model.layers:
+      x = layer(x)
+    return keras.Model(inputs, x, name=model.name)
+  if len(model.inputs) != 1 or len(model.outputs) != 1:
+    raise ValueError(f"model {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+                     "from_keras_model reads single-input, single-output image classifiers")
+  return model
+
+
+def _graph_nodes(model):
+  """The Keras graph nodes of `model`, found by walking back from its output."""
+  seen, stack = {}, [model.outputs[0]]
+  while stack:
+    tensor = stack.pop()
+    op, node_index, _ = tensor._keras_history  # pylint: disable=protected-access
+    node = op._inbound_nodes[node_index]  # pylint: disable=protected-access
+    if id(node) in seen:
+      continue
+    seen[id(node)] = node
+    stack.extend(node.input_tensors)
+  return seen
+
+
+def _serialize(layer):
+  config = keras.layers.serialize(layer)
+  config.pop("build_config", None)  # rebuilt at the pruned width, not the original one
+  config.pop("compile_config", None)
+  return config
+
+
+def _window(layer):
+  kernel = getattr(layer, "kernel_size", None) or getattr(layer, "pool_size", None)
+  strides = layer.strides if layer.strides is not None else kernel
+  return space_lib._pair(kernel), space_lib._pair(strides)  # pylint: disable=protected-access
+
+
+def _compact(pair):
+  return pair[0] if pair[0] == pair[1] else tuple(pair)
+
+
+def space_from_keras_model(model, width_ratios=None, divisor=8, name=None) -> space_lib.SearchSpace:
+  """The `SearchSpace` of a Keras CNN: its prunable channel groups as genes.
+
+  See the module docstring for how groups are found. The full-width
+  structure (`space.largest()`) is the original model: same parameter count,
+  same multiply-adds (`tf_metaprune.count_flops`).
+
+  Args:
+    model: a built Keras 3 functional or Sequential model with one
+      channels-last image input and one output (the classifier, never pruned).
+    width_ratios: each gene's width choices as fractions of its full width
+      (default: MetaPruning's 31 ratios 0.10 ... 1.00).
+    divisor: channel counts are rounded to multiples of this (8 suits phone
+      kernels; 1 for tiny models).
+    name: the space's name (default: the model's name).
+
+  Returns:
+    A `SearchSpace`; `PruningNet(space)`, the searches and `rebuild(space, s)`
+    work on it as on the built-in families.
+
+  Raises:
+    ValueError: a layer that cannot be read (its name and type are quoted,
+      with the supported list), shared layers, nested models, channels-first
+      data, Concatenate on another axis than channels, grouped convolutions,
+      depth multipliers other than 1.
+  """
+  model = _functional(model)
+  graph = _graph_nodes(model)
+  groups = _Groups()
+  layout = {}   # tensor id -> tuple of group ids concatenated on the channel axis
+  records = []  # (layer, op, input layer names, extra Node fields, group of the output or None)
+  producer = {}  # tensor id -> layer name
+  for op in model.operations:
+    nodes = [n for n in op._inbound_nodes if id(n) in graph]  # pylint: disable=protected-access
+    if not nodes:
+      continue
+    if len(nodes) > 1:
+      raise ValueError(f"layer {op.name!r} ({type(op).__name__}) is called {len(nodes)} times; shared layers "
+                       "cannot be pruned per call: give every call its own layer")
+    node = nodes[0]
+    if not isinstance(op, keras.layers.Layer):
+      raise ValueError(f"operation {op.name!r} ({type(op).__name__}) is a Keras op applied to a tensor, not a "
+                       f"layer; write it as a layer ({_SUPPORTED} are supported)")
+    if isinstance(op, keras.Model):
+      raise ValueError(f"layer {op.name!r} is a nested model ({type(op).__name__}); call its layers on the "
+                       "outer model's tensors instead (e.g. build it with the outer Input)")
+    if len(node.output_tensors) != 1:
+      raise ValueError(f"layer {op.name!r} ({type(op).__name__}) has {len(node.output_tensors)} outputs; "
+                       "only single-output layers are supported")
+    ins = list(node.input_tensors)
+    in_names = []
+    for t in ins:
+      src, _, tensor_index = t._keras_history  # pylint: disable=protected-access
+      if tensor_index != 0:
+        raise ValueError(f"layer {op.name!r} reads output {tensor_index} of {src.name!r}; multi-output layers "
+                         "are not supported")
+      in_names.append(src.name)
+    out = node.output_tensors[0]
+    rank = len(out.shape)
+    if getattr(op, "data_format", "channels_last") != "channels_last":
+      raise ValueError(f"layer {op.name!r} ({type(op).__name__}) uses data_format={op.data_format!r}; "
+                       "only channels_last models are supported (rebuild the model channels_last)")
+    in_lay = [layout[id(t)] for t in ins]
+    fields, out_group, kind = {}, None, type(op)
+    if kind is L.InputLayer:
+      if len(out.shape) != 4:
+        raise ValueError(f"input {op.name!r} has shape {tuple(out.shape)}; from_keras_model reads image models "
+                         "with (batch, height, width, channels) inputs")
+      if any(d is None for d in out.shape[1:]):
+        raise ValueError(f"input {op.name!r} has shape {tuple(out.shape)} with unknown sizes; FLOPs depend on the "
+                         "image size: build the model with a fixed input, e.g. keras.Input((32, 32, 3)) or "
+                         "keras.applications.MobileNetV2(input_shape=(32, 32, 3), ...)")
+      lay, optype = (groups.new(out.shape[-1], op.name, fixed=True),), "input"
+    elif kind in (L.Conv2D, L.SeparableConv2D, L.Dense):
+      if kind is L.Conv2D and op.groups != 1:
+        raise ValueError(f"layer {op.name!r} (Conv2D) has groups={op.groups}; grouped convolutions are not "
+                         "supported")
+      if kind is L.SeparableConv2D and op.depth_multiplier != 1:
+        raise ValueError(f"layer {op.name!r} (SeparableConv2D) has depth_multiplier={op.depth_multiplier}; only 1 "
+                         "is supported")
+      if kind is L.Dense and (len(ins[0].shape) != 2):
+        raise ValueError(f"layer {op.name!r} (Dense) reads a rank-{len(ins[0].shape)} tensor; put a Flatten or "
+                         "global pooling before it (or use a 1x1 Conv2D)")
+      optype = {L.Conv2D: "conv", L.SeparableConv2D: "sepconv", L.Dense: "dense"}[kind]
+      out_group = groups.new(out.shape[-1], op.name)
+      lay = (out_group,)
+      fields["use_bias"] = bool(op.use_bias)
+      if kind is not L.Dense:
+        k, s = _window(op)
+        fields.update(kernel_size=_compact(k), strides=_compact(s), padding=op.padding,
+                      dilation=_compact(space_lib._pair(op.dilation_rate)))  # pylint: disable=protected-access
+    elif kind is L.DepthwiseConv2D:
+      if op.depth_multiplier != 1:
+        raise ValueError(f"layer {op.name!r} (DepthwiseConv2D) has depth_multiplier={op.depth_multiplier}; only "
+                         "1 is supported")
+      k, s = _window(op)
+      lay, optype = in_lay[0], "dwconv"
+      fields.update(kernel_size=_compact(k), strides=_compact(s), padding=op.padding, use_bias=bool(op.use_bias),
+                    dilation=_compact(space_lib._pair(op.dilation_rate)))  # pylint: disable=protected-access
+    elif kind is L.BatchNormalization:
+      axis = op.axis if isinstance(op.axis, int) else (op.axis[0] if len(op.axis) == 1 else None)
+      if axis not in (-1, rank - 1):
+        raise ValueError(f"layer {op.name!r} (BatchNormalization) normalizes axis={op.axis!r}; only the channel "
+                         "axis (-1) is supported")
+      lay, optype = in_lay[0], "bn"
+    elif kind is L.Rescaling:
+      if np.ndim(op.scale) or np.ndim(op.offset):
+        raise ValueError(f"layer {op.name!r} (Rescaling) has per-channel scale/offset; only scalars are "
+                         "supported (or move it into the input pipeline)")
+      lay, optype = in_lay[0], "act"
+    elif kind in _ELEMENTWISE:
+      if kind is L.Softmax and op.axis not in (-1, rank - 1):
+        raise ValueError(f"layer {op.name!r} (Softmax) over axis={op.axis!r} is not supported; use axis=-1")
+      lay, optype = in_lay[0], "act"
+    elif kind in (L.MaxPooling2D, L.AveragePooling2D):
+      k, s = _window(op)
+      lay, optype = in_lay[0], "maxpool" if kind is L.MaxPooling2D else "avgpool"
+      fields.update(kernel_size=_compact(k), strides=_compact(s), padding=op.padding)
+    elif kind is L.ZeroPadding2D:
+      lay, optype = in_lay[0], "pad"
+      fields["padding"] = tuple(tuple(int(v) for v in p) for p in op.padding)
+    elif kind in (L.GlobalAveragePooling2D, L.GlobalMaxPooling2D):
+      lay, optype = in_lay[0], "gap" if kind is L.GlobalAveragePooling2D else "gmp"
+      fields["keepdims"] = bool(op.keepdims)
+    elif kind in (L.Flatten, L.Reshape):
+      optype = "flatten" if kind is L.Flatten else "reshape"
+      in_shape, out_shape = tuple(ins[0].shape[1:]), tuple(out.shape[1:])
+      if kind is L.Reshape:
+        if len(out_shape) not in (1, 3):
+          raise ValueError(f"layer {op.name!r} (Reshape) outputs shape {out_shape}; only (C,) or (H, W, C) "
+                           "targets are supported")
+        fields["target_shape"] = tuple(int(d) for d in out_shape)
+      channels_only = in_shape[-1] == out_shape[-1] and all(d == 1 for d in in_shape[:-1] + out_shape[:-1])
+      if channels_only:
+        lay = in_lay[0]
+      else:
+        if any(not groups.fixed[groups.find(g)] for g in in_lay[0]):
+          warnings.warn(f"layer {op.name!r} ({type(op).__name__}) turns a {in_shape} tensor into {out_shape}: "
+                        "the channels feeding it stay at full width (fixed)", stacklevel=3)
+        for g in in_lay[0]:
+          groups.freeze(g)
+        lay = (groups.new(out_shape[-1], op.name, fixed=True),)
+        out_group = lay[0]
+    elif kind in (L.Add, L.Multiply):
+      optype = "add" if kind is L.Add else "multiply"
+      shapes = [tuple(t.shape[1:]) for t in ins]
+      if len({s[-1] for s in shapes}) != 1:
+        raise ValueError(f"layer {op.name!r} ({type(op).__name__}) broadcasts over channels {shapes}; only inputs "
+                         "with equal channel counts are supported")
+      width = lambda g: groups.width[groups.find(g)]  # pylint: disable=unnecessary-lambda-assignment
+      if all(len(l) == len(in_lay[0]) and all(width(a) == width(b) for a, b in zip(l, in_lay[0])) for l in in_lay):
+        for other in in_lay[1:]:
+          for a, b in zip(in_lay[0], other):
+            groups.union(a, b, op)
+      else:  # differently concatenated inputs: no per-slice tie fits, keep them all at full width
+        warnings.warn(f"layer {op.name!r} ({type(op).__name__}) joins differently concatenated tensors: their "
+                      "channels stay at full width (fixed)", stacklevel=3)
+        for lay_i in in_lay:
+          for g in lay_i:
+            groups.freeze(g)
+      lay = in_lay[0]
+    elif kind is L.Concatenate:
+      if op.axis not in (-1, rank - 1):
+        raise ValueError(f"layer {op.name!r} (Concatenate) joins axis={op.axis!r}; only the channel axis (-1) "
+                         "is supported")
+      lay, optype = tuple(g for l in in_lay for g in l), "concat"
+    else:
+      raise ValueError(
+          f"layer {op.name!r} of type {type(op).__name__} cannot be read by from_keras_model: it is not one of "
+          f"the supported layers ({_SUPPORTED}); replace it with supported layers, or prune the model without it")
+    layout[id(out)] = lay
+    records.append((op, optype, in_names, fields, out_group, out))
+  out_tensor = model.outputs[0]
+  if len(out_tensor.shape) != 2:
+    raise ValueError(f"model {model.name!r} outputs shape {tuple(out_tensor.shape)}; from_keras_model needs a "
+                     "(batch, classes) classifier output")
+  for g in layout[id(out_tensor)]:
+    groups.freeze(g)  # the classifier output is never pruned
+  last = records[-1][0]
+  if type(last) is L.Softmax or last.get_config().get("activation") == "softmax":  # pylint: disable=unidiomatic-typecheck
+    warnings.warn(f"model {model.name!r} ends with a softmax (layer {last.name!r}): the PruningNet will output "
+                  "probabilities, but tf_metaprune.training and the searches expect logits (from_logits=True); "
+                  "build the model without it (keras.applications: classifier_activation=None)", stacklevel=3)
+  return _to_space(model, records, groups, width_ratios, divisor, name)
+
+
+def _to_space(model, records, groups, width_ratios, divisor, name):
+  """Turns the grouped records into genes and nodes."""
+  builder = space_lib.SpaceBuilder(name or model.name, tuple(model.inputs[0].shape[1:]),
+                                   int(model.outputs[0].shape[-1]), width_ratios, divisor)
+  gene_of_root = {}
+  nodes = []
+  for op, optype, in_names, fields, out_group, out in records:
+    node_fields = dict(fields)
+    if optype == "input":
+      node_fields["out"] = int(out.shape[-1])
+    elif out_group is not None:
+      root = groups.find(out_group)
+      if groups.fixed[root]:
+        node_fields["out"] = groups.width[root]
+      else:
+        if root not in gene_of_root:
+          gene_of_root[root] = builder.gene(groups.first[root], groups.width[root])
+        node_fields["out"] = gene_of_root[root]
+    nodes.append(space_lib.Node(op.name, optype, tuple(in_names), bn=False,
+                                layer=None if optype == "input" else _serialize(op), **node_fields))
+  if not builder.genes:
+    raise ValueError(f"model {model.name!r} has no prunable channels: every channel group touches the input, "
+                     "the classifier output or a Flatten/Reshape; there is nothing to search")
+  return space_lib.SearchSpace(builder.name, builder.input_shape, builder.num_classes, builder.genes, nodes)
