@@ -37,7 +37,10 @@ from tf_metaprune.layers import GeneratedDepthwiseConv2D
 from tf_metaprune.layers import WidthBatchNorm
 from tf_metaprune.pruning_net import PruningNet
 from tf_metaprune.rebuild import rebuild
+from tf_metaprune.search import AutoSlimConfig
 from tf_metaprune.search import EvolutionConfig
+from tf_metaprune.search import PaSConfig
+from tf_metaprune.search import RLConfig
 from tf_metaprune.search import SearchResult
 from tf_metaprune.space import Gene
 from tf_metaprune.space import Node
@@ -49,6 +52,7 @@ from tf_metaprune.space import Structure
 __all__ = [
     "__version__",
     "AllOf",
+    "AutoSlimConfig",
     "budgets",
     "calibration",
     "count_flops",
@@ -70,10 +74,12 @@ __all__ = [
     "models",
     "Node",
     "PAPER_WIDTH_RATIOS",
+    "PaSConfig",
     "ParamsBudget",
     "PruningNet",
     "rebuild",
     "recalibrate",
+    "RLConfig",
     "search",
     "SearchResult",
     "SearchSpace",

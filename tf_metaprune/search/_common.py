@@ -109,3 +109,67 @@ def data_fingerprint(data) -> str:
     h.update(str(a.shape).encode())
     h.update(a.tobytes())
   return h.hexdigest()[:16]
+
+
+class FrozenConfig:
+  """`get_config` / `from_config` for the searchers' frozen dataclass configs."""
+
+  def get_config(self):
+    import dataclasses  # pylint: disable=g-import-not-at-top
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_config(cls, config):
+    import dataclasses  # pylint: disable=g-import-not-at-top
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+      raise ValueError(f"{cls.__name__}.from_config: unknown settings {unknown}; known ones are {sorted(known)}")
+    return cls(**config)
+
+
+def check_int(owner, name, value, minimum):
+  """Returns `value` as an int, or raises ValueError quoting it."""
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    raise ValueError(f"{owner}({name}={value!r}): {name} must be an int >= {minimum}")
+  return int(value)
+
+
+def check_float(owner, name, value, low, high, low_open=True):
+  """Returns `value` as a float in (low, high] (or [low, high]), or raises ValueError quoting it."""
+  if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+    raise ValueError(f"{owner}({name}={value!r}): {name} must be a number")
+  v = float(value)
+  ok = (low < v if low_open else low <= v) and v <= high
+  if not ok or v != v:
+    bracket = "(" if low_open else "["
+    raise ValueError(f"{owner}({name}={value!r}): {name} must be in {bracket}{low}, {high}]")
+  return v
+
+
+def resolve_config(cls, config, overrides, who):
+  """`config` (None, an instance or its dict) with `overrides` applied, as a `cls`."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  if config is None:
+    config = cls()
+  elif isinstance(config, dict):
+    config = cls.from_config(config)
+  elif not isinstance(config, cls):
+    raise TypeError(f"{who}(config={config!r}) must be a {cls.__name__} (or its get_config() dict)")
+  if overrides:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+      raise ValueError(f"{who}() got unknown settings {unknown}; {cls.__name__} has {sorted(known)}")
+    config = dataclasses.replace(config, **overrides)
+  return config
+
+
+def history_entry(step, new, candidates, best, seconds, elapsed, top_k=5, **extra):
+  """One `SearchResult.history` row in the common format (see `SearchResult`)."""
+  top = result_lib.rank(candidates)[:top_k]
+  row = {"generation": int(step), "new_candidates": int(new), "evaluations": len(candidates),
+         "best_accuracy": float(best.accuracy), "mean_top_k_accuracy": float(np.mean([c.accuracy for c in top])),
+         "best_mflops": float(best.mflops), "seconds": float(seconds), "elapsed_seconds": float(elapsed)}
+  row.update(extra)
+  return row
