@@ -173,3 +173,26 @@ def history_entry(step, new, candidates, best, seconds, elapsed, top_k=5, **extr
          "best_mflops": float(best.mflops), "seconds": float(seconds), "elapsed_seconds": float(elapsed)}
   row.update(extra)
   return row
+
+
+def check_run_identity(output_dir, identity, what):
+  """Writes `identity` to `output_dir/identity.json`, or checks it against the one there.
+
+  Keeps a rerun from loading weights trained with other settings.
+
+  Raises:
+    ValueError: if `output_dir` holds the files of another run.
+  """
+  import os  # pylint: disable=g-import-not-at-top
+  from tf_metaprune import io as io_lib  # pylint: disable=g-import-not-at-top
+  path = os.path.join(output_dir, "identity.json")
+  if os.path.exists(path):
+    saved = io_lib.read_json(path, f"{what} identity")
+    if saved != identity:
+      diff = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
+      raise ValueError(f"output_dir={output_dir!r} holds a {what} of another run ({diff} differ: saved "
+                       f"{ {k: saved.get(k) for k in diff} }, now { {k: identity.get(k) for k in diff} }); pass "
+                       "another output_dir, or delete it to start over")
+  else:
+    os.makedirs(output_dir, exist_ok=True)
+    io_lib.write_json_atomic(path, identity)

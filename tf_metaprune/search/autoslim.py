@@ -126,7 +126,8 @@ def train_slimmable(space, train_data, config: Optional[AutoSlimConfig] = None, 
   With `output_dir`, a finished network is kept as
   `output_dir/slimmable.weights.h5` and a rerun loads it instead of training
   again; an interrupted training resumes from `output_dir/training/backup`
-  (`tf_metaprune.training.fit`).
+  (`tf_metaprune.training.fit`). `output_dir/identity.json` records the space
+  and training settings; a rerun with others is a ValueError.
 
   Args:
     space: the `SearchSpace`.
@@ -142,6 +143,10 @@ def train_slimmable(space, train_data, config: Optional[AutoSlimConfig] = None, 
   config = _common.resolve_config(AutoSlimConfig, config, overrides, "train_slimmable")
   net = slimmable_net(space, seed=config.seed, structures_per_step=config.structures_per_step)
   done = None if output_dir is None else os.path.join(output_dir, "slimmable.weights.h5")
+  if output_dir is not None:
+    training_settings = {k: v for k, v in config.get_config().items() if k != "step_width_ratio"}
+    _common.check_run_identity(output_dir, {"space_fingerprint": space.fingerprint(), "config": training_settings},
+                               "slimmable network")
   if done is not None and os.path.exists(done):
     net.load_weights(done)
     return net

@@ -508,6 +508,8 @@ def pruning_as_search(space, train_data, budget, config: Optional[PaSConfig] = N
     output_dir: keeps `masked_search.weights.h5` (after the search phase),
       `masked_final.weights.h5` and `model.keras` (the exported plain model),
       plus each phase's training backup; a rerun skips finished phases.
+      `identity.json` records space, budget and config: a rerun with others
+      is a ValueError.
     verbose: Keras verbosity.
     **overrides: `PaSConfig` fields.
 
@@ -539,6 +541,10 @@ def pruning_as_search(space, train_data, budget, config: Optional[PaSConfig] = N
   net = MaskedNet(space, alpha=config.alpha, targets=targets, mask_learning_rate=config.mask_learning_rate,
                   bn_momentum=config.bn_momentum, name=f"{space.name}_masked")
   path = (lambda f: None) if output_dir is None else (lambda f: os.path.join(output_dir, f))
+  if output_dir is not None:
+    _common.check_run_identity(output_dir, {"space_fingerprint": space.fingerprint(),
+                                            "budget": budget.get_config(), "config": config.get_config()},
+                               "Pruning-as-Search run")
   lut = budgets_lib.latency_predictor(budget)
   start = _common.measure(space, space.largest().choices, accuracy(net, search_data), lut, 0)
 
