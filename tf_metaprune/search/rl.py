@@ -24,7 +24,8 @@ The agent (kept small and readable, numpy only):
   action, and the budget's fraction of the full MACs;
 * policy: MLP `8 -> hidden -> hidden -> 1` (tanh, sigmoid output = the mean
   keep ratio in [0, 1]; AMC uses 300-300), Gaussian exploration whose width
-  decays from `sigma` to `min_sigma` (AMC's truncated-normal noise);
+  decays geometrically per episode from `sigma` to `min_sigma` (AMC's
+  truncated-normal noise);
 * action a in [0, 1] -> choice `round(a * (num_choices - 1))`, then clipped;
 * REINFORCE with a moving-average baseline, Adam, one update every
   `episodes_per_update` episodes. (AMC's DDPG needs a critic and a replay
@@ -69,7 +70,9 @@ class RLConfig(_common.FrozenConfig):
     hidden_units: width of the policy's two hidden layers (AMC: 300).
     learning_rate: Adam step size of the policy.
     sigma: initial exploration noise (std of the action in [0, 1]).
-    min_sigma: the noise decays geometrically to this by the last episode.
+    sigma_decay: the noise is multiplied by this after every episode (AMC:
+      0.95 after its warm-up)...
+    min_sigma: ... down to this floor.
     baseline_decay: the reward baseline is an exponential moving average
       with this decay.
     constraint: "auto" (clip FLOPs, params and lookup-table latency bounds;
@@ -90,6 +93,7 @@ class RLConfig(_common.FrozenConfig):
   hidden_units: int = 64
   learning_rate: float = 0.01
   sigma: float = 0.5
+  sigma_decay: float = 0.99
   min_sigma: float = 0.05
   baseline_decay: float = 0.9
   constraint: str = "auto"
@@ -104,6 +108,7 @@ class RLConfig(_common.FrozenConfig):
                                                                   float("inf")))
     object.__setattr__(self, "sigma", _common.check_float(own, "sigma", self.sigma, 0.0, 1.0))
     object.__setattr__(self, "min_sigma", _common.check_float(own, "min_sigma", self.min_sigma, 0.0, 1.0))
+    object.__setattr__(self, "sigma_decay", _common.check_float(own, "sigma_decay", self.sigma_decay, 0.0, 1.0))
     if self.min_sigma > self.sigma:
       raise ValueError(f"RLConfig(sigma={self.sigma!r}, min_sigma={self.min_sigma!r}): min_sigma is above sigma; "
                        "lower min_sigma or raise sigma")
@@ -365,8 +370,8 @@ def reinforce(net, search_data, budget=None, config: Optional[RLConfig] = None, 
   update = len(history)
   while len(episodes) < config.episodes:
     t0 = time.perf_counter()
-    frac = len(episodes) / max(1, config.episodes - 1)
-    sigma = config.sigma * (config.min_sigma / config.sigma) ** frac
+    # A function of the episode count alone, so an extended (resumed) search continues the same schedule.
+    sigma = max(config.min_sigma, config.sigma * config.sigma_decay ** len(episodes))
     batch_states, batch_actions, batch_adv, rewards, new = [], [], [], [], 0
     batch = min(config.episodes_per_update, config.episodes - len(episodes))
     for _ in range(batch):
