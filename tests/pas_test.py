@@ -139,3 +139,18 @@ def test_masked_net_round_trips_its_config_and_snaps_masks_to_the_budget(space, 
     pas.export(net)
   net.freeze_masks(net.structure())                         # snapped down to 4
   assert [len(k) for k in net.kept_channels()] == [4, 8, 16, 16]
+
+
+def test_penalty_counts_macs_of_the_active_channels_with_the_one_counter(space):
+  s = tfmp.Structure([2, 5, 9, 12])
+  net = pas.MaskedNet(space, alpha=5.0, targets=[("flops", 0.0, 1.0)])
+  net.freeze_masks(s)
+  ch = net.active_channels()
+  np.testing.assert_array_equal(ch.numpy(), space.gene_channels(s))
+  assert float(net.counter.flops_of_widths(ch)) == space.mflops(s) * 1e6 == float(net.counter.flops(s.choices))
+  assert float(net.counter.params_of_widths(ch)) == space.params(s)
+  live = pas.MaskedNet(space, alpha=5.0, targets=[("flops", 1e4, space.mflops(space.largest()) * 1e6)])
+  with tf.GradientTape() as tape:
+    penalty = live.penalty(training=True)
+  grads = tape.gradient(penalty, [m.raw for m in live.masks])
+  assert float(penalty) > 0 and all(float(tf.reduce_min(g)) > 0 for g in grads)  # every mask is pushed down
