@@ -21,8 +21,9 @@ its own slimmable network.
 What `output_dir` holds (a rerun resumes instead of redoing work):
 
 * `<name>_result.json`: the finished `SearchResult`. A rerun with the same
-  space, budget, config (and PruningNet weights, for the searchers scoring
-  with one) returns it without searching again.
+  space, budget, config, PruningNet weights (for the searchers scoring with
+  one) and data (`DatasetSplits.get_config()`, when splits are given)
+  returns it without searching again; otherwise the search runs again.
 * evolutionary: `evolution_state.json` (resumed per generation).
 * rl: `rl_state.json` (resumed per policy update).
 * autoslim: `slimmable/slimmable.weights.h5` (the trained slimmable
@@ -147,13 +148,16 @@ def run(name, space, budget, *, train_data=None, search_data=None, pruning_net=N
   if output_dir is not None:
     os.makedirs(output_dir, exist_ok=True)
   net_print = None if pruning_net is None else _common.net_fingerprint(pruning_net)
+  data_config = {which: d.get_config() for which, d in (("train", train_data), ("search", search_data))
+                 if isinstance(d, data_lib.DatasetSplits)}
   result_path = sub(f"{name}_result.json")
   if result_path is not None and os.path.exists(result_path):
     done = result_lib.SearchResult.load(result_path)
     same = (done.space_fingerprint == space.fingerprint()
             and done.budget == (None if budget is None else budget.get_config())
             and done.config == (None if cls is None else config.get_config())
-            and done.extra.get("net_fingerprint") == net_print)
+            and done.extra.get("net_fingerprint") == net_print
+            and done.extra.get("data_config") == data_config)
     if same:
       if verbose:
         print(f"[{name}] finished result found in {result_path}: {done.summary()}", flush=True)
@@ -183,6 +187,7 @@ def run(name, space, budget, *, train_data=None, search_data=None, pruning_net=N
     result, _, _ = pruning_as_search(space, _train_split(train_data), budget, config, search_data=search,
                                      output_dir=sub("pas"), verbose=quiet)
   result.extra["net_fingerprint"] = net_print
+  result.extra["data_config"] = data_config
   if result_path is not None:
     result.save(result_path)
   return result
