@@ -23,7 +23,6 @@ Usage:
   .venv/bin/python benchmarks/searchers.py --retrain_epochs=2 --seeds=1 --searchers=uniform,autoslim
 """
 
-import json
 import os
 import platform
 import time
@@ -126,7 +125,8 @@ def main(argv):
   splits = tfmp.data.load_dataset("mnist_subset", batch_size=_BATCH.value, input_size=_INPUT_SIZE.value, seed=0)
   space = tfmp.models.small_cnn(splits.input_shape, splits.num_classes)
   report = {"benchmark": "searchers",
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_average_before": os.getloadavg()},
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                        "load_average_before": os.getloadavg()},
             "data": splits.get_config(),
             "model": {"family": "small_cnn", "input_shape": list(space.input_shape), "genes": len(space.genes),
                       "full_mflops": space.mflops(space.largest()), "full_params": space.params(space.largest())},
@@ -175,7 +175,8 @@ def main(argv):
       report["machine"]["load_average_after"] = os.getloadavg()
       io_lib.write_json_atomic(_OUT.value, report)
       print(f"[benchmark] {name} @ {ratio:.0%}: test {100 * row['test_accuracy_mean']:.1f} +- "
-            f"{100 * row['test_accuracy_std']:.1f}% at {row['mflops']:.3f} MFLOPs, search {row['search_seconds']:.0f} s",
+            f"{100 * row['test_accuracy_std']:.1f}% at {row['mflops']:.3f} MFLOPs, "
+            f"search {row['search_seconds']:.0f} s", 
             flush=True)
   report["seconds_this_run"] = time.perf_counter() - t_start
   io_lib.write_json_atomic(_OUT.value, report)
@@ -190,7 +191,8 @@ def main(argv):
         "-------------------:|")
   for r in rows:
     print(f"| {r['flops_ratio']:.0%} | {r['searcher']:<12} | {r['mflops']:.3f} | {r['params']:,} | "
-          f"{100 * r['search_accuracy']:.1f}% | {100 * r['test_accuracy_mean']:.1f} +- {100 * r['test_accuracy_std']:.1f}% | "
+          f"{100 * r['search_accuracy']:.1f}% | "
+          f"{100 * r['test_accuracy_mean']:.1f} +- {100 * r['test_accuracy_std']:.1f}% | "
           f"{r['search_seconds']:.0f} | {r['train_seconds']:.0f} |")
 
 

@@ -7,13 +7,13 @@ benchmark tables work unchanged.
 
 What each searcher needs:
 
-| name           | network it scores with                       | `pruning_net` | trains          |
-|----------------|----------------------------------------------|---------------|-----------------|
-| "evolutionary" | the trained MetaPruning PruningNet           | required      | nothing         |
-| "uniform"      | the trained PruningNet                       | required      | nothing         |
-| "rl"           | the trained PruningNet (or slimmable net)    | required      | its small policy|
-| "autoslim"     | its own slimmable network                    | optional (*)  | the slimmable net (`AutoSlimConfig.epochs`) |
-| "pas"          | its own masked network                       | ignored       | the masked net (search + fine-tune epochs) |
+| name           | scores structures with                  | `pruning_net` | trains                       |
+|----------------|-----------------------------------------|---------------|------------------------------|
+| "evolutionary" | the trained MetaPruning PruningNet      | required      | nothing                      |
+| "uniform"      | the trained PruningNet                  | required      | nothing                      |
+| "rl"           | the trained PruningNet (or a slimmable) | required      | its small policy             |
+| "autoslim"     | its own slimmable network               | optional (*)  | the slimmable net            |
+| "pas"          | its own masked network                  | ignored       | the masked net (+ fine-tune) |
 
 (*) Given a `pruning_net`, AutoSlim slims it greedily instead of training
 its own slimmable network.
