@@ -54,6 +54,7 @@ from tf_metaprune import budgets as budgets_lib
 from tf_metaprune import calibration
 from tf_metaprune import data as data_lib
 from tf_metaprune import flops as flops_lib
+from tf_metaprune import io as io_lib
 from tf_metaprune.rebuild import rebuild as rebuild_fn
 from tf_metaprune import space as space_lib
 from tf_metaprune import training as training_lib
@@ -517,7 +518,9 @@ def pruning_as_search(space, train_data, budget, config: Optional[PaSConfig] = N
     (`SearchResult`, plain `keras.Model`, `MaskedNet`): the result (method
     "pas"; its candidates are the full-width start, the snapped structure
     after the search phase and the same after fine-tuning, the best; its
-    `history` has one row per search epoch with the masks' "mask_mflops"),
+    `history` has one row per search epoch -- "mask_channels",
+    "mask_mflops" (of the hard masks) and "loss" -- then one summary row in
+    the common format),
     the exported fine-tuned plain model, and the frozen masked network it
     was exported from.
 
@@ -562,11 +565,13 @@ def pruning_as_search(space, train_data, budget, config: Optional[PaSConfig] = N
   searched = path("masked_search.weights.h5")
   if searched is not None and os.path.exists(searched):
     net.load_weights(searched)
+    history = io_lib.read_json(path("search_history.json"), "PaS search history")["epochs"]
   else:
     training_lib.fit(net, train, epochs=config.search_epochs, learning_rate=config.learning_rate,
                      optimizer=config.optimizer, verbose=verbose, callbacks=[_Record()],
                      output_dir=path("search"))
     if searched is not None:
+      io_lib.write_json_atomic(path("search_history.json"), {"epochs": history})
       net.save_weights(searched)
   s = net.structure(budget)
   net.freeze_masks(s)
@@ -586,12 +591,8 @@ def pruning_as_search(space, train_data, budget, config: Optional[PaSConfig] = N
     model.save(path("model.keras"))
   seconds = time.perf_counter() - t0
   candidates = [start, snapped, best]
-  rows = []
-  for h in history:
-    rows.append(dict(h, new_candidates=0, evaluations=1, best_accuracy=start.accuracy,
-                     mean_top_k_accuracy=start.accuracy, best_mflops=h["mask_mflops"], seconds=0.0,
-                     elapsed_seconds=0.0))
-  rows.append(_common.history_entry(len(rows), 2, candidates, best, seconds, seconds))
+  rows = [dict(h) for h in history]
+  rows.append(_common.history_entry(len(rows), 3, candidates, best, seconds, seconds))
   result = result_lib.SearchResult(
       method="pas", space_name=space.name, space_fingerprint=space.fingerprint(), best=best, top_k=[best],
       candidates=candidates, history=rows, budget=budget.get_config(), config=config.get_config(),
