@@ -9,6 +9,7 @@ import json
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import tf_metaprune as tfmp
 from tf_metaprune import budgets
@@ -54,6 +55,22 @@ class MeasuredLatency:
 
   def predict_ms(self, space, structure):
     return float(0.01 + 1e-4 * np.sum(space.gene_channels(structure) ** 2))
+
+
+class KnownReward(tfmp.Evaluator):
+  """Scores a structure by a fixed weighted sum of its width ratios (genes 1 and 3 matter, 0 and 2 hardly).
+
+  A reward without evaluation noise, so "the agent learned" is a statement
+  about the agent, not about which random images the net got right.
+  """
+
+  WEIGHTS = np.array([0.1, 1.0, 0.1, 1.0])
+
+  def accuracy_tensor(self, choices):
+    space = self.net.space
+    ratio = space.gene_channels(tfmp.Structure(np.asarray(choices).tolist())) / np.array(
+        [g.base_channels for g in space.genes])
+    return tf.constant(float(np.dot(self.WEIGHTS, ratio) / self.WEIGHTS.sum()))
 
 
 def test_policy_gradient_moves_the_mean_action_toward_rewarded_actions():
@@ -103,12 +120,14 @@ def test_env_clips_to_the_widest_choice_that_keeps_the_budget_reachable(space, b
   assert env.to_choice(0, 1.7, 3) == 3 and env.to_choice(0, -0.2, 3) == 0
 
 
-def test_short_run_improves_over_its_own_start(net, evaluator, space, budget):
-  result = search.reinforce(net, evaluator, budget, episodes=100, sigma_decay=0.97, verbose=0)
+@pytest.mark.parametrize("seed", [0, 2])
+def test_short_run_improves_over_its_own_start(evaluator, space, budget, seed):
+  known = KnownReward(evaluator.net, evaluator.data)
+  result = search.reinforce(evaluator.net, known, budget, episodes=100, sigma_decay=0.97, seed=seed, verbose=0)
   rewards = [h["mean_reward"] for h in result.history]
   assert len(rewards) == 20
-  assert np.mean(rewards[-4:]) > np.mean(rewards[:4]) + 0.03
-  assert result.best_accuracy >= max(c.accuracy for c in result.candidates if c.generation == 0)
+  assert np.mean(rewards[-4:]) > np.mean(rewards[:4]) + 0.08      # the policy learned where width pays
+  assert result.best_accuracy > max(c.accuracy for c in result.candidates if c.generation == 0)
   assert budget.is_feasible(space, result.best_structure)
   assert [h["sigma"] for h in result.history] == sorted((h["sigma"] for h in result.history), reverse=True)
 
@@ -116,7 +135,8 @@ def test_short_run_improves_over_its_own_start(net, evaluator, space, budget):
 def test_lagrangian_penalty_enforces_a_budget_that_cannot_be_clipped(net, evaluator, space):
   lut = MeasuredLatency()
   b = budgets.LatencyBudget(max_ms=lut.predict_ms(space, space.uniform(0.5)), lut=lut)
-  result = search.reinforce(net, evaluator, b, episodes=60, lagrange_lr=2.0, verbose=0)
+  # The known reward always prefers more width: only the multiplier keeps the agent inside the budget.
+  result = search.reinforce(net, KnownReward(net, evaluator.data), b, episodes=60, lagrange_lr=2.0, verbose=0)
   episodes = result.extra["episodes"]
   assert result.extra["clipped_budgets"] == [] and len(result.extra["penalized_budgets"]) == 1
   assert not all(e["feasible"] for e in episodes[:10])        # not clipped: early episodes overshoot
