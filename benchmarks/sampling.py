@@ -1,13 +1,20 @@
 """How structure sampling affects what a PruningNet learns, against the plain model.
 
-Trains, with the same recipe and data, (a) the plain full-width Keras model,
-(b) a PruningNet with one random structure per step (MetaPruning), (c) a
-PruningNet with the sandwich rule (largest + smallest + random structures per
-step, in-place distillation), then scores structures across the FLOPs range
-after exact BN recalibration on the held-out search split. Writes
-benchmarks/results/sampling_<model>.json.
+Trains, with the same recipe and data: (a) "plain": the full-width plain Keras
+model; (b) "fixed": a PruningNet that always runs one structure (uniform 0.5
+width) -- weight generation without switching; (c) "random": one random
+structure per step (MetaPruning); (d) "sandwich": largest + smallest + random
+structures per step with in-place distillation. Then scores structures across
+the FLOPs range after exact BN recalibration on the held-out search split.
+Writes benchmarks/results/sampling_<tag>.json.
 
   python benchmarks/sampling.py --model=mobilenet_v2 --width_multiplier=0.35 --epochs=4
+  # the `make demo` space: 10 blocks, width 0.5, stride 32, ratios from 0.3, batch 32
+  python benchmarks/sampling.py --model=mobilenet_v2 --width_multiplier=0.5 --nosmall_input \
+      --stage_repeats=1,2,2,2,1,1,1 --min_width_ratio=0.3 --batch_size=32 --epochs=15 \
+      --hidden_units=8 --variants=random --tag=demo_space
+  python benchmarks/sampling.py --model=mobilenet_v2 --width_multiplier=0.5 --nosmall_input \
+      --stage_repeats=1,1,1,1,1,1,1 --batch_size=32 --epochs=3 --hidden_units=8 --variants=plain,fixed --tag=fixed_structure
 """
 
 import json
@@ -19,23 +26,33 @@ from absl import flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "mobilenet_v2", "Model family.")
-flags.DEFINE_float("width_multiplier", 0.35, "Width multiplier (MobileNets).")
+flags.DEFINE_float("width_multiplier", 0.35, "Width multiplier (not small_cnn).")
+flags.DEFINE_bool("small_input", None, "MobileNets: stride-1 stem for small images (default: yes under 96 px).")
+flags.DEFINE_string("stage_repeats", None, "mobilenet_v2 blocks per stage, e.g. 1,2,2,2,1,1,1.")
+flags.DEFINE_float("min_width_ratio", 0.1, "Smallest per-layer width ratio.")
+flags.DEFINE_integer("batch_size", 128, "Batch size.")
 flags.DEFINE_integer("epochs", 4, "Training epochs.")
 flags.DEFINE_float("learning_rate", 0.003, "Peak learning rate (Adam, cosine decay).")
 flags.DEFINE_integer("hidden_units", 0, "Generator hidden size (0 = weight sharing, isolates the sampling effect).")
-flags.DEFINE_list("variants", ["plain", "random", "sandwich"], "What to train.")
+flags.DEFINE_list("variants", ["plain", "random", "sandwich"], "What to train: plain, fixed, random, sandwich.")
+flags.DEFINE_string("tag", None, "Result file suffix (default: the model name).")
 flags.DEFINE_string("output_dir", os.path.join(os.path.dirname(__file__), "results"), "Where results go.")
 
 
 def main(argv):
   del argv
   import keras  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tf_metaprune as tfmp  # pylint: disable=g-import-not-at-top
 
-  splits = tfmp.data.load_dataset("mnist_subset", batch_size=128)
-  kwargs = {"width_multiplier": FLAGS.width_multiplier} if FLAGS.model.startswith("mobilenet") else {}
-  space = tfmp.models.get(FLAGS.model)(splits.input_shape, splits.num_classes, **kwargs)
-  probes = {"full": space.largest(), "uniform_0.50": space.uniform(0.5), "uniform_0.25": space.uniform(0.25),
+  config = tfmp.PipelineConfig(model=FLAGS.model, width_multiplier=FLAGS.width_multiplier,
+                               small_input=FLAGS.small_input, stage_repeats=FLAGS.stage_repeats,
+                               min_width_ratio=FLAGS.min_width_ratio, batch_size=FLAGS.batch_size)
+  splits = tfmp.pipeline.load_data(config)
+  space = tfmp.pipeline.build_space(config, splits.input_shape, splits.num_classes)
+  quarter = tfmp.search.largest_uniform(space, tfmp.FlopsBudget.from_ratio(space, 0.25))[1]
+  probes = {"full": space.largest(), "uniform_0.50": space.uniform(0.5), "uniform_25pct_flops": quarter,
             "smallest": space.smallest()}
   rows = []
   for variant in FLAGS.variants:
@@ -43,7 +60,11 @@ def main(argv):
     if variant == "plain":
       model = tfmp.rebuild(space, space.largest(), bn_momentum=0.9)
     else:
-      model = tfmp.PruningNet(space, hidden_units=FLAGS.hidden_units, sampling=variant)
+      model = tfmp.PruningNet(space, hidden_units=FLAGS.hidden_units,
+                              sampling="random" if variant == "fixed" else variant)
+      if variant == "fixed":
+        fixed = tf.constant(np.array(space.uniform(0.5).choices, np.int32))
+        model.sample_choices = lambda step: fixed   # every step runs the same structure
     start = time.perf_counter()
     hist = tfmp.training.fit(model, splits.train, epochs=FLAGS.epochs, learning_rate=FLAGS.learning_rate,
                              optimizer="adam", verbose=2)
@@ -57,14 +78,16 @@ def main(argv):
     rows.append(row)
     accs = ", ".join(f"{k} {100 * v:.1f}%" for k, v in row["search_accuracy"].items())
     print(f"{variant:<9} train accuracy by epoch {[round(a, 3) for a in hist['accuracy']]}; search split: {accs}")
-  out = {"date": time.strftime("%Y-%m-%d %H:%M"), "model": FLAGS.model, "space_kwargs": kwargs,
-         "epochs": FLAGS.epochs, "hidden_units": FLAGS.hidden_units, "load_average": os.getloadavg()[0],
-         "probes_mflops": {k: space.mflops(s) for k, s in probes.items()}, "rows": rows,
-         "command": f"python benchmarks/sampling.py --model={FLAGS.model} --width_multiplier={FLAGS.width_multiplier} "
-                    f"--epochs={FLAGS.epochs}"}
+  tag = FLAGS.tag or FLAGS.model
+  out = {"date": time.strftime("%Y-%m-%d %H:%M"), "space": space.name, "config": config.get_config(),
+         "epochs": FLAGS.epochs, "learning_rate": FLAGS.learning_rate, "hidden_units": FLAGS.hidden_units,
+         "load_average": os.getloadavg()[0], "probes_mflops": {k: space.mflops(s) for k, s in probes.items()},
+         "rows": rows, "command": "python benchmarks/sampling.py " + " ".join(
+             f"--{k}={getattr(FLAGS, k)}" for k in ("model", "width_multiplier", "small_input", "stage_repeats",
+                                                     "min_width_ratio", "batch_size", "epochs", "learning_rate",
+                                                     "hidden_units", "tag")) + " --variants=" + ",".join(FLAGS.variants)}
   os.makedirs(FLAGS.output_dir, exist_ok=True)
-  with open(os.path.join(FLAGS.output_dir, f"sampling_{FLAGS.model}.json"), "w") as f:
-    json.dump(out, f, indent=1)
+  tfmp.io.write_json_atomic(os.path.join(FLAGS.output_dir, f"sampling_{tag}.json"), out)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ def _run(*args):
   return subprocess.run([sys.executable, BINARY, *args], capture_output=True, text=True, env=env, timeout=600)
 
 
-def test_binary_trains_saves_and_reports_sampled_structures(tmp_path):
+def test_binary_trains_saves_reports_and_only_resumes_with_resume_and_same_settings(tmp_path):
   out = tmp_path / "run"
   proc = _run("--model=small_cnn", "--epochs=1", "--hidden_units=4", "--num_random=1", f"--output_dir={out}")
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -25,6 +25,17 @@ def test_binary_trains_saves_and_reports_sampled_structures(tmp_path):
   assert report["structures"][0]["mflops"] > report["structures"][2]["mflops"]
   assert (out / "pruningnet.keras").exists() and (out / "logs").is_dir()
   assert "evaluation traced 1 time(s)" in proc.stdout
+
+
+  again = _run("--model=small_cnn", "--epochs=1", "--hidden_units=4", f"--output_dir={out}")
+  assert again.returncode != 0
+  assert "already holds a PruningNet run" in again.stderr and "--resume" in again.stderr
+  resumed = _run("--model=small_cnn", "--epochs=1", "--hidden_units=4", "--num_random=1", "--resume",
+                 f"--output_dir={out}")
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "finished already: loading it" in resumed.stdout
+  other = _run("--model=small_cnn", "--epochs=2", "--hidden_units=4", "--resume", f"--output_dir={out}")
+  assert other.returncode != 0 and "pruningnet_epochs: 1 -> 2" in other.stderr
 
 
 def test_unknown_model_stops_before_training_with_the_known_names(tmp_path):

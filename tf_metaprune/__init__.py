@@ -8,6 +8,9 @@ winner as a plain Keras model ready for retraining and TFLite export.
   >>> space = tfmp.models.mobilenet_v2(input_shape=(32, 32, 3), num_classes=10)
   >>> net = tfmp.PruningNet(space)
   >>> model = tfmp.rebuild(net, space.uniform(0.5))
+
+The whole job (PruningNet, search, retraining, int8 TFLite, report) in one
+resumable call: `tfmp.pipeline.run(tfmp.PipelineConfig(flops_ratio=0.25), "runs/mp")`.
 """
 
 __version__ = "0.1.0"
@@ -19,6 +22,7 @@ from tf_metaprune import flops
 from tf_metaprune import io
 from tf_metaprune import layers
 from tf_metaprune import models
+from tf_metaprune import pipeline
 from tf_metaprune import search
 from tf_metaprune import training
 from tf_metaprune.budgets import AllOf
@@ -36,6 +40,7 @@ from tf_metaprune.layers import GeneratedDense
 from tf_metaprune.layers import GeneratedDepthwiseConv2D
 from tf_metaprune.layers import WidthBatchNorm
 from tf_metaprune.pruning_net import PruningNet
+from tf_metaprune.pipeline import PipelineConfig
 from tf_metaprune.rebuild import rebuild
 from tf_metaprune.search import AutoSlimConfig
 from tf_metaprune.search import EvolutionConfig
@@ -76,6 +81,8 @@ __all__ = [
     "PAPER_WIDTH_RATIOS",
     "PaSConfig",
     "ParamsBudget",
+    "pipeline",
+    "PipelineConfig",
     "PruningNet",
     "rebuild",
     "recalibrate",

@@ -176,7 +176,10 @@ def save(tflite_bytes: bytes, path: Union[str, os.PathLike]) -> str:
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   fd, tmp_path = tempfile.mkstemp(dir=folder, suffix=".tflite.tmp")
+  umask = os.umask(0)
+  os.umask(umask)
   try:
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a model file should be readable like any file
     with os.fdopen(fd, "wb") as f:
       f.write(tflite_bytes)
     os.replace(tmp_path, path)

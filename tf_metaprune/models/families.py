@@ -1,5 +1,7 @@
 """Search spaces of the built-in families (see `tf_metaprune.models`)."""
 
+import numpy as np
+
 from tf_metaprune.space import SpaceBuilder
 
 
@@ -90,7 +92,7 @@ def mobilenet_v1(input_shape=(224, 224, 3), num_classes=1000, width_multiplier=1
 
 
 def mobilenet_v2(input_shape=(224, 224, 3), num_classes=1000, width_multiplier=1.0, width_ratios=None,
-                 divisor=8, small_input=None, last_channels=1280, prune_last_conv=True):
+                 divisor=8, small_input=None, last_channels=1280, prune_last_conv=True, stage_repeats=None):
   """MobileNetV2 (Sandler et al. 2018): inverted residual blocks.
 
   Genes (MetaPruning's encoding): the stem; one output gene per stage, shared
@@ -107,21 +109,33 @@ def mobilenet_v2(input_shape=(224, 224, 3), num_classes=1000, width_multiplier=1
     small_input: None = decide from the input size.
     last_channels: width of the final 1x1 conv at multiplier <= 1.
     prune_last_conv: make the final 1x1 conv's width a gene.
+    stage_repeats: blocks per stage, 7 ints (default: the paper's
+      1, 2, 3, 4, 3, 3, 1); e.g. (1, 1, 1, 1, 1, 1, 1) is a shallow
+      MobileNetV2-style net that trains in minutes on a CPU. A stage with 0
+      blocks is skipped.
 
   Returns:
     A `SearchSpace`.
   """
   wm = _check_multiplier(width_multiplier)
   small = _small(input_shape, small_input)
-  b = SpaceBuilder("mobilenet_v2", input_shape, num_classes, width_ratios, divisor)
+  repeats = (1, 2, 3, 4, 3, 3, 1) if stage_repeats is None else tuple(stage_repeats)
+  if len(repeats) != 7 or any(not isinstance(r, (int, np.integer)) or r < 0 for r in repeats) or sum(repeats) < 1:
+    raise ValueError(f"stage_repeats={stage_repeats!r} must be 7 integers >= 0 (blocks per stage), not all 0; "
+                     "the paper's are (1, 2, 3, 4, 3, 3, 1)")
+  name = "mobilenet_v2" if stage_repeats is None else "mobilenet_v2_" + "".join(str(r) for r in repeats)
+  b = SpaceBuilder(name, input_shape, num_classes, width_ratios, divisor)
   x = b.input()
   stem = _make_divisible(32 * wm)
   x = b.conv("stem", x, out=b.gene("stem", stem), kernel_size=3, strides=1 if small else 2,
              activation="relu6")
   settings = [(1, 16, 1, 1), (6, 24, 2, 1 if small else 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
               (6, 160, 3, 2), (6, 320, 1, 1)]
+  settings = [(t, c, n, s) for (t, c, _, s), n in zip(settings, repeats)]
   in_base = stem
   for si, (t, c, n, s) in enumerate(settings):
+    if n == 0:
+      continue
     out_base = _make_divisible(c * wm)
     stage_gene = b.gene(f"stage{si + 1}", out_base)
     for bi in range(n):

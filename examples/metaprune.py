@@ -1,0 +1,62 @@
+"""MetaPruning end to end: data -> PruningNet -> search -> retrain -> int8 TFLite -> report.
+
+One command, one output folder, every stage resumable:
+
+  python examples/metaprune.py --flops_ratio=0.25 --output_dir=runs/metaprune   # MobileNetV2 on the MNIST subset
+  python examples/metaprune.py --model=resnet20 --dataset=tfds:cifar10 --max_mflops=20 --output_dir=runs/r20
+
+Writes to --output_dir: pruningnet/ (the trained PruningNet, TensorBoard logs,
+checkpoints), structure.json and uniform_structure.json (the searched and the
+uniform-width structure at the same budget), search_state.json, pareto.png,
+model.keras and uniform.keras (both retrained with the same recipe),
+model_int8.tflite and uniform_int8.tflite, export.json, report.json and
+report.md (searched vs uniform: MFLOPs, params, test accuracy, int8 accuracy,
+TFLite latency). Rerun the same command to resume an interrupted run; finished
+stages are never recomputed. Settings are checked before any training: an
+unknown model or dataset, a budget below the smallest structure, or a folder
+holding a run with other settings stop at once.
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+
+import common_flags  # examples/common_flags.py
+
+FLAGS = flags.FLAGS
+common_flags.define_dataset_flags()
+common_flags.define_model_flags(default_model="mobilenet_v2")
+common_flags.define_pruningnet_flags()
+common_flags.define_budget_flags()
+common_flags.define_search_flags()
+common_flags.define_retrain_flags()
+flags.DEFINE_integer("num_runs", 100, "Timed TFLite invokes per model.")
+flags.DEFINE_integer("num_threads", 1, "TFLite interpreter threads for the latency figures.")
+flags.DEFINE_string("output_dir", "runs/metaprune", "The run folder (rerun with the same folder to resume).")
+flags.DEFINE_integer("verbose", 1, "1: Keras progress bars and a line per search generation; 0: stage lines only.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # TensorFlow's converter logs are noise here; -v 0 shows them
+  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
+  try:
+    config = pipeline.PipelineConfig(
+        **common_flags.dataset_kwargs(), **common_flags.model_kwargs(), **common_flags.pruningnet_kwargs(),
+        **common_flags.budget_kwargs(), **common_flags.search_kwargs(), **common_flags.retrain_kwargs(),
+        export_num_runs=FLAGS.num_runs, export_num_threads=FLAGS.num_threads)
+  except ValueError as e:
+    common_flags.fail(str(e).replace("PipelineConfig(", "settings (").replace("PipelineConfig", "settings"))
+  try:
+    report = pipeline.run(config, FLAGS.output_dir, verbose=FLAGS.verbose)
+  except (ValueError, PermissionError, FileNotFoundError) as e:
+    common_flags.fail(str(e))
+  print()
+  print(pipeline.format_report(report))
+  print(f"\nwrote report.md, report.json, model_int8.tflite and the rest to {FLAGS.output_dir}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,73 @@
+"""Rebuilds a searched structure as a plain Keras model and trains it.
+
+The searched and the uniform-baseline structure are trained with the same
+recipe (same epochs, learning rate, optimizer, seed, data), so their test
+accuracies compare fairly:
+
+  python examples/retrain.py --search_dir=runs/search --output_dir=runs/retrain_searched
+  python examples/retrain.py --search_dir=runs/search --uniform --output_dir=runs/retrain_uniform
+  python examples/retrain.py --search_dir=runs/search --init=generated --pruningnet_dir=runs/pruningnet ...
+
+The dataset is the one the PruningNet was trained on (recorded in the search
+folder). Writes to --output_dir: model.keras, retrain.json (test accuracy,
+history, MFLOPs, params), backup/ and logs/ (rerun the same command to resume
+an interrupted training). Then: examples/export_tflite.py --model=<output_dir>/model.keras.
+"""
+
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+
+import common_flags  # examples/common_flags.py
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("search_dir", "runs/search", "Output folder of examples/search.py (space.json, "
+                    "structure.json, uniform_structure.json, settings.json).")
+flags.DEFINE_bool("uniform", False, "Retrain the uniform baseline (uniform_structure.json) instead of the searched "
+                  "structure, with the same recipe.")
+flags.DEFINE_string("pruningnet_dir", None, "The PruningNet folder, for --init=generated.")
+common_flags.define_retrain_flags(prefix="")
+flags.DEFINE_string("output_dir", "runs/retrain", "Where the model and its checkpoints go.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  if FLAGS.init == "generated" and FLAGS.pruningnet_dir is None:
+    common_flags.fail("--init=generated takes the weights from the PruningNet: pass --pruningnet_dir")
+  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
+  import tf_metaprune as tfmp  # pylint: disable=g-import-not-at-top
+  try:
+    searched = pipeline.read_settings(FLAGS.search_dir)
+    config = searched.replace(**common_flags.retrain_kwargs(prefix=""))
+    space_path = os.path.join(FLAGS.search_dir, "space.json")
+    with open(space_path) as f:
+      space = tfmp.SearchSpace.from_json(f.read())
+    name = "uniform_structure.json" if FLAGS.uniform else "structure.json"
+    structure = space.load_structure(os.path.join(FLAGS.search_dir, name))
+    net = None
+    if FLAGS.init == "generated":
+      _, net = pipeline.load_training_run(FLAGS.pruningnet_dir)
+      if net.space.fingerprint() != space.fingerprint():
+        raise ValueError(f"--pruningnet_dir={FLAGS.pruningnet_dir!r} holds a net of another space than "
+                         f"{space_path!r}; pass the PruningNet the search used")
+    splits = pipeline.load_data(config)
+    model_path = os.path.join(FLAGS.output_dir, "model.keras")
+    if os.path.exists(model_path):
+      raise ValueError(f"{model_path!r} exists: this retraining is finished; use another --output_dir")
+    model, result = pipeline.retrain(config, splits, space, structure, FLAGS.output_dir, net=net)
+  except (ValueError, PermissionError, OSError) as e:
+    common_flags.fail(str(e))
+  pipeline.save_model_atomic(model, model_path)
+  result.update(structure=name, config=config.get_config())
+  tfmp.io.write_json_atomic(os.path.join(FLAGS.output_dir, "retrain.json"), result)
+  print(f"{name}: {result['mflops']:.3f} MFLOPs, {result['params']:,} params, test accuracy "
+        f"{100 * result['test_accuracy']:.2f}% -> {model_path}")
+
+
+if __name__ == "__main__":
+  app.run(main)

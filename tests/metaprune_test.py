@@ -1,0 +1,162 @@
+"""End-to-end tests of examples/metaprune.py (and search.py / retrain.py on its folder).
+
+One tiny run (small CNN, 12x12 MNIST subset, 1 epoch per training) is killed
+with SIGKILL right after its PruningNet stage is recorded, then rerun to the
+end; the tests check every output file, that the rerun did not retrain the
+PruningNet, that a third run recomputes nothing, and that changed settings of
+a finished stage are refused before any work.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = os.path.join(ROOT, "examples")
+TINY = ["--model=small_cnn", "--divisor=1", "--max_examples=500", "--input_size=12", "--batch_size=32",
+        "--epochs=1", "--hidden_units=4", "--flops_ratio=0.5", "--population_size=6", "--num_generations=2",
+        "--retrain_epochs=1", "--num_runs=3", "--verbose=0"]
+
+
+def _env():
+  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
+
+
+def _run(binary, *args, timeout=600):
+  return subprocess.run([sys.executable, os.path.join(EXAMPLES, binary), *args], capture_output=True, text=True,
+                        env=_env(), timeout=timeout)
+
+
+def _run_and_kill_after(line_marker, args):
+  """Runs metaprune.py and SIGKILLs it as soon as stdout shows `line_marker`; returns the output so far."""
+  proc = subprocess.Popen([sys.executable, os.path.join(EXAMPLES, "metaprune.py"), *args], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, env=_env())
+  seen = []
+  deadline = time.monotonic() + 600
+  for line in proc.stdout:
+    seen.append(line)
+    if line_marker in line:
+      proc.send_signal(signal.SIGKILL)
+      break
+    assert time.monotonic() < deadline, "metaprune.py did not reach " + line_marker
+  proc.wait(timeout=60)
+  return "".join(seen), proc.returncode
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  base = tmp_path_factory.mktemp("metaprune")
+  out = base / "run"
+  flagfile = base / "tiny.flags"   # absl's --flagfile: one flag per line
+  flagfile.write_text("\n".join(TINY) + "\n")
+  args = [f"--flagfile={flagfile}", f"--output_dir={out}"]
+  killed_output, code = _run_and_kill_after("2/5 search", args)
+  assert code == -signal.SIGKILL, killed_output[-3000:]
+  stages = json.loads((out / "stages.json").read_text())["stages"]
+  assert list(stages) == ["pruningnet"]
+  net_mtime = os.path.getmtime(out / "pruningnet" / "pruningnet.keras")
+  resumed = _run("metaprune.py", *args)
+  assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+  return {"dir": out, "args": args, "resumed": resumed, "net_mtime": net_mtime}
+
+
+@pytest.mark.slow
+def test_metaprune_writes_every_output_file_and_a_consistent_report(run_dir):
+  out = run_dir["dir"]
+  for name in ("pruningnet/pruningnet.keras", "pruningnet/run.json", "pruningnet/logs", "structure.json",
+               "uniform_structure.json", "search_state.json", "search_result.json", "uniform_result.json",
+               "space.json", "pareto.png", "model.keras", "uniform.keras", "model_int8.tflite",
+               "uniform_int8.tflite", "export.json", "report.json", "report.md", "stages.json", "config.json"):
+    assert (out / name).exists(), name
+  report = json.loads((out / "report.json").read_text())
+  import tf_metaprune as tfmp  # pylint: disable=g-import-not-at-top
+  space = tfmp.SearchSpace.from_json((out / "space.json").read_text())
+  budget = tfmp.budgets.budget_from_config(report["budget"])
+  for key in ("searched", "uniform"):
+    row = report[key]
+    structure = space.load_structure(str(out / row["structure_file"]))
+    assert budget.is_feasible(space, structure) and row["mflops"] == pytest.approx(space.mflops(structure))
+    assert 0.0 <= row["test_accuracy"] <= 1.0 and 0.0 <= row["int8_test_accuracy"] <= 1.0
+    assert row["int8_size_bytes"] == os.path.getsize(out / ("model_int8.tflite" if key == "searched"
+                                                             else "uniform_int8.tflite"))
+    assert row["int8_latency_median_ms"] > 0
+  assert report["searched"]["channels"] == space.channels(space.load_structure(str(out / "structure.json")))
+  table = (out / "report.md").read_text()
+  assert "| searched |" in table and "| uniform x" in table
+  assert "| searched |" in run_dir["resumed"].stdout   # the table is printed too
+
+
+@pytest.mark.slow
+def test_rerun_after_kill_resumes_without_retraining_the_pruning_net(run_dir):
+  out = run_dir["dir"]
+  assert "1/5 pruningnet: done already" in run_dir["resumed"].stdout
+  assert os.path.getmtime(out / "pruningnet" / "pruningnet.keras") == run_dir["net_mtime"]
+  stages = json.loads((out / "stages.json").read_text())["stages"]
+  assert list(stages) == ["pruningnet", "search", "retrain_searched", "retrain_uniform", "export"]
+
+
+@pytest.mark.slow
+def test_finished_run_rerun_recomputes_nothing(run_dir):
+  out = run_dir["dir"]
+  files = ("model_int8.tflite", "model.keras", "uniform.keras", "structure.json", "search_state.json")
+  before = {f: os.path.getmtime(out / f) for f in files}
+  again = _run("metaprune.py", *run_dir["args"])
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert again.stdout.count("done already") == 5
+  assert {f: os.path.getmtime(out / f) for f in files} == before
+
+
+@pytest.mark.slow
+def test_changed_setting_of_a_finished_stage_stops_before_any_work(run_dir):
+  args = run_dir["args"] + ["--epochs=2"]   # later flags win over the flagfile's
+  proc = _run("metaprune.py", *args)
+  assert proc.returncode != 0
+  assert "finished stage 'pruningnet' used other settings (pruningnet_epochs: 1 -> 2)" in proc.stderr
+  assert "new output_dir" in proc.stderr
+
+
+@pytest.mark.slow
+def test_search_and_retrain_binaries_continue_from_the_pipelines_pruning_net(run_dir, tmp_path):
+  search = _run("search.py", f"--pruningnet_dir={run_dir['dir'] / 'pruningnet'}", "--flops_ratio=0.7",
+                "--population_size=4", "--num_generations=1", "--verbose=0", f"--output_dir={tmp_path / 's'}")
+  assert search.returncode == 0, search.stderr[-3000:]
+  for name in ("structure.json", "uniform_structure.json", "search_state.json", "pareto.png", "settings.json"):
+    assert (tmp_path / "s" / name).exists(), name
+  retrain = _run("retrain.py", f"--search_dir={tmp_path / 's'}", "--uniform", "--epochs=1",
+                 f"--output_dir={tmp_path / 'r'}")
+  assert retrain.returncode == 0, retrain.stderr[-3000:]
+  result = json.loads((tmp_path / "r" / "retrain.json").read_text())
+  assert result["structure"] == "uniform_structure.json" and 0.0 <= result["test_accuracy"] <= 1.0
+  assert (tmp_path / "r" / "model.keras").exists()
+
+
+def test_budget_below_the_smallest_structure_stops_before_training(tmp_path):
+  proc = _run("metaprune.py", *[a for a in TINY if not a.startswith("--flops_ratio")], "--max_mflops=0.00001",
+              f"--output_dir={tmp_path / 'x'}")
+  assert proc.returncode != 0
+  assert "max_mflops=1e-05" in proc.stderr and "smallest" in proc.stderr
+  assert not (tmp_path / "x" / "pruningnet").exists()
+
+
+def test_settings_errors_name_the_flag_value_and_way_out():
+  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match=r"max_mflops=1.0, flops_ratio=0.5\): give one of the two"):
+    pipeline.PipelineConfig(max_mflops=1.0, flops_ratio=0.5)
+  with pytest.raises(ValueError, match=r"flops_ratio=1.5\): must be in \(0, 1\]"):
+    pipeline.PipelineConfig(flops_ratio=1.5)
+  with pytest.raises(ValueError, match=r"max_latency_ms=0.3.*needs a latency table"):
+    pipeline.PipelineConfig(max_latency_ms=0.3)
+  with pytest.raises(ValueError, match=r"init='warm'"):
+    pipeline.PipelineConfig(flops_ratio=0.5, init="warm")
+
+
+def test_output_dir_with_foreign_files_is_refused(tmp_path):
+  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
+  (tmp_path / "notes.txt").write_text("mine")
+  with pytest.raises(ValueError, match=r"not empty and holds no pipeline run \(\['notes.txt'\]\)"):
+    pipeline.Run(str(tmp_path), pipeline.PipelineConfig(flops_ratio=0.5))

@@ -1,0 +1,735 @@
+"""The whole MetaPruning job, stage by stage, resumable: data in, int8 TFLite out.
+
+A run lives in one output folder and goes through five stages; each stage
+writes its files, then records itself as done in `stages.json` (atomically),
+so a rerun with the same folder skips every finished stage and continues an
+interrupted one from its own checkpoint (Keras `BackupAndRestore` for
+training, the search's JSON state for the evolution):
+
+  1. pruningnet  train the PruningNet (a random structure per step)
+                 -> pruningnet/pruningnet.keras, pruningnet/space.json
+  2. search      evolutionary search under the budget, and the uniform
+                 baseline at the same budget, both scored on the held-out
+                 search split after BN recalibration, no fine-tuning
+                 -> structure.json, uniform_structure.json, search_state.json,
+                    search_result.json, uniform_result.json, pareto.png
+  3. retrain     both structures rebuilt as plain Keras models and trained
+                 with the same recipe (from scratch, or from the PruningNet's
+                 generated weights) -> model.keras, uniform.keras
+  4. export      both converted to full-integer int8 TFLite, checked against
+                 Keras on the test split and timed on this host
+                 -> model_int8.tflite, uniform_int8.tflite, export.json
+  5. report      report.json and report.md (searched vs uniform)
+
+Every stage records the settings it was computed with. A rerun whose settings
+differ for a finished stage stops before any work, naming the settings, so
+results of different settings never mix; settings of stages not yet done may
+change (e.g. retrain longer after looking at the search).
+
+Example:
+
+  >>> config = PipelineConfig(model="small_cnn", flops_ratio=0.5, pruningnet_epochs=3)
+  >>> report = run(config, "runs/metaprune")        # doctest: +SKIP
+  >>> print(format_report(report))                  # doctest: +SKIP
+"""
+
+import dataclasses
+import os
+import time
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
+
+from tf_metaprune import io as io_lib
+
+STAGES = ("pruningnet", "search", "retrain_searched", "retrain_uniform", "export")
+_STAGES_FILE = "stages.json"
+_STAGES_FORMAT = "tf_metaprune.PipelineStages"
+
+# Which settings each stage's results depend on (cumulative along the stages).
+_DATA_KEYS = ("dataset", "input_size", "batch_size", "max_examples", "seed")
+_NET_KEYS = ("model", "width_multiplier", "min_width_ratio", "divisor", "small_input", "stage_repeats",
+             "pruningnet_epochs",
+             "pruningnet_learning_rate", "pruningnet_optimizer", "hidden_units", "bn_mode", "sampling")
+_SEARCH_KEYS = ("max_mflops", "flops_ratio", "max_params", "max_latency_ms", "latency_table", "population_size",
+                "num_generations", "calibration_batches")
+_RETRAIN_KEYS = ("retrain_epochs", "retrain_learning_rate", "retrain_optimizer", "init")
+_EXPORT_KEYS = ("export_num_runs", "export_num_threads", "export_calibration_batches")
+_STAGE_KEYS = {
+    "pruningnet": _DATA_KEYS + _NET_KEYS,
+    "search": _DATA_KEYS + _NET_KEYS + _SEARCH_KEYS,
+    "retrain_searched": _DATA_KEYS + _NET_KEYS + _SEARCH_KEYS + _RETRAIN_KEYS,
+    "retrain_uniform": _DATA_KEYS + _NET_KEYS + _SEARCH_KEYS + _RETRAIN_KEYS,
+    "export": _DATA_KEYS + _NET_KEYS + _SEARCH_KEYS + _RETRAIN_KEYS + _EXPORT_KEYS,
+}
+# Where an unfinished stage keeps what it has done so far.
+_CHECKPOINTS = {"pruningnet": ("pruningnet",), "search": ("search_state.json",),
+                "retrain_searched": ("retrain", "searched"), "retrain_uniform": ("retrain", "uniform"),
+                "export": ("export.json",)}
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+  """Every setting of a MetaPruning run (the flags of `examples/metaprune.py`).
+
+  Attributes:
+    dataset: "mnist_subset" (offline default), "tfds:NAME" or "folder:PATH".
+    input_size: resize images to this square size (None: keep).
+    batch_size: batch size of every stage.
+    max_examples: use at most this many examples of the dataset (None: all).
+    seed: seed of the data split, structure sampling, search and retraining.
+    model: a family of `tf_metaprune.models` (e.g. "mobilenet_v2").
+    width_multiplier: base width multiplier of the family (not small_cnn).
+    min_width_ratio: the smallest per-layer width ratio a gene may take; the
+      choices are the paper's ratios 0.10, 0.13, ..., 1.00 from this value up.
+    divisor: channel counts are rounded to multiples of it.
+    small_input: MobileNets / ResNet-50 only: keep early strides at 1 for
+      small images (None: decide from the image size, under 96 px = yes).
+    stage_repeats: mobilenet_v2 only: blocks per stage as "1,2,2,2,1,1,1"
+      (None: the paper's 1,2,3,4,3,3,1).
+    pruningnet_epochs, pruningnet_learning_rate, pruningnet_optimizer: the
+      PruningNet's training (cosine decay; "sgd" or "adam").
+    hidden_units: generator hidden size (paper 32; 0 = weight sharing).
+    bn_mode: "shared" or "switchable" batch-norm affine parameters.
+    sampling: "random" (MetaPruning) or "sandwich" structures per step.
+    max_mflops / flops_ratio / max_params / max_latency_ms: the budget; give
+      at least one (flops_ratio is a fraction of the full-width MFLOPs;
+      max_latency_ms needs `latency_table`, a LatencyTable JSON file).
+    population_size, num_generations: evolutionary search size (paper 50, 20).
+    calibration_batches: training batches for BN recalibration per candidate.
+    retrain_epochs, retrain_learning_rate, retrain_optimizer: the recipe that
+      trains both the searched and the uniform structure.
+    init: "scratch" (fresh weights, the paper) or "generated" (start from the
+      PruningNet's generated weights).
+    export_num_runs, export_num_threads: TFLite latency timing.
+    export_calibration_batches: training batches calibrating int8 ranges.
+  """
+  dataset: str = "mnist_subset"
+  input_size: Optional[int] = None
+  batch_size: int = 128
+  max_examples: Optional[int] = None
+  seed: int = 0
+  model: str = "mobilenet_v2"
+  width_multiplier: float = 1.0
+  min_width_ratio: float = 0.1
+  divisor: int = 8
+  small_input: Optional[bool] = None
+  stage_repeats: Optional[str] = None
+  pruningnet_epochs: int = 8
+  pruningnet_learning_rate: float = 0.003
+  pruningnet_optimizer: str = "adam"
+  hidden_units: int = 8
+  bn_mode: str = "shared"
+  sampling: str = "random"
+  max_mflops: Optional[float] = None
+  flops_ratio: Optional[float] = None
+  max_params: Optional[int] = None
+  max_latency_ms: Optional[float] = None
+  latency_table: Optional[str] = None
+  population_size: int = 50
+  num_generations: int = 20
+  calibration_batches: int = 4
+  retrain_epochs: int = 8
+  retrain_learning_rate: float = 0.003
+  retrain_optimizer: str = "adam"
+  init: str = "scratch"
+  export_num_runs: int = 100
+  export_num_threads: int = 1
+  export_calibration_batches: int = 8
+
+  def __post_init__(self):
+    def bad(name, why):
+      raise ValueError(f"PipelineConfig({name}={getattr(self, name)!r}): {why}")
+
+    for name in ("batch_size", "pruningnet_epochs", "retrain_epochs", "population_size", "num_generations",
+                 "calibration_batches", "export_num_runs", "export_num_threads", "export_calibration_batches",
+                 "divisor"):
+      v = getattr(self, name)
+      if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        bad(name, "must be an integer >= 1")
+    if self.hidden_units < 0:
+      bad("hidden_units", "must be >= 0 (0 = plain weight sharing)")
+    for name in ("input_size", "max_examples"):
+      v = getattr(self, name)
+      if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
+        bad(name, "must be None or an integer >= 1")
+    if not 0.1 - 1e-9 <= float(self.min_width_ratio) <= 1.0:
+      bad("min_width_ratio", "must be in [0.1, 1.0] (the paper's ratios run from 0.10 to 1.00)")
+    for name in ("pruningnet_learning_rate", "retrain_learning_rate", "width_multiplier"):
+      v = float(getattr(self, name))
+      if not v > 0 or not np.isfinite(v):
+        bad(name, "must be a finite number > 0")
+    for name in ("pruningnet_optimizer", "retrain_optimizer"):
+      if getattr(self, name) not in ("sgd", "adam"):
+        bad(name, "must be 'sgd' or 'adam'")
+    if self.bn_mode not in ("shared", "switchable"):
+      bad("bn_mode", "must be 'shared' or 'switchable'")
+    if self.sampling not in ("random", "sandwich"):
+      bad("sampling", "must be 'random' or 'sandwich'")
+    if self.init not in ("scratch", "generated"):
+      bad("init", "must be 'scratch' (fresh weights) or 'generated' (the PruningNet's weights)")
+    if all(getattr(self, k) is None for k in ("max_mflops", "flops_ratio", "max_params", "max_latency_ms")):
+      raise ValueError("PipelineConfig has no budget: give max_mflops, flops_ratio, max_params or max_latency_ms "
+                       "(e.g. flops_ratio=0.5 for half the full-width FLOPs)")
+    if self.max_mflops is not None and self.flops_ratio is not None:
+      raise ValueError(f"PipelineConfig(max_mflops={self.max_mflops!r}, flops_ratio={self.flops_ratio!r}): give "
+                       "one of the two FLOPs limits, not both")
+    if self.flops_ratio is not None and not 0.0 < float(self.flops_ratio) <= 1.0:
+      bad("flops_ratio", "must be in (0, 1]: a fraction of the full-width network's FLOPs")
+    for name in ("max_mflops", "max_params", "max_latency_ms"):
+      v = getattr(self, name)
+      if v is not None and not float(v) > 0:
+        bad(name, "must be > 0")
+    if (self.max_latency_ms is None) != (self.latency_table is None):
+      raise ValueError(f"PipelineConfig(max_latency_ms={self.max_latency_ms!r}, latency_table="
+                       f"{self.latency_table!r}): a latency budget needs a latency table (measure one with "
+                       "tflite_export.measure_latency_table) and a table needs max_latency_ms")
+    if self.latency_table is not None and not os.path.isfile(self.latency_table):
+      bad("latency_table", "no such file; measure a table with examples/export_tflite.py's LUT tools or "
+          "tflite_export.measure_latency_table")
+
+  def get_config(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_config(cls, config: Dict[str, Any]) -> "PipelineConfig":
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+      raise ValueError(f"PipelineConfig.from_config: unknown settings {unknown}; known ones are {sorted(known)}")
+    return cls(**config)
+
+  def replace(self, **changes) -> "PipelineConfig":
+    return dataclasses.replace(self, **changes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks (also used by examples/train_pruningnet.py, search.py and retrain.py).
+
+
+def width_ratios(min_width_ratio):
+  """The paper's width ratios (0.10, 0.13, ..., 1.00) from `min_width_ratio` up."""
+  from tf_metaprune import space as space_lib  # pylint: disable=g-import-not-at-top
+  ratios = tuple(r for r in space_lib.PAPER_WIDTH_RATIOS if r >= float(min_width_ratio) - 1e-9)
+  return ratios or (1.0,)
+
+
+def load_data(config: PipelineConfig):
+  """The dataset splits of a run (`tf_metaprune.data.load_dataset`)."""
+  from tf_metaprune import data as data_lib  # pylint: disable=g-import-not-at-top
+  return data_lib.load_dataset(config.dataset, batch_size=config.batch_size, input_size=config.input_size,
+                               seed=config.seed, max_examples=config.max_examples)
+
+
+def build_space(config: PipelineConfig, input_shape, num_classes):
+  """The search space of `config.model` for images of `input_shape`."""
+  from tf_metaprune import models  # pylint: disable=g-import-not-at-top
+  family = models.get(config.model)
+  kwargs = dict(width_ratios=width_ratios(config.min_width_ratio), divisor=config.divisor)
+  if config.small_input is not None:
+    if config.model not in ("mobilenet_v1", "mobilenet_v2", "resnet50"):
+      raise ValueError(f"small_input={config.small_input!r} applies to mobilenet_v1, mobilenet_v2 and resnet50, "
+                       f"not {config.model!r}; leave it unset")
+    kwargs["small_input"] = bool(config.small_input)
+  if config.stage_repeats is not None:
+    if config.model != "mobilenet_v2":
+      raise ValueError(f"stage_repeats={config.stage_repeats!r} applies to mobilenet_v2 only, not {config.model!r}")
+    try:
+      kwargs["stage_repeats"] = tuple(int(r) for r in str(config.stage_repeats).split(","))
+    except ValueError:
+      raise ValueError(f"stage_repeats={config.stage_repeats!r} must be 7 comma-separated integers, e.g. "
+                       "'1,2,2,2,1,1,1'") from None
+  if config.model != "small_cnn":
+    kwargs["width_multiplier"] = config.width_multiplier
+  elif config.width_multiplier != 1.0:
+    raise ValueError(f"width_multiplier={config.width_multiplier!r} does not apply to small_cnn (its channels are "
+                     "fixed); leave it at 1.0 or pick another --model")
+  return family(input_shape=tuple(input_shape), num_classes=int(num_classes), **kwargs)
+
+
+def build_budget(space, max_mflops=None, flops_ratio=None, max_params=None, max_latency_ms=None,
+                 latency_table=None):
+  """One budget from the budget settings (several limits -> `AllOf`), checked against `space`.
+
+  Raises:
+    ValueError: for no limit, or a limit below the smallest structure of the
+      space (the message gives the minimum).
+  """
+  from tf_metaprune import budgets  # pylint: disable=g-import-not-at-top
+  parts = []
+  if flops_ratio is not None:
+    parts.append(budgets.FlopsBudget.from_ratio(space, flops_ratio))
+  if max_mflops is not None:
+    parts.append(budgets.FlopsBudget(max_mflops=max_mflops))
+  if max_params is not None:
+    parts.append(budgets.ParamsBudget(max_params=max_params))
+  if max_latency_ms is not None:
+    if latency_table is None:
+      raise ValueError(f"max_latency_ms={max_latency_ms!r} needs a latency table (a LatencyTable JSON file)")
+    table = budgets.LatencyTable.load(latency_table) if isinstance(latency_table, str) else latency_table
+    parts.append(budgets.LatencyBudget(max_ms=max_latency_ms, lut=table))
+  if not parts:
+    raise ValueError("no budget given: set max_mflops, flops_ratio, max_params or max_latency_ms")
+  budget = parts[0] if len(parts) == 1 else budgets.AllOf(*parts)
+  budget.check(space)
+  return budget
+
+
+def config_budget(config: PipelineConfig, space):
+  return build_budget(space, max_mflops=config.max_mflops, flops_ratio=config.flops_ratio,
+                      max_params=config.max_params, max_latency_ms=config.max_latency_ms,
+                      latency_table=config.latency_table)
+
+
+def save_model_atomic(model, path):
+  """`model.save(path)` through a temporary file, so a kill never leaves half a model."""
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  tmp = os.path.join(folder, "." + os.path.basename(path) + ".tmp.keras")
+  model.save(tmp)
+  os.replace(tmp, path)
+  return path
+
+
+def train_pruning_net(config: PipelineConfig, splits, space, output_dir, verbose=1):
+  """Trains a PruningNet of `space` into `output_dir` (resumes an interrupted run).
+
+  Returns:
+    (net, history dict).
+  """
+  import keras  # pylint: disable=g-import-not-at-top
+  from tf_metaprune import pruning_net  # pylint: disable=g-import-not-at-top
+  from tf_metaprune import training  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(config.seed)
+  net = pruning_net.PruningNet(space, hidden_units=config.hidden_units, bn_mode=config.bn_mode, seed=config.seed,
+                               sampling=config.sampling)
+  history = training.fit(net, splits.train, epochs=config.pruningnet_epochs,
+                         learning_rate=config.pruningnet_learning_rate, optimizer=config.pruningnet_optimizer,
+                         output_dir=output_dir, verbose=verbose)
+  return net, history
+
+
+def retrain(config: PipelineConfig, splits, space, structure, output_dir, net=None, verbose=1):
+  """Rebuilds `structure` as a plain Keras model and trains it with the run's recipe.
+
+  Args:
+    config: the run's settings (retrain_* and init).
+    splits: the dataset splits (trained on `.train`, scored on `.test`).
+    space, structure: what to rebuild.
+    output_dir: the training checkpoints (an interrupted retraining resumes).
+    net: the trained PruningNet, needed for `init="generated"`.
+
+  Returns:
+    (model, {"history", "test_accuracy", "test_loss", "params", "mflops"}).
+  """
+  import keras  # pylint: disable=g-import-not-at-top
+  from tf_metaprune import calibration  # pylint: disable=g-import-not-at-top
+  from tf_metaprune.rebuild import rebuild as rebuild_model  # pylint: disable=g-import-not-at-top
+  from tf_metaprune import training  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(config.seed)
+  if config.init == "generated":
+    if net is None:
+      raise ValueError("init='generated' needs the trained PruningNet to take the weights from")
+    calibration.recalibrate(net, structure, splits.train, num_batches=config.calibration_batches)
+    model = rebuild_model(net, structure, bn_momentum=0.9)
+  else:
+    model = rebuild_model(space, structure, bn_momentum=0.9)
+  history = training.fit(model, splits.train, epochs=config.retrain_epochs,
+                         learning_rate=config.retrain_learning_rate, optimizer=config.retrain_optimizer,
+                         output_dir=output_dir, verbose=verbose)
+  loss, acc = model.evaluate(splits.test, verbose=0)
+  return model, {"history": history, "test_accuracy": float(acc), "test_loss": float(loss),
+                 "params": int(model.count_params()), "mflops": float(space.mflops(structure))}
+
+
+def _diff(then, now):
+  """"k: old -> new" for every setting of `now` that differs in `then` ('' if none)."""
+  diff = {k: (then.get(k), v) for k, v in now.items() if then.get(k) != v}
+  return ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(diff.items()))
+
+
+def _check_writable(folder):
+  os.makedirs(folder, exist_ok=True)
+  probe = os.path.join(folder, ".write_probe")
+  try:
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise PermissionError(f"output_dir={folder!r} is not writable ({e.strerror}); choose another folder or fix "
+                          "its permissions") from None
+
+
+class TrainingRun:
+  """A folder holding one PruningNet training (examples/train_pruningnet.py).
+
+  Files: run.json (settings), backup/ (Keras BackupAndRestore), logs/
+  (TensorBoard), last.weights.h5, history.json, space.json and, once
+  finished, pruningnet.keras.
+
+  Args:
+    output_dir: the folder.
+    config: the settings (data, model and PruningNet ones are used).
+    resume: continue a run already in the folder. Without it a folder that
+      holds a run is refused, so a finished net is never overwritten by
+      accident; with it, a run with other settings is refused.
+
+  Raises:
+    ValueError / PermissionError: as above, or for a folder not writable.
+  """
+
+  def __init__(self, output_dir, config: PipelineConfig, resume=False):
+    self.output_dir = str(output_dir)
+    self.config = config
+    self.settings = {k: getattr(config, k) for k in _STAGE_KEYS["pruningnet"]}
+    self.net_path = os.path.join(self.output_dir, "pruningnet.keras")
+    marks = [f for f in ("run.json", "backup", "pruningnet.keras") if os.path.exists(os.path.join(self.output_dir, f))]
+    if marks and not resume:
+      raise ValueError(f"output_dir={self.output_dir!r} already holds a PruningNet run ({', '.join(marks)}); pass "
+                       "--resume (resume=True) to continue it with the same settings, or choose another output_dir")
+    run_json = os.path.join(self.output_dir, "run.json")
+    if os.path.exists(run_json):
+      recorded = io_lib.read_json(run_json, "PruningNet run file").get("config", {})
+      changed = _diff(recorded, self.settings)
+      if changed:
+        raise ValueError(f"--resume: the run in {self.output_dir!r} was started with other settings ({changed}); "
+                         "resume with the same flags, or train into a new output_dir")
+    _check_writable(self.output_dir)
+
+  @property
+  def finished(self):
+    return os.path.exists(self.net_path)
+
+  def train(self, splits, space, verbose=1):
+    """Trains (or resumes, or loads the finished) PruningNet; returns it."""
+    import keras  # pylint: disable=g-import-not-at-top
+    if self.finished:
+      print(f"{self.net_path} is finished already: loading it (delete it to train again)")
+      net = keras.saving.load_model(self.net_path)
+      if net.space.fingerprint() != space.fingerprint():
+        raise ValueError(f"{self.net_path!r} holds a net of another search space ({net.space.name}); use a new "
+                         "output_dir")
+      return net
+    io_lib.write_json_atomic(os.path.join(self.output_dir, "run.json"),
+                             {"format": "tf_metaprune.PruningNetRun", "config": self.config.get_config(),
+                              "dataset": splits.get_config()})
+    io_lib.write_text_atomic(os.path.join(self.output_dir, "space.json"), space.to_json())
+    net, history = train_pruning_net(self.config, splits, space, self.output_dir, verbose=verbose)
+    io_lib.write_json_atomic(os.path.join(self.output_dir, "history.json"), history)
+    save_model_atomic(net, self.net_path)
+    return net
+
+
+def load_training_run(pruningnet_dir):
+  """(PipelineConfig, PruningNet) of a finished `TrainingRun` folder.
+
+  Raises:
+    ValueError: if the folder holds no finished PruningNet run.
+  """
+  import keras  # pylint: disable=g-import-not-at-top
+  run_json = os.path.join(str(pruningnet_dir), "run.json")
+  net_path = os.path.join(str(pruningnet_dir), "pruningnet.keras")
+  if not os.path.exists(net_path) or not os.path.exists(run_json):
+    raise ValueError(f"{pruningnet_dir!r} holds no finished PruningNet (pruningnet.keras and run.json); train one "
+                     "with examples/train_pruningnet.py --output_dir=... (or finish it with --resume)")
+  config = PipelineConfig.from_config(io_lib.read_json(run_json, "PruningNet run file")["config"])
+  return config, keras.saving.load_model(net_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run.
+
+
+class Run:
+  """One output folder: its stages, their settings, and the files they made.
+
+  `Run(output_dir, config).check()` compares the settings of every finished
+  stage with `config` and raises before anything is computed.
+  """
+
+  def __init__(self, output_dir, config: PipelineConfig):
+    self.output_dir = str(output_dir)
+    self.config = config
+    self.path = os.path.join(self.output_dir, _STAGES_FILE)
+    self.stages = {}
+    if os.path.exists(self.path):
+      state = io_lib.read_json(self.path, "pipeline stages file")
+      if not isinstance(state, dict) or state.get("format") != _STAGES_FORMAT:
+        raise ValueError(f"{self.path!r} is not a tf_metaprune pipeline stages file (format "
+                         f"{state.get('format') if isinstance(state, dict) else None!r}); use another output_dir")
+      self.stages = dict(state.get("stages", {}))
+    elif os.path.isdir(self.output_dir) and os.listdir(self.output_dir):
+      known = set(STAGES) | {"pruningnet", "retrain", "config.json", _STAGES_FILE, "search_state.json"}
+      foreign = sorted(set(os.listdir(self.output_dir)) - known)
+      if foreign:
+        raise ValueError(f"output_dir={self.output_dir!r} is not empty and holds no pipeline run ({foreign[:5]}); "
+                         "pick a new or empty folder, so nothing of yours is overwritten")
+
+  def file(self, *parts):
+    return os.path.join(self.output_dir, *parts)
+
+  def stage_settings(self, stage):
+    return {k: getattr(self.config, k) for k in _STAGE_KEYS[stage]}
+
+  def check(self):
+    """Raises ValueError if a finished stage was computed with other settings."""
+    for stage, record in self.stages.items():
+      if stage not in _STAGE_KEYS:
+        continue
+      listed = _diff(record.get("settings", {}), self.stage_settings(stage))
+      if listed:
+        raise ValueError(
+            f"{self.output_dir!r} holds a run whose finished stage {stage!r} used other settings ({listed}); "
+            f"rerun with the same settings to resume, or use a new output_dir (or delete "
+            f"{self.output_dir!r} to start over)")
+    pending = [s for s in STAGES if s not in self.stages]
+    started = self.file("config.json")
+    if pending and os.path.exists(started) and os.path.exists(self.file(*_CHECKPOINTS[pending[0]])):
+      recorded = io_lib.read_json(started, "pipeline config file").get("config", {})
+      listed = _diff(recorded, self.stage_settings(pending[0]))
+      if listed:
+        raise ValueError(
+            f"{self.output_dir!r} holds an interrupted stage {pending[0]!r} started with other settings "
+            f"({listed}); rerun with the same settings to resume it, or delete "
+            f"{self.file(*_CHECKPOINTS[pending[0]])!r} to restart that stage with the new ones")
+    _check_writable(self.output_dir)
+
+  def done(self, stage):
+    return stage in self.stages
+
+  def finish(self, stage, seconds, **extra):
+    self.stages[stage] = dict(settings=self.stage_settings(stage), seconds=float(seconds),
+                              finished=time.strftime("%Y-%m-%d %H:%M:%S"), **extra)
+    io_lib.write_json_atomic(self.path, {"format": _STAGES_FORMAT, "version": 1, "stages": self.stages})
+
+
+def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None] = print) -> Dict[str, Any]:
+  """Runs (or resumes) every stage of the MetaPruning job into `output_dir`.
+
+  Args:
+    config: a `PipelineConfig`.
+    output_dir: the run folder (created; an existing run in it is resumed).
+    verbose: 1 shows Keras progress bars and a search line per generation.
+    log: where stage messages go.
+
+  Returns:
+    The report dict (also written as report.json; report.md holds the table).
+
+  Raises:
+    ValueError: before any training, for an unknown model or dataset, a
+      budget below the smallest structure, or an output_dir that holds a run
+      with other settings.
+  """
+  import keras  # pylint: disable=g-import-not-at-top
+  from tf_metaprune import search as search_lib  # pylint: disable=g-import-not-at-top
+
+  t_start = time.perf_counter()
+  state = Run(output_dir, config)
+  splits = load_data(config)
+  space = build_space(config, splits.input_shape, splits.num_classes)
+  budget = config_budget(config, space)
+  state.check()
+  full = space.largest()
+  io_lib.write_json_atomic(state.file("config.json"), {"config": config.get_config(),
+                                                       "dataset": splits.get_config()})
+  log(f"[metaprune] {space.name} on {splits.name} {splits.input_shape}: {len(space.genes)} genes, full width "
+      f"{space.mflops(full):.3f} MFLOPs / {space.params(full):,} params; budget {budget!r}")
+
+  # 1. PruningNet (its folder is a TrainingRun: examples/search.py can read it too).
+  net_dir = state.file("pruningnet")
+  if state.done("pruningnet"):
+    log(f"[metaprune] 1/5 pruningnet: done already ({net_dir}/pruningnet.keras), loading it")
+    net = keras.saving.load_model(os.path.join(net_dir, "pruningnet.keras"))
+  else:
+    log(f"[metaprune] 1/5 pruningnet: training {config.pruningnet_epochs} epochs ({config.sampling} structures "
+        f"per step) -> {net_dir}")
+    t0 = time.perf_counter()
+    net = TrainingRun(net_dir, config, resume=True).train(splits, space, verbose=verbose)
+    history = io_lib.read_json(os.path.join(net_dir, "history.json"), "training history")
+    state.finish("pruningnet", time.perf_counter() - t0, final_loss=float(history["loss"][-1]))
+  if net.space.fingerprint() != space.fingerprint():
+    raise ValueError(f"{net_dir!r} holds a net trained in another search space ({net.space.name}, fingerprint "
+                     f"{net.space.fingerprint()}) than these settings give ({space.fingerprint()}); use a new "
+                     "output_dir")
+
+  # 2. Search + uniform baseline.
+  if state.done("search"):
+    log("[metaprune] 2/5 search: done already, loading structure.json and uniform_structure.json")
+    found = search_lib.SearchResult.load(state.file("search_result.json"))
+    base = search_lib.SearchResult.load(state.file("uniform_result.json"))
+  else:
+    log(f"[metaprune] 2/5 search: evolution, population {config.population_size} x {config.num_generations} "
+        "generations, on the held-out search split")
+    t0 = time.perf_counter()
+    found, base = search_and_save(net, splits, budget, config, state.output_dir, verbose=verbose)
+    state.finish("search", time.perf_counter() - t0)
+  searched_s = space.load_structure(state.file("structure.json"))
+  uniform_s = space.load_structure(state.file("uniform_structure.json"))
+  log(f"[metaprune]   searched: {found.summary()}")
+  log(f"[metaprune]   uniform:  {base.summary()}")
+
+  # 3. Retrain both with one recipe.
+  retrained = {}
+  for i, (key, structure, model_file) in enumerate((("searched", searched_s, "model.keras"),
+                                                     ("uniform", uniform_s, "uniform.keras"))):
+    stage = f"retrain_{key}"
+    if state.done(stage):
+      log(f"[metaprune] {3 + i}/5 {stage}: done already ({model_file})")
+      retrained[key] = state.stages[stage]["result"]
+      continue
+    log(f"[metaprune] {3 + i}/5 {stage}: {config.retrain_epochs} epochs from {config.init} "
+        f"({space.mflops(structure):.3f} MFLOPs)")
+    t0 = time.perf_counter()
+    model, result = retrain(config, splits, space, structure, state.file("retrain", key),
+                            net=net if config.init == "generated" else None, verbose=verbose)
+    save_model_atomic(model, state.file(model_file))
+    state.finish(stage, time.perf_counter() - t0, result=result)
+    retrained[key] = result
+    log(f"[metaprune]   {key}: test accuracy {100 * result['test_accuracy']:.2f}%")
+
+  # 4. Export to int8 TFLite.
+  if state.done("export"):
+    log("[metaprune] 5/5 export: done already (model_int8.tflite)")
+    exported = io_lib.read_json(state.file("export.json"), "export report")
+  else:
+    log("[metaprune] 5/5 export: int8 TFLite, parity on the test split, latency on this host")
+    t0 = time.perf_counter()
+    exported = _export(state, splits, config)
+    io_lib.write_json_atomic(state.file("export.json"), exported)
+    state.finish("export", time.perf_counter() - t0)
+
+  report = make_report(config, splits, space, budget, found, base, retrained, exported, state)
+  report["total_seconds_this_run"] = time.perf_counter() - t_start
+  io_lib.write_json_atomic(state.file("report.json"), report)
+  io_lib.write_text_atomic(state.file("report.md"), format_report(report) + "\n")
+  return report
+
+
+def write_settings(output_dir, config: PipelineConfig, splits):
+  """Records the settings (and data) of a stage run by hand in `output_dir/settings.json`."""
+  _check_writable(output_dir)
+  io_lib.write_json_atomic(os.path.join(str(output_dir), "settings.json"),
+                           {"format": "tf_metaprune.Settings", "config": config.get_config(),
+                            "dataset": splits.get_config()})
+
+
+def read_settings(folder) -> PipelineConfig:
+  """The `PipelineConfig` recorded by `write_settings` in `folder`."""
+  path = os.path.join(str(folder), "settings.json")
+  if not os.path.exists(path):
+    raise ValueError(f"{folder!r} has no settings.json: pass the output folder of examples/search.py")
+  return PipelineConfig.from_config(io_lib.read_json(path, "settings file")["config"])
+
+
+def search_and_save(net, splits, budget, config: PipelineConfig, output_dir, verbose=1):
+  """Evolutionary search + uniform baseline of `net` under `budget`; writes the results.
+
+  Files in `output_dir`: search_state.json (resumes an interrupted search),
+  search_result.json, uniform_result.json, structure.json,
+  uniform_structure.json, space.json, pareto.png.
+
+  Returns:
+    (evolutionary SearchResult, uniform SearchResult).
+  """
+  from tf_metaprune import search as search_lib  # pylint: disable=g-import-not-at-top
+  space = net.space
+  _check_writable(output_dir)
+  out = lambda name: os.path.join(str(output_dir), name)
+  evaluator = _evaluator(net, splits, config)
+  evolution = search_lib.EvolutionConfig(population_size=config.population_size,
+                                         num_generations=config.num_generations, seed=config.seed,
+                                         top_k=min(10, config.population_size))
+  found = search_lib.evolutionary(net, evaluator, budget, evolution, state_path=out("search_state.json"),
+                                  verbose=verbose)
+  base = search_lib.uniform(net, evaluator, budget, verbose=verbose)
+  found.save(out("search_result.json"))
+  base.save(out("uniform_result.json"))
+  io_lib.write_text_atomic(out("space.json"), space.to_json())
+  space.save_structure(found.best_structure, out("structure.json"), accuracy=found.best_accuracy)
+  space.save_structure(base.best_structure, out("uniform_structure.json"), accuracy=base.best_accuracy,
+                       width_ratio=base.extra["width_ratio"])
+  search_lib.plot_pareto(found, out("pareto.png"), uniform_result=base)
+  return found, base
+
+
+def _evaluator(net, splits, config):
+  from tf_metaprune import calibration  # pylint: disable=g-import-not-at-top
+  data = calibration.EvaluationData.from_dataset(splits.search, num_calibration_batches=config.calibration_batches,
+                                                 calibration_dataset=splits.train)
+  return calibration.Evaluator(net, data)
+
+
+def _export(state, splits, config):
+  import keras  # pylint: disable=g-import-not-at-top
+  import tflite_export  # pylint: disable=g-import-not-at-top
+  rows = {}
+  for key, model_file, tflite_file in (("searched", "model.keras", "model_int8.tflite"),
+                                       ("uniform", "uniform.keras", "uniform_int8.tflite")):
+    model = keras.saving.load_model(state.file(model_file))
+    flatbuffer = tflite_export.convert(model, "int8", representative_data=splits.train,
+                                       num_calibration_batches=config.export_calibration_batches)
+    tflite_export.save(flatbuffer, state.file(tflite_file))  # atomic
+    parity = tflite_export.check_parity(flatbuffer, model, splits.test)
+    latency = tflite_export.benchmark(flatbuffer, num_runs=config.export_num_runs,
+                                      num_threads=config.export_num_threads)
+    rows[key] = {"file": tflite_file, "size_bytes": len(flatbuffer), "keras_accuracy": parity.keras_accuracy,
+                 "int8_accuracy": parity.tflite_accuracy, "top1_agreement": parity.top1_agreement,
+                 "max_abs_logit_diff": parity.max_abs_logit_diff, "latency_median_ms": latency.median_ms,
+                 "latency_p90_ms": latency.p90_ms, "num_threads": config.export_num_threads,
+                 "num_runs": config.export_num_runs}
+  return {"device": tflite_export.device_description(), "files": rows,
+          "note": "host latency (LiteRT/XNNPACK on this CPU) compares the two files; int8 is not faster than "
+                  "float32 on x86 -- time on the phone with benchmark_model for absolute figures"}
+
+
+def make_report(config, splits, space, budget, found, base, retrained, exported, state=None):
+  """The report dict: searched vs uniform side by side, with the settings that made them."""
+  full = space.largest()
+  rows = {}
+  for key, result in (("searched", found), ("uniform", base)):
+    s = result.best_structure
+    e = exported["files"][key]
+    rows[key] = {
+        "structure_file": "structure.json" if key == "searched" else "uniform_structure.json",
+        "channels": space.channels(s),
+        "mflops": space.mflops(s), "flops_ratio": space.mflops(s) / space.mflops(full), "params": space.params(s),
+        "search_accuracy": result.best_accuracy,
+        "test_accuracy": retrained[key]["test_accuracy"],
+        "int8_test_accuracy": e["int8_accuracy"], "int8_top1_agreement": e["top1_agreement"],
+        "int8_size_bytes": e["size_bytes"], "int8_latency_median_ms": e["latency_median_ms"],
+        "int8_latency_p90_ms": e["latency_p90_ms"]}
+  if base.extra.get("width_ratio") is not None:
+    rows["uniform"]["width_ratio"] = base.extra["width_ratio"]
+  stage_seconds = {} if state is None else {k: v["seconds"] for k, v in state.stages.items()}
+  return {
+      "format": "tf_metaprune.PipelineReport", "version": 1,
+      "space": space.name, "space_fingerprint": space.fingerprint(),
+      "full_width": {"mflops": space.mflops(full), "params": space.params(full)},
+      "budget": budget.get_config(), "budget_repr": repr(budget),
+      "dataset": splits.get_config(), "config": config.get_config(),
+      "searched": rows["searched"], "uniform": rows["uniform"],
+      "search": {"evaluations": found.num_evaluations, "seconds": found.seconds},
+      "device": exported["device"], "latency_note": exported["note"], "stage_seconds": stage_seconds,
+  }
+
+
+def format_report(report: Dict[str, Any]) -> str:
+  """The report as a Markdown table (searched vs uniform)."""
+  full = report["full_width"]
+  lines = [f"MetaPruning of {report['space']} on {report['dataset'].get('dataset', report['dataset'])}, budget "
+           f"{report['budget_repr']} (full width {full['mflops']:.3f} MFLOPs, {full['params']:,} params)", "",
+           "| structure | MFLOPs | FLOPs ratio | params | search acc. (PruningNet) | test acc. (retrained) "
+           "| int8 test acc. | int8 size KB | int8 latency ms (median) |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+  for key in ("searched", "uniform"):
+    r = report[key]
+    label = key if key == "searched" else f"uniform x{r.get('width_ratio', float('nan')):.2f}"
+    lines.append(f"| {label} | {r['mflops']:.3f} | {100 * r['flops_ratio']:.1f}% | {r['params']:,} | "
+                 f"{100 * r['search_accuracy']:.2f}% | {100 * r['test_accuracy']:.2f}% | "
+                 f"{100 * r['int8_test_accuracy']:.2f}% | {r['int8_size_bytes'] / 1024:.1f} | "
+                 f"{r['int8_latency_median_ms']:.3f} |")
+  lines += ["", f"Search: {report['search']['evaluations']} structures evaluated in "
+                f"{report['search']['seconds']:.1f} s. Latency: {report['device']}; {report['latency_note']}."]
+  if report.get("stage_seconds"):
+    lines.append("Stage time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in report["stage_seconds"].items()))
+  return "\n".join(lines)
