@@ -42,7 +42,10 @@ from tf_metaprune.layers import WidthBatchNorm
 from tf_metaprune.pruning_net import PruningNet
 from tf_metaprune.pipeline import PipelineConfig
 from tf_metaprune.rebuild import rebuild
+from tf_metaprune.search import AutoSlimConfig
 from tf_metaprune.search import EvolutionConfig
+from tf_metaprune.search import PaSConfig
+from tf_metaprune.search import RLConfig
 from tf_metaprune.search import SearchResult
 from tf_metaprune.space import Gene
 from tf_metaprune.space import Node
@@ -54,6 +57,7 @@ from tf_metaprune.space import Structure
 __all__ = [
     "__version__",
     "AllOf",
+    "AutoSlimConfig",
     "budgets",
     "calibration",
     "count_flops",
@@ -75,12 +79,14 @@ __all__ = [
     "models",
     "Node",
     "PAPER_WIDTH_RATIOS",
+    "PaSConfig",
     "ParamsBudget",
     "pipeline",
     "PipelineConfig",
     "PruningNet",
     "rebuild",
     "recalibrate",
+    "RLConfig",
     "search",
     "SearchResult",
     "SearchSpace",

@@ -155,6 +155,27 @@ class SpaceCounter:
     """Parameter counts (float64), one per structure in `choices`."""
     return self._sum(self._p, choices)
 
+  def _sum_widths(self, terms, gene_channels):
+    tf = self._tf
+    ch = tf.cast(tf.convert_to_tensor(gene_channels), tf.float64)
+    tail = tf.broadcast_to(self._tail, tf.concat([tf.shape(ch)[:-1], tf.shape(self._tail)], 0))
+    ext = tf.concat([ch, tail], axis=-1)
+    coef, a, b = terms
+    return tf.reduce_sum(coef * tf.gather(ext, a, axis=-1) * tf.gather(ext, b, axis=-1), axis=-1)
+
+  def flops_of_widths(self, gene_channels):
+    """Multiply-adds (float64) of real-valued per-gene channel counts [..., num_genes].
+
+    Differentiable in `gene_channels`, so a soft or straight-through count of
+    active channels (Pruning-as-Search's masks) can be pushed toward a FLOPs
+    target; at integer counts of a structure it equals `flops(choices)`.
+    """
+    return self._sum_widths(self._f, gene_channels)
+
+  def params_of_widths(self, gene_channels):
+    """Parameter counts (float64) of real-valued per-gene channel counts (see `flops_of_widths`)."""
+    return self._sum_widths(self._p, gene_channels)
+
 
 def _layer_flops(layer):
   """Multiply-adds of one Keras layer for one example (0 for layers without any)."""

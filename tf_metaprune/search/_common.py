@@ -109,3 +109,90 @@ def data_fingerprint(data) -> str:
     h.update(str(a.shape).encode())
     h.update(a.tobytes())
   return h.hexdigest()[:16]
+
+
+class FrozenConfig:
+  """`get_config` / `from_config` for the searchers' frozen dataclass configs."""
+
+  def get_config(self):
+    import dataclasses  # pylint: disable=g-import-not-at-top
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_config(cls, config):
+    import dataclasses  # pylint: disable=g-import-not-at-top
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+      raise ValueError(f"{cls.__name__}.from_config: unknown settings {unknown}; known ones are {sorted(known)}")
+    return cls(**config)
+
+
+def check_int(owner, name, value, minimum):
+  """Returns `value` as an int, or raises ValueError quoting it."""
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    raise ValueError(f"{owner}({name}={value!r}): {name} must be an int >= {minimum}")
+  return int(value)
+
+
+def check_float(owner, name, value, low, high, low_open=True):
+  """Returns `value` as a float in (low, high] (or [low, high]), or raises ValueError quoting it."""
+  if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+    raise ValueError(f"{owner}({name}={value!r}): {name} must be a number")
+  v = float(value)
+  ok = (low < v if low_open else low <= v) and v <= high
+  if not ok or v != v:
+    bracket = "(" if low_open else "["
+    raise ValueError(f"{owner}({name}={value!r}): {name} must be in {bracket}{low}, {high}]")
+  return v
+
+
+def resolve_config(cls, config, overrides, who):
+  """`config` (None, an instance or its dict) with `overrides` applied, as a `cls`."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  if config is None:
+    config = cls()
+  elif isinstance(config, dict):
+    config = cls.from_config(config)
+  elif not isinstance(config, cls):
+    raise TypeError(f"{who}(config={config!r}) must be a {cls.__name__} (or its get_config() dict)")
+  if overrides:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+      raise ValueError(f"{who}() got unknown settings {unknown}; {cls.__name__} has {sorted(known)}")
+    config = dataclasses.replace(config, **overrides)
+  return config
+
+
+def history_entry(step, new, candidates, best, seconds, elapsed, top_k=5, **extra):
+  """One `SearchResult.history` row in the common format (see `SearchResult`)."""
+  top = result_lib.rank(candidates)[:top_k]
+  row = {"generation": int(step), "new_candidates": int(new), "evaluations": len(candidates),
+         "best_accuracy": float(best.accuracy), "mean_top_k_accuracy": float(np.mean([c.accuracy for c in top])),
+         "best_mflops": float(best.mflops), "seconds": float(seconds), "elapsed_seconds": float(elapsed)}
+  row.update(extra)
+  return row
+
+
+def check_run_identity(output_dir, identity, what):
+  """Writes `identity` to `output_dir/identity.json`, or checks it against the one there.
+
+  Keeps a rerun from loading weights trained with other settings.
+
+  Raises:
+    ValueError: if `output_dir` holds the files of another run.
+  """
+  import os  # pylint: disable=g-import-not-at-top
+  from tf_metaprune import io as io_lib  # pylint: disable=g-import-not-at-top
+  path = os.path.join(output_dir, "identity.json")
+  if os.path.exists(path):
+    saved = io_lib.read_json(path, f"{what} identity")
+    if saved != identity:
+      diff = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
+      raise ValueError(f"output_dir={output_dir!r} holds a {what} of another run ({diff} differ: saved "
+                       f"{ {k: saved.get(k) for k in diff} }, now { {k: identity.get(k) for k in diff} }); pass "
+                       "another output_dir, or delete it to start over")
+  else:
+    os.makedirs(output_dir, exist_ok=True)
+    io_lib.write_json_atomic(path, identity)

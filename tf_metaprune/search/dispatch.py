@@ -1,0 +1,193 @@
+"""One entry point for every searcher: `run(name, space, budget, ...)`.
+
+The binaries' `--searcher=evolutionary|autoslim|pas|rl|uniform` flag maps to
+`run(name, ...)`; every searcher takes the same `SearchSpace` and budget and
+returns the same `SearchResult`, so rebuilding, retraining, export and the
+benchmark tables work unchanged.
+
+What each searcher needs:
+
+| name           | scores structures with                  | `pruning_net` | trains                       |
+|----------------|-----------------------------------------|---------------|------------------------------|
+| "evolutionary" | the trained MetaPruning PruningNet      | required      | nothing                      |
+| "uniform"      | the trained PruningNet                  | required      | nothing                      |
+| "rl"           | the trained PruningNet (or a slimmable) | required      | its small policy             |
+| "autoslim"     | its own slimmable network               | optional (*)  | the slimmable net            |
+| "pas"          | its own masked network                  | ignored       | the masked net (+ fine-tune) |
+
+(*) Given a `pruning_net`, AutoSlim slims it greedily instead of training
+its own slimmable network.
+
+What `output_dir` holds (a rerun resumes instead of redoing work):
+
+* `<name>_result.json`: the finished `SearchResult`. A rerun with the same
+  space, budget, config, PruningNet weights (for the searchers scoring with
+  one) and data (`DatasetSplits.get_config()`, when splits are given)
+  returns it without searching again; otherwise the search runs again.
+* evolutionary: `evolution_state.json` (resumed per generation).
+* rl: `rl_state.json` (resumed per policy update).
+* autoslim: `slimmable/slimmable.weights.h5` (the trained slimmable
+  network; loaded instead of retraining) and `slimmable/training/` (the
+  training backup of an interrupted run).
+* pas: `pas/masked_search.weights.h5`, `pas/masked_final.weights.h5`,
+  `pas/model.keras` (the exported, fine-tuned plain model) and each phase's
+  training backup.
+
+Example:
+
+  >>> result = tf_metaprune.search.run("autoslim", space, FlopsBudget.from_ratio(space, 0.5),
+  ...                                  train_data=splits, output_dir="runs/autoslim")
+  >>> model = tf_metaprune.rebuild(space, result.structure(space))
+"""
+
+import dataclasses
+import os
+import time
+
+import keras
+
+from tf_metaprune import data as data_lib
+from tf_metaprune.search import _common
+from tf_metaprune.search import result as result_lib
+from tf_metaprune.search.autoslim import AutoSlimConfig
+from tf_metaprune.search.autoslim import autoslim
+from tf_metaprune.search.autoslim import train_slimmable
+from tf_metaprune.search.evolution import EvolutionConfig
+from tf_metaprune.search.evolution import evolutionary
+from tf_metaprune.search.pas import PaSConfig
+from tf_metaprune.search.pas import pruning_as_search
+from tf_metaprune.search.rl import RLConfig
+from tf_metaprune.search.rl import reinforce
+from tf_metaprune.search.uniform import uniform
+
+SEARCHERS = ("evolutionary", "autoslim", "pas", "rl", "uniform")
+_CONFIGS = {"evolutionary": EvolutionConfig, "autoslim": AutoSlimConfig, "pas": PaSConfig, "rl": RLConfig,
+            "uniform": None}
+_NEEDS_NET = ("evolutionary", "uniform", "rl")
+
+
+def config_class(name):
+  """The config class of searcher `name` (None for "uniform", which has no settings)."""
+  _check_name(name)
+  return _CONFIGS[name]
+
+
+def _check_name(name):
+  if name not in SEARCHERS:
+    raise ValueError(f"searcher {name!r} is not one of {SEARCHERS}")
+
+
+def _train_split(data):
+  if isinstance(data, data_lib.DatasetSplits):
+    return data.train
+  return data
+
+
+def run(name, space, budget, *, train_data=None, search_data=None, pruning_net=None, config=None,
+        output_dir=None, seed=0, verbose=1) -> result_lib.SearchResult:
+  """Runs searcher `name` on `space` under `budget`; the same `SearchResult` from all.
+
+  Args:
+    name: one of `SEARCHERS`: "evolutionary", "autoslim", "pas", "rl", "uniform".
+    space: the `SearchSpace`.
+    budget: a `Budget` (or its config dict). "pas" needs a FLOPs or params
+      budget; the others take any (None = unconstrained, except autoslim/pas).
+    train_data: the training split (a `DatasetSplits` or a batched dataset of
+      (images, labels)); needed by "autoslim" (without `pruning_net`) and
+      "pas", which train their own network. BN recalibration of candidates
+      uses its first batches when `search_data` is a dataset.
+    search_data: the held-out search split (a `DatasetSplits` -- scored on
+      `.search`, recalibrated on `.train` --, a batched dataset,
+      `EvaluationData` or an `Evaluator` of `pruning_net`). Default:
+      `train_data` when that is a `DatasetSplits`. Never the test split.
+    pruning_net: a trained `PruningNet`; required by "evolutionary",
+      "uniform" and "rl" (see the module docstring's table).
+    config: the searcher's config object or dict (`config_class(name)`);
+      None = its defaults.
+    output_dir: where results, states and trained networks go (see the
+      module docstring); None writes nothing.
+    seed: replaces the config's `seed` and, for the searchers that train a
+      network, seeds its initialization (`keras.utils.set_random_seed`).
+    verbose: 0 silent, 1 progress lines (2: also Keras' progress for training).
+
+  Returns:
+    The `SearchResult` (method = `name`). For "autoslim" trained here,
+    `extra["train_seconds"]` is the slimmable network's training time (not in
+    `seconds`); for "pas", `seconds` covers the whole run and
+    `extra["model_path"]` is the exported model (with `output_dir`).
+
+  Raises:
+    ValueError: unknown searcher, missing `pruning_net` / data, or any error
+      of the searcher itself (bad budget, state of another search).
+  """
+  _check_name(name)
+  cls = _CONFIGS[name]
+  if cls is not None:
+    config = _common.resolve_config(cls, config, {}, f"run({name!r})")
+    config = dataclasses.replace(config, seed=int(seed))
+  elif config is not None:
+    raise ValueError(f"run('uniform', config={config!r}): the uniform baseline has no settings; drop config")
+  if name in _NEEDS_NET and pruning_net is None:
+    raise ValueError(f"searcher {name!r} scores structures with a trained PruningNet; pass pruning_net= "
+                     "(train one with tf_metaprune.training.fit(tf_metaprune.PruningNet(space), ...))")
+  if pruning_net is not None and pruning_net.space.fingerprint() != space.fingerprint():
+    raise ValueError(f"pruning_net was built for space {pruning_net.space.name!r} (fingerprint "
+                     f"{pruning_net.space.fingerprint()}), not this {space.name!r} ({space.fingerprint()}); pass "
+                     "the space the net was made for")
+  if search_data is None:
+    if isinstance(train_data, data_lib.DatasetSplits):
+      search_data = train_data
+    else:
+      raise ValueError(f"run({name!r}): pass search_data= (the held-out search split) or a DatasetSplits as "
+                       "train_data")
+  trains = name == "pas" or (name == "autoslim" and pruning_net is None)
+  if trains and train_data is None:
+    raise ValueError(f"run({name!r}) trains its own network: pass train_data= (the training split)")
+  budget = _common.check_budget(budget, space)
+  sub = (lambda *p: None) if output_dir is None else (lambda *p: os.path.join(output_dir, *p))
+  if output_dir is not None:
+    os.makedirs(output_dir, exist_ok=True)
+  net_print = None if pruning_net is None else _common.net_fingerprint(pruning_net)
+  data_config = {which: d.get_config() for which, d in (("train", train_data), ("search", search_data))
+                 if isinstance(d, data_lib.DatasetSplits)}
+  result_path = sub(f"{name}_result.json")
+  if result_path is not None and os.path.exists(result_path):
+    done = result_lib.SearchResult.load(result_path)
+    same = (done.space_fingerprint == space.fingerprint()
+            and done.budget == (None if budget is None else budget.get_config())
+            and done.config == (None if cls is None else config.get_config())
+            and done.extra.get("net_fingerprint") == net_print
+            and done.extra.get("data_config") == data_config)
+    if same:
+      if verbose:
+        print(f"[{name}] finished result found in {result_path}: {done.summary()}", flush=True)
+      return done
+  quiet = 1 if verbose > 1 else 0
+  if name == "evolutionary":
+    result = evolutionary(pruning_net, search_data, budget, config, state_path=sub("evolution_state.json"),
+                          verbose=int(bool(verbose)))
+  elif name == "uniform":
+    result = uniform(pruning_net, search_data, budget, verbose=int(bool(verbose)))
+  elif name == "rl":
+    result = reinforce(pruning_net, search_data, budget, config, state_path=sub("rl_state.json"),
+                       verbose=int(bool(verbose)))
+  elif name == "autoslim":
+    train_seconds = 0.0
+    net = pruning_net
+    if net is None:
+      keras.utils.set_random_seed(int(seed))
+      t0 = time.perf_counter()
+      net = train_slimmable(space, _train_split(train_data), config, output_dir=sub("slimmable"), verbose=quiet)
+      train_seconds = time.perf_counter() - t0
+    result = autoslim(net, search_data, budget, config, verbose=int(bool(verbose)))
+    result.extra["train_seconds"] = train_seconds
+  else:  # pas
+    keras.utils.set_random_seed(int(seed))
+    search = search_data.search if isinstance(search_data, data_lib.DatasetSplits) else search_data
+    result, _, _ = pruning_as_search(space, _train_split(train_data), budget, config, search_data=search,
+                                     output_dir=sub("pas"), verbose=quiet)
+  result.extra["net_fingerprint"] = net_print
+  result.extra["data_config"] = data_config
+  if result_path is not None:
+    result.save(result_path)
+  return result
