@@ -252,6 +252,12 @@ class WidthBatchNorm(keras.layers.Layer):
     stats: optional (mean, variance) padded to `max_channels`, overriding both.
     return_moments: also return the batch (mean, mean of squares), padded to
       `max_channels` (used by recalibration).
+    synchronized: in training mode under a `tf.distribute` strategy with
+      several replicas, normalize with the moments of the *global* batch:
+      per-channel sums, sums of squares and counts are summed over all
+      replicas (one all-reduce of max_channels*2+1 floats) -- a step on R
+      replicas then equals the step on one device with the same global
+      batch. No effect with one replica.
   """
 
   def __init__(self, max_channels, num_choices=1, mode="switchable", affine=True, epsilon=1e-3, **kwargs):
@@ -286,7 +292,7 @@ class WidthBatchNorm(keras.layers.Layer):
     return leading(gamma, [channels]), leading(beta, [channels])
 
   @tf.autograph.experimental.do_not_convert
-  def call(self, x, choice=None, training=None, stats=None, return_moments=False):
+  def call(self, x, choice=None, training=None, stats=None, return_moments=False, synchronized=False):
     channels = tf.shape(x)[-1]
     axes = list(range(len(x.shape) - 1))
     if choice is None:
@@ -294,6 +300,8 @@ class WidthBatchNorm(keras.layers.Layer):
     gamma, beta = self.affine_params(choice, channels)
     if stats is not None:
       mean, var = leading(stats[0], [channels]), leading(stats[1], [channels])
+    elif training and synchronized and _num_replicas() > 1:
+      mean, var = self._global_moments(x, axes, channels)
     elif training:
       mean, var = tf.nn.moments(x, axes)
     else:
@@ -306,6 +314,17 @@ class WidthBatchNorm(keras.layers.Layer):
     pad = [[0, self.max_channels - channels]]
     return y, (tf.pad(mean, pad), tf.pad(var + tf.square(mean), pad))
 
+  def _global_moments(self, x, axes, channels):
+    """Mean and variance over the global batch: exact sums all-reduced across replicas."""
+    pad = [[0, self.max_channels - channels]]
+    local = tf.concat([tf.pad(tf.reduce_sum(x, axes), pad), tf.pad(tf.reduce_sum(tf.square(x), axes), pad),
+                       [tf.cast(tf.size(x) // channels, x.dtype)]], axis=0)
+    total = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, local)
+    count = tf.maximum(total[-1], 1.0)
+    mean = leading(total, [channels]) / count
+    mean_sq = tf.slice(total, [self.max_channels], tf.reshape(channels, [1])) / count
+    return mean, tf.maximum(mean_sq - tf.square(mean), 0.0)
+
   def compute_output_spec(self, x, **kwargs):
     raise NotImplementedError("WidthBatchNorm is called on tensors by PruningNet")
 
@@ -314,3 +333,8 @@ class WidthBatchNorm(keras.layers.Layer):
     config.update(max_channels=self.max_channels, num_choices=self.num_choices, mode=self.mode,
                   affine=self.affine, epsilon=self.epsilon)
     return config
+
+
+def _num_replicas():
+  ctx = tf.distribute.get_replica_context()
+  return 1 if ctx is None else int(ctx.num_replicas_in_sync)
