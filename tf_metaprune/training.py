@@ -24,6 +24,7 @@ Example:
   ...                              output_dir="runs/pruningnet")    # doctest: +SKIP
 """
 
+import contextlib
 import math
 import os
 
@@ -153,8 +154,9 @@ def fit(model, train_data, epochs, learning_rate=0.05, output_dir=None, validati
               keras.callbacks.ModelCheckpoint(os.path.join(output_dir, "last.weights.h5"), save_weights_only=True)]
   cbs += list(callbacks or [])
   try:
-    history = model.fit(train_data, epochs=int(epochs), validation_data=validation_data, callbacks=cbs,
-                        shuffle=False, verbose=verbose if chief else 0)
+    with _multi_worker_build(model, train_data, strategy):
+      history = model.fit(train_data, epochs=int(epochs), validation_data=validation_data, callbacks=cbs,
+                          shuffle=False, verbose=verbose if chief else 0)
   except Exception as e:  # pylint: disable=broad-except
     lost = distribute.worker_lost_error(
         e, strategy, f"training resumes at the last finished epoch from {os.path.join(output_dir, 'backup')!r}"
@@ -198,3 +200,45 @@ class ChiefBackupAndRestore(keras.callbacks.BackupAndRestore):
   def on_train_end(self, logs=None):
     if self.chief:
       super().on_train_end(logs)
+
+
+@contextlib.contextmanager
+def _multi_worker_build(model, train_data, strategy):
+  """Works around two Keras 3.15 `fit` failures under MultiWorkerMirroredStrategy.
+
+  1. `fit` builds metrics, loss and optimizer from the first batch of the
+     *distributed* dataset averaged with `strategy.reduce`, which
+     MultiWorkerMirroredStrategy rejects for (images, labels) tuples
+     ("Attempt to convert a value (PerReplica...) to a Tensor"). Here the
+     same build runs from one local batch (only its shapes matter) under the
+     strategy's scope, and Keras' own build is skipped during this `fit`.
+  2. Each step's logs are averaged with `strategy.reduce("MEAN", v, axis=0)`,
+     which fails on scalars ("Invalid reduction dimension 0 for input with 0
+     dimensions"). The steps' scalar logs are returned as [1] vectors, which
+     that reduction averages over all replicas back to scalars.
+
+  Both patches are instance attributes removed when `fit` returns; nothing
+  changes with one worker.
+  """
+  if not distribute.is_multi_worker(strategy):
+    yield
+    return
+  batch = next(iter(train_data))
+  with strategy.scope():
+    model._symbolic_build(data_batch=batch)  # pylint: disable=protected-access
+
+  def vector_logs(step):
+    def wrapped(data):
+      logs = step(data)
+      return {k: tf.reshape(v, [1]) if hasattr(v, "shape") and v.shape.rank == 0 else v for k, v in logs.items()}
+    return wrapped
+
+  patches = {"_maybe_symbolic_build": lambda iterator=None, data_batch=None: None,
+             "train_step": vector_logs(model.train_step), "test_step": vector_logs(model.test_step)}
+  for name, fn in patches.items():
+    object.__setattr__(model, name, fn)
+  try:
+    yield
+  finally:
+    for name in patches:
+      object.__delattr__(model, name)
