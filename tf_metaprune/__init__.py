@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 from tf_metaprune import budgets
 from tf_metaprune import calibration
 from tf_metaprune import data
+from tf_metaprune import distribute
 from tf_metaprune import flops
 from tf_metaprune import io
 from tf_metaprune import layers
@@ -54,6 +55,7 @@ __all__ = [
     "count_flops",
     "count_mflops",
     "data",
+    "distribute",
     "EvaluationData",
     "Evaluator",
     "EvolutionConfig",

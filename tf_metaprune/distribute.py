@@ -49,6 +49,7 @@ Example (one binary, any strategy):
 
 import json
 import os
+import re
 
 import tensorflow as tf
 
@@ -245,11 +246,17 @@ def worker_lost_error(error, strategy=None, resume_hint=""):
   """
   if not isinstance(error, _PEER_ERRORS) or not is_multi_worker(strategy):
     return None
-  first = str(getattr(error, "message", error)).strip().splitlines()
-  cause = " ".join(first[:3])[:600]
+  text = str(getattr(error, "message", error))
+  dead = re.search(r"tasks are unhealthy[^:]*:\s*((?:/job:\S+\s*)+)", text)
+  if dead:
+    cause = f"{' '.join(dead.group(1).split())} stopped sending heartbeats (crashed, killed or preempted)"
+  else:
+    lines = [l.strip() for l in text.splitlines() if l.strip() and not l.strip().startswith(
+        ("Graph execution error", "Detected at node", "File ", "[["))]
+    cause = (lines[0] if lines else text)[:400]
   return WorkerLostError(
-      f"the multi-worker job lost a worker (this is {task_name(strategy)}): {type(error).__name__}: {cause}. "
-      f"Every worker must be restarted with the same TF_CONFIG and arguments; {resume_hint or 'nothing was saved'}")
+      f"the multi-worker job lost a worker: {cause} ({type(error).__name__}; this is {task_name(strategy)}). "
+      f"Restart every worker with the same TF_CONFIG and arguments; {resume_hint or 'nothing was saved'}")
 
 
 def check_same_on_all_workers(values, what, strategy=None):
