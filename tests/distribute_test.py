@@ -124,6 +124,7 @@ def _assert_same_run(report, reference, losses_from_epoch=0):
   assert [a for _, a in report["search"]] == pytest.approx([a for _, a in reference["search"]], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_mirrored_over_two_cpus_follows_the_one_device_trajectory(tmp_path, one_device):
   out = tmp_path / "mirrored.json"
   proc = subprocess.run([sys.executable, WORKER, "--strategy=mirrored", "--logical_cpus=2", f"--out={out}",
