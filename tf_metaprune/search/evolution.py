@@ -347,6 +347,19 @@ def _check_state(state, identity, path):
                      f"{list(_RESUMABLE_CHANGES)} may change on resume. Pass another state_path or delete the file")
 
 
+def _score(evaluator, choices, state_path):
+  """The evaluator's accuracy of `choices`; a lost worker becomes a `WorkerLostError` saying how to resume."""
+  try:
+    return evaluator.accuracy_tensor(tf.constant(choices, tf.int32))
+  except Exception as e:  # pylint: disable=broad-except
+    hint = (f"the search resumes from {state_path!r} at its last finished generation" if state_path
+            else "pass state_path so that a rerun resumes instead of starting over")
+    lost = distribute.worker_lost_error(e, evaluator.strategy, hint)
+    if lost is None:
+      raise
+    raise lost from e
+
+
 def _budget_repr(config):
   if config is None:
     return "no budget"
@@ -429,64 +442,55 @@ def evolutionary(net, search_data, budget=None, config: Optional[EvolutionConfig
 
   c = config
   factor = c.max_tries_factor
-  try:
-    while generation < c.num_generations:
-      t0 = time.perf_counter()
-      parents = [x.choices for x in result_lib.rank(candidates)[:c.top_k]]
-      n_mut = c.num_mutations * factor if generation > 0 and parents else 0
-      n_cross = c.num_crossovers * factor if generation > 0 and len(parents) >= 2 else 0
-      n_rand = c.population_size * factor
-      n_uni = n_rand if c.random_sampling in ("auto", "uniform") else 0
-      n_sca = n_rand if c.random_sampling in ("auto", "scaled") else 0
-      proposals, feasible = ops.propose(np.array(parents, np.int32).reshape(-1, len(space.genes)),
-                                        n_mut, n_cross, n_uni, n_sca)
-      cuts = np.cumsum([n_mut, n_cross, n_uni, n_sca])[:-1]
-      (mut_p, cross_p, uni_p, sca_p), (mut_f, cross_f, uni_f, sca_f) = (np.split(proposals, cuts),
-                                                                          np.split(feasible, cuts))
-      seen = set(cache)
-      new = _take(mut_p, mut_f, c.num_mutations if n_mut else 0, seen)
-      new += _take(cross_p, cross_f, c.num_crossovers if n_cross else 0, seen)
-      new += _take(uni_p, uni_f, c.population_size - len(new), seen)
-      new += _take(sca_p, sca_f, c.population_size - len(new), seen)
-      if generation == 0 and not new:
-        raise ValueError(
-            f"no feasible structure among {n_uni + n_sca} random samples for budget {budget!r} (the smallest "
-            f"structure has {space.mflops(space.smallest()):.4g} MFLOPs, the full one "
-            f"{space.mflops(space.largest()):.4g}); raise the budget, or use "
-            "random_sampling='scaled' / a larger max_tries_factor")
-      for choices in new:
-        acc = evaluator.accuracy_tensor(tf.constant(choices, tf.int32))
-        cand = _common.measure(space, choices, float(acc), lut, generation)
-        candidates.append(cand)
-        cache[cand.choices] = cand
-      population = new
-      seconds = time.perf_counter() - t0
-      elapsed += seconds
-      top = result_lib.rank(candidates)[:c.top_k]
-      history.append({"generation": generation, "new_candidates": len(new), "evaluations": len(candidates),
-                      "best_accuracy": top[0].accuracy,
-                      "mean_top_k_accuracy": float(np.mean([x.accuracy for x in top])),
-                      "best_mflops": top[0].mflops, "seconds": seconds, "elapsed_seconds": elapsed})
-      generation += 1
-      if verbose and chief:
-        h = history[-1]
-        short = "" if len(new) >= c.population_size else f" (only {len(new)} new: budget or repeats)"
-        print(f"[evolution] generation {generation}/{c.num_generations}: best {h['best_accuracy']:.4f} "
-              f"({h['best_mflops']:.4g} MFLOPs), top-{len(top)} mean {h['mean_top_k_accuracy']:.4f}, "
-              f"{len(candidates)} evaluated{short}, {seconds:.1f} s ({elapsed:.1f} s total)", flush=True)
-      if state_path is not None and chief:
-        state = dict(identity, format=_STATE_FORMAT, version=1, generation=generation, rng=ops.rng_state(),
-                     population=[list(p) for p in population], top_k=[list(x.choices) for x in top],
-                     cache=[x.to_dict() for x in candidates], history=history, elapsed_seconds=elapsed)
-        io_lib.write_json_atomic(state_path, state)
-
-  except Exception as e:  # pylint: disable=broad-except
-    hint = (f"the search resumes from {state_path!r} at its last finished generation" if state_path
-            else "pass state_path so that a rerun resumes instead of starting over")
-    lost = distribute.worker_lost_error(e, evaluator.strategy, hint)
-    if lost is None:
-      raise
-    raise lost from e
+  while generation < c.num_generations:
+    t0 = time.perf_counter()
+    parents = [x.choices for x in result_lib.rank(candidates)[:c.top_k]]
+    n_mut = c.num_mutations * factor if generation > 0 and parents else 0
+    n_cross = c.num_crossovers * factor if generation > 0 and len(parents) >= 2 else 0
+    n_rand = c.population_size * factor
+    n_uni = n_rand if c.random_sampling in ("auto", "uniform") else 0
+    n_sca = n_rand if c.random_sampling in ("auto", "scaled") else 0
+    proposals, feasible = ops.propose(np.array(parents, np.int32).reshape(-1, len(space.genes)),
+                                      n_mut, n_cross, n_uni, n_sca)
+    cuts = np.cumsum([n_mut, n_cross, n_uni, n_sca])[:-1]
+    (mut_p, cross_p, uni_p, sca_p), (mut_f, cross_f, uni_f, sca_f) = (np.split(proposals, cuts),
+                                                                        np.split(feasible, cuts))
+    seen = set(cache)
+    new = _take(mut_p, mut_f, c.num_mutations if n_mut else 0, seen)
+    new += _take(cross_p, cross_f, c.num_crossovers if n_cross else 0, seen)
+    new += _take(uni_p, uni_f, c.population_size - len(new), seen)
+    new += _take(sca_p, sca_f, c.population_size - len(new), seen)
+    if generation == 0 and not new:
+      raise ValueError(
+          f"no feasible structure among {n_uni + n_sca} random samples for budget {budget!r} (the smallest "
+          f"structure has {space.mflops(space.smallest()):.4g} MFLOPs, the full one "
+          f"{space.mflops(space.largest()):.4g}); raise the budget, or use "
+          "random_sampling='scaled' / a larger max_tries_factor")
+    for choices in new:
+      acc = _score(evaluator, choices, state_path)
+      cand = _common.measure(space, choices, float(acc), lut, generation)
+      candidates.append(cand)
+      cache[cand.choices] = cand
+    population = new
+    seconds = time.perf_counter() - t0
+    elapsed += seconds
+    top = result_lib.rank(candidates)[:c.top_k]
+    history.append({"generation": generation, "new_candidates": len(new), "evaluations": len(candidates),
+                    "best_accuracy": top[0].accuracy,
+                    "mean_top_k_accuracy": float(np.mean([x.accuracy for x in top])),
+                    "best_mflops": top[0].mflops, "seconds": seconds, "elapsed_seconds": elapsed})
+    generation += 1
+    if verbose and chief:
+      h = history[-1]
+      short = "" if len(new) >= c.population_size else f" (only {len(new)} new: budget or repeats)"
+      print(f"[evolution] generation {generation}/{c.num_generations}: best {h['best_accuracy']:.4f} "
+            f"({h['best_mflops']:.4g} MFLOPs), top-{len(top)} mean {h['mean_top_k_accuracy']:.4f}, "
+            f"{len(candidates)} evaluated{short}, {seconds:.1f} s ({elapsed:.1f} s total)", flush=True)
+    if state_path is not None and chief:
+      state = dict(identity, format=_STATE_FORMAT, version=1, generation=generation, rng=ops.rng_state(),
+                   population=[list(p) for p in population], top_k=[list(x.choices) for x in top],
+                   cache=[x.to_dict() for x in candidates], history=history, elapsed_seconds=elapsed)
+      io_lib.write_json_atomic(state_path, state)
 
   ranked = result_lib.rank(candidates)
   return result_lib.SearchResult(
