@@ -106,7 +106,8 @@ def test_non_chief_trains_and_searches_without_writing_files(tmp_path, monkeypat
 @pytest.fixture(scope="module")
 def one_device(tmp_path_factory):
   """The single-process reference: `run()` on one device, in this process."""
-  return distributed_worker.run("default", str(tmp_path_factory.mktemp("one_device")), epochs=EPOCHS, search=True)
+  return distributed_worker.run("default", str(tmp_path_factory.mktemp("one_device")), epochs=EPOCHS, search=True,
+                                sandwich=True)
 
 
 def _env():
@@ -128,7 +129,7 @@ def _assert_same_run(report, reference, losses_from_epoch=0):
 def test_mirrored_over_two_cpus_follows_the_one_device_trajectory(tmp_path, one_device):
   out = tmp_path / "mirrored.json"
   proc = subprocess.run([sys.executable, WORKER, "--strategy=mirrored", "--logical_cpus=2", f"--out={out}",
-                         f"--output_dir={tmp_path / 'run'}", f"--epochs={EPOCHS}", "--search"],
+                         f"--output_dir={tmp_path / 'run'}", f"--epochs={EPOCHS}", "--search", "--sandwich"],
                         env=_env(), capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   report = json.loads(out.read_text())
@@ -136,6 +137,7 @@ def test_mirrored_over_two_cpus_follows_the_one_device_trajectory(tmp_path, one_
   # Both replicas drew the same structure for the step.
   assert report["sampled_per_replica"][0] == report["sampled_per_replica"][1]
   _assert_same_run(report, one_device)
+  assert report["sandwich_loss"] == pytest.approx(one_device["sandwich_loss"], rel=1e-5)
 
 
 def _free_ports(n):

@@ -31,8 +31,12 @@ def data(seed=0):
   return train, evaluation
 
 
-def run(strategy_name="default", output_dir=None, epochs=3, search=False, die_at_epoch=None, sampling="random"):
-  """Trains (and searches) under `strategy_name`; returns a JSON-able report."""
+def run(strategy_name="default", output_dir=None, epochs=3, search=False, die_at_epoch=None, sandwich=False):
+  """Trains (and searches) under `strategy_name`; returns a JSON-able report.
+
+  With `sandwich`, also reports the losses of 4 sandwich-rule steps (3
+  structures a step; its loop is unrolled on several replicas).
+  """
   import keras  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -43,7 +47,7 @@ def run(strategy_name="default", output_dir=None, epochs=3, search=False, die_at
   space = tfmp.models.small_cnn((8, 8, 1), 4, channels=(4, 8, 8, 8), divisor=1)
   with strategy.scope():
     keras.utils.set_random_seed(0)
-    net = tfmp.PruningNet(space, hidden_units=4, sampling=sampling, structures_per_step=3)
+    net = tfmp.PruningNet(space, hidden_units=4)
 
   class Die(keras.callbacks.Callback):
     """Kills this worker (SIGKILL, no cleanup) when `die_at_epoch` begins: a crashed machine."""
@@ -74,6 +78,11 @@ def run(strategy_name="default", output_dir=None, epochs=3, search=False, die_at
   evaluator = tfmp.Evaluator(net, evaluation)
   report["accuracy"] = {name: evaluator.accuracy(s) for name, s in
                         [("largest", space.largest()), ("half", space.uniform(0.5)), ("smallest", space.smallest())]}
+  if sandwich:
+    with strategy.scope():
+      keras.utils.set_random_seed(1)
+      slim = tfmp.PruningNet(space, hidden_units=4, sampling="sandwich", structures_per_step=3)
+    report["sandwich_loss"] = tfmp.training.fit(slim, train.take(4), epochs=1, verbose=0)["loss"]
   if search:
     state = os.path.join(output_dir, "search_state.json") if output_dir else None
     config = tfmp.EvolutionConfig(population_size=6, top_k=3, num_mutations=3, num_crossovers=3, num_generations=2)
@@ -91,7 +100,7 @@ def main():
   parser.add_argument("--output_dir", default=None)
   parser.add_argument("--epochs", type=int, default=3)
   parser.add_argument("--die_at_epoch", type=int, default=None)
-  parser.add_argument("--sampling", default="random")
+  parser.add_argument("--sandwich", action="store_true", help="also a few sandwich-rule steps")
   parser.add_argument("--search", action="store_true")
   args = parser.parse_args()
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -101,7 +110,7 @@ def main():
     cpu = tf.config.list_physical_devices("CPU")[0]
     # Must run before TensorFlow initializes its devices (hence a child process).
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * args.logical_cpus)
-  report = run(args.strategy, args.output_dir, args.epochs, args.search, args.die_at_epoch, args.sampling)
+  report = run(args.strategy, args.output_dir, args.epochs, args.search, args.die_at_epoch, args.sandwich)
   with open(args.out, "w") as f:
     json.dump(report, f)
   return 3 if "error" in report else 0

@@ -124,8 +124,11 @@ def parse_tf_config(tf_config=None):
 def get_strategy(name="default", tf_config=None, devices=None):
   """The `tf.distribute.Strategy` named by a `--strategy` flag value.
 
-  Call it at the start of the program, before other TensorFlow work, and build
-  models and optimizers under `strategy.scope()`.
+  Call it once, at the start of the program, before other TensorFlow work,
+  and build models under `strategy.scope()` (`training.fit` makes the
+  optimizer under the model's strategy). One strategy per process: a second
+  MirroredStrategy in the same process can collide with the first one's
+  collective operations ("Shape mismatch in the collective instance").
 
   Args:
     name: "default" (no distribution: one device, TensorFlow's default
