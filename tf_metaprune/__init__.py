@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 from tf_metaprune import budgets
 from tf_metaprune import calibration
 from tf_metaprune import data
+from tf_metaprune import distribute
 from tf_metaprune import flops
 from tf_metaprune import io
 from tf_metaprune import layers
@@ -63,6 +64,7 @@ __all__ = [
     "count_flops",
     "count_mflops",
     "data",
+    "distribute",
     "EvaluationData",
     "Evaluator",
     "EvolutionConfig",

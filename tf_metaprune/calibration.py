@@ -10,6 +10,14 @@ EMA over 100 batches). Variance = E[x^2] - E[x]^2 over all calibration images.
 Everything here runs in `tf.function` with the structure as an int32 tensor,
 so one trace serves every candidate of a search.
 
+Under a `tf.distribute` strategy with several replicas (the net built under
+`strategy.scope()`, or `Evaluator(..., strategy=...)`), an `Evaluator` gives
+each replica of each worker every R-th calibration and evaluation batch and
+sums, across replicas, the BN moments with their batch counts and the
+correct/total prediction counts -- exact sums, so the accuracy equals the
+one-device accuracy whatever the number of replicas. Every worker must score
+the same candidates in the same order (the searchers are deterministic).
+
 Example:
 
   >>> data = EvaluationData.from_dataset(search_ds, num_calibration_batches=4)
@@ -19,6 +27,8 @@ Example:
 
 import numpy as np
 import tensorflow as tf
+
+from tf_metaprune import distribute
 
 
 def _images_of(element):
@@ -40,12 +50,32 @@ def batch_norm_moments(net, choices, image_batches):
   Returns:
     list with one (mean, variance) pair per BN layer, padded to full width.
   """
+  sums, count = _moment_sums(net, choices, image_batches, 0, 1)
+  return _stats_from_sums(sums, count)
+
+
+def _moment_sums(net, choices, image_batches, first, stride):
+  """Sums of every BN layer's per-batch (mean, E[x^2]) over batches first, first+stride, ...
+
+  All batches have the same size, so these sums divided by the number of
+  batches are the exact moments over all their images. Each batch is
+  normalized with its own statistics (no cross-replica sync), as on one device.
+
+  Returns:
+    (list of (sum of means, sum of E[x^2]) per BN layer, float32 number of batches).
+  """
   n = tf.shape(image_batches)[0]
   sums = [(tf.zeros([bn.max_channels]), tf.zeros([bn.max_channels])) for bn in net.bn_layers]
-  for i in tf.range(n):
+  count = tf.constant(0.0)
+  for i in tf.range(first, n, stride):
     _, moments = net.forward(image_batches[i], choices, batch_stats=True, return_moments=True)
     sums = [(s0 + m0, s1 + m1) for (s0, s1), (m0, m1) in zip(sums, moments)]
-  count = tf.cast(tf.maximum(n, 1), tf.float32)
+    count += 1.0
+  return sums, count
+
+
+def _stats_from_sums(sums, count):
+  count = tf.maximum(count, 1.0)
   stats = []
   for s0, s1 in sums:
     mean = s0 / count
@@ -180,14 +210,24 @@ class Evaluator:
   The structure is an int32 tensor argument, so all candidates share one trace
   (`trace_count` stays 1). Nothing is written to the network's variables.
 
+  With a strategy of several replicas the batches are split across replicas
+  (replica r takes batches r, r+R, ...) and the BN moment sums, batch counts
+  and correct/total counts are summed across replicas (see the module
+  docstring); every worker holds the same `EvaluationData` and gets the same
+  accuracy.
+
   Args:
     net: a trained `PruningNet`.
     data: an `EvaluationData`.
+    strategy: a `tf.distribute.Strategy`; default: the one `net` was built
+      under (`net.distribute_strategy`), i.e. one device unless the net was
+      created inside `strategy.scope()`.
   """
 
-  def __init__(self, net, data):
+  def __init__(self, net, data, strategy=None):
     self.net = net
     self.data = data
+    self.strategy = strategy if strategy is not None else net.distribute_strategy
     self._calib = tf.constant(data.calibration_images)
     self._x = tf.constant(data.eval_images)
     self._y = tf.constant(data.eval_labels)
@@ -195,15 +235,33 @@ class Evaluator:
     self.trace_count = 0
     self._fn = tf.function(self._accuracy, input_signature=[tf.TensorSpec([len(net.space.genes)], tf.int32)])
 
+  @property
+  def num_replicas(self) -> int:
+    """Replicas (over all workers) the batches are split across."""
+    return int(self.strategy.num_replicas_in_sync)
+
   def _accuracy(self, choices):
     self.trace_count += 1
-    stats = batch_norm_moments(self.net, choices, self._calib)
-    correct = tf.constant(0.0)
-    for i in tf.range(tf.shape(self._x)[0]):
+    if self.num_replicas == 1:
+      return self._replica_accuracy(choices)
+    per_replica = self.strategy.run(self._replica_accuracy, args=(choices,))
+    return self.strategy.experimental_local_results(per_replica)[0]
+
+  def _replica_accuracy(self, choices):
+    """This replica's share of calibration and evaluation, summed over all replicas."""
+    first, stride = distribute.replica_shard()
+    sums, count = _moment_sums(self.net, choices, self._calib, first, stride)
+    flat = [t for pair in sums for t in pair] + [count]
+    flat = distribute.all_reduce_sum(flat)
+    stats = _stats_from_sums(list(zip(flat[:-1:2], flat[1:-1:2])), flat[-1])
+    correct, total = tf.constant(0.0), tf.constant(0.0)
+    for i in tf.range(first, tf.shape(self._x)[0], stride):
       logits = self.net.forward(self._x[i], choices, batch_stats=False, bn_stats=stats)
       hit = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), self._y[i]), tf.float32)
       correct += tf.reduce_sum(hit * self._mask[i])
-    return correct / tf.reduce_sum(self._mask)
+      total += tf.reduce_sum(self._mask[i])
+    correct, total = distribute.all_reduce_sum([correct, total])
+    return correct / total
 
   def accuracy_tensor(self, choices):
     """Top-1 accuracy (float32 scalar tensor) of int32 `choices`; usable in `tf.function`."""

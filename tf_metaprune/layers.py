@@ -325,6 +325,12 @@ class WidthBatchNorm(keras.layers.Layer):
       `max_channels` (used by recalibration).
     in_index: optional int32 [c]: the full-width channels x holds (after a
       concatenation of pruned tensors); default: the leading c.
+    synchronized: in training mode under a `tf.distribute` strategy with
+      several replicas, normalize with the moments of the *global* batch:
+      per-channel sums, sums of squares and counts are summed over all
+      replicas (one all-reduce of max_channels*2+1 floats) -- a step on R
+      replicas then equals the step on one device with the same global
+      batch. No effect with one replica.
   """
 
   def __init__(self, max_channels, num_choices=1, mode="switchable", affine=True, epsilon=1e-3, **kwargs):
@@ -359,7 +365,8 @@ class WidthBatchNorm(keras.layers.Layer):
     return _take(gamma, channels, in_index), _take(beta, channels, in_index)
 
   @tf.autograph.experimental.do_not_convert
-  def call(self, x, choice=None, training=None, stats=None, return_moments=False, in_index=None):
+  def call(self, x, choice=None, training=None, stats=None, return_moments=False, in_index=None,
+           synchronized=False):
     channels = tf.shape(x)[-1]
     axes = list(range(len(x.shape) - 1))
     if choice is None:
@@ -367,6 +374,8 @@ class WidthBatchNorm(keras.layers.Layer):
     gamma, beta = self.affine_params(choice, channels, in_index)
     if stats is not None:
       mean, var = _take(stats[0], channels, in_index), _take(stats[1], channels, in_index)
+    elif training and synchronized and _num_replicas() > 1:
+      mean, var = self._global_moments(x, axes, channels)
     elif training:
       mean, var = tf.nn.moments(x, axes)
     else:
@@ -383,6 +392,17 @@ class WidthBatchNorm(keras.layers.Layer):
     pad = [[0, self.max_channels - channels]]
     return y, (tf.pad(mean, pad), tf.pad(var + tf.square(mean), pad))
 
+  def _global_moments(self, x, axes, channels):
+    """Mean and variance over the global batch: exact sums all-reduced across replicas."""
+    pad = [[0, self.max_channels - channels]]
+    local = tf.concat([tf.pad(tf.reduce_sum(x, axes), pad), tf.pad(tf.reduce_sum(tf.square(x), axes), pad),
+                       [tf.cast(tf.size(x) // channels, x.dtype)]], axis=0)
+    total = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, local)
+    count = tf.maximum(total[-1], 1.0)
+    mean = leading(total, [channels]) / count
+    mean_sq = tf.slice(total, [self.max_channels], tf.reshape(channels, [1])) / count
+    return mean, tf.maximum(mean_sq - tf.square(mean), 0.0)
+
   def compute_output_spec(self, x, **kwargs):
     raise NotImplementedError("WidthBatchNorm is called on tensors by PruningNet")
 
@@ -391,3 +411,8 @@ class WidthBatchNorm(keras.layers.Layer):
     config.update(max_channels=self.max_channels, num_choices=self.num_choices, mode=self.mode,
                   affine=self.affine, epsilon=self.epsilon)
     return config
+
+
+def _num_replicas():
+  ctx = tf.distribute.get_replica_context()
+  return 1 if ctx is None else int(ctx.num_replicas_in_sync)

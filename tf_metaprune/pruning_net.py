@@ -11,8 +11,14 @@ the graph* (stochastic structure sampling, MetaPruning Sec. 3.2), so plain
 How a structure is sampled: from `tf.random.stateless_uniform` seeded by
 `(seed, optimizer.iterations)`. The structure is therefore a pure function of
 the step number: it is reproducible, it resumes exactly after a checkpoint
-restore, and it is the same on every replica of a `tf.distribute` strategy
-(the iteration counter is a mirrored variable).
+restore, and it is the same on every replica of a `tf.distribute` strategy:
+`optimizer.iterations` is a mirrored variable (one value on every replica of
+every worker) and the stateless generator holds no per-replica state, so no
+Python-side or per-replica randomness enters a step -- what TPUStrategy needs
+too. Create the net under `strategy.scope()`; with several replicas, batch
+norm uses the moments of the global batch (`sync_batch_norm`), so training on
+R replicas follows the one-device trajectory for the same global batch
+(`tf_metaprune.distribute`).
 
 Spaces read from a Keras model (`SearchSpace.from_keras_model`) run the same
 way: their parameter-free layers (activations, pooling, padding, dropout --
@@ -72,6 +78,11 @@ class PruningNet(keras.Model):
     structures_per_step: structures per step for "sandwich" (>= 2).
     distill: with "sandwich", the non-largest structures learn from the
       largest one's predictions (in-place distillation).
+    sync_batch_norm: under a `tf.distribute` strategy with several replicas,
+      training-mode batch norm uses the moments of the global batch (summed
+      across replicas), as one device would; False = each replica's own batch
+      (cheaper on many replicas, but then the replica count changes the
+      results). No effect on one device.
     **kwargs: passed to `keras.Model` (e.g. `name`).
 
   Calling the model:
@@ -84,7 +95,7 @@ class PruningNet(keras.Model):
   """
 
   def __init__(self, space, hidden_units=32, bn_mode="shared", bn_affine=True, seed=0, sampling="random",
-               structures_per_step=4, distill=True, **kwargs):
+               structures_per_step=4, distill=True, sync_batch_norm=True, **kwargs):
     super().__init__(**kwargs)
     if sampling not in ("random", "sandwich"):
       raise ValueError(f"sampling={sampling!r} must be 'random' (MetaPruning: one random structure per step) "
@@ -95,6 +106,7 @@ class PruningNet(keras.Model):
     self.sampling = sampling
     self.structures_per_step = int(structures_per_step)
     self.distill = bool(distill)
+    self.sync_batch_norm = bool(sync_batch_norm)
     if isinstance(space, dict):
       space = space_lib.SearchSpace.from_config(space)
     if not isinstance(space, space_lib.SearchSpace):
@@ -215,7 +227,8 @@ class PruningNet(keras.Model):
     config = super().get_config()
     config.update(space=self.space.get_config(), hidden_units=self.hidden_units, bn_mode=self.bn_mode,
                   bn_affine=self.bn_affine, seed=self.seed, sampling=self.sampling,
-                  structures_per_step=self.structures_per_step, distill=self.distill)
+                  structures_per_step=self.structures_per_step, distill=self.distill,
+                  sync_batch_norm=self.sync_batch_norm)
     return config
 
   @classmethod
@@ -253,7 +266,7 @@ class PruningNet(keras.Model):
   # No tensor-dependent Python control flow here: skipping AutoGraph's conversion of this
   # (and the layers' call) cuts tracing time several-fold for deep spaces.
   @tf.autograph.experimental.do_not_convert
-  def forward(self, x, choices, batch_stats=True, bn_stats=None, return_moments=False):
+  def forward(self, x, choices, batch_stats=True, bn_stats=None, return_moments=False, sync_batch_stats=False):
     """Runs structure `choices` (int32 [num_genes] tensor) on `x`.
 
     Args:
@@ -264,6 +277,8 @@ class PruningNet(keras.Model):
       bn_stats: optional list of (mean, variance) per batch-norm layer, padded
         to full width, overriding both (used by candidate evaluation).
       return_moments: also return each BN layer's batch (mean, E[x^2]).
+      sync_batch_stats: with `batch_stats` under a strategy with several
+        replicas, normalize with the global batch's moments (all-reduced).
 
     Returns:
       logits, or (logits, moments) if `return_moments`.
@@ -287,7 +302,7 @@ class PruningNet(keras.Model):
       bi = self._bn_of[name]
       stats = None if bn_stats is None else bn_stats[bi]
       y = self.bn_layers[bi](y, choice=bn_choices[bi], training=batch_stats and stats is None, stats=stats,
-                             return_moments=return_moments, in_index=in_index)
+                             return_moments=return_moments, in_index=in_index, synchronized=sync_batch_stats)
       if return_moments:
         y, m = y
         moments.append(m)
@@ -352,7 +367,7 @@ class PruningNet(keras.Model):
         choices = self.sample_choices(tf.random.uniform([], 0, 2**31 - 1, dtype=tf.int64))
     else:
       choices = tf.constant(np.array(self.space.largest().choices, np.int32))
-    return self.forward(inputs, choices, batch_stats=True)
+    return self.forward(inputs, choices, batch_stats=True, sync_batch_stats=self.sync_batch_norm)
 
   def train_step(self, data):
     """One optimizer step; with `sampling="sandwich"`, over several structures.
@@ -363,7 +378,10 @@ class PruningNet(keras.Model):
     gradients are averaged into one update; with `distill`, all but the
     largest learn from the largest's (stop-gradient) soft predictions
     (in-place distillation). The structures loop in a `tf.while_loop`, so the
-    graph holds one forward/backward pass whatever their number.
+    graph holds one forward/backward pass whatever their number -- except
+    with synchronized batch norm on several replicas, where the loop is
+    unrolled (MirroredStrategy's cross-replica sums cannot run inside a
+    while loop). Losses are scaled by 1/replicas like Keras' own step.
     """
     if self.sampling == "random":
       return super().train_step(data)
@@ -376,12 +394,15 @@ class PruningNet(keras.Model):
     randoms = [self.sample_choices(step * n + i) for i in range(n - 2)]
     structures = tf.stack([largest, smallest] + randoms)
 
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    sync = self.sync_batch_norm and replicas > 1
+
     def dense_grads(grads):
       return [tf.zeros_like(v) if g is None else tf.reshape(tf.convert_to_tensor(g), v.shape)
               for g, v in zip(grads, variables)]
 
     with tf.GradientTape() as tape:
-      logits_full = self.forward(x, largest, batch_stats=True)
+      logits_full = self.forward(x, largest, batch_stats=True, sync_batch_stats=sync)
       loss = self.compute_loss(x=x, y=y, y_pred=logits_full, sample_weight=sample_weight, training=True)
       scaled = self.optimizer.scale_loss(loss)
     grads = dense_grads(tape.gradient(scaled, variables))
@@ -389,21 +410,27 @@ class PruningNet(keras.Model):
 
     def body(i, acc):
       with tf.GradientTape() as inner:
-        logits = self.forward(x, tf.gather(structures, i), batch_stats=True)
+        logits = self.forward(x, tf.gather(structures, i), batch_stats=True, sync_batch_stats=sync)
         if self.distill:
+          # Keras scales its own losses by 1/replicas (gradients are summed across replicas).
           sub_loss = tf.reduce_mean(keras.losses.categorical_crossentropy(teacher, logits, from_logits=True))
+          sub_loss = sub_loss / tf.cast(replicas, sub_loss.dtype)
         else:
           sub_loss = self.compute_loss(x=x, y=y, y_pred=logits, sample_weight=sample_weight, training=True)
         sub_scaled = self.optimizer.scale_loss(sub_loss)
       g = dense_grads(inner.gradient(sub_scaled, variables))
       return i + 1, [a + b for a, b in zip(acc, g)]
 
-    _, grads = tf.while_loop(lambda i, _: i < n, body, [tf.constant(1), grads])
+    if sync:
+      for i in range(1, n):
+        _, grads = body(tf.constant(i), grads)
+    else:
+      _, grads = tf.while_loop(lambda i, _: i < n, body, [tf.constant(1), grads])
     self.optimizer.apply_gradients(zip([g / n for g in grads], variables))
     # Keras' loss tracker (private in Keras 3.15) reports the largest structure's loss.
     tracker = getattr(self, "_loss_tracker", None)
     if tracker is not None:
-      tracker.update_state(loss, sample_weight=tf.shape(x)[0])
+      tracker.update_state(loss * tf.cast(replicas, loss.dtype), sample_weight=tf.shape(x)[0])
     return self.compute_metrics(x, y, logits_full, sample_weight=sample_weight)
 
   def compute_output_spec(self, inputs, training=None):

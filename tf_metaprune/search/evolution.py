@@ -36,6 +36,14 @@ weights and data -- is written atomically as JSON to `state_path`; a search
 started again with the same arguments resumes from it and ends exactly where
 an uninterrupted one would.
 
+Under `tf.distribute` (the net built in `strategy.scope()`), every worker
+runs this same loop: the proposals are a deterministic function of the seed
+and of the accuracies, which the `Evaluator` sums across all replicas, so all
+workers propose and score the same candidates, each replica on its share of
+the batches. Only the chief writes `state_path` and prints; every worker reads
+it when resuming, so it must be on a filesystem all workers share (they check
+that they agree on it before going on).
+
 Example:
 
   >>> budget = tf_metaprune.budgets.FlopsBudget.from_ratio(space, 0.5)
@@ -53,6 +61,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from tf_metaprune import distribute
 from tf_metaprune import flops as flops_lib
 from tf_metaprune import io as io_lib
 from tf_metaprune.search import _common
@@ -338,6 +347,19 @@ def _check_state(state, identity, path):
                      f"{list(_RESUMABLE_CHANGES)} may change on resume. Pass another state_path or delete the file")
 
 
+def _score(evaluator, choices, state_path):
+  """The evaluator's accuracy of `choices`; a lost worker becomes a `WorkerLostError` saying how to resume."""
+  try:
+    return evaluator.accuracy_tensor(tf.constant(choices, tf.int32))
+  except Exception as e:  # pylint: disable=broad-except
+    hint = (f"the search resumes from {state_path!r} at its last finished generation" if state_path
+            else "pass state_path so that a rerun resumes instead of starting over")
+    lost = distribute.worker_lost_error(e, evaluator.strategy, hint)
+    if lost is None:
+      raise
+    raise lost from e
+
+
 def _budget_repr(config):
   if config is None:
     return "no budget"
@@ -366,7 +388,8 @@ def evolutionary(net, search_data, budget=None, config: Optional[EvolutionConfig
     budget: a `Budget` (or its config dict); None = unconstrained.
     config: an `EvolutionConfig` (default: the paper's settings).
     state_path: JSON file of the search state, written atomically after every
-      generation. If it exists, the search resumes from it (only
+      generation (by the chief only under a multi-worker strategy; on a
+      filesystem every worker can read). If it exists, the search resumes from it (only
       `num_generations` may differ, to extend a search); a state of another
       search (space, weights, data, budget or settings) is a ValueError and
       is left untouched.
@@ -396,6 +419,7 @@ def evolutionary(net, search_data, budget=None, config: Optional[EvolutionConfig
   evaluator = _common.make_evaluator(net, search_data, calibration_data, num_calibration_batches, "evolutionary")
   ops = PopulationOps(space, budget, config)
   identity = _identity(space, net, evaluator, budget, config)
+  chief = distribute.is_chief(evaluator.strategy)
 
   candidates, history, generation, elapsed = [], [], 0, 0.0
   if state_path is not None and os.path.exists(state_path):
@@ -406,9 +430,13 @@ def evolutionary(net, search_data, budget=None, config: Optional[EvolutionConfig
     generation = int(state["generation"])
     elapsed = float(state["elapsed_seconds"])
     ops.set_rng_state(state["rng"])
-    if verbose:
+    if verbose and chief:
       print(f"[evolution] resuming {state_path} at generation {generation} ({len(candidates)} evaluated)",
             flush=True)
+  if state_path is not None:
+    distribute.check_same_on_all_workers([generation, len(candidates)],
+                                         f"the search state {state_path!r} (generation, evaluated candidates)",
+                                         evaluator.strategy)
   cache = {c.choices: c for c in candidates}
   population = [c.choices for c in candidates if c.generation == generation - 1]
 
@@ -439,7 +467,7 @@ def evolutionary(net, search_data, budget=None, config: Optional[EvolutionConfig
           f"{space.mflops(space.largest()):.4g}); raise the budget, or use "
           "random_sampling='scaled' / a larger max_tries_factor")
     for choices in new:
-      acc = evaluator.accuracy_tensor(tf.constant(choices, tf.int32))
+      acc = _score(evaluator, choices, state_path)
       cand = _common.measure(space, choices, float(acc), lut, generation)
       candidates.append(cand)
       cache[cand.choices] = cand
@@ -452,13 +480,13 @@ def evolutionary(net, search_data, budget=None, config: Optional[EvolutionConfig
                     "mean_top_k_accuracy": float(np.mean([x.accuracy for x in top])),
                     "best_mflops": top[0].mflops, "seconds": seconds, "elapsed_seconds": elapsed})
     generation += 1
-    if verbose:
+    if verbose and chief:
       h = history[-1]
       short = "" if len(new) >= c.population_size else f" (only {len(new)} new: budget or repeats)"
       print(f"[evolution] generation {generation}/{c.num_generations}: best {h['best_accuracy']:.4f} "
             f"({h['best_mflops']:.4g} MFLOPs), top-{len(top)} mean {h['mean_top_k_accuracy']:.4f}, "
             f"{len(candidates)} evaluated{short}, {seconds:.1f} s ({elapsed:.1f} s total)", flush=True)
-    if state_path is not None:
+    if state_path is not None and chief:
       state = dict(identity, format=_STATE_FORMAT, version=1, generation=generation, rng=ops.rng_state(),
                    population=[list(p) for p in population], top_k=[list(x.choices) for x in top],
                    cache=[x.to_dict() for x in candidates], history=history, elapsed_seconds=elapsed)
