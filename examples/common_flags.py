@@ -81,14 +81,32 @@ def budget_kwargs():
               max_latency_ms=FLAGS.max_latency_ms, latency_table=FLAGS.latency_table)
 
 
+def define_strategy_flag():
+  flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"], "tf.distribute strategy: "
+                    "default (one device), mirrored (every device of this machine) or multi_worker (the cluster in "
+                    "TF_CONFIG; start the same command on every worker, with an output_dir they all see).")
+
+
+def strategy():
+  """The strategy of --strategy; call it first in main(), before any TensorFlow op."""
+  from tf_metaprune import distribute  # pylint: disable=g-import-not-at-top
+  try:
+    return distribute.get_strategy(FLAGS.strategy)
+  except ValueError as e:
+    fail(f"--strategy={FLAGS.strategy}: {e}")
+
+
 def define_search_flags():
+  flags.DEFINE_enum("searcher", "evolutionary", ["evolutionary", "autoslim", "pas", "rl", "uniform"],
+                    "evolutionary (MetaPruning), autoslim (slimmable net + greedy slimming), pas (Pruning-as-Search "
+                    "channel masks), rl (AMC-style agent) or uniform; the uniform baseline is always reported too.")
   flags.DEFINE_integer("population_size", 50, "Evolutionary search: candidates per generation (paper: 50).")
   flags.DEFINE_integer("num_generations", 20, "Evolutionary search: generations (paper: 20).")
   flags.DEFINE_integer("calibration_batches", 4, "Training batches that recalibrate BN statistics per candidate.")
 
 
 def search_kwargs():
-  return dict(population_size=FLAGS.population_size, num_generations=FLAGS.num_generations,
+  return dict(searcher=FLAGS.searcher, population_size=FLAGS.population_size, num_generations=FLAGS.num_generations,
               calibration_batches=FLAGS.calibration_batches)
 
 

@@ -32,6 +32,7 @@ common_flags.define_search_flags()
 common_flags.define_retrain_flags()
 flags.DEFINE_integer("num_runs", 100, "Timed TFLite invokes per model.")
 flags.DEFINE_integer("num_threads", 1, "TFLite interpreter threads for the latency figures.")
+common_flags.define_strategy_flag()
 flags.DEFINE_string("output_dir", "runs/metaprune", "The run folder (rerun with the same folder to resume).")
 flags.DEFINE_integer("verbose", 1, "1: Keras progress bars and a line per search generation; 0: stage lines only.")
 
@@ -41,6 +42,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # TensorFlow's converter logs are noise here; -v 0 shows them
+  strategy = common_flags.strategy()
   from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
   try:
     config = pipeline.PipelineConfig(
@@ -50,7 +52,7 @@ def main(argv):
   except ValueError as e:
     common_flags.fail(str(e).replace("PipelineConfig(", "settings (").replace("PipelineConfig", "settings"))
   try:
-    report = pipeline.run(config, FLAGS.output_dir, verbose=FLAGS.verbose)
+    report = pipeline.run(config, FLAGS.output_dir, verbose=FLAGS.verbose, strategy=strategy)
   except (ValueError, PermissionError, FileNotFoundError) as e:
     common_flags.fail(str(e))
   print()

@@ -29,6 +29,7 @@ flags.DEFINE_bool("uniform", False, "Retrain the uniform baseline (uniform_struc
                   "structure, with the same recipe.")
 flags.DEFINE_string("pruningnet_dir", None, "The PruningNet folder, for --init=generated.")
 common_flags.define_retrain_flags(prefix="")
+common_flags.define_strategy_flag()
 flags.DEFINE_string("output_dir", "runs/retrain", "Where the model and its checkpoints go.")
 
 
@@ -37,6 +38,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+  strategy = common_flags.strategy()
   if FLAGS.init == "generated" and FLAGS.pruningnet_dir is None:
     common_flags.fail("--init=generated takes the weights from the PruningNet: pass --pruningnet_dir")
   from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
@@ -51,7 +53,7 @@ def main(argv):
     structure = space.load_structure(os.path.join(FLAGS.search_dir, name))
     net = None
     if FLAGS.init == "generated":
-      _, net = pipeline.load_training_run(FLAGS.pruningnet_dir)
+      _, net = pipeline.load_training_run(FLAGS.pruningnet_dir, strategy=strategy)
       if net.space.fingerprint() != space.fingerprint():
         raise ValueError(f"--pruningnet_dir={FLAGS.pruningnet_dir!r} holds a net of another space than "
                          f"{space_path!r}; pass the PruningNet the search used")
@@ -59,12 +61,13 @@ def main(argv):
     model_path = os.path.join(FLAGS.output_dir, "model.keras")
     if os.path.exists(model_path):
       raise ValueError(f"{model_path!r} exists: this retraining is finished; use another --output_dir")
-    model, result = pipeline.retrain(config, splits, space, structure, FLAGS.output_dir, net=net)
+    model, result = pipeline.retrain(config, splits, space, structure, FLAGS.output_dir, net=net, strategy=strategy)
   except (ValueError, PermissionError, OSError) as e:
     common_flags.fail(str(e))
-  pipeline.save_model_atomic(model, model_path)
-  result.update(structure=name, config=config.get_config())
-  tfmp.io.write_json_atomic(os.path.join(FLAGS.output_dir, "retrain.json"), result)
+  if tfmp.distribute.is_chief(strategy):
+    pipeline.save_model_atomic(model, model_path)
+    result.update(structure=name, config=config.get_config())
+    tfmp.io.write_json_atomic(os.path.join(FLAGS.output_dir, "retrain.json"), result)
   print(f"{name}: {result['mflops']:.3f} MFLOPs, {result['params']:,} params, test accuracy "
         f"{100 * result['test_accuracy']:.2f}% -> {model_path}")
 

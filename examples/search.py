@@ -26,6 +26,7 @@ flags.DEFINE_string("pruningnet_dir", "runs/pruningnet", "Output folder of examp
                     "pruningnet.keras and run.json; the dataset settings are read from it).")
 common_flags.define_budget_flags()
 common_flags.define_search_flags()
+common_flags.define_strategy_flag()
 flags.DEFINE_string("output_dir", "runs/search", "Where the structures, state and plot go.")
 flags.DEFINE_integer("verbose", 1, "1: a line per generation; 0: silent.")
 
@@ -35,13 +36,14 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+  strategy = common_flags.strategy()
   from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
   try:
-    trained, net = pipeline.load_training_run(FLAGS.pruningnet_dir)
+    trained, net = pipeline.load_training_run(FLAGS.pruningnet_dir, strategy=strategy)
     config = trained.replace(**common_flags.budget_kwargs(), **common_flags.search_kwargs())
     splits = pipeline.load_data(config)
     budget = pipeline.config_budget(config, net.space)
-    pipeline.write_settings(FLAGS.output_dir, config, splits)
+    pipeline.write_settings(FLAGS.output_dir, config, splits, strategy=strategy)
     found, base = pipeline.search_and_save(net, splits, budget, config, FLAGS.output_dir, verbose=FLAGS.verbose)
   except (ValueError, PermissionError) as e:
     common_flags.fail(str(e))

@@ -31,6 +31,7 @@ common_flags.define_model_flags(default_model="small_cnn")
 common_flags.define_pruningnet_flags()
 flags.DEFINE_integer("num_random", 3, "Random structures to report after training.")
 flags.DEFINE_integer("calibration_batches", 4, "Batches used to recalibrate BN statistics per structure.")
+common_flags.define_strategy_flag()
 flags.DEFINE_string("output_dir", "runs/pruningnet", "Where the net, logs and report go.")
 flags.DEFINE_bool("resume", False, "Continue the interrupted (or finished) run in --output_dir with the same "
                   "settings. Without it, a folder that already holds a run is refused.")
@@ -41,6 +42,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+  strategy = common_flags.strategy()
   from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
   try:
     config = pipeline.PipelineConfig(**common_flags.dataset_kwargs(), **common_flags.model_kwargs(),
@@ -51,7 +53,7 @@ def main(argv):
     run = pipeline.TrainingRun(FLAGS.output_dir, config, resume=FLAGS.resume)
   except (ValueError, PermissionError) as e:
     common_flags.fail(str(e))
-  net = run.train(splits, space)
+  net = run.train(splits, space, strategy=strategy)
 
   import tf_metaprune as tfmp  # pylint: disable=g-import-not-at-top
   full = space.largest()
@@ -72,9 +74,10 @@ def main(argv):
                  "params": space.params(s), "search_accuracy": acc})
     print(f"{label:<14} {space.mflops(s):8.3f} {space.params(s):9d} {100 * acc:8.1f}%")
   print(f"(evaluation traced {evaluator.trace_count} time(s) for {len(named)} structures)")
-  tfmp.io.write_json_atomic(os.path.join(FLAGS.output_dir, "report.json"),
-                            {"space": space.name, "dataset": splits.get_config(), "config": config.get_config(),
-                             "structures": rows})
+  if tfmp.distribute.is_chief(strategy):
+    tfmp.io.write_json_atomic(os.path.join(FLAGS.output_dir, "report.json"),
+                              {"space": space.name, "dataset": splits.get_config(), "config": config.get_config(),
+                               "structures": rows})
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ _DATA_KEYS = ("dataset", "input_size", "batch_size", "max_examples", "seed")
 _NET_KEYS = ("model", "width_multiplier", "min_width_ratio", "divisor", "small_input", "stage_repeats",
              "pruningnet_epochs",
              "pruningnet_learning_rate", "pruningnet_optimizer", "hidden_units", "bn_mode", "sampling")
-_SEARCH_KEYS = ("max_mflops", "flops_ratio", "max_params", "max_latency_ms", "latency_table", "population_size",
+_SEARCH_KEYS = ("searcher", "max_mflops", "flops_ratio", "max_params", "max_latency_ms", "latency_table", "population_size",
                 "num_generations", "calibration_batches")
 _RETRAIN_KEYS = ("retrain_epochs", "retrain_learning_rate", "retrain_optimizer", "init")
 _EXPORT_KEYS = ("export_num_runs", "export_num_threads", "export_calibration_batches")
@@ -95,6 +95,9 @@ class PipelineConfig:
     max_mflops / flops_ratio / max_params / max_latency_ms: the budget; `run`
       needs at least one (flops_ratio is a fraction of the full-width MFLOPs;
       max_latency_ms needs `latency_table`, a LatencyTable JSON file).
+    searcher: "evolutionary" (MetaPruning, the default), "autoslim", "pas",
+      "rl" or "uniform" (`tf_metaprune.search.SEARCHERS`); the uniform
+      baseline is reported beside it whatever the searcher.
     population_size, num_generations: evolutionary search size (paper 50, 20).
     calibration_batches: training batches for BN recalibration per candidate.
     retrain_epochs, retrain_learning_rate, retrain_optimizer: the recipe that
@@ -126,6 +129,7 @@ class PipelineConfig:
   max_params: Optional[int] = None
   max_latency_ms: Optional[float] = None
   latency_table: Optional[str] = None
+  searcher: str = "evolutionary"
   population_size: int = 50
   num_generations: int = 20
   calibration_batches: int = 4
@@ -166,6 +170,9 @@ class PipelineConfig:
       bad("bn_mode", "must be 'shared' or 'switchable'")
     if self.sampling not in ("random", "sandwich"):
       bad("sampling", "must be 'random' or 'sandwich'")
+    from tf_metaprune.search import dispatch  # pylint: disable=g-import-not-at-top
+    if self.searcher not in dispatch.SEARCHERS:
+      bad("searcher", f"must be one of {dispatch.SEARCHERS}")
     if self.init not in ("scratch", "generated"):
       bad("init", "must be 'scratch' (fresh weights) or 'generated' (the PruningNet's weights)")
     if self.max_mflops is not None and self.flops_ratio is not None:
@@ -289,7 +296,19 @@ def save_model_atomic(model, path):
   return path
 
 
-def train_pruning_net(config: PipelineConfig, splits, space, output_dir, verbose=1):
+def _scope(strategy):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return (strategy or tf.distribute.get_strategy()).scope()
+
+
+def _is_chief(strategy):
+  if strategy is None:
+    return True
+  from tf_metaprune import distribute  # pylint: disable=g-import-not-at-top
+  return distribute.is_chief(strategy)
+
+
+def train_pruning_net(config: PipelineConfig, splits, space, output_dir, verbose=1, strategy=None):
   """Trains a PruningNet of `space` into `output_dir` (resumes an interrupted run).
 
   Returns:
@@ -299,15 +318,16 @@ def train_pruning_net(config: PipelineConfig, splits, space, output_dir, verbose
   from tf_metaprune import pruning_net  # pylint: disable=g-import-not-at-top
   from tf_metaprune import training  # pylint: disable=g-import-not-at-top
   keras.utils.set_random_seed(config.seed)
-  net = pruning_net.PruningNet(space, hidden_units=config.hidden_units, bn_mode=config.bn_mode, seed=config.seed,
-                               sampling=config.sampling)
+  with _scope(strategy):
+    net = pruning_net.PruningNet(space, hidden_units=config.hidden_units, bn_mode=config.bn_mode, seed=config.seed,
+                                 sampling=config.sampling)
   history = training.fit(net, splits.train, epochs=config.pruningnet_epochs,
                          learning_rate=config.pruningnet_learning_rate, optimizer=config.pruningnet_optimizer,
                          output_dir=output_dir, verbose=verbose)
   return net, history
 
 
-def retrain(config: PipelineConfig, splits, space, structure, output_dir, net=None, verbose=1):
+def retrain(config: PipelineConfig, splits, space, structure, output_dir, net=None, verbose=1, strategy=None):
   """Rebuilds `structure` as a plain Keras model and trains it with the run's recipe.
 
   Args:
@@ -316,6 +336,8 @@ def retrain(config: PipelineConfig, splits, space, structure, output_dir, net=No
     space, structure: what to rebuild.
     output_dir: the training checkpoints (an interrupted retraining resumes).
     net: the trained PruningNet, needed for `init="generated"`.
+    strategy: a `tf.distribute` strategy the model is built under (None:
+      the default one).
 
   Returns:
     (model, {"history", "test_accuracy", "test_loss", "params", "mflops"}).
@@ -329,9 +351,11 @@ def retrain(config: PipelineConfig, splits, space, structure, output_dir, net=No
     if net is None:
       raise ValueError("init='generated' needs the trained PruningNet to take the weights from")
     calibration.recalibrate(net, structure, splits.train, num_batches=config.calibration_batches)
-    model = rebuild_model(net, structure, bn_momentum=0.9)
+    with _scope(strategy):
+      model = rebuild_model(net, structure, bn_momentum=0.9)
   else:
-    model = rebuild_model(space, structure, bn_momentum=0.9)
+    with _scope(strategy):
+      model = rebuild_model(space, structure, bn_momentum=0.9)
   history = training.fit(model, splits.train, epochs=config.retrain_epochs,
                          learning_rate=config.retrain_learning_rate, optimizer=config.retrain_optimizer,
                          output_dir=output_dir, verbose=verbose)
@@ -398,27 +422,36 @@ class TrainingRun:
   def finished(self):
     return os.path.exists(self.net_path)
 
-  def train(self, splits, space, verbose=1):
-    """Trains (or resumes, or loads the finished) PruningNet; returns it."""
+  def train(self, splits, space, verbose=1, strategy=None):
+    """Trains (or resumes, or loads the finished) PruningNet; returns it.
+
+    Under a multi-worker strategy every worker calls this; only the chief
+    writes the files (all workers must see the same `output_dir`).
+    """
     import keras  # pylint: disable=g-import-not-at-top
     if self.finished:
       print(f"{self.net_path} is finished already: loading it (delete it to train again)")
-      net = keras.saving.load_model(self.net_path)
+      with _scope(strategy):
+        net = keras.saving.load_model(self.net_path)
       if net.space.fingerprint() != space.fingerprint():
         raise ValueError(f"{self.net_path!r} holds a net of another search space ({net.space.name}); use a new "
                          "output_dir")
       return net
-    io_lib.write_json_atomic(os.path.join(self.output_dir, "run.json"),
-                             {"format": "tf_metaprune.PruningNetRun", "config": self.config.get_config(),
-                              "dataset": splits.get_config()})
-    io_lib.write_text_atomic(os.path.join(self.output_dir, "space.json"), space.to_json())
-    net, history = train_pruning_net(self.config, splits, space, self.output_dir, verbose=verbose)
-    io_lib.write_json_atomic(os.path.join(self.output_dir, "history.json"), history)
-    save_model_atomic(net, self.net_path)
+    chief = _is_chief(strategy)
+    if chief:
+      io_lib.write_json_atomic(os.path.join(self.output_dir, "run.json"),
+                               {"format": "tf_metaprune.PruningNetRun", "config": self.config.get_config(),
+                                "dataset": splits.get_config()})
+      io_lib.write_text_atomic(os.path.join(self.output_dir, "space.json"), space.to_json())
+    net, history = train_pruning_net(self.config, splits, space, self.output_dir, verbose=verbose,
+                                     strategy=strategy)
+    if chief:
+      io_lib.write_json_atomic(os.path.join(self.output_dir, "history.json"), history)
+      save_model_atomic(net, self.net_path)
     return net
 
 
-def load_training_run(pruningnet_dir):
+def load_training_run(pruningnet_dir, strategy=None):
   """(PipelineConfig, PruningNet) of a finished `TrainingRun` folder.
 
   Raises:
@@ -431,7 +464,9 @@ def load_training_run(pruningnet_dir):
     raise ValueError(f"{pruningnet_dir!r} holds no finished PruningNet (pruningnet.keras and run.json); train one "
                      "with examples/train_pruningnet.py --output_dir=... (or finish it with --resume)")
   config = PipelineConfig.from_config(io_lib.read_json(run_json, "PruningNet run file")["config"])
-  return config, keras.saving.load_model(net_path)
+  with _scope(strategy):
+    net = keras.saving.load_model(net_path)
+  return config, net
 
 
 # ---------------------------------------------------------------------------------------------
@@ -458,7 +493,7 @@ class Run:
       self.stages = dict(state.get("stages", {}))
     elif os.path.isdir(self.output_dir) and os.listdir(self.output_dir):
       known = set(STAGES) | {"pruningnet", "retrain", "config.json", _STAGES_FILE, "search_state.json"}
-      foreign = sorted(set(os.listdir(self.output_dir)) - known)
+      foreign = sorted(f for f in set(os.listdir(self.output_dir)) - known if not f.startswith("searcher_"))
       if foreign:
         raise ValueError(f"output_dir={self.output_dir!r} is not empty and holds no pipeline run ({foreign[:5]}); "
                          "pick a new or empty folder, so nothing of yours is overwritten")
@@ -501,7 +536,8 @@ class Run:
     io_lib.write_json_atomic(self.path, {"format": _STAGES_FORMAT, "version": 1, "stages": self.stages})
 
 
-def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None] = print) -> Dict[str, Any]:
+def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None] = print,
+        strategy=None) -> Dict[str, Any]:
   """Runs (or resumes) every stage of the MetaPruning job into `output_dir`.
 
   Args:
@@ -509,6 +545,9 @@ def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None
     output_dir: the run folder (created; an existing run in it is resumed).
     verbose: 1 shows Keras progress bars and a search line per generation.
     log: where stage messages go.
+    strategy: a `tf.distribute` strategy of this machine's devices (e.g.
+      `tf_metaprune.distribute.get_strategy("mirrored")`) for the trainings;
+      None = the default. A multi-worker job runs the stage binaries instead.
 
   Returns:
     The report dict (also written as report.json; report.md holds the table).
@@ -522,6 +561,11 @@ def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None
   from tf_metaprune import search as search_lib  # pylint: disable=g-import-not-at-top
 
   t_start = time.perf_counter()
+  from tf_metaprune import distribute  # pylint: disable=g-import-not-at-top
+  if strategy is not None and distribute.is_multi_worker(strategy):
+    raise ValueError("run() (examples/metaprune.py) works on one machine (strategy default or mirrored); for several "
+                     "machines run examples/train_pruningnet.py and examples/retrain.py with --strategy=multi_worker "
+                     "and examples/search.py on the chief")
   state = Run(output_dir, config)
   splits = load_data(config)
   space = build_space(config, splits.input_shape, splits.num_classes)
@@ -537,12 +581,13 @@ def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None
   net_dir = state.file("pruningnet")
   if state.done("pruningnet"):
     log(f"[metaprune] 1/5 pruningnet: done already ({net_dir}/pruningnet.keras), loading it")
-    net = keras.saving.load_model(os.path.join(net_dir, "pruningnet.keras"))
+    with _scope(strategy):
+      net = keras.saving.load_model(os.path.join(net_dir, "pruningnet.keras"))
   else:
     log(f"[metaprune] 1/5 pruningnet: training {config.pruningnet_epochs} epochs ({config.sampling} structures "
         f"per step) -> {net_dir}")
     t0 = time.perf_counter()
-    net = TrainingRun(net_dir, config, resume=True).train(splits, space, verbose=verbose)
+    net = TrainingRun(net_dir, config, resume=True).train(splits, space, verbose=verbose, strategy=strategy)
     history = io_lib.read_json(os.path.join(net_dir, "history.json"), "training history")
     state.finish("pruningnet", time.perf_counter() - t0, final_loss=float(history["loss"][-1]))
   if net.space.fingerprint() != space.fingerprint():
@@ -579,7 +624,7 @@ def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None
         f"({space.mflops(structure):.3f} MFLOPs)")
     t0 = time.perf_counter()
     model, result = retrain(config, splits, space, structure, state.file("retrain", key),
-                            net=net if config.init == "generated" else None, verbose=verbose)
+                            net=net if config.init == "generated" else None, verbose=verbose, strategy=strategy)
     save_model_atomic(model, state.file(model_file))
     state.finish(stage, time.perf_counter() - t0, result=result)
     retrained[key] = result
@@ -603,8 +648,10 @@ def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None
   return report
 
 
-def write_settings(output_dir, config: PipelineConfig, splits):
+def write_settings(output_dir, config: PipelineConfig, splits, strategy=None):
   """Records the settings (and data) of a stage run by hand in `output_dir/settings.json`."""
+  if not _is_chief(strategy):
+    return
   _check_writable(output_dir)
   io_lib.write_json_atomic(os.path.join(str(output_dir), "settings.json"),
                            {"format": "tf_metaprune.Settings", "config": config.get_config(),
@@ -622,6 +669,9 @@ def read_settings(folder) -> PipelineConfig:
 def search_and_save(net, splits, budget, config: PipelineConfig, output_dir, verbose=1):
   """Evolutionary search + uniform baseline of `net` under `budget`; writes the results.
 
+  `config.searcher` picks the searcher (`tf_metaprune.search.run`); the
+  uniform baseline is scored with the PruningNet whatever the searcher.
+
   Files in `output_dir`: search_state.json (resumes an interrupted search),
   search_result.json, uniform_result.json, structure.json,
   uniform_structure.json, space.json, pareto.png.
@@ -634,12 +684,22 @@ def search_and_save(net, splits, budget, config: PipelineConfig, output_dir, ver
   _check_writable(output_dir)
   out = lambda name: os.path.join(str(output_dir), name)
   evaluator = _evaluator(net, splits, config)
-  evolution = search_lib.EvolutionConfig(population_size=config.population_size,
-                                         num_generations=config.num_generations, seed=config.seed,
-                                         top_k=min(10, config.population_size))
-  found = search_lib.evolutionary(net, evaluator, budget, evolution, state_path=out("search_state.json"),
-                                  verbose=verbose)
+  if config.searcher == "evolutionary":
+    evolution = search_lib.EvolutionConfig(population_size=config.population_size,
+                                           num_generations=config.num_generations, seed=config.seed,
+                                           top_k=min(10, config.population_size))
+    found = search_lib.evolutionary(net, evaluator, budget, evolution, state_path=out("search_state.json"),
+                                    verbose=verbose)
+  else:
+    # AutoSlim and PaS train their own network (slimmable / masked) on the training split and score on the
+    # search split; RL and uniform score with the PruningNet. Their states live in searcher_<name>/.
+    own_net = config.searcher in ("autoslim", "pas")
+    found = search_lib.run(config.searcher, space, budget, train_data=splits,
+                           search_data=splits if own_net else evaluator, pruning_net=None if own_net else net,
+                           output_dir=out("searcher_" + config.searcher), seed=config.seed, verbose=verbose)
   base = search_lib.uniform(net, evaluator, budget, verbose=verbose)
+  if not _is_chief(net.distribute_strategy):
+    return found, base   # the chief writes the files
   found.save(out("search_result.json"))
   base.save(out("uniform_result.json"))
   io_lib.write_text_atomic(out("space.json"), space.to_json())
