@@ -126,7 +126,7 @@ def test_search_and_retrain_binaries_continue_from_the_pipelines_pruning_net(run
                 "--searcher=uniform", "--verbose=0", f"--output_dir={tmp_path / 's'}")   # through search.run
   assert search.returncode == 0, search.stderr[-3000:]
   assert json.loads((tmp_path / "s" / "search_result.json").read_text())["method"] == "uniform"
-  for name in ("structure.json", "uniform_structure.json", "search_state.json", "pareto.png", "settings.json"):
+  for name in ("structure.json", "uniform_structure.json", "search_result.json", "pareto.png", "settings.json"):
     assert (tmp_path / "s" / name).exists(), name
   retrain = _run("retrain.py", f"--search_dir={tmp_path / 's'}", "--uniform", "--epochs=1",
                  f"--output_dir={tmp_path / 'r'}")
