@@ -493,8 +493,18 @@ class SearchSpace:
     io.write_text_atomic(path, self.structure_to_json(structure, **extra))
 
   def load_structure(self, path: str) -> Structure:
-    with open(path) as f:
-      return self.structure_from_json(f.read())
+    """Reads a structure file written by `save_structure`, checked against this space.
+
+    Raises:
+      ValueError: naming the file, if it is missing, not JSON, not a structure,
+        or a structure of another space.
+    """
+    from tf_metaprune import io  # pylint: disable=g-import-not-at-top
+    text = io.read_text(path, "structure file")
+    try:
+      return self.structure_from_json(text)
+    except ValueError as e:
+      raise ValueError(f"structure file {path!r}: {e}") from None
 
   def __repr__(self):
     return (f"SearchSpace({self.name!r}, input_shape={self.input_shape}, genes={len(self.genes)}, "

@@ -240,8 +240,9 @@ class _Checkpointer(keras.callbacks.Callback):
   complete weights file.
   """
 
-  def __init__(self, output_dir, identity):
+  def __init__(self, output_dir, identity, chief=True):
     super().__init__()
+    self.chief = bool(chief)   # under a multi-worker strategy only the chief writes; all restore
     self.output_dir = output_dir
     self.backup_dir = os.path.join(output_dir, "backup")
     self.state_path = os.path.join(self.backup_dir, "state.json")
@@ -296,6 +297,8 @@ class _Checkpointer(keras.callbacks.Callback):
 
   # ---- saving --------------------------------------------------------------------------------
   def save(self):
+    if not self.chief:
+      return
     os.makedirs(self.backup_dir, exist_ok=True)
     pid = os.getpid()
     name = f"epoch_{self.epoch:04d}.weights.h5"
