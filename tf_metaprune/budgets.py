@@ -560,8 +560,10 @@ class LatencyTable:
     text = io_lib.read_text(path, "latency table")
     try:
       return cls.from_json(text)
-    except (ValueError, KeyError, TypeError) as e:
+    except ValueError as e:
       raise ValueError(f"latency table {path!r}: {e}") from None
+    except (KeyError, TypeError) as e:
+      raise ValueError(f"latency table {path!r} is damaged ({type(e).__name__}: {e}); measure it again") from None
 
   def __eq__(self, other):
     return isinstance(other, LatencyTable) and other.get_config() == self.get_config()

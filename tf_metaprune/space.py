@@ -440,7 +440,11 @@ class SearchSpace:
     data = _load_json(text, "search space")
     if data.get("format") != _SPACE_FORMAT:
       raise ValueError(f"this JSON is not a tf_metaprune search space (format={data.get('format')!r})")
-    return cls.from_config(data["space"])
+    try:
+      return cls.from_config(data["space"])
+    except (KeyError, TypeError) as e:
+      raise ValueError(f"search space JSON is malformed ({type(e).__name__}: {e}); write spaces with "
+                       "SearchSpace.to_json") from None
 
   def fingerprint(self) -> str:
     """A short hash of the space's config: structures and state files record it."""

@@ -196,5 +196,8 @@ class SearchResult:
     data = io_lib.read_json(path, "search result")
     try:
       return cls.from_dict(data)
-    except (ValueError, KeyError, TypeError) as e:
+    except ValueError as e:
       raise ValueError(f"search result {path!r}: {e}") from None
+    except (KeyError, TypeError) as e:
+      raise ValueError(f"search result {path!r} is damaged ({type(e).__name__}: {e}); write results with "
+                       "SearchResult.save") from None
