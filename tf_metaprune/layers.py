@@ -304,7 +304,10 @@ class WidthBatchNorm(keras.layers.Layer):
     if stats is not None or not training:
       mean, var = tf.nn.moments(x, axes)
     pad = [[0, self.max_channels - channels]]
-    return y, (tf.pad(mean, pad), tf.pad(var + tf.square(mean), pad))
+    # Static shape [max_channels]: recalibration sums these in a loop whose state must keep one
+    # shape (with max_channels == 1 TF could not infer it, and the loop refused to trace).
+    return y, (tf.reshape(tf.pad(mean, pad), [self.max_channels]),
+               tf.reshape(tf.pad(var + tf.square(mean), pad), [self.max_channels]))
 
   def compute_output_spec(self, x, **kwargs):
     raise NotImplementedError("WidthBatchNorm is called on tensors by PruningNet")
