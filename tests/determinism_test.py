@@ -45,25 +45,26 @@ def _train(net_seed):
 
 @pytest.fixture(scope="module")
 def trained():
-  return [_train(net_seed=7), _train(net_seed=7)]
+  return _train(net_seed=7)
 
 
-def test_same_seeds_give_the_same_structure_sequence_and_weights(trained):
-  (a, _), (b, _) = trained
-  steps = 2 * int(tfmp.training.steps_per_epoch(trained[0][1].train))
-  assert [s for s, _ in a.drawn] == list(range(steps))      # one structure per step, in step order
-  assert a.drawn == b.drawn and len({ch for _, ch in a.drawn}) > steps // 2
-  for wa, wb in zip(a.weights, b.weights):
-    np.testing.assert_array_equal(wa.numpy(), wb.numpy())
-  # The sequence is the documented function of (seed, step), and another seed draws another one.
-  same = tfmp.PruningNet(a.space, hidden_units=0, seed=7)
-  other = tfmp.PruningNet(a.space, hidden_units=0, seed=8)
-  assert [tuple(same.sample_choices(tf.constant(s)).numpy()) for s in range(steps)] == [c for _, c in a.drawn]
-  assert [tuple(other.sample_choices(tf.constant(s)).numpy()) for s in range(steps)] != [c for _, c in a.drawn]
+def test_training_draws_the_documented_structure_sequence_of_its_seed(trained):
+  # With the same seeds the weights come out bit for bit the same: kill_resume_test.py compares
+  # two runs in two processes. Here: the structures training used are the pure function of
+  # (PruningNet seed, step) that sample_choices documents, so any rerun draws them again.
+  net, splits = trained
+  steps = 2 * int(tfmp.training.steps_per_epoch(splits.train))
+  assert [s for s, _ in net.drawn] == list(range(steps))     # one structure per step, in step order
+  drawn = [c for _, c in net.drawn]
+  assert len(set(drawn)) > steps // 2
+  same = tfmp.PruningNet(net.space, hidden_units=0, seed=7)
+  other = tfmp.PruningNet(net.space, hidden_units=0, seed=8)
+  assert [tuple(same.sample_choices(tf.constant(s)).numpy()) for s in range(steps)] == drawn
+  assert [tuple(other.sample_choices(tf.constant(s)).numpy()) for s in range(steps)] != drawn
 
 
 def test_same_search_seed_gives_the_same_search_and_another_seed_another(trained):
-  net, splits = trained[0]
+  net, splits = trained
   evaluator = tfmp.Evaluator(net, tfmp.EvaluationData.from_dataset(splits.search, 2, splits.calibration))
   budget = tfmp.FlopsBudget.from_ratio(net.space, 0.5)
   settings = dict(population_size=8, top_k=3, num_mutations=3, num_crossovers=3, num_generations=3, verbose=0)
