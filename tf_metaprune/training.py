@@ -423,7 +423,7 @@ def fit(model, train_data, epochs, learning_rate=0.05, output_dir=None, validati
   epochs = int(epochs)
   steps = steps_per_epoch(train_data)
   check_training_data(model, train_data)
-  if validation_data is not None:
+  if isinstance(validation_data, tf.data.Dataset):
     check_training_data(model, validation_data, "validation_data")
   if output_dir:
     output_dir = io_lib.check_writable_dir(output_dir, "output_dir")
@@ -461,13 +461,17 @@ def fit(model, train_data, epochs, learning_rate=0.05, output_dir=None, validati
   except tf.errors.InvalidArgumentError as e:
     if _LABEL_CHECK not in str(e):
       raise
-    lo, hi = _label_range(validation_data if validation_data is not None and
-                          "validation" in str(e).lower() else train_data)
     n = num_classes_of(model)
-    bad = hi if hi is not None and n is not None and hi >= n else lo
-    raise ValueError(f"the data holds label {bad} but {_model_name(model)} has {n} classes (labels must be in "
-                     f"[0, {n})); build the space with num_classes={int(hi) + 1 if hi is not None else '?'} or "
-                     "fix the labels") from None
+    for name, ds in (("train_data", train_data), ("validation_data", validation_data)):
+      if not isinstance(ds, tf.data.Dataset) or n is None:
+        continue
+      lo, hi = _label_range(ds)
+      if lo is not None and (lo < 0 or hi >= n):
+        bad = hi if hi >= n else lo
+        raise ValueError(f"the data holds label {bad} but {_model_name(model)} has {n} classes (labels must be "
+                         f"in [0, {n})); build the space with num_classes={max(int(hi) + 1, n)} or fix the "
+                         f"labels of {name}") from None
+    raise
   if guard.bad is not None:
     b = guard.bad
     where = f"step {b['step']} (epoch {b['epoch']}, batch {b['batch']} of {steps})"
