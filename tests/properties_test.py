@@ -13,6 +13,7 @@ import json
 import hypothesis
 from hypothesis import strategies as st
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import tf_metaprune as tfmp
@@ -46,7 +47,8 @@ def _structure(data, space):
   return tfmp.Structure([data.draw(st.integers(0, n - 1)) for n in space.num_choices])
 
 
-@_settings(5)
+@pytest.mark.slow
+@_settings(4)
 @hypothesis.given(space=spaces(), data=st.data())
 def test_rebuilt_model_logits_equal_pruning_net_logits(space, data):
   s = _structure(data, space)
