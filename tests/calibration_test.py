@@ -52,3 +52,13 @@ def test_empty_calibration_dataset_is_rejected():
   empty = tf.data.Dataset.from_tensor_slices(np.zeros((0, 10, 10, 1), np.float32)).batch(4)
   with pytest.raises(ValueError, match="empty"):
     net.recalibrate(net.space.largest(), empty)
+
+
+def test_recalibration_traces_for_a_layer_one_channel_wide():
+  # Found by tests/properties_test.py: the summing loop lost the static width of a 1-channel BN.
+  space = tfmp.models.small_cnn((8, 8, 1), 3, channels=(1, 4, 4, 4), divisor=1)
+  net = tfmp.PruningNet(space, hidden_units=0)
+  x = np.random.default_rng(0).random((2, 4, 8, 8, 1), dtype=np.float32)
+  assert net.recalibrate(space.largest(), x) == 8
+  pre = tfmp.rebuild(net, space.largest()).get_layer("conv1")(x.reshape(8, 8, 8, 1)).numpy()
+  np.testing.assert_allclose(net.bn_layers[0].moving_mean.numpy(), pre.mean(axis=(0, 1, 2)), atol=1e-5)

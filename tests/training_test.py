@@ -1,10 +1,14 @@
 """Tests of tf_metaprune.training: the shared recipe learns and resumes."""
 
+import contextlib
+import json
 import os
+import shutil
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import tf_metaprune as tfmp
 
@@ -38,3 +42,169 @@ def test_bad_training_arguments_are_rejected(kwargs, match):
   args = dict(epochs=1, learning_rate=0.1) | kwargs
   with pytest.raises(ValueError, match=match):
     tfmp.training.fit(model, splits.train, verbose=0, **args)
+
+
+@contextlib.contextmanager
+def _without_write_permission(folder):
+  """Makes `folder` read-only for this process (as root, by dropping to uid 65534 meanwhile)."""
+  folder.chmod(0o500)
+  dropped = False
+  try:
+    if os.geteuid() == 0:
+      try:
+        os.seteuid(65534)   # root ignores permission bits: act as "nobody" for the duration
+      except OSError:
+        pytest.skip("running as root without the right to change uid: no folder is read-only here")
+      dropped = True
+    yield
+  finally:
+    if dropped:
+      os.seteuid(0)
+    folder.chmod(0o700)
+
+
+# ---- checkpoints, resumption, NaN, bad input ------------------------------------------------------
+
+
+def _tiny_run(seed=0):
+  """A 4-step-per-epoch dataset in a fixed order and a tiny PruningNet, seeded."""
+  keras.utils.set_random_seed(seed)
+  rng = np.random.default_rng(seed)
+  x = rng.random((64, 8, 8, 1), dtype=np.float32)
+  y = rng.integers(0, 3, 64).astype(np.int32)
+  ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+  space = tfmp.models.small_cnn((8, 8, 1), 3, channels=(4, 4, 4, 4), divisor=1)
+  return ds, tfmp.PruningNet(space, hidden_units=0, seed=1)
+
+
+class _EpochWeights(keras.callbacks.Callback):
+  """Records the model's weights at every epoch end, and counts training batches."""
+
+  def __init__(self):
+    super().__init__()
+    self.weights, self.batches = {}, 0
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.batches += 1
+
+  def on_epoch_end(self, epoch, logs=None):
+    self.weights[epoch + 1] = [w.numpy().copy() for w in self.model.weights]
+
+
+class _PoisonAfterStep(keras.callbacks.Callback):
+  """Sets a kernel to NaN after global step `step`, so the next step's loss is NaN."""
+
+  def __init__(self, step):
+    super().__init__()
+    self.step, self.seen = step, 0
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.seen += 1
+    if self.seen == self.step:
+      v = self.model.trainable_variables[0]
+      v.assign(np.full(v.shape, np.nan, np.float32))
+
+
+def test_nan_loss_stops_with_the_step_number_and_keeps_the_last_good_checkpoint(tmp_path):
+  ds, net = _tiny_run()
+  record = _EpochWeights()
+  with pytest.raises(FloatingPointError, match=r"stopped at step 6 \(epoch 2, batch 2 of 4\): the loss became nan"
+                     r".*last good epoch \(1\)"):
+    tfmp.training.fit(net, ds, epochs=3, learning_rate=0.05, verbose=0, output_dir=str(tmp_path),
+                      callbacks=[record, _PoisonAfterStep(5)])
+  assert record.batches == 6   # stopped at once, not at the end of the epoch
+  state = json.loads((tmp_path / "backup" / "state.json").read_text())
+  assert state["epoch"] == 1 and all(np.isfinite(state["history"]["loss"]))
+  good = record.weights[1]
+  # The model holds the last good checkpoint again, and last.weights.h5 is that checkpoint, not NaN.
+  for want, w in zip(good, net.weights):
+    np.testing.assert_array_equal(w.numpy(), want)
+  _, again = _tiny_run()
+  again.load_weights(str(tmp_path / "last.weights.h5"))
+  for want, w in zip(good, again.weights):
+    np.testing.assert_array_equal(w.numpy(), want)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  """(output_dir, history, weights) of a finished 2-epoch run of `_tiny_run()`."""
+  out = tmp_path_factory.mktemp("finished")
+  ds, net = _tiny_run()
+  history = tfmp.training.fit(net, ds, epochs=2, learning_rate=0.05, verbose=0, output_dir=str(out))
+  return out, history, [w.numpy() for w in net.weights]
+
+
+def test_finished_training_is_not_redone_and_returns_its_history(finished_run):
+  out, first, weights = finished_run
+  ds, fresh = _tiny_run(seed=1)   # other initial weights: the checkpoint must replace them
+  record = _EpochWeights()
+  again = tfmp.training.fit(fresh, ds, epochs=2, learning_rate=0.05, verbose=0, output_dir=str(out),
+                            callbacks=[record])
+  assert record.batches == 0 and again == first and len(first["loss"]) == 2
+  for a, b in zip(weights, fresh.weights):
+    np.testing.assert_array_equal(a, b.numpy())
+  assert int(fresh.optimizer.iterations) == 8   # the optimizer state came back too
+
+
+def test_training_state_of_another_run_or_damaged_is_rejected_and_left_untouched(finished_run, tmp_path):
+  shutil.copytree(finished_run[0], tmp_path, dirs_exist_ok=True)
+  ds, net = _tiny_run()
+  state = tmp_path / "backup" / "state.json"
+  before = state.read_text()
+  with pytest.raises(ValueError, match=r"state\.json' belongs to another run: \{'epochs': \(2, 3\)"):
+    tfmp.training.fit(net, ds, epochs=3, learning_rate=0.05, verbose=0, output_dir=str(tmp_path))
+  with pytest.raises(ValueError, match=r"belongs to another run: \{'learning_rate': \(0.05, 0.1\)"):
+    tfmp.training.fit(net, ds, epochs=2, learning_rate=0.1, verbose=0, output_dir=str(tmp_path))
+  assert state.read_text() == before
+  for text, match in [(before[:len(before) // 2], "is not valid JSON"),
+                      ('{"format": "tf_metaprune.EvolutionState"}', "is not a training state file"),
+                      (before.replace('"epoch"', '"epoc"'), "is damaged")]:
+    state.write_text(text)
+    with pytest.raises(ValueError, match=match) as e:
+      tfmp.training.fit(net, ds, epochs=2, learning_rate=0.05, verbose=0, output_dir=str(tmp_path))
+    assert str(state) in str(e.value)
+    assert state.read_text() == text
+
+
+@pytest.mark.parametrize("images,labels,match", [
+    ((8, 8, 3), None, r"train_data images have 3 channels \(shape \(8, 8, 3\)\) but the PruningNet of space "
+                      r"'small_cnn' takes 1 \(input shape \(8, 8, 1\)\)"),
+    ((12, 12, 1), None, r"train_data images are 12x12 .* takes 8x8"),
+    ((8, 8, 1), "onehot", r"labels have shape \(None, 3\): they look one-hot"),
+    ((8, 8, 1), "big", r"the data holds label 7 but the PruningNet of space 'small_cnn' has 3 classes .*"
+                       r"num_classes=8"),
+])
+def test_dataset_that_does_not_fit_the_model_is_rejected_naming_the_values(images, labels, match):
+  _, net = _tiny_run()
+  rng = np.random.default_rng(0)
+  x = rng.random((32,) + images, dtype=np.float32)
+  y = rng.integers(0, 3, 32).astype(np.int32)
+  if labels == "onehot":
+    y = np.eye(3, dtype=np.float32)[y]
+  elif labels == "big":
+    y[5] = 7
+  ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+  with pytest.raises(ValueError, match=match):
+    tfmp.training.fit(net, ds, epochs=1, verbose=0)
+
+
+def test_empty_training_dataset_is_rejected():
+  _, net = _tiny_run()
+  empty = tf.data.Dataset.from_tensor_slices((np.zeros((0, 8, 8, 1), np.float32), np.zeros(0, np.int32))).batch(4)
+  with pytest.raises(ValueError, match=r"the training dataset is empty \(0 batches\)"):
+    tfmp.training.fit(net, empty, epochs=1, verbose=0)
+  unknown = empty.filter(lambda x, y: True)   # unknown length: counted, still empty
+  with pytest.raises(ValueError, match="empty"):
+    tfmp.training.fit(net, unknown, epochs=1, verbose=0)
+
+
+def test_output_dir_without_write_permission_fails_before_training(tmp_path):
+  locked = tmp_path / "locked"
+  locked.mkdir()
+  ds, net = _tiny_run()
+  record = _EpochWeights()
+  with _without_write_permission(locked):
+    with pytest.raises(tfmp.io.NotWritableError, match=r"output_dir='.*locked/run' is not writable") as e:
+      tfmp.training.fit(net, ds, epochs=1, verbose=0, output_dir=str(locked / "run"), callbacks=[record])
+  assert isinstance(e.value, ValueError) and isinstance(e.value, PermissionError)
+  assert record.batches == 0 and not (locked / "run").exists()

@@ -550,6 +550,8 @@ class LatencyTable:
       got = data.get("format") if isinstance(data, dict) else type(data).__name__
       raise ValueError(f"this JSON is not a tf_metaprune latency table (format={got!r}); "
                        "write tables with LatencyTable.to_json / save")
+    if "entries" not in data:
+      raise ValueError("this latency table has no 'entries'; it is truncated or damaged: measure it again")
     return cls(data.get("space_fingerprint"), data["entries"], data.get("overhead_ms", 0.0),
                data.get("device", "unknown"))
 
@@ -559,8 +561,20 @@ class LatencyTable:
 
   @classmethod
   def load(cls, path):
-    with open(path) as f:
-      return cls.from_json(f.read())
+    """Reads a table written by `save` (or `tflite_export`).
+
+    Raises:
+      ValueError: naming the file, if it is missing, not JSON, not a latency
+        table, or has malformed entries. (A table of another space is caught
+        by `validate(space)`, which every budget and search calls.)
+    """
+    text = io_lib.read_text(path, "latency table")
+    try:
+      return cls.from_json(text)
+    except ValueError as e:
+      raise ValueError(f"latency table {path!r}: {e}") from None
+    except (KeyError, TypeError) as e:
+      raise ValueError(f"latency table {path!r} is damaged ({type(e).__name__}: {e}); measure it again") from None
 
   def __eq__(self, other):
     return isinstance(other, LatencyTable) and other.get_config() == self.get_config()

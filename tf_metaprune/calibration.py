@@ -92,7 +92,8 @@ def _stack_images(data, num_batches):
       if num_batches is not None and len(batches) >= num_batches:
         break
     if not batches:
-      raise ValueError("the calibration dataset is empty; pass a dataset with at least one batch of images")
+      raise ValueError("the calibration dataset is empty (0 batches); pass a dataset with at least one batch of "
+                       "images, e.g. load_dataset(...).train")
     size = batches[0].shape[0]
     full = [b for b in batches if b.shape[0] == size]
     return np.stack(full)
@@ -104,6 +105,36 @@ def _stack_images(data, num_batches):
   if num_batches is not None:
     images = images[:num_batches]
   return images
+
+
+def _check_images(space, shape, what):
+  """Raises ValueError if images of `shape` [..., H, W, C] do not fit `space`'s input."""
+  got = tuple(int(d) for d in shape[-3:])
+  want = tuple(space.input_shape)
+  if got[-1] != want[-1]:
+    raise ValueError(f"{what} have {got[-1]} channels (image shape {got}) but space {space.name!r} takes "
+                     f"{want[-1]} (input_shape={want}); build the space with input_shape={got}, or convert the "
+                     "images")
+  if got != want:
+    raise ValueError(f"{what} are {got[0]}x{got[1]} (image shape {got}) but space {space.name!r} takes "
+                     f"{want[0]}x{want[1]} (input_shape={want}): FLOPs and accuracies would be of another "
+                     f"network; build the space with input_shape={got} or resize the images")
+
+
+def check_evaluation_data(space, data):
+  """Checks that `EvaluationData` fits a space: image shape and channels, label range.
+
+  Raises:
+    ValueError: naming the offending shape or label and the space's values.
+  """
+  _check_images(space, data.calibration_images.shape, "calibration images")
+  _check_images(space, data.eval_images.shape, "search (evaluation) images")
+  real = data.eval_labels[data.eval_mask > 0]
+  if real.size and (real.min() < 0 or real.max() >= space.num_classes):
+    bad = int(real.max() if real.max() >= space.num_classes else real.min())
+    raise ValueError(f"the search data holds label {bad} but space {space.name!r} has {space.num_classes} "
+                     f"classes (labels must be in [0, {space.num_classes})); build the space with "
+                     f"num_classes={max(int(real.max()) + 1, space.num_classes)} or fix the labels")
 
 
 def recalibrate(net, structure, data, num_batches=None):
@@ -122,7 +153,9 @@ def recalibrate(net, structure, data, num_batches=None):
   Returns:
     The number of images the statistics were computed from.
   """
-  images = tf.constant(_stack_images(data, num_batches))
+  images = _stack_images(data, num_batches)
+  _check_images(net.space, images.shape, "calibration images")
+  images = tf.constant(images)
   choices = net.choices_tensor(structure)
   fn = net._moments_fn  # pylint: disable=protected-access
   if fn is None:
@@ -173,8 +206,12 @@ class EvaluationData:
       dataset: the held-out search split, batched (scored in full unless
         `max_eval_batches` is given).
       num_calibration_batches: full batches used for BN statistics.
-      calibration_dataset: where calibration images come from (default: the
-        training split is the reference's choice; here `dataset` if None).
+      calibration_dataset: where calibration images come from (default:
+        `dataset`). The reference recalibrates on training images: pass
+        `splits.calibration` (the train split in a fixed order), not the
+        reshuffling `splits.train`, whose first batches change with every
+        pass -- a search resumed in a new process would then calibrate on
+        other images, and its state would be refused as of other data.
       max_eval_batches: score only the first batches.
 
     Raises:
@@ -191,7 +228,8 @@ class EvaluationData:
       if max_eval_batches is not None and len(xs) >= max_eval_batches:
         break
     if not xs:
-      raise ValueError("the evaluation dataset is empty")
+      raise ValueError("the evaluation (search) dataset is empty (0 batches); pass the held-out search split, "
+                       "e.g. load_dataset(...).search, with at least one image")
     images = np.concatenate(xs)
     labels = np.concatenate(ys)
     b = xs[0].shape[0]
@@ -222,9 +260,17 @@ class Evaluator:
     strategy: a `tf.distribute.Strategy`; default: the one `net` was built
       under (`net.distribute_strategy`), i.e. one device unless the net was
       created inside `strategy.scope()`.
+
+  Raises:
+    ValueError: if the data does not fit the net's space (image size or
+      channels, labels outside [0, num_classes)).
   """
 
   def __init__(self, net, data, strategy=None):
+    if not isinstance(data, EvaluationData):
+      raise TypeError(f"Evaluator(data=...) needs an EvaluationData, got {type(data).__name__}; build one with "
+                      "EvaluationData.from_dataset(search_split)")
+    check_evaluation_data(net.space, data)
     self.net = net
     self.data = data
     self.strategy = strategy if strategy is not None else net.distribute_strategy

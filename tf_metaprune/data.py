@@ -97,6 +97,12 @@ class DatasetSplits:
       `max_examples`.
     name: The dataset spec, e.g. `"mnist_subset"` or `"tfds:cifar10"`.
     config: The arguments that made these splits; use `get_config()`.
+    calibration: The train split in a fixed order, unaugmented, batched like
+      `train`: what batch-norm statistics are recalibrated on before a
+      structure is scored. `train` reshuffles at every pass, so its first
+      batches depend on how often it was read before in the process; these
+      are the same images in every run, so a search resumed in a new process
+      (after a training that is not redone) scores exactly as before.
 
   Example:
 
@@ -114,6 +120,7 @@ class DatasetSplits:
   num_examples: Dict[str, int]
   name: str
   config: Dict[str, Any]
+  calibration: Optional[tf.data.Dataset] = None
 
   def get_config(self) -> Dict[str, Any]:
     """Returns a JSON-able dict of the arguments and the resulting sizes.
@@ -954,6 +961,8 @@ def _build_splits(name, sources, num_classes, image_shape, config, *,
                        image_shape=image_shape)
       for split in ("train", "search", "test")
   }
+  calibration = _pipeline(sources["train"], training=False, batch_size=batch_size, size_hw=size_hw,
+                          augment=False, flip=flip, seed=seed, image_shape=image_shape)
   config = dict(config, num_classes=int(num_classes),
                 input_shape=list(image_shape), num_examples=dict(counts))
   return DatasetSplits(
@@ -964,7 +973,8 @@ def _build_splits(name, sources, num_classes, image_shape, config, *,
       input_shape=image_shape,
       num_examples=counts,
       name=name,
-      config=config)
+      config=config,
+      calibration=calibration)
 
 
 def _copy_json(value):

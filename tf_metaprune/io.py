@@ -2,7 +2,10 @@
 
 Writes are atomic: the text goes to a temporary file in the same folder, is
 flushed to disk, and is renamed over the target, so a process killed mid-write
-leaves either the old file or the new one, never half of one.
+leaves either the old file or the new one, never half of one. Reads go through
+`json` only (no pickle, no `eval`, no class lookup by name), so loading a file
+never runs code from it; a file that is not valid JSON, or not the kind of file
+expected, is reported with its path and left where it is.
 """
 
 import json
@@ -10,15 +13,57 @@ import os
 import tempfile
 
 
+class NotWritableError(PermissionError, ValueError):
+  """A folder the library must write to is not writable.
+
+  Both a `PermissionError` (what the operating system said) and a `ValueError`
+  (the argument naming that folder is bad input), so either `except` works.
+  """
+
+
+def check_writable_dir(folder, what="output folder"):
+  """Creates `folder` if needed and checks a file can be created in it.
+
+  Called by the entry points that write (training checkpoints, search state)
+  before any work is done, so a read-only folder fails in a second, not after
+  the first epoch.
+
+  Args:
+    folder: the folder path.
+    what: how the caller names it in the message, e.g. "output_dir".
+
+  Returns:
+    The absolute path of the folder.
+
+  Raises:
+    NotWritableError: naming the folder, if it cannot be created or written.
+  """
+  folder = os.path.abspath(folder)
+  try:
+    os.makedirs(folder, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=folder, prefix=".tf_metaprune_write_probe.")
+    os.close(fd)
+    os.remove(probe)
+  except OSError as e:
+    raise NotWritableError(
+        e.errno, f"{what}={folder!r} is not writable ({e.strerror or e}); choose a folder you can write to "
+        "or fix its permissions") from None
+  return folder
+
+
 def write_text_atomic(path, text):
   """Writes `text` to `path` atomically (temp file + fsync + rename).
 
   Raises:
-    PermissionError / OSError: with the path, if the folder is not writable.
+    NotWritableError: naming the path, if its folder is not writable.
   """
   folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+  try:
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+  except OSError as e:
+    raise NotWritableError(e.errno, f"cannot write {path!r}: its folder is not writable ({e.strerror or e}); "
+                           "choose another path or fix the folder's permissions") from None
   umask = os.umask(0)
   os.umask(umask)
   try:
@@ -39,11 +84,44 @@ def write_json_atomic(path, obj):
   write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=False) + "\n")
 
 
-def read_json(path, what="JSON file"):
-  """Parses a JSON file, raising ValueError naming the file if it is corrupt."""
+def read_text(path, what="file"):
+  """The text of `path`, or a ValueError naming it (missing, unreadable, not UTF-8)."""
   try:
-    with open(path) as f:
-      return json.load(f)
+    with open(path, encoding="utf-8") as f:
+      return f.read()
+  except FileNotFoundError:
+    raise ValueError(f"{what} {path!r} does not exist; check the path") from None
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{what} {path!r} is not a text file ({e}); it is damaged or of another kind. "
+                     "Move it away to start over.") from None
+
+
+def read_json(path, what="JSON file"):
+  """Parses a JSON file, raising ValueError naming the file if it is corrupt.
+
+  Only `json.loads` runs on the text: nothing in the file can execute.
+  """
+  text = read_text(path, what)
+  try:
+    return json.loads(text)
   except json.JSONDecodeError as e:
     raise ValueError(f"{what} {path!r} is not valid JSON ({e}); it may be truncated or foreign. "
                      "Move it away to start over.") from None
+
+
+def read_json_object(path, what, file_format):
+  """A JSON object whose "format" is `file_format`, or a ValueError naming the file.
+
+  Args:
+    path: the file.
+    what: its kind in messages, e.g. "training state".
+    file_format: the expected value of the "format" key, e.g.
+      "tf_metaprune.TrainingState".
+  """
+  data = read_json(path, what)
+  if not isinstance(data, dict) or data.get("format") != file_format:
+    got = data.get("format") if isinstance(data, dict) else type(data).__name__
+    raise ValueError(f"{path!r} is not a {what} file (format={got!r}, expected {file_format!r}); "
+                     "it is foreign, or another tool wrote it. It is left untouched: pass another path, "
+                     "or move it away to start over.")
+  return data

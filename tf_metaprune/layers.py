@@ -390,7 +390,10 @@ class WidthBatchNorm(keras.layers.Layer):
       return y, (tf.scatter_nd(in_index[:, None], mean, shape),
                  tf.scatter_nd(in_index[:, None], var + tf.square(mean), shape))
     pad = [[0, self.max_channels - channels]]
-    return y, (tf.pad(mean, pad), tf.pad(var + tf.square(mean), pad))
+    # Static shape [max_channels]: recalibration sums these in a loop whose state must keep one
+    # shape (with max_channels == 1 TF could not infer it, and the loop refused to trace).
+    return y, (tf.reshape(tf.pad(mean, pad), [self.max_channels]),
+               tf.reshape(tf.pad(var + tf.square(mean), pad), [self.max_channels]))
 
   def _global_moments(self, x, axes, channels):
     """Mean and variance over the global batch: exact sums all-reduced across replicas."""

@@ -621,7 +621,11 @@ class SearchSpace:
     data = _load_json(text, "search space")
     if data.get("format") != _SPACE_FORMAT:
       raise ValueError(f"this JSON is not a tf_metaprune search space (format={data.get('format')!r})")
-    return cls.from_config(data["space"])
+    try:
+      return cls.from_config(data["space"])
+    except (KeyError, TypeError) as e:
+      raise ValueError(f"search space JSON is malformed ({type(e).__name__}: {e}); write spaces with "
+                       "SearchSpace.to_json") from None
 
   def fingerprint(self) -> str:
     """A short hash of the space's config: structures and state files record it."""
@@ -674,8 +678,18 @@ class SearchSpace:
     io.write_text_atomic(path, self.structure_to_json(structure, **extra))
 
   def load_structure(self, path: str) -> Structure:
-    with open(path) as f:
-      return self.structure_from_json(f.read())
+    """Reads a structure file written by `save_structure`, checked against this space.
+
+    Raises:
+      ValueError: naming the file, if it is missing, not JSON, not a structure,
+        or a structure of another space.
+    """
+    from tf_metaprune import io  # pylint: disable=g-import-not-at-top
+    text = io.read_text(path, "structure file")
+    try:
+      return self.structure_from_json(text)
+    except ValueError as e:
+      raise ValueError(f"structure file {path!r}: {e}") from None
 
   def __repr__(self):
     return (f"SearchSpace({self.name!r}, input_shape={self.input_shape}, genes={len(self.genes)}, "

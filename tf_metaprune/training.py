@@ -4,16 +4,29 @@ One recipe for both, so searched and uniform models are compared fairly:
 SGD with momentum 0.9 and a cosine learning-rate decay (MetaPruning's
 optimizer; scaled down from ImageNet's tens of epochs to what small data
 needs), cross-entropy on logits with optional label smoothing (the reference
-uses 0.1), and the Keras callbacks that make long runs safe: `BackupAndRestore`
-(an interrupted run resumes at the last finished epoch), `ModelCheckpoint`,
-`TensorBoard` and `TerminateOnNaN`.
+uses 0.1), and checkpoints that make long runs safe to interrupt:
+
+* After every finished epoch, `fit(..., output_dir=...)` writes the weights
+  and the optimizer state (step counter included) atomically, then a small
+  JSON state naming them; a process killed at any moment -- even mid-write --
+  leaves the previous complete checkpoint. Rerunning the same call resumes at
+  the last finished epoch and ends exactly where an uninterrupted run would:
+  same learning-rate schedule, same PruningNet structure sequence (a function
+  of the step counter), same data order (a reshuffling dataset is advanced by
+  the epochs already done). A run that already finished is not redone: its
+  weights are loaded and its history returned.
+* A NaN/Inf loss stops training at once with the step number; the checkpoint
+  of the last good epoch is kept (never overwritten by NaN weights) and loaded
+  back into the model.
+* A state file of another run (other model, epochs, learning rate, ...) or a
+  damaged one is a ValueError naming the file, which is left untouched.
 
 Distributed training: build the model under `strategy.scope()` (see
 `tf_metaprune.distribute`) and call `fit` the same way on every worker, with
 `train_data` batched by the *global* batch size; Keras splits each batch across
 the replicas. Under a multi-worker strategy only the chief writes
-checkpoints, logs and backups; every worker restores from the chief's backup,
-so `output_dir` must be on a filesystem all workers share. When a worker dies
+checkpoints and logs; every worker restores from the chief's checkpoint, so
+`output_dir` must be on a filesystem all workers share. When a worker dies
 the others stop with a `tf_metaprune.distribute.WorkerLostError` naming the
 cause; rerunning all workers resumes at the last finished epoch.
 
@@ -25,14 +38,23 @@ Example:
 """
 
 import contextlib
+import glob
+import hashlib
+import json
 import math
 import os
+import shutil
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from tf_metaprune import distribute
+from tf_metaprune import io as io_lib
+
+_STATE_FORMAT = "tf_metaprune.TrainingState"
+# Marker in the message of the in-graph label check (see SparseCrossentropyWithSmoothing).
+_LABEL_CHECK = "tf_metaprune: label out of range"
 
 
 @keras.saving.register_keras_serializable(package="tf_metaprune")
@@ -42,6 +64,10 @@ class SparseCrossentropyWithSmoothing(keras.losses.Loss):
   `keras.losses.SparseCategoricalCrossentropy` has no label smoothing; this is
   `CategoricalCrossentropy(from_logits=True, label_smoothing=...)` applied to
   one-hot integer labels.
+
+  Labels outside [0, number of logits) stop the step with an error (a one-hot
+  of such a label would be all zeros: a silently wrong loss); `fit` turns it
+  into a ValueError naming the label and the model's number of classes.
 
   Args:
     label_smoothing: in [0, 1); 0 is plain cross-entropy.
@@ -55,7 +81,11 @@ class SparseCrossentropyWithSmoothing(keras.losses.Loss):
 
   def call(self, y_true, y_pred):
     depth = tf.shape(y_pred)[-1]
-    labels = tf.one_hot(tf.reshape(tf.cast(y_true, tf.int32), [-1]), depth, dtype=y_pred.dtype)
+    ids = tf.reshape(tf.cast(y_true, tf.int32), [-1])
+    checks = [tf.debugging.assert_non_negative(ids, message=_LABEL_CHECK),
+              tf.debugging.assert_less(ids, depth, message=_LABEL_CHECK)]
+    with tf.control_dependencies(checks):
+      labels = tf.one_hot(ids, depth, dtype=y_pred.dtype)
     return keras.losses.categorical_crossentropy(labels, y_pred, from_logits=True,
                                                  label_smoothing=self.label_smoothing)
 
@@ -64,7 +94,14 @@ class SparseCrossentropyWithSmoothing(keras.losses.Loss):
 
 
 def steps_per_epoch(dataset):
-  """Number of batches of a finite dataset (counts them if TF does not know)."""
+  """Number of batches of a finite dataset (counts them if TF does not know).
+
+  Raises:
+    ValueError: for an infinite or an empty dataset.
+  """
+  if not isinstance(dataset, tf.data.Dataset):
+    raise TypeError(f"train_data must be a batched tf.data.Dataset of (images, labels), got "
+                    f"{type(dataset).__name__}; e.g. tf_metaprune.data.load_dataset(...).train")
   n = int(dataset.cardinality())
   if n == tf.data.INFINITE_CARDINALITY:
     raise ValueError("the training dataset is infinite; pass a finite dataset (no .repeat())")
@@ -73,6 +110,84 @@ def steps_per_epoch(dataset):
   if n == 0:
     raise ValueError("the training dataset is empty (0 batches); check the data and the batch size")
   return n
+
+
+def expected_input_shape(model):
+  """(H, W, C) a model takes (None where any size goes), or None if unknown."""
+  space = getattr(model, "space", None)
+  if space is not None and hasattr(space, "input_shape"):
+    return tuple(space.input_shape)
+  try:
+    shape = model.input_shape
+  except (AttributeError, ValueError):
+    return None
+  if isinstance(shape, (list, tuple)) and shape and isinstance(shape[0], (list, tuple)):
+    return None  # several inputs
+  return tuple(shape[1:]) if shape else None
+
+
+def num_classes_of(model):
+  """Number of logits a model produces, or None if unknown."""
+  space = getattr(model, "space", None)
+  if space is not None and hasattr(space, "num_classes"):
+    return int(space.num_classes)
+  try:
+    return int(model.output_shape[-1])
+  except (AttributeError, ValueError, TypeError):
+    return None
+
+
+def _model_name(model):
+  space = getattr(model, "space", None)
+  if space is not None and hasattr(space, "name"):
+    return f"the {type(model).__name__} of space {space.name!r}"
+  return f"model {model.name!r}"
+
+
+def check_training_data(model, dataset, what="train_data"):
+  """Checks a dataset's element shapes against what `model` takes, before any step.
+
+  Images must match the model's input (H, W, C) (channels above all: a colour
+  dataset for a grayscale space fails here, not deep inside a convolution),
+  and labels must be integer class ids, not one-hot vectors. Label *values*
+  are checked in the training step (see `SparseCrossentropyWithSmoothing`).
+
+  Raises:
+    ValueError: naming the dataset's and the model's shapes.
+  """
+  spec = dataset.element_spec
+  if not isinstance(spec, (tuple, list)) or len(spec) < 2:
+    raise ValueError(f"{what} must yield (images, labels) pairs, got elements {spec}; e.g. "
+                     "tf.data.Dataset.from_tensor_slices((images, labels)).batch(32)")
+  images, labels = spec[0], spec[1]
+  want = expected_input_shape(model)
+  got = tuple(images.shape[1:]) if images.shape.rank is not None else None
+  if got is not None and len(got) != 3:
+    raise ValueError(f"{what} images have shape {tuple(images.shape)}; batched images of shape "
+                     "(batch, height, width, channels) are needed (did you forget .batch()?)")
+  if want is not None and got is not None and len(want) == 3:
+    if want[-1] is not None and got[-1] is not None and want[-1] != got[-1]:
+      raise ValueError(f"{what} images have {got[-1]} channels (shape {got}) but {_model_name(model)} takes "
+                       f"{want[-1]} (input shape {want}); build the space with input_shape={got}, or convert "
+                       "the images")
+    if any(w is not None and g is not None and w != g for w, g in zip(want[:2], got[:2])):
+      raise ValueError(f"{what} images are {got[0]}x{got[1]} (shape {got}) but {_model_name(model)} takes "
+                       f"{want[0]}x{want[1]} (input shape {want}); build the space with input_shape={got} "
+                       "or resize the images (load_dataset(..., input_size=...))")
+  n = num_classes_of(model)
+  if labels.shape.rank is not None and labels.shape.rank >= 2 and labels.shape[-1] not in (None, 1):
+    raise ValueError(f"{what} labels have shape {tuple(labels.shape)}: they look one-hot; pass integer class "
+                     f"ids in [0, {n}) of shape (batch,)")
+
+
+def _label_range(dataset):
+  lo, hi = None, None
+  for element in dataset:
+    y = np.asarray(element[1])
+    if y.size:
+      lo = y.min() if lo is None else min(lo, y.min())
+      hi = y.max() if hi is None else max(hi, y.max())
+  return lo, hi
 
 
 def compile_model(model, learning_rate=0.05, total_steps=1000, momentum=0.9, weight_decay=5e-5,
@@ -108,98 +223,305 @@ def compile_model(model, learning_rate=0.05, total_steps=1000, momentum=0.9, wei
   return model
 
 
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: atomic, resumable, never overwritten with NaN weights.
+
+
+def _json_value(v):
+  return v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)
+
+
+def run_identity(model, epochs, steps, learning_rate, compile_kwargs):
+  """What must not change between a run and its resumption (stored in the state)."""
+  config_hash = None
+  if getattr(model, "space", None) is not None:   # a PruningNet: its config is small and stable
+    config = {k: v for k, v in model.get_config().items() if k not in ("name", "trainable", "dtype")}
+    config_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+  return {"model_class": type(model).__name__, "model_config_hash": config_hash,
+          "weight_shapes": [list(map(int, w.shape)) for w in model.weights],
+          "epochs": int(epochs), "steps_per_epoch": int(steps), "learning_rate": float(learning_rate),
+          "compile": {k: _json_value(v) for k, v in sorted(compile_kwargs.items())}}
+
+
+class _Checkpointer(keras.callbacks.Callback):
+  """Saves weights + optimizer state after every finished, finite epoch (atomically).
+
+  Layout: `backup/epoch_NNNN.weights.h5` (written to a temporary name, then
+  renamed), then `backup/state.json` naming it (atomic JSON), then
+  `last.weights.h5` (a hard link or copy, renamed into place), then older
+  epoch files are removed. A kill at any point leaves `state.json` naming a
+  complete weights file.
+  """
+
+  def __init__(self, output_dir, identity, chief=True):
+    super().__init__()
+    self.chief = bool(chief)   # under a multi-worker strategy only the chief writes; all restore
+    self.output_dir = output_dir
+    self.backup_dir = os.path.join(output_dir, "backup")
+    self.state_path = os.path.join(self.backup_dir, "state.json")
+    self.last_path = os.path.join(output_dir, "last.weights.h5")
+    self.identity = identity
+    self.epoch = 0             # finished epochs in the checkpoint
+    self.history = {}          # metric -> per-epoch values, over all (resumed) runs
+    self._batches = 0
+
+  # ---- loading -------------------------------------------------------------------------------
+  def load(self):
+    """Reads the state (None if there is none); raises ValueError for a foreign or damaged one."""
+    if not os.path.exists(self.state_path):
+      return None
+    state = io_lib.read_json_object(self.state_path, "training state", _STATE_FORMAT)
+    saved = state.get("run")
+    if not isinstance(saved, dict):
+      raise ValueError(f"training state {self.state_path!r} is damaged (no 'run' record); move it away to start "
+                       "over")
+    if saved != self.identity:
+      keys = sorted(k for k in set(saved) | set(self.identity) if saved.get(k) != self.identity.get(k))
+      diff = {k: (saved.get(k), self.identity.get(k)) for k in keys if k != "weight_shapes"}
+      if "weight_shapes" in keys:
+        diff["weight_shapes"] = "differ"
+      raise ValueError(f"training state {self.state_path!r} belongs to another run: {diff} (saved, now). It is "
+                       "left untouched: pass another output_dir, or rerun with the same model and settings to "
+                       "resume it")
+    try:
+      epoch = int(state["epoch"])
+      weights = os.path.join(self.backup_dir, os.path.basename(str(state["weights"])))
+      history = {str(k): [float(x) for x in v] for k, v in dict(state["history"]).items()}
+    except (KeyError, TypeError, ValueError) as e:
+      raise ValueError(f"training state {self.state_path!r} is damaged ({type(e).__name__}: {e}); move it away "
+                       "to start over") from None
+    if not os.path.exists(weights):
+      raise ValueError(f"training state {self.state_path!r} names {weights!r}, which is missing; move the "
+                       "backup folder away to start over")
+    self.epoch, self.history = epoch, history
+    state["weights_path"] = weights
+    return state
+
+  def restore(self, weights_path):
+    """Loads a checkpoint (weights and optimizer state) into the model."""
+    model = self.model
+    if model.optimizer is not None and not model.optimizer.built:
+      model.optimizer.build(model.trainable_variables)
+    try:
+      model.load_weights(weights_path)
+    except Exception as e:  # pylint: disable=broad-except  (h5py: OSError/KeyError/ValueError)
+      raise ValueError(f"checkpoint {weights_path!r} cannot be loaded ({type(e).__name__}: {e}); it is damaged "
+                       "or of another model. Move the output_dir's backup folder away to start over") from None
+
+  # ---- saving --------------------------------------------------------------------------------
+  def save(self):
+    if not self.chief:
+      return
+    os.makedirs(self.backup_dir, exist_ok=True)
+    pid = os.getpid()
+    name = f"epoch_{self.epoch:04d}.weights.h5"
+    final = os.path.join(self.backup_dir, name)
+    tmp = os.path.join(self.backup_dir, f"tmp_{pid}_{name}")
+    self.model.save_weights(tmp)
+    _fsync(tmp)
+    os.replace(tmp, final)
+    io_lib.write_json_atomic(self.state_path, {
+        "format": _STATE_FORMAT, "version": 1, "run": self.identity, "epoch": self.epoch, "weights": name,
+        "history": self.history})
+    link_tmp = os.path.join(self.output_dir, f".tmp_{pid}_last.weights.h5")
+    try:
+      os.link(final, link_tmp)
+    except OSError:
+      shutil.copyfile(final, link_tmp)
+      _fsync(link_tmp)
+    os.replace(link_tmp, self.last_path)
+    for old in glob.glob(os.path.join(self.backup_dir, "*.weights.h5")):
+      if os.path.basename(old) != name:
+        os.remove(old)
+
+  # ---- Keras hooks ---------------------------------------------------------------------------
+  def on_epoch_begin(self, epoch, logs=None):
+    self._batches = 0
+
+  def on_train_batch_end(self, batch, logs=None):
+    self._batches = batch + 1
+
+  def on_epoch_end(self, epoch, logs=None):
+    logs = logs or {}
+    loss = logs.get("loss")
+    steps = self.identity["steps_per_epoch"]
+    if self._batches < steps or (loss is not None and not math.isfinite(float(loss))):
+      return   # an epoch cut short (NaN loss, stop request) is not a checkpoint
+    for k, v in logs.items():
+      self.history.setdefault(k, []).append(float(v))
+    self.epoch = epoch + 1
+    self.save()
+
+
+def _fsync(path):
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
+class _NonFiniteLossGuard(keras.callbacks.Callback):
+  """Stops training at the first step whose loss is NaN or infinite, recording where."""
+
+  def __init__(self, steps):
+    super().__init__()
+    self.steps = steps
+    self.bad = None
+    self._epoch = 0
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._epoch = epoch
+
+  def on_train_batch_end(self, batch, logs=None):
+    loss = (logs or {}).get("loss")
+    if loss is not None and self.bad is None and not math.isfinite(float(loss)):
+      self.bad = {"step": self._epoch * self.steps + batch + 1, "epoch": self._epoch + 1, "batch": batch + 1,
+                  "loss": float(loss)}
+      self.model.stop_training = True
+
+
 def fit(model, train_data, epochs, learning_rate=0.05, output_dir=None, validation_data=None, verbose=1,
         callbacks=None, **compile_kwargs):
   """Compiles and trains `model` with the shared recipe; resumable.
 
-  With `output_dir`, the run keeps `output_dir/backup` (BackupAndRestore: a
-  rerun after an interruption continues at the last finished epoch, with the
-  same learning-rate schedule and -- for a PruningNet -- the same structure
-  sequence), `output_dir/logs` (TensorBoard) and `output_dir/last.weights.h5`.
+  With `output_dir`, the run keeps `output_dir/backup/` (a checkpoint of the
+  last finished epoch: weights, optimizer state, history; see the module
+  docstring), `output_dir/last.weights.h5` (the same weights, for
+  `model.load_weights`) and `output_dir/logs` (TensorBoard). Calling `fit`
+  again with the same model, data and settings after an interruption
+  continues at the last finished epoch, with the same learning-rate schedule,
+  structure sequence and data order as an uninterrupted run; after a finished
+  run it trains nothing, loads the final weights and returns the history.
+
+  Reproducibility: seed the weights with `keras.utils.set_random_seed(s)`
+  before building the model; a PruningNet's structures are drawn from its
+  `seed` and the step counter; `tf_metaprune.data` shuffles with its `seed`.
 
   Args:
     model: a `PruningNet` or plain Keras model.
-    train_data: a finite batched `tf.data.Dataset` of (images, labels).
+    train_data: a finite batched `tf.data.Dataset` of (images, labels), images
+      shaped like the model's input, labels integer class ids.
     epochs: number of epochs (>= 1).
     learning_rate: peak learning rate.
-    output_dir: where checkpoints and logs go (None: nothing is written).
+    output_dir: where checkpoints and logs go (None: nothing is written and
+      nothing resumes).
     validation_data: optional dataset for Keras' validation metrics.
-    verbose: Keras verbosity (1 = progress bar).
+    verbose: Keras verbosity (1 = progress bar); 0 also silences the resume
+      message.
     callbacks: extra Keras callbacks.
     **compile_kwargs: passed to `compile_model`.
 
   Returns:
-    The Keras `History.history` dict.
+    The history dict (metric -> per-epoch values), over all runs of a resumed
+    training.
 
   Raises:
-    ValueError: on a bad epoch count, learning rate or an empty dataset.
-    tf_metaprune.distribute.WorkerLostError: under a multi-worker strategy,
-      if another worker stopped (rerun all workers to resume).
-    FloatingPointError: if the loss became NaN/Inf (the last good epoch's
-      backup is kept).
+    ValueError: on a bad epoch count or learning rate, an empty dataset,
+      images that do not fit the model (channels, size), labels outside
+      [0, num_classes), or a state in `output_dir` of another run or damaged.
+    tf_metaprune.io.NotWritableError: if `output_dir` is not writable (before
+      any training).
+    FloatingPointError: if the loss became NaN/Inf; the message names the
+      step, and the last good epoch's checkpoint is kept and loaded into
+      `model`.
+
+  Example:
+
+    >>> history = fit(net, splits.train, epochs=10, output_dir="runs/net")   # doctest: +SKIP
+    >>> # killed? run the same line again: it resumes at the last finished epoch.
   """
-  if int(epochs) < 1:
-    raise ValueError(f"epochs={epochs!r} must be >= 1")
+  if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or int(epochs) < 1:
+    raise ValueError(f"epochs={epochs!r} must be an int >= 1")
+  epochs = int(epochs)
   steps = steps_per_epoch(train_data)
-  compile_model(model, learning_rate=learning_rate, total_steps=steps * int(epochs), **compile_kwargs)
-  cbs = [keras.callbacks.TerminateOnNaN()]
+  check_training_data(model, train_data)
+  if isinstance(validation_data, tf.data.Dataset):
+    check_training_data(model, validation_data, "validation_data")
+  if output_dir:
+    output_dir = io_lib.check_writable_dir(output_dir, "output_dir")
+  compile_model(model, learning_rate=learning_rate, total_steps=steps * epochs, **compile_kwargs)
+  guard = _NonFiniteLossGuard(steps)
+  cbs = [guard]
+  checkpointer = None
+  initial_epoch = 0
   strategy = model.distribute_strategy
   chief = distribute.is_chief(strategy)
   if output_dir:
+    checkpointer = _Checkpointer(output_dir, run_identity(model, epochs, steps, learning_rate, compile_kwargs),
+                                 chief=chief)
+    checkpointer.set_model(model)
+    state = checkpointer.load()
+    if state is not None:
+      checkpointer.restore(state["weights_path"])
+      initial_epoch = checkpointer.epoch
+      if verbose and chief:
+        done = "already finished: nothing to train" if initial_epoch >= epochs else "resuming"
+        print(f"[training] {output_dir}: {initial_epoch}/{epochs} epochs done, {done}", flush=True)
+      if initial_epoch >= epochs:
+        return {k: list(v) for k, v in checkpointer.history.items()}
+    cbs.append(checkpointer)
     if chief:
-      os.makedirs(output_dir, exist_ok=True)
-    cbs.append(ChiefBackupAndRestore(os.path.join(output_dir, "backup"), chief=chief))
-    if chief:
-      cbs += [keras.callbacks.TensorBoard(os.path.join(output_dir, "logs"), update_freq="epoch"),
-              keras.callbacks.ModelCheckpoint(os.path.join(output_dir, "last.weights.h5"), save_weights_only=True)]
+      cbs.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "logs"), update_freq="epoch"))
   cbs += list(callbacks or [])
+  # A dataset reshuffling each epoch draws its order from a per-iterator seed. Keras makes one
+  # iterator per epoch when it is given `steps_per_epoch` for a dataset of known length, or
+  # when the length is unknown (without `steps_per_epoch` and a known length it makes two).
+  # Skipping the iterators of the epochs already done gives a resumed epoch the order of an
+  # uninterrupted run (tests/kill_resume_test.py pins this).
+  known_length = int(train_data.cardinality()) >= 0
+  for _ in range(initial_epoch):
+    iter(train_data)
   try:
     with _multi_worker_build(model, train_data, strategy):
-      history = model.fit(train_data, epochs=int(epochs), validation_data=validation_data, callbacks=cbs,
-                          shuffle=False, verbose=verbose if chief else 0)
+      history = model.fit(train_data, epochs=epochs, initial_epoch=initial_epoch, validation_data=validation_data,
+                          steps_per_epoch=steps if known_length else None, callbacks=cbs, shuffle=False,
+                          verbose=verbose if chief else 0)
+  except tf.errors.InvalidArgumentError as e:
+    lost = distribute.worker_lost_error(e, strategy, _resume_hint(output_dir))
+    if lost is not None:
+      raise lost from e
+    if _LABEL_CHECK not in str(e):
+      raise
+    n = num_classes_of(model)
+    for name, ds in (("train_data", train_data), ("validation_data", validation_data)):
+      if not isinstance(ds, tf.data.Dataset) or n is None:
+        continue
+      lo, hi = _label_range(ds)
+      if lo is not None and (lo < 0 or hi >= n):
+        bad = hi if hi >= n else lo
+        raise ValueError(f"the data holds label {bad} but {_model_name(model)} has {n} classes (labels must be "
+                         f"in [0, {n})); build the space with num_classes={max(int(hi) + 1, n)} or fix the "
+                         f"labels of {name}") from None
+    raise
   except Exception as e:  # pylint: disable=broad-except
-    lost = distribute.worker_lost_error(
-        e, strategy, f"training resumes at the last finished epoch from {os.path.join(output_dir, 'backup')!r}"
-        if output_dir else "pass output_dir to fit() so that a rerun resumes instead of starting over")
+    lost = distribute.worker_lost_error(e, strategy, _resume_hint(output_dir))
     if lost is None:
       raise
     raise lost from e
-  losses = history.history.get("loss", [])
-  if losses and not np.all(np.isfinite(losses)):
-    raise FloatingPointError(
-        f"training stopped: the loss became {losses[-1]} in epoch {len(losses)}; lower the learning rate "
-        f"(was {learning_rate}). The last finished epoch's backup is kept in {output_dir!r}.")
+  if guard.bad is not None:
+    b = guard.bad
+    where = f"step {b['step']} (epoch {b['epoch']}, batch {b['batch']} of {steps})"
+    if checkpointer is not None and checkpointer.epoch > 0:
+      checkpointer.restore(os.path.join(checkpointer.backup_dir, f"epoch_{checkpointer.epoch:04d}.weights.h5"))
+      kept = (f"The checkpoint of the last good epoch ({checkpointer.epoch}) is kept in {output_dir!r} and loaded "
+              "into the model; rerunning with the same settings would resume there and likely diverge again, "
+              "so use another output_dir.")
+    elif checkpointer is not None:
+      kept = f"No epoch finished, so {output_dir!r} holds no checkpoint; the model's weights are not finite."
+    else:
+      kept = "No output_dir was given, so there is no checkpoint; the model's weights are not finite."
+    raise FloatingPointError(f"training stopped at {where}: the loss became {b['loss']}. Lower the learning rate "
+                             f"(was {learning_rate}) or check the data. {kept}")
+  if checkpointer is not None:
+    return {k: list(v) for k, v in checkpointer.history.items()}
   return history.history
 
 
-class ChiefBackupAndRestore(keras.callbacks.BackupAndRestore):
-  """`keras.callbacks.BackupAndRestore` that only the chief writes.
-
-  Keras 3's callback writes from every process, so the workers of a
-  multi-worker job would overwrite one file together and each delete it at
-  the end. Here every worker *restores* from `backup_dir` (the model state is
-  identical on all workers: mirrored variables), and only the chief saves and
-  deletes it. A rerun after a crash therefore resumes every worker at the
-  chief's last finished epoch; `backup_dir` must be on a filesystem all
-  workers share. With one process it is the Keras callback.
-
-  Args:
-    backup_dir: where the backup lives.
-    chief: whether this process is the chief (`distribute.is_chief()`).
-    **kwargs: passed to `keras.callbacks.BackupAndRestore`.
-  """
-
-  def __init__(self, backup_dir, chief=True, **kwargs):
-    super().__init__(backup_dir, **kwargs)
-    self.chief = bool(chief)
-
-  def _save_model(self):
-    if self.chief:
-      super()._save_model()
-
-  def on_train_end(self, logs=None):
-    if self.chief:
-      super().on_train_end(logs)
+def _resume_hint(output_dir):
+  if output_dir:
+    return f"training resumes at the last finished epoch from {os.path.join(output_dir, 'backup')!r}"
+  return "pass output_dir to fit() so that a rerun resumes instead of starting over"
 
 
 @contextlib.contextmanager

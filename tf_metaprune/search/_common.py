@@ -25,8 +25,8 @@ def make_evaluator(net, search_data, calibration_data=None, num_calibration_batc
     search_data: an `Evaluator` of this net (reused: no new trace), an
       `EvaluationData`, a batched `tf.data.Dataset` of (images, labels) (the
       held-out search split, never the test split), or a `DatasetSplits`
-      (scored on `.search`, BN recalibrated on the first `.train` batches;
-      `.test` is never read).
+      (scored on `.search`, BN recalibrated on the first batches of
+      `.calibration`, the train split in a fixed order; `.test` is never read).
     calibration_data: where BN-calibration batches come from when
       `search_data` is a dataset (default: `search_data` itself).
     num_calibration_batches: full batches used to recalibrate BN statistics.
@@ -46,7 +46,9 @@ def make_evaluator(net, search_data, calibration_data=None, num_calibration_batc
     return search_data
   if isinstance(search_data, data_lib.DatasetSplits):
     if calibration_data is None:
-      calibration_data = search_data.train  # the reference recalibrates on training batches
+      # The reference recalibrates on training batches; in a fixed order, so a resumed search
+      # (in a new process, training not redone) calibrates on the same images.
+      calibration_data = search_data.calibration if search_data.calibration is not None else search_data.train
     search_data = search_data.search
   if isinstance(search_data, tf.data.Dataset):
     data = calibration.EvaluationData.from_dataset(search_data, num_calibration_batches=num_calibration_batches,

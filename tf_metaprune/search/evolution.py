@@ -382,7 +382,7 @@ def evolutionary(net, search_data, budget=None, config: Optional[EvolutionConfig
     net: a trained `PruningNet`.
     search_data: the held-out search split: a batched `tf.data.Dataset` of
       (images, labels), a `DatasetSplits` (scored on `.search`, recalibrated
-      on `.train`; `.test` is never read), an
+      on the train split in a fixed order, `.calibration`; `.test` is never read), an
       `EvaluationData`, or an `Evaluator` of `net` (shares its trace with
       other searches). Never pass the test split.
     budget: a `Budget` (or its config dict); None = unconstrained.
@@ -409,7 +409,11 @@ def evolutionary(net, search_data, budget=None, config: Optional[EvolutionConfig
   Raises:
     ValueError: if the budget is infeasible even for the smallest structure
       (at once, before any evaluation), if generation 0 finds no feasible
-      structure within its tries, or for a state file of another search.
+      structure within its tries, for search data that does not fit the net
+      (image shape, labels), or for a state file of another search or a
+      damaged one (named, and left untouched).
+    tf_metaprune.io.NotWritableError: if the folder of `state_path` is not
+      writable (before any evaluation).
   """
   _common.check_net(net, "evolutionary")
   space = net.space
@@ -422,14 +426,22 @@ def evolutionary(net, search_data, budget=None, config: Optional[EvolutionConfig
   chief = distribute.is_chief(evaluator.strategy)
 
   candidates, history, generation, elapsed = [], [], 0, 0.0
+  if state_path is not None:
+    io_lib.check_writable_dir(os.path.dirname(os.path.abspath(state_path)), "the folder of state_path")
   if state_path is not None and os.path.exists(state_path):
     state = io_lib.read_json(state_path, "evolution search state")
     _check_state(state, identity, state_path)
-    candidates = [result_lib.Candidate.from_dict(c) for c in state["cache"]]
-    history = list(state["history"])
-    generation = int(state["generation"])
-    elapsed = float(state["elapsed_seconds"])
-    ops.set_rng_state(state["rng"])
+    try:
+      candidates = [result_lib.Candidate.from_dict(c) for c in state["cache"]]
+      history = list(state["history"])
+      generation = int(state["generation"])
+      elapsed = float(state["elapsed_seconds"])
+      ops.set_rng_state(state["rng"])
+      for cand in candidates:
+        space.validate(cand.choices)
+    except (KeyError, TypeError, ValueError, tf.errors.InvalidArgumentError) as e:
+      raise ValueError(f"evolution search state {state_path!r} is damaged ({type(e).__name__}: {e}); it is left "
+                       "untouched: move it away to start over, or pass another state_path") from None
     if verbose and chief:
       print(f"[evolution] resuming {state_path} at generation {generation} ({len(candidates)} evaluated)",
             flush=True)

@@ -187,4 +187,17 @@ class SearchResult:
 
   @classmethod
   def load(cls, path) -> "SearchResult":
-    return cls.from_dict(io_lib.read_json(path, "search result"))
+    """Reads a result written by `save`.
+
+    Raises:
+      ValueError: naming the file, if it is missing, not JSON or not a search
+        result.
+    """
+    data = io_lib.read_json(path, "search result")
+    try:
+      return cls.from_dict(data)
+    except ValueError as e:
+      raise ValueError(f"search result {path!r}: {e}") from None
+    except (KeyError, TypeError) as e:
+      raise ValueError(f"search result {path!r} is damaged ({type(e).__name__}: {e}); write results with "
+                       "SearchResult.save") from None
