@@ -91,7 +91,7 @@ def main(argv):
     tfmp.training.fit(net, splits.train, epochs=FLAGS.epochs, learning_rate=FLAGS.learning_rate, verbose=0)
     train_s = time.perf_counter() - t
     data = tfmp.EvaluationData.from_dataset(splits.search, num_calibration_batches=4,
-                                            calibration_dataset=splits.train)
+                                            calibration_dataset=splits.calibration)
     evaluator = tfmp.Evaluator(net, data)
     named = [("full width", space.largest()), ("uniform 0.50", space.uniform(0.5)),
              ("uniform 0.25", space.uniform(0.25))] + [(f"random #{i + 1}", space.random(seed=i)) for i in range(3)]

@@ -73,7 +73,7 @@ def main(argv):
     if variant == "plain":
       row["search_accuracy"] = {"full": float(model.evaluate(splits.search, verbose=0, return_dict=True)["accuracy"])}
     else:
-      ev = tfmp.Evaluator(model, tfmp.EvaluationData.from_dataset(splits.search, 4, splits.train))
+      ev = tfmp.Evaluator(model, tfmp.EvaluationData.from_dataset(splits.search, 4, splits.calibration))
       row["search_accuracy"] = {k: ev.accuracy(s) for k, s in probes.items()}
     rows.append(row)
     accs = ", ".join(f"{k} {100 * v:.1f}%" for k, v in row["search_accuracy"].items())

@@ -114,7 +114,7 @@ def main(argv):
 
   # Calibration from training batches (the reference's choice), scoring on the held-out search split.
   data = tfmp.EvaluationData.from_dataset(splits.search, num_calibration_batches=4,
-                                          calibration_dataset=splits.train)
+                                          calibration_dataset=splits.calibration)
   evaluator = tfmp.Evaluator(net, data)
   t0 = time.perf_counter()
   full_acc = evaluator.accuracy(space.largest())

@@ -60,7 +60,7 @@ def main(argv):
   print(f"{space.name}: {len(space.genes)} genes, full width {space.mflops(full):.3f} MFLOPs, "
         f"{space.params(full):,} params; generators {net.generator_params():,} params")
   data = tfmp.EvaluationData.from_dataset(splits.search, num_calibration_batches=FLAGS.calibration_batches,
-                                          calibration_dataset=splits.train)
+                                          calibration_dataset=splits.calibration)
   evaluator = tfmp.Evaluator(net, data)
   named = [("full width", full), ("uniform 0.50", space.uniform(0.5)), ("uniform 0.25", space.uniform(0.25))]
   named += [(f"random #{i + 1}", space.random(seed=FLAGS.seed + i)) for i in range(FLAGS.num_random)]

@@ -350,7 +350,7 @@ def retrain(config: PipelineConfig, splits, space, structure, output_dir, net=No
   if config.init == "generated":
     if net is None:
       raise ValueError("init='generated' needs the trained PruningNet to take the weights from")
-    calibration.recalibrate(net, structure, splits.train, num_batches=config.calibration_batches)
+    calibration.recalibrate(net, structure, splits.calibration, num_batches=config.calibration_batches)
     with _scope(strategy):
       model = rebuild_model(net, structure, bn_momentum=0.9)
   else:
@@ -713,7 +713,7 @@ def search_and_save(net, splits, budget, config: PipelineConfig, output_dir, ver
 def _evaluator(net, splits, config):
   from tf_metaprune import calibration  # pylint: disable=g-import-not-at-top
   data = calibration.EvaluationData.from_dataset(splits.search, num_calibration_batches=config.calibration_batches,
-                                                 calibration_dataset=splits.train)
+                                                 calibration_dataset=splits.calibration)
   return calibration.Evaluator(net, data)
 
 
