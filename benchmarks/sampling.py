@@ -1,8 +1,9 @@
 """How structure sampling affects what a PruningNet learns, against the plain model.
 
 Trains, with the same recipe and data: (a) "plain": the full-width plain Keras
-model; (b) "fixed": a PruningNet that always runs one structure (uniform 0.5
-width) -- weight generation without switching; (c) "random": one random
+model; (a') "plain_half": the plain model of the uniform 0.5 structure; (b)
+"fixed": a PruningNet that always runs that same uniform 0.5 structure --
+weight generation without switching, to compare with (a'); (c) "random": one random
 structure per step (MetaPruning); (d) "sandwich": largest + smallest + random
 structures per step with in-place distillation. Then scores structures across
 the FLOPs range after exact BN recalibration on the held-out search split.
@@ -14,7 +15,7 @@ Writes benchmarks/results/sampling_<tag>.json.
       --stage_repeats=1,2,2,2,1,1,1 --min_width_ratio=0.3 --batch_size=32 --epochs=15 \
       --hidden_units=8 --variants=random --tag=demo_space
   python benchmarks/sampling.py --model=mobilenet_v2 --width_multiplier=0.5 --nosmall_input \
-      --stage_repeats=1,1,1,1,1,1,1 --batch_size=32 --epochs=3 --hidden_units=8 --variants=plain,fixed --tag=fixed_structure
+      --stage_repeats=1,1,1,1,1,1,1 --batch_size=32 --epochs=3 --hidden_units=8 --variants=plain_half,fixed --tag=fixed_structure
 """
 
 import json
@@ -34,7 +35,8 @@ flags.DEFINE_integer("batch_size", 128, "Batch size.")
 flags.DEFINE_integer("epochs", 4, "Training epochs.")
 flags.DEFINE_float("learning_rate", 0.003, "Peak learning rate (Adam, cosine decay).")
 flags.DEFINE_integer("hidden_units", 0, "Generator hidden size (0 = weight sharing, isolates the sampling effect).")
-flags.DEFINE_list("variants", ["plain", "random", "sandwich"], "What to train: plain, fixed, random, sandwich.")
+flags.DEFINE_list("variants", ["plain", "random", "sandwich"], "What to train: plain, plain_half, fixed, random, "
+                  "sandwich.")
 flags.DEFINE_string("tag", None, "Result file suffix (default: the model name).")
 flags.DEFINE_string("output_dir", os.path.join(os.path.dirname(__file__), "results"), "Where results go.")
 
@@ -57,8 +59,9 @@ def main(argv):
   rows = []
   for variant in FLAGS.variants:
     keras.utils.set_random_seed(0)
-    if variant == "plain":
-      model = tfmp.rebuild(space, space.largest(), bn_momentum=0.9)
+    if variant in ("plain", "plain_half"):
+      s = space.largest() if variant == "plain" else space.uniform(0.5)
+      model = tfmp.rebuild(space, s, bn_momentum=0.9)
     else:
       model = tfmp.PruningNet(space, hidden_units=FLAGS.hidden_units,
                               sampling="random" if variant == "fixed" else variant)
@@ -70,8 +73,8 @@ def main(argv):
                              optimizer="adam", verbose=2)
     row = {"variant": variant, "train_seconds": time.perf_counter() - start,
            "train_loss": hist["loss"], "train_accuracy": hist["accuracy"]}
-    if variant == "plain":
-      row["search_accuracy"] = {"full": float(model.evaluate(splits.search, verbose=0, return_dict=True)["accuracy"])}
+    if variant in ("plain", "plain_half"):
+      row["search_accuracy"] = {"full" if variant == "plain" else "uniform_0.50": float(model.evaluate(splits.search, verbose=0, return_dict=True)["accuracy"])}
     else:
       ev = tfmp.Evaluator(model, tfmp.EvaluationData.from_dataset(splits.search, 4, splits.calibration))
       row["search_accuracy"] = {k: ev.accuracy(s) for k, s in probes.items()}
