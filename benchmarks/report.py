@@ -103,7 +103,7 @@ def section(results_dir):
   for name, r in results.items():
     m = r["machine"]
     out += [f"### {r['title']}", "",
-            f"Measured {m['date_utc']} UTC on {m['device']}, {m['cpus']} cores, TF {m['tensorflow']} / Keras "
+            f"Measured {m['date_utc']} UTC on {m['device']} (os.cpu_count() {m['cpus']}), TF {m['tensorflow']} / Keras "
             f"{m['keras']}; load average {m['load_average'][0]:.1f} -> {r['load_average_after'][0]:.1f}; "
             f"{r['seconds'] / 60:.1f} min. Command: `{r['command']}`", "", r["table_md"], ""]
   out += ["### Goals of the benchmark issue", ""] + goals(results)
