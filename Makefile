@@ -35,7 +35,8 @@ test: venv
 # About 50-60 min on 2 idle cores; `make bench BENCH_FLAGS=--quick` is a few-minute smoke run.
 BENCH_FLAGS ?=
 BENCH_PY = PYTHONPATH=$(CURDIR) $(VENV)/bin/python
-SCALING_FLAGS = --name=scaling --models=resnet20,resnet56,mobilenet_v2:0.5,mobilenet_v2:1.0 --batch_size=32 --steps=4
+SCALING_FLAGS = --name=scaling --models=resnet20,resnet56,mobilenet_v2:0.5,mobilenet_v2:1.0 --small_input=no \
+	--batch_size=32 --steps=4
 
 bench: venv
 	$(BENCH_PY) benchmarks/train_step_speed.py $(BENCH_FLAGS)

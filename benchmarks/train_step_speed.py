@@ -35,6 +35,9 @@ flags.DEFINE_integer("batch_size", 128, "Batch size.")
 flags.DEFINE_integer("steps", 8, "Steps per timed round (one model.fit epoch).")
 flags.DEFINE_integer("rounds", 3, "Alternating timed rounds per model.")
 flags.DEFINE_integer("hidden_units", 32, "PruningNet generator hidden size (paper: 32).")
+flags.DEFINE_enum("small_input", "auto", ["auto", "yes", "no"],
+                  "MobileNets: keep early strides at 1 for 28x28 images (auto: yes under 96 px; no = stride 32 as in "
+                  "make demo, much cheaper).")
 flags.DEFINE_bool("quick", False, "Smoke run: batch 16, 2 steps, 1 round.")
 flags.DEFINE_string("output_dir", _common.RESULTS_DIR, "Where results go.")
 
@@ -109,6 +112,8 @@ def main(argv):
   rows = []
   for text in FLAGS.models:
     family, kwargs = parse_model(text)
+    if family.startswith("mobilenet") and FLAGS.small_input != "auto":
+      kwargs["small_input"] = FLAGS.small_input == "yes"
     space = tfmp.models.get(family)((28, 28, 1), 10, **kwargs)
     row = step_times(space, ds, steps, rounds, FLAGS.hidden_units)
     row.update({"model": text, "family": family, "space_kwargs": kwargs})
