@@ -61,6 +61,8 @@ _TOP_K = flags.DEFINE_integer("top_k", 5, "Parents (best ever seen).")
 _GENERATIONS = flags.DEFINE_integer("generations", 5, "Generations (the random start included).")
 _RATIOS = flags.DEFINE_list("ratios", ["0.5", "0.25"], "FLOPs budgets as fractions of the full width.")
 _TIMING_REPEATS = flags.DEFINE_integer("timing_repeats", 5, "Repeats of each per-candidate timing.")
+_TRAIN_BATCHES = flags.DEFINE_integer("train_batches", 0, "Train on only this many batches per epoch (0: all); "
+                                      "the speed figures do not depend on how well the net is trained.")
 _EAGER_CANDIDATES = flags.DEFINE_integer("eager_candidates", 8, "Candidates timed in-graph vs eager loop.")
 _EAGER_ROUNDS = flags.DEFINE_integer("eager_rounds", 3, "Alternating rounds of the in-graph vs eager timing.")
 _QUICK = flags.DEFINE_bool("quick", False, "Smoke run: 1 epoch, 2 generations of 6, one budget, 2 candidates.")
@@ -143,6 +145,8 @@ def main(argv):
   keras.utils.set_random_seed(0)
   splits = tfmp.data.load_dataset("mnist_subset", batch_size=128)
   train = tfmp.data.load_dataset("mnist_subset", batch_size=_BATCH.value).train
+  if _TRAIN_BATCHES.value:
+    train = train.take(_TRAIN_BATCHES.value)
   space = tfmp.models.mobilenet_v2(input_shape=(28, 28, 1), num_classes=10, width_multiplier=0.35)
   net = tfmp.PruningNet(space, hidden_units=8)
   train_seconds, train_accuracy = _train(net, train, _EPOCHS.value)
@@ -225,7 +229,7 @@ def main(argv):
       "model": {"family": "mobilenet_v2", "width_multiplier": 0.35, "input_shape": [28, 28, 1],
                 "hidden_units": 8, "genes": len(space.genes), "full_mflops": space.mflops(space.largest()),
                 "full_params": space.params(space.largest()), "pruning_net_params": int(net.count_params())},
-      "training": {"epochs": _EPOCHS.value, "recipe": "tfmp.training.fit (cosine decay)",
+      "training": {"epochs": _EPOCHS.value, "train_batches_per_epoch": _TRAIN_BATCHES.value or "all", "recipe": "tfmp.training.fit (cosine decay)",
                    "optimizer": _OPTIMIZER.value, "learning_rate": _LEARNING_RATE.value, "batch_size": _BATCH.value,
                    "seconds": train_seconds, "train_accuracy_random_structures": train_accuracy},
       "evaluation_data": {"calibration_images": int(np.prod(data.calibration_images.shape[:2])),
