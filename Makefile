@@ -1,12 +1,14 @@
 # Two commands for a fresh machine:
 #   make demo   -- bootstraps .venv, then runs the main job on the embedded MNIST subset
 #   make test   -- bootstraps .venv (with test extras), then runs the whole suite offline
+# and the measurements behind README's Benchmarks section:
+#   make bench  -- every benchmark in benchmarks/ (speed + quality), then refreshes README's tables
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= runs/demo
 
-.PHONY: venv demo test clean
+.PHONY: venv demo test bench bench-lut clean
 
 venv: $(STAMP)
 
@@ -28,6 +30,24 @@ demo: venv
 
 test: venv
 	$(VENV)/bin/python -m pytest tests
+
+# Benchmarks (not tests): each prints its table and writes benchmarks/results/<name>.json + .png.
+# About 50-60 min on 2 idle cores; `make bench BENCH_FLAGS=--quick` is a few-minute smoke run.
+BENCH_FLAGS ?=
+BENCH_PY = PYTHONPATH=$(CURDIR) $(VENV)/bin/python
+SCALING_FLAGS = --name=scaling --models=resnet20,resnet56,mobilenet_v2:0.5,mobilenet_v2:1.0 --small_input=no \
+	--batch_size=32 --steps=4
+
+bench: venv
+	$(BENCH_PY) benchmarks/train_step_speed.py $(BENCH_FLAGS)
+	$(BENCH_PY) benchmarks/train_step_speed.py $(SCALING_FLAGS) $(BENCH_FLAGS)
+	$(BENCH_PY) benchmarks/search_speed.py $(BENCH_FLAGS)
+	$(BENCH_PY) benchmarks/quality.py $(BENCH_FLAGS)
+	$(BENCH_PY) benchmarks/report.py --write_readme
+
+# The per-layer latency table of a MobileNetV2 space against whole models (about 17 min): not in `make bench`.
+bench-lut: venv
+	$(BENCH_PY) benchmarks/tflite_lut.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

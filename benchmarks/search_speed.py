@@ -14,19 +14,29 @@ subset for a few epochs, then, at 50% and 25% of the full-width FLOPs:
     `tf.function`s, in the same process. The one-off cost of the rebuild
     route per candidate (rebuild + trace) is reported too.
 
+  * search throughput: evaluations per second of the in-graph `Evaluator`
+    against a straightforward eager Python loop over the same candidates
+    (the reference code's way: recalibrate batch norm by running the
+    calibration batches, then loop over the evaluation batches, op by op),
+    timed in alternating rounds in this process.
+
 Timings are wall-clock on whatever else the machine is running; the JSON
 records the load average before and after so noisy runs can be recognised.
 
 Usage:
 
   .venv/bin/python benchmarks/search_speed.py                     # ~5-10 min on 2 cores
-  .venv/bin/python benchmarks/search_speed.py --epochs=1 --generations=2
+  .venv/bin/python benchmarks/search_speed.py --quick            # smoke run
+
+Writes benchmarks/results/search_speed.json, search_speed.png (seconds per
+candidate of each route) and the Pareto plots of both searches.
 """
 
-import json
 import os
 import platform
 import time
+
+import sys
 
 from absl import app
 from absl import flags
@@ -36,8 +46,11 @@ import tensorflow as tf
 
 import tf_metaprune as tfmp
 from tf_metaprune import budgets
-from tf_metaprune import io as io_lib
+from tf_metaprune import calibration
 from tf_metaprune import search
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _EPOCHS = flags.DEFINE_integer("epochs", 3, "PruningNet training epochs.")
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.003, "Peak learning rate (cosine decay).")
@@ -48,8 +61,12 @@ _TOP_K = flags.DEFINE_integer("top_k", 5, "Parents (best ever seen).")
 _GENERATIONS = flags.DEFINE_integer("generations", 5, "Generations (the random start included).")
 _RATIOS = flags.DEFINE_list("ratios", ["0.5", "0.25"], "FLOPs budgets as fractions of the full width.")
 _TIMING_REPEATS = flags.DEFINE_integer("timing_repeats", 5, "Repeats of each per-candidate timing.")
-_OUT = flags.DEFINE_string("out", os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                               "search_speed.json"), "Output JSON path.")
+_TRAIN_BATCHES = flags.DEFINE_integer("train_batches", 0, "Train on only this many batches per epoch (0: all); "
+                                      "the speed figures do not depend on how well the net is trained.")
+_EAGER_CANDIDATES = flags.DEFINE_integer("eager_candidates", 8, "Candidates timed in-graph vs eager loop.")
+_EAGER_ROUNDS = flags.DEFINE_integer("eager_rounds", 3, "Alternating rounds of the in-graph vs eager timing.")
+_QUICK = flags.DEFINE_bool("quick", False, "Smoke run: 1 epoch, 2 generations of 6, one budget, 2 candidates.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", _common.RESULTS_DIR, "Where results go.")
 
 
 def _train(net, train, epochs):
@@ -101,12 +118,35 @@ def _plain_route(net, structure, data, repeats):
           "trace_and_first_pass_seconds": first_call_seconds}
 
 
+def eager_accuracy(net, data, structure):
+  """Top-1 accuracy of `structure` the reference code's way: an eager Python loop.
+
+  The same math as `Evaluator` (exact BN statistics over the calibration
+  batches, then the evaluation batches), but op by op in eager mode with a
+  Python loop and a host round trip per batch, as PyTorch reference code does.
+  """
+  choices = net.choices_tensor(structure)
+  stats = calibration.batch_norm_moments(net, choices, tf.constant(data.calibration_images))
+  correct = 0.0
+  for i in range(data.eval_images.shape[0]):
+    logits = net.forward(tf.constant(data.eval_images[i]), choices, batch_stats=False, bn_stats=stats)
+    correct += float(np.sum((np.argmax(logits.numpy(), -1) == data.eval_labels[i]) * data.eval_mask[i]))
+  return correct / float(np.sum(data.eval_mask))
+
+
 def main(argv):
   del argv
+  if _QUICK.value:
+    for flag, value in (("epochs", 1), ("generations", 2), ("population", 6), ("top_k", 2), ("ratios", ["0.5"]),
+                        ("timing_repeats", 1), ("eager_candidates", 2), ("eager_rounds", 1)):
+      flags.FLAGS[flag].value = value
+  report_writer = _common.Report("search_speed", _OUTPUT_DIR.value)
   load_before = os.getloadavg()
   keras.utils.set_random_seed(0)
   splits = tfmp.data.load_dataset("mnist_subset", batch_size=128)
   train = tfmp.data.load_dataset("mnist_subset", batch_size=_BATCH.value).train
+  if _TRAIN_BATCHES.value:
+    train = train.take(_TRAIN_BATCHES.value)
   space = tfmp.models.mobilenet_v2(input_shape=(28, 28, 1), num_classes=10, width_multiplier=0.35)
   net = tfmp.PruningNet(space, hidden_units=8)
   train_seconds, train_accuracy = _train(net, train, _EPOCHS.value)
@@ -133,8 +173,8 @@ def main(argv):
     wall = time.perf_counter() - t0
     print(found.summary())
     tag = f"{int(round(ratio * 100))}"
-    found.save(os.path.join(os.path.dirname(_OUT.value), f"search_speed_{tag}pct_result.json"))
-    search.plot_pareto(found, os.path.join(os.path.dirname(_OUT.value), f"search_speed_{tag}pct_pareto.png"),
+    found.save(os.path.join(_OUTPUT_DIR.value, f"search_speed_{tag}pct_result.json"))
+    search.plot_pareto(found, os.path.join(_OUTPUT_DIR.value, f"search_speed_{tag}pct_pareto.png"),
                        uniform_result=base)
     runs.append({
         "flops_ratio": ratio, "budget": budget.get_config(), "search_wall_seconds": wall,
@@ -162,15 +202,34 @@ def main(argv):
           f" ms (x{ev_seconds / plain['seconds']:.2f}); plain accuracy {plain['accuracy_after_recalibrate']:.4f} vs "
           f"evaluator {timing[-1]['evaluator_accuracy']:.4f}")
 
+  # Search throughput: in-graph Evaluator vs an eager Python loop over the same candidates.
+  rng = np.random.default_rng(7)
+  candidates = [space.random(seed=rng) for _ in range(_EAGER_CANDIDATES.value)]
+  eager_check = [eager_accuracy(net, data, s) for s in candidates[:2]]
+  graph_check = [evaluator.accuracy(s) for s in candidates[:2]]
+  loop_times = _common.interleaved(
+      {"in_graph": lambda: [evaluator.accuracy(s) for s in candidates],
+       "eager_loop": lambda: [eager_accuracy(net, data, s) for s in candidates]}, rounds=_EAGER_ROUNDS.value)
+  throughput = {"candidates": len(candidates), "rounds": _EAGER_ROUNDS.value,
+                "in_graph_evaluations_per_second": len(candidates) / loop_times["in_graph"]["median_s"],
+                "eager_evaluations_per_second": len(candidates) / loop_times["eager_loop"]["median_s"],
+                "in_graph_round_s": loop_times["in_graph"]["all_s"], "eager_round_s": loop_times["eager_loop"]["all_s"],
+                "accuracy_in_graph_vs_eager": [graph_check, eager_check]}
+  throughput["speedup_in_graph_over_eager"] = (throughput["in_graph_evaluations_per_second"] /
+                                               throughput["eager_evaluations_per_second"])
+  print(f"in-graph {throughput['in_graph_evaluations_per_second']:.2f} evaluations/s, eager loop "
+        f"{throughput['eager_evaluations_per_second']:.2f} evaluations/s (x{throughput['speedup_in_graph_over_eager']:.2f});"
+        f" accuracies in-graph {graph_check} eager {eager_check}")
+
   report = {
-      "benchmark": "search_speed", "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+      "benchmark": "search_speed", "host": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                                "tensorflow": tf.__version__, "keras": keras.__version__,
                                                "load_average_before": load_before,
                                                "load_average_after": os.getloadavg()},
       "model": {"family": "mobilenet_v2", "width_multiplier": 0.35, "input_shape": [28, 28, 1],
                 "hidden_units": 8, "genes": len(space.genes), "full_mflops": space.mflops(space.largest()),
                 "full_params": space.params(space.largest()), "pruning_net_params": int(net.count_params())},
-      "training": {"epochs": _EPOCHS.value, "recipe": "tfmp.training.fit (cosine decay)",
+      "training": {"epochs": _EPOCHS.value, "train_batches_per_epoch": _TRAIN_BATCHES.value or "all", "recipe": "tfmp.training.fit (cosine decay)",
                    "optimizer": _OPTIMIZER.value, "learning_rate": _LEARNING_RATE.value, "batch_size": _BATCH.value,
                    "seconds": train_seconds, "train_accuracy_random_structures": train_accuracy},
       "evaluation_data": {"calibration_images": int(np.prod(data.calibration_images.shape[:2])),
@@ -182,9 +241,36 @@ def main(argv):
       "median_ratio_evaluator_to_plain": float(np.median([t["ratio_evaluator_to_plain"] for t in timing])),
       "evaluator_trace_count_total": evaluator.trace_count,
   }
-  io_lib.write_json_atomic(_OUT.value, report)
-  print(json.dumps({k: report[k] for k in ("median_ratio_evaluator_to_plain", "evaluator_trace_count_total")}))
-  print(f"wrote {_OUT.value}")
+  report["throughput"] = throughput
+  rows = [[f"{t['mflops']:.2f}", f"{1e3 * t['evaluator_seconds']:.0f}", f"{1e3 * t['plain']['seconds']:.0f}",
+           f"{t['ratio_evaluator_to_plain']:.2f}", f"{100 * t['evaluator_accuracy']:.1f}%",
+           f"{100 * t['plain']['accuracy_after_recalibrate']:.1f}%"] for t in timing]
+  table = _common.markdown_table(
+      ["candidate MFLOPs", "Evaluator ms (recalibrate + accuracy)", "rebuilt plain model ms, same batches",
+       "ratio (goal <= 1.2)", "Evaluator acc.", "plain acc."], rows)
+  table += "\n\n" + _common.markdown_table(
+      ["search route", "evaluations / s", "vs eager loop"],
+      [["in-graph Evaluator (one trace)", f"{throughput['in_graph_evaluations_per_second']:.2f}",
+        f"{throughput['speedup_in_graph_over_eager']:.2f}x"],
+       ["eager Python loop (reference style)", f"{throughput['eager_evaluations_per_second']:.2f}", "1.00x"]] +
+      [[f"evolution at {100 * r['flops_ratio']:.0f}% FLOPs (whole search, {r['evaluations']} evaluations)",
+        f"{r['evaluations_per_second']:.2f}", "-"] for r in runs])
+  title = (f"Search speed (mobilenet_v2 x0.35, 28x28x1, {data.num_eval_images} search images, "
+           f"{int(np.prod(data.calibration_images.shape[:2]))} calibration images)")
+  report_writer.write(report, table, title)
+  plt = _common.pyplot()
+  fig, ax = plt.subplots(figsize=(7, 4))
+  labels = [f"{t['mflops']:.2f}" for t in timing]
+  pos = np.arange(len(timing))
+  ax.bar(pos - 0.2, [1e3 * t["evaluator_seconds"] for t in timing], 0.4, label="Evaluator (in-graph)")
+  ax.bar(pos + 0.2, [1e3 * t["plain"]["seconds"] for t in timing], 0.4, label="rebuilt plain Keras model")
+  ax.set_xticks(pos, labels)
+  ax.set_xlabel("candidate MFLOPs")
+  ax.set_ylabel("ms per candidate (recalibrate + score)")
+  ax.set_title(f"in-graph {throughput['in_graph_evaluations_per_second']:.2f} vs eager "
+               f"{throughput['eager_evaluations_per_second']:.2f} evaluations/s")
+  ax.legend()
+  report_writer.save_figure(fig)
 
 
 if __name__ == "__main__":

@@ -1,97 +1,149 @@
 """PruningNet training step vs the full-width plain Keras model, side by side.
 
-For each family, builds the PruningNet and the plain rebuilt full-width model,
-trains both through `model.fit` on the same batches (same batch size, input,
-optimizer), alternating short timed rounds so machine load hits both alike,
-and reports milliseconds per step, their ratio, the generator parameter count
-as a multiple of the network's, and how many times each training step was
-traced. Writes benchmarks/results/train_step_speed.json and .png.
+For each model, builds the PruningNet (a random structure per step, in the
+graph) and the plain rebuilt full-width model, trains both through
+`model.fit` on the same cached batches (same batch size, input, optimizer),
+alternating timed rounds so machine load hits both alike, and reports
+milliseconds per step, their ratio (goal: <= 0.7), the generators' parameter
+count as a multiple of the network's, and how often the PruningNet's forward
+pass was traced.
 
-  python benchmarks/train_step_speed.py [--families=small_cnn,mobilenet_v2,resnet20] [--rounds=3]
+Run with `--models=resnet20,resnet56,mobilenet_v2:0.5,mobilenet_v2:1.0
+--name=scaling` it shows how the cost grows with the network (issue item 4).
+
+  python benchmarks/train_step_speed.py                       # small_cnn, mobilenet_v2 (0.35), resnet20
+  python benchmarks/train_step_speed.py --name=scaling --models=resnet20,resnet56,mobilenet_v2:0.5,mobilenet_v2:1.0
+  python benchmarks/train_step_speed.py --quick               # a smoke run (tiny batches, 1 round)
+
+Writes benchmarks/results/<name>.json and .png.
 """
 
-import json
 import os
-import platform
-import time
+import sys
 
 from absl import app
 from absl import flags
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 FLAGS = flags.FLAGS
-flags.DEFINE_list("families", ["small_cnn", "mobilenet_v2", "resnet20"], "Families to measure.")
+flags.DEFINE_list("models", ["small_cnn", "mobilenet_v2:0.35", "resnet20"],
+                  "Models as family[:width_multiplier].")
+flags.DEFINE_string("name", "train_step_speed", "Result file name (benchmarks/results/<name>.json).")
 flags.DEFINE_integer("batch_size", 128, "Batch size.")
-flags.DEFINE_integer("steps", 8, "Steps per timed round.")
+flags.DEFINE_integer("steps", 8, "Steps per timed round (one model.fit epoch).")
 flags.DEFINE_integer("rounds", 3, "Alternating timed rounds per model.")
-flags.DEFINE_integer("hidden_units", 32, "PruningNet generator hidden size.")
-flags.DEFINE_float("width_multiplier", 0.35, "Width multiplier of mobilenet_v2.")
-flags.DEFINE_string("output_dir", os.path.join(os.path.dirname(__file__), "results"), "Where results go.")
+flags.DEFINE_integer("hidden_units", 32, "PruningNet generator hidden size (paper: 32).")
+flags.DEFINE_enum("small_input", "auto", ["auto", "yes", "no"],
+                  "MobileNets: keep early strides at 1 for 28x28 images (auto: yes under 96 px; no = stride 32 as in "
+                  "make demo, much cheaper).")
+flags.DEFINE_bool("quick", False, "Smoke run: batch 16, 2 steps, 1 round.")
+flags.DEFINE_string("output_dir", _common.RESULTS_DIR, "Where results go.")
+
+
+def parse_model(text):
+  """'mobilenet_v2:0.5' -> ('mobilenet_v2', {'width_multiplier': 0.5})."""
+  family, _, width = text.partition(":")
+  if not width:
+    return family, {}
+  try:
+    return family, {"width_multiplier": float(width)}
+  except ValueError:
+    raise ValueError(f"--models entry {text!r}: write family[:width_multiplier], e.g. mobilenet_v2:0.5") from None
+
+
+def cached_batches(batch_size, steps):
+  """`steps` batches of MNIST-subset images (28x28x1) as a cached dataset."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tf_metaprune as tfmp  # pylint: disable=g-import-not-at-top
+  images, labels = tfmp.data.mnist_subset_arrays()
+  rng = np.random.default_rng(0)
+  idx = rng.permutation(len(images))[:batch_size * steps]
+  x = images[idx].astype(np.float32).reshape(-1, 28, 28, 1) / 255.0
+  return tf.data.Dataset.from_tensor_slices((x, labels[idx])).batch(batch_size, drop_remainder=True).cache()
+
+
+def step_times(space, ds, steps, rounds, hidden_units, seed=0):
+  """PruningNet vs plain full-width training step, interleaved in this process.
+
+  Returns:
+    dict with pruning_net_ms_per_step, plain_ms_per_step, ratio, generator
+    params and their multiple of the network's params, forward traces.
+  """
+  import keras  # pylint: disable=g-import-not-at-top
+  import tf_metaprune as tfmp  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(seed)
+  net = tfmp.PruningNet(space, hidden_units=hidden_units, seed=seed)
+  traced = []
+  forward = net.forward
+
+  def counting_forward(*args, **kwargs):  # Python runs only while tracing
+    traced.append(1)
+    return forward(*args, **kwargs)
+
+  net.forward = counting_forward
+  plain = tfmp.rebuild(space, space.largest())
+  models = {"pruning_net": net, "plain_full_width": plain}
+  for m in models.values():
+    tfmp.training.compile_model(m, learning_rate=0.05, total_steps=10_000)
+  times = _common.interleaved({k: (lambda m=m: m.fit(ds, epochs=1, verbose=0)) for k, m in models.items()},
+                              rounds=rounds)
+  row = {"space": space.name, "batch_size": int(next(iter(ds))[0].shape[0]), "steps_per_round": steps,
+         "rounds": rounds, "hidden_units": hidden_units,
+         "pruning_net_ms_per_step": 1000 * times["pruning_net"]["median_s"] / steps,
+         "plain_ms_per_step": 1000 * times["plain_full_width"]["median_s"] / steps,
+         "pruning_net_round_s": times["pruning_net"]["all_s"], "plain_round_s": times["plain_full_width"]["all_s"],
+         "generator_params": int(net.generator_params()), "network_params": int(space.params(space.largest())),
+         "network_mflops": float(space.mflops(space.largest())),
+         "pruning_net_forward_traces": len(traced), "structures_trained": steps * (rounds + 1)}
+  row["ratio"] = row["pruning_net_ms_per_step"] / row["plain_ms_per_step"]
+  row["generator_multiple"] = row["generator_params"] / row["network_params"]
+  return row
 
 
 def main(argv):
   del argv
-  import keras  # pylint: disable=g-import-not-at-top
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tf_metaprune as tfmp  # pylint: disable=g-import-not-at-top
-
-  images, labels = tfmp.data.mnist_subset_arrays()
-  n = FLAGS.batch_size * FLAGS.steps
-  x = images[:n].astype(np.float32) / 255.0
-  y = labels[:n]
-  ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(FLAGS.batch_size, drop_remainder=True).cache()
+  batch, steps, rounds = (16, 2, 1) if FLAGS.quick else (FLAGS.batch_size, FLAGS.steps, FLAGS.rounds)
+  report = _common.Report(FLAGS.name, FLAGS.output_dir)
+  ds = cached_batches(batch, steps)
   rows = []
-  for family in FLAGS.families:
-    kwargs = {"width_multiplier": FLAGS.width_multiplier} if family.startswith("mobilenet") else {}
+  for text in FLAGS.models:
+    family, kwargs = parse_model(text)
+    if family.startswith("mobilenet") and FLAGS.small_input != "auto":
+      kwargs["small_input"] = FLAGS.small_input == "yes"
     space = tfmp.models.get(family)((28, 28, 1), 10, **kwargs)
-    keras.utils.set_random_seed(0)
-    net = tfmp.PruningNet(space, hidden_units=FLAGS.hidden_units)
-    traced = []
-    forward = net.forward
-
-    def counting_forward(*args, _forward=forward, _traced=traced, **kwargs):  # runs only while tracing
-      _traced.append(1)
-      return _forward(*args, **kwargs)
-
-    net.forward = counting_forward
-    models = {"pruning_net": net, "plain_full_width": tfmp.rebuild(space, space.largest())}
-    for m in models.values():
-      tfmp.training.compile_model(m, learning_rate=0.05, total_steps=10_000)
-      m.fit(ds, epochs=1, verbose=0)   # trace + warm up
-    times = {k: [] for k in models}
-    for _ in range(FLAGS.rounds):
-      for name, m in models.items():
-        start = time.perf_counter()
-        m.fit(ds, epochs=1, verbose=0)
-        times[name].append((time.perf_counter() - start) / FLAGS.steps * 1000)
-    traces = {"pruning_net_forward_traces": len(traced),
-              "structures_trained": FLAGS.steps * (FLAGS.rounds + 1)}
-    row = {"family": family, "space_kwargs": kwargs, "batch_size": FLAGS.batch_size,
-           "pruning_net_ms_per_step": float(np.median(times["pruning_net"])),
-           "plain_ms_per_step": float(np.median(times["plain_full_width"])),
-           "generator_params": net.generator_params(), "network_params": space.params(space.largest()),
-           "traces": traces, "steps_timed": FLAGS.steps * FLAGS.rounds}
-    row["ratio"] = row["pruning_net_ms_per_step"] / row["plain_ms_per_step"]
-    row["generator_multiple"] = row["generator_params"] / row["network_params"]
+    row = step_times(space, ds, steps, rounds, FLAGS.hidden_units)
+    row.update({"model": text, "family": family, "space_kwargs": kwargs})
     rows.append(row)
-    print(f"{family:<13} PruningNet {row['pruning_net_ms_per_step']:7.1f} ms/step  plain {row['plain_ms_per_step']:7.1f}"
-          f" ms/step  ratio {row['ratio']:.2f}  generators {row['generator_multiple']:.1f}x network  "
-          f"traces {traces}")
-  load = os.getloadavg()
-  out = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-         f"load average {load[0]:.1f}", "hidden_units": FLAGS.hidden_units, "rows": rows,
-         "command": "python benchmarks/train_step_speed.py --families=" + ",".join(FLAGS.families)}
-  os.makedirs(FLAGS.output_dir, exist_ok=True)
-  with open(os.path.join(FLAGS.output_dir, "train_step_speed.json"), "w") as f:
-    json.dump(out, f, indent=1)
-  plt.bar([r["family"] for r in rows], [r["ratio"] for r in rows])
-  plt.axhline(1.0, color="k", lw=0.5)
-  plt.ylabel("PruningNet step / plain full-width step")
-  plt.title(f"Training step time ratio (batch {FLAGS.batch_size}, 28x28x1)")
-  plt.savefig(os.path.join(FLAGS.output_dir, "train_step_speed.png"), dpi=100)
+    print(f"{text:<18} PruningNet {row['pruning_net_ms_per_step']:8.1f} ms/step  plain "
+          f"{row['plain_ms_per_step']:8.1f} ms/step  ratio {row['ratio']:.2f}  generators "
+          f"{row['generator_multiple']:.1f}x network  traces {row['pruning_net_forward_traces']}", flush=True)
+  table = _common.markdown_table(
+      ["model (28x28x1)", "network params", "MFLOPs", "PruningNet ms/step", "plain full-width ms/step",
+       "ratio (goal <= 0.7)", "generator params", "generators / network"],
+      [[r["model"], f"{r['network_params']:,}", f"{r['network_mflops']:.1f}", f"{r['pruning_net_ms_per_step']:.0f}",
+        f"{r['plain_ms_per_step']:.0f}", f"{r['ratio']:.2f}", f"{r['generator_params']:,}",
+        f"{r['generator_multiple']:.1f}x"] for r in rows])
+  title = ("PruningNet training step vs plain full-width model" if FLAGS.name == "train_step_speed" else
+           "How the PruningNet's cost grows with the network") + f" (batch {batch}, hidden_units {FLAGS.hidden_units})"
+  report.write({"rows": rows, "hidden_units": FLAGS.hidden_units, "quick": FLAGS.quick}, table, title)
+  plt = _common.pyplot()
+  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+  labels = [r["model"] for r in rows]
+  axes[0].bar(labels, [r["ratio"] for r in rows])
+  axes[0].axhline(1.0, color="k", lw=0.5)
+  axes[0].axhline(0.7, color="r", lw=0.5, ls="--", label="goal 0.7")
+  axes[0].set_ylabel("PruningNet step / plain full-width step")
+  axes[0].legend()
+  axes[1].bar(labels, [r["generator_multiple"] for r in rows])
+  axes[1].set_ylabel("generator params / network params")
+  for ax in axes:
+    ax.tick_params(axis="x", rotation=20)
+  fig.suptitle(title)
+  report.save_figure(fig)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,150 @@
+"""What every benchmark script shares: side-by-side timing, tables, JSON and plots.
+
+Benchmarks are not tests. Each script in this folder measures something,
+prints a Markdown table, and writes `results/<name>.json` (the figures, the
+table, the command that made them, the date, the machine and its load
+average before and after) and `results/<name>.png`.
+
+Speed *ratios* are only ever taken inside one process run: `interleaved`
+times the contenders in alternating rounds and keeps each one's median, so
+other jobs on a shared machine slow all of them alike.
+"""
+
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def command_line():
+  """The command that ran this script, as typed from the repository root."""
+  script = os.path.relpath(os.path.abspath(sys.argv[0]), os.path.dirname(os.path.dirname(RESULTS_DIR)))
+  return " ".join(["python", script] + sys.argv[1:])
+
+
+def machine():
+  """Where and when: date (UTC), CPU, core count, library versions, load average now."""
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    import tflite_export  # pylint: disable=g-import-not-at-top
+    device = tflite_export.device_description()
+  except Exception:  # pylint: disable=broad-except
+    device = platform.processor() or platform.machine()
+  return {"date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+          "device": device, "cpus": os.cpu_count(), "platform": platform.platform(),
+          "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+          "load_average": list(os.getloadavg())}
+
+
+def interleaved(contenders, rounds, warmup=1):
+  """Median wall seconds per call of each contender, timed in alternating rounds.
+
+  Args:
+    contenders: dict name -> zero-argument callable (one timed unit of work).
+    rounds: timed rounds; each round calls every contender once, in turn.
+    warmup: untimed calls of each contender first (tracing, caches).
+
+  Returns:
+    dict name -> {"median_s", "all_s"}.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  if rounds < 1:
+    raise ValueError(f"rounds={rounds!r}: time at least 1 round (3 or more for a meaningful median)")
+  for fn in contenders.values():
+    for _ in range(warmup):
+      fn()
+  times = {name: [] for name in contenders}
+  for r in range(rounds):
+    # Alternate the order as well, so neither contender always runs right after the other.
+    order = list(contenders) if r % 2 == 0 else list(reversed(list(contenders)))
+    for name in order:
+      start = time.perf_counter()
+      contenders[name]()
+      times[name].append(time.perf_counter() - start)
+  return {name: {"median_s": float(np.median(t)), "all_s": [float(x) for x in t]} for name, t in times.items()}
+
+
+def markdown_table(headers, rows):
+  """A Markdown table from a header list and row lists (already formatted strings)."""
+  lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in
+                                                             range(len(headers))) + "|"]
+  lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+def mean_std(values):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  values = np.asarray(values, dtype=float)
+  return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else 0.0
+
+
+def kendall_tau(a, b):
+  """Kendall's tau-b between two equally long sequences (ties handled), and its p-value."""
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  tau, p = stats.kendalltau(a, b)
+  return float(tau), float(p)
+
+
+class Report:
+  """Collects one benchmark's results and writes them.
+
+  Usage:
+    report = Report("train_step_speed", output_dir)   # records machine + load average now
+    ...
+    report.write(data, table_md, title)                # JSON + prints the table
+    report.save_figure(fig)                            # PNG
+  """
+
+  def __init__(self, name, output_dir=None):
+    self.name = name
+    self.output_dir = output_dir or RESULTS_DIR
+    self.started = time.time()
+    self.machine = machine()
+
+  def path(self, suffix):
+    return os.path.join(self.output_dir, self.name + suffix)
+
+  def write(self, data, table_md, title):
+    """Writes results/<name>.json and prints `title` and the table."""
+    os.makedirs(self.output_dir, exist_ok=True)
+    out = {"benchmark": self.name, "title": title, "command": command_line(), "machine": self.machine,
+           "load_average_after": list(os.getloadavg()), "seconds": time.time() - self.started,
+           "table_md": table_md, **data}
+    tmp = self.path(".json.tmp")
+    with open(tmp, "w") as f:
+      json.dump(_jsonable(out), f, indent=1)
+    os.replace(tmp, self.path(".json"))
+    print(f"\n## {title}\n\n{table_md}\n\n(load average {self.machine['load_average'][0]:.1f} -> "
+          f"{os.getloadavg()[0]:.1f}; {time.time() - self.started:.0f} s; wrote {self.path('.json')})")
+    return out
+
+  def save_figure(self, fig):
+    os.makedirs(self.output_dir, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(self.path(".png"), dpi=100)
+    return self.path(".png")
+
+
+def pyplot():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def _jsonable(value):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  if isinstance(value, dict):
+    return {str(k): _jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  if isinstance(value, np.generic):
+    return value.item()
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  return value

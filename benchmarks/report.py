@@ -1,0 +1,131 @@
+"""Gathers benchmarks/results/*.json into the README's "Benchmarks" section.
+
+Prints the section (every table with its title, date, machine, load average
+and command, then which of the issue's goals are met); with `--write_readme`
+it replaces the text between the `<!-- benchmarks:start -->` and
+`<!-- benchmarks:end -->` markers of README.md. `make bench` ends with it.
+
+  python benchmarks/report.py [--write_readme]
+"""
+
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+FLAGS = flags.FLAGS
+flags.DEFINE_bool("write_readme", False, "Replace the Benchmarks section of README.md.")
+flags.DEFINE_string("results_dir", _common.RESULTS_DIR, "Where the JSON results are.")
+
+ORDER = ["train_step_speed", "scaling", "search_speed", "ablation", "quality", "ranking", "tflite_quality"]
+START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
+
+
+def _load(results_dir, name):
+  path = os.path.join(results_dir, name + ".json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    data = json.load(f)
+  return data if "table_md" in data else None   # older result files of another format
+
+
+def goals(results):
+  """One line per issue goal: the figure and whether it is met."""
+  lines = []
+  r = results.get("train_step_speed")
+  if r:
+    parts = [f"{row['model']} {row['ratio']:.2f}x" + (" (met)" if row["ratio"] <= 0.7 else " (not met)")
+             for row in r["rows"]]
+    lines.append("1. PruningNet step vs plain full-width step, goal <= 0.7x: " + ", ".join(parts) + ".")
+  r = results.get("search_speed")
+  if r:
+    ratio = r["median_ratio_evaluator_to_plain"]
+    lines.append(f"2. Candidate evaluation vs the rebuilt plain model over the same batches, goal <= 1.2x: median "
+                 f"{ratio:.2f}x ({'met' if ratio <= 1.2 else 'not met'}).")
+    t = r["throughput"]
+    lines.append(f"3. Search throughput: in-graph {t['in_graph_evaluations_per_second']:.2f} evaluations/s vs eager "
+                 f"loop {t['eager_evaluations_per_second']:.2f} ({t['speedup_in_graph_over_eager']:.2f}x).")
+  r = results.get("scaling")
+  if r:
+    lines.append("4. Growth: " + ", ".join(
+        f"{row['model']} {row['pruning_net_ms_per_step']:.0f} ms/step (plain {row['plain_ms_per_step']:.0f}), "
+        f"generators {row['generator_multiple']:.1f}x network" for row in r["rows"]) + " (reference: about 32x).")
+  r = results.get("ablation")
+  if r:
+    rows = {row["hidden_units"]: row for row in r["rows"]}
+    if 32 in rows:
+      ref = rows[32]
+      ok = [h for h, row in rows.items() if row["generator_multiple"] <= 8 and
+            row["test_accuracy_mean"] >= ref["test_accuracy_mean"] - (ref["test_accuracy_std"] + row["test_accuracy_std"])]
+      lines.append("5. Ablation, goal: a setting with <= 8x generator params that searches as well as hidden 32 "
+                   "(retrained mean within the two settings' summed std or better): " + (
+                       f"met by hidden_units {', '.join(str(h) for h in ok)}" if ok else "not met") + "; " + ", ".join(
+                           f"hidden {h}: {row['generator_multiple']:.1f}x, {100 * row['test_accuracy_mean']:.2f}%"
+                           for h, row in rows.items()) + ".")
+  r = results.get("quality")
+  if r:
+    lines.append("6. Searched minus uniform, retrained test accuracy: " + ", ".join(
+        f"{100 * row['flops_ratio']:.0f}% FLOPs {100 * row['difference_mean']:+.2f} pt" for row in r["rows"]) +
+                 f" (mean of {r['seeds']} seeds each).")
+  r = results.get("ranking")
+  if r:
+    lines.append(f"7. Ranking: Kendall's tau {r['kendall_tau']:.2f} (p={r['p_value']:.2g}) between the PruningNet's "
+                 f"accuracy and the retrained accuracy of {len(r['rows'])} structures (FLOPs alone: "
+                 f"{r['kendall_tau_mflops']:.2f}).")
+  r = results.get("tflite_quality")
+  if r:
+    parts = [f"{row['name']} {row['int8_size_bytes'] / 1024:.1f} KB {row['int8_latency_ms']:.3f} ms" +
+             (f" (LUT error {100 * row['lut_relative_error']:+.1f}%)" if "lut_relative_error" in row else "")
+             for row in r["rows"]]
+    lines.append("8. TFLite int8: " + ", ".join(parts) + ".")
+  return lines
+
+
+def section(results_dir):
+  results = {name: _load(results_dir, name) for name in ORDER}
+  results = {k: v for k, v in results.items() if v}
+  out = ["All figures come from `make bench` (one command, every script below in turn; `make bench "
+         "BENCH_FLAGS=--quick` is a smoke run). Each script prints its table and writes "
+         "`benchmarks/results/<name>.json` (every figure, seed and timing round) and `<name>.png`. Speed ratios "
+         "are measured side by side in one process (alternating rounds, medians); the machine is shared, so "
+         "each table gives the load average before -> after. `python benchmarks/report.py --write_readme` "
+         "rebuilds this section from the JSON files.", ""]
+  quick = [name for name, r in results.items() if r.get("quick") or " --quick" in r.get("command", "")]
+  if quick:
+    out += [f"**Smoke-run figures (--quick) in: {', '.join(quick)}** -- tiny settings, not the real measurement.",
+            ""]
+  for name, r in results.items():
+    m = r["machine"]
+    out += [f"### {r['title']}", "",
+            f"Measured {m['date_utc']} UTC on {m['device']} (os.cpu_count() {m['cpus']}), TF {m['tensorflow']} / Keras "
+            f"{m['keras']}; load average {m['load_average'][0]:.1f} -> {r['load_average_after'][0]:.1f}; "
+            f"{r['seconds'] / 60:.1f} min. Command: `{r['command']}`", "", r["table_md"], ""]
+  out += ["### Goals of the benchmark issue", ""] + goals(results)
+  return "\n".join(out)
+
+
+def main(argv):
+  del argv
+  text = section(FLAGS.results_dir)
+  print(text)
+  if FLAGS.write_readme:
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+    with open(path) as f:
+      readme = f.read()
+    if START not in readme or END not in readme:
+      raise ValueError(f"{path} has no {START} ... {END} markers; add them where the Benchmarks section goes")
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1)
+    with open(path, "w") as f:
+      f.write(head + START + "\n" + text + "\n" + END + tail)
+    print(f"\nupdated {path}")
+
+
+if __name__ == "__main__":
+  app.run(main)
