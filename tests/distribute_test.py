@@ -182,15 +182,16 @@ def test_two_workers_fail_clearly_when_one_dies_and_resume_to_the_one_device_res
   error = json.loads((tmp_path / "killed0.json").read_text())["error"]
   assert "lost a worker: /job:worker/replica:0/task:1 stopped sending heartbeats" in error
   assert "resumes at the last finished epoch from" in error
-  assert json.loads((tmp_path / "run" / "backup" / "training_metadata.json").read_text())["epoch"] == 1
+  assert json.loads((tmp_path / "run" / "backup" / "state.json").read_text())["epoch"] == 1   # epochs finished
 
   # Run 2: the same command on both workers resumes at epoch 1, trains, searches.
   outputs = _launch_workers(tmp_path, "resumed", _free_ports(2))
   assert [code for code, _ in outputs] == [0, 0], outputs[0][1][-3000:] + outputs[1][1][-3000:]
   chief, other = (json.loads((tmp_path / f"resumed{i}.json").read_text()) for i in range(2))
   assert chief["replicas"] == 2 and chief["chief"] and not other["chief"]
-  assert len(chief["loss"]) == EPOCHS - 1            # resumed, not restarted
-  _assert_same_run(chief, one_device, losses_from_epoch=1)
-  _assert_same_run(other, one_device, losses_from_epoch=1)
+  assert chief["epochs_run"] == other["epochs_run"] == list(range(1, EPOCHS))   # resumed, not restarted
+  _assert_same_run(chief, one_device)     # the history covers every epoch, the resumed ones included
+  _assert_same_run(other, one_device)
   assert (tmp_path / "run" / "search_state.json").exists()
-  assert not (tmp_path / "run" / "backup").exists()   # the chief removed its backup after training
+  # The chief's checkpoint says every epoch is done: a rerun would not train again.
+  assert json.loads((tmp_path / "run" / "backup" / "state.json").read_text())["epoch"] == EPOCHS

@@ -49,10 +49,13 @@ def run(strategy_name="default", output_dir=None, epochs=3, search=False, die_at
     keras.utils.set_random_seed(0)
     net = tfmp.PruningNet(space, hidden_units=4)
 
+  epochs_run = []   # the epochs this process trained (a resumed run skips the finished ones)
+
   class Die(keras.callbacks.Callback):
     """Kills this worker (SIGKILL, no cleanup) when `die_at_epoch` begins: a crashed machine."""
 
     def on_epoch_begin(self, epoch, logs=None):
+      epochs_run.append(epoch)
       if die_at_epoch is not None and epoch == die_at_epoch:
         sys.stdout.flush()
         os.kill(os.getpid(), 9)
@@ -66,6 +69,7 @@ def run(strategy_name="default", output_dir=None, epochs=3, search=False, die_at
     report["error"] = str(e)
     return report
   report["loss"] = [float(v) for v in history["loss"]]
+  report["epochs_run"] = epochs_run
   report["iterations"] = int(net.optimizer.iterations.numpy())
   report["weights"] = [float(np.sum(np.abs(w.numpy()))) for w in net.trainable_weights]
 

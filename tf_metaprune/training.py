@@ -300,10 +300,11 @@ class _Checkpointer(keras.callbacks.Callback):
   def restore(self, weights_path):
     """Loads a checkpoint (weights and optimizer state) into the model."""
     model = self.model
-    if model.optimizer is not None and not model.optimizer.built:
-      model.optimizer.build(model.trainable_variables)
     try:
-      model.load_weights(weights_path)
+      with model.distribute_strategy.scope():   # optimizer slots are made under the model's strategy
+        if model.optimizer is not None and not model.optimizer.built:
+          model.optimizer.build(model.trainable_variables)
+        model.load_weights(weights_path)
     except Exception as e:  # pylint: disable=broad-except  (h5py: OSError/KeyError/ValueError)
       raise ValueError(f"checkpoint {weights_path!r} cannot be loaded ({type(e).__name__}: {e}); it is damaged "
                        "or of another model. Move the output_dir's backup folder away to start over") from None
@@ -439,7 +440,10 @@ def fit(model, train_data, epochs, learning_rate=0.05, output_dir=None, validati
   if isinstance(validation_data, tf.data.Dataset):
     check_training_data(model, validation_data, "validation_data")
   if output_dir:
-    output_dir = io_lib.check_writable_dir(output_dir, "output_dir")
+    if distribute.is_chief(model.distribute_strategy):   # only the chief writes (multi-worker)
+      output_dir = io_lib.check_writable_dir(output_dir, "output_dir")
+    else:
+      output_dir = os.path.abspath(output_dir)
   compile_model(model, learning_rate=learning_rate, total_steps=steps * epochs, **compile_kwargs)
   guard = _NonFiniteLossGuard(steps)
   cbs = [guard]
