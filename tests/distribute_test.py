@@ -3,7 +3,7 @@
 The distributed runs happen in child processes (tests/distributed_worker.py):
 logical CPU devices must be configured before TensorFlow initializes, and a
 MultiWorkerMirroredStrategy needs one process per worker. Their reports are
-compared with the same `distributed_worker.run()` on one device in this
+compared with the same `distributed_worker.run()` on one device in a fresh
 process: same global batch, same seed, same everything.
 """
 
@@ -105,9 +105,18 @@ def test_non_chief_trains_and_searches_without_writing_files(tmp_path, monkeypat
 
 @pytest.fixture(scope="module")
 def one_device(tmp_path_factory):
-  """The single-process reference: `run()` on one device, in this process."""
-  return distributed_worker.run("default", str(tmp_path_factory.mktemp("one_device")), epochs=EPOCHS, search=True,
-                                sandwich=True)
+  """The single-process reference: the worker script on one device, in a fresh process.
+
+  (Run in this pytest process, its result depended on what earlier tests had done to the global random
+  state and devices; a fresh process is what the distributed runs are compared with.)
+  """
+  folder = tmp_path_factory.mktemp("one_device")
+  out = folder / "one_device.json"
+  proc = subprocess.run([sys.executable, WORKER, "--strategy=default", f"--out={out}", f"--output_dir={folder / 'run'}",
+                         f"--epochs={EPOCHS}", "--search", "--sandwich"], env=_env(), capture_output=True, text=True,
+                        timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return json.loads(out.read_text())
 
 
 def _env():
