@@ -302,22 +302,6 @@ def _take(proposals, feasible, num, seen):
 # The search.
 
 
-def _resolve_config(config, overrides):
-  if config is None:
-    config = EvolutionConfig()
-  elif isinstance(config, dict):
-    config = EvolutionConfig.from_config(config)
-  elif not isinstance(config, EvolutionConfig):
-    raise TypeError(f"config={config!r} must be an EvolutionConfig (or its get_config() dict)")
-  if overrides:
-    known = {f.name for f in dataclasses.fields(EvolutionConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-      raise ValueError(f"evolutionary() got unknown settings {unknown}; EvolutionConfig has {sorted(known)}")
-    config = dataclasses.replace(config, **overrides)
-  return config
-
-
 def _identity(space, net, evaluator, budget, config):
   return {"space_name": space.name, "space_fingerprint": space.fingerprint(),
           "net_fingerprint": _common.net_fingerprint(net),
@@ -417,7 +401,7 @@ def evolutionary(net, search_data, budget=None, config: Optional[EvolutionConfig
   """
   _common.check_net(net, "evolutionary")
   space = net.space
-  config = _resolve_config(config, overrides)
+  config = _common.resolve_config(EvolutionConfig, config, overrides, "evolutionary")
   budget = _common.check_budget(budget, space)
   lut = _common.latency_lut(budget, latency_table, space)
   evaluator = _common.make_evaluator(net, search_data, calibration_data, num_calibration_batches, "evolutionary")
