@@ -87,6 +87,22 @@ def define_strategy_flag():
                     "TF_CONFIG; start the same command on every worker, with an output_dir they all see).")
 
 
+def start(argv):
+  """The first lines of every binary's main(): checks argv, quiets logs, returns the --strategy.
+
+  Positional arguments are refused (every input is a flag); absl logging is
+  set to WARNING unless --verbosity was given (TensorFlow's converter logs are
+  noise to a user; -v 0 shows them).
+  """
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  return strategy()
+
+
 def strategy():
   """The strategy of --strategy; call it first in main(), before any TensorFlow op."""
   from tf_metaprune import distribute  # pylint: disable=g-import-not-at-top

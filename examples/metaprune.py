@@ -19,7 +19,6 @@ holding a run with other settings stop at once.
 
 from absl import app
 from absl import flags
-from absl import logging
 
 import common_flags  # examples/common_flags.py
 
@@ -38,11 +37,7 @@ flags.DEFINE_integer("verbose", 1, "1: Keras progress bars and a line per search
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # TensorFlow's converter logs are noise here; -v 0 shows them
-  strategy = common_flags.strategy()
+  strategy = common_flags.start(argv)
   from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
   try:
     config = pipeline.PipelineConfig(

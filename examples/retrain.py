@@ -18,7 +18,6 @@ import os
 
 from absl import app
 from absl import flags
-from absl import logging
 
 import common_flags  # examples/common_flags.py
 
@@ -34,11 +33,7 @@ flags.DEFINE_string("output_dir", "runs/retrain", "Where the model and its check
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
-  strategy = common_flags.strategy()
+  strategy = common_flags.start(argv)
   if FLAGS.init == "generated" and FLAGS.pruningnet_dir is None:
     common_flags.fail("--init=generated takes the weights from the PruningNet: pass --pruningnet_dir")
   from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top

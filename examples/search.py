@@ -17,7 +17,6 @@ Then: examples/retrain.py --search_dir=<output_dir>.
 
 from absl import app
 from absl import flags
-from absl import logging
 
 import common_flags  # examples/common_flags.py
 
@@ -32,11 +31,7 @@ flags.DEFINE_integer("verbose", 1, "1: a line per generation; 0: silent.")
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
-  strategy = common_flags.strategy()
+  strategy = common_flags.start(argv)
   from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
   try:
     trained, net = pipeline.load_training_run(FLAGS.pruningnet_dir, strategy=strategy)

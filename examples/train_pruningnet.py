@@ -21,7 +21,6 @@ import os
 
 from absl import app
 from absl import flags
-from absl import logging
 
 import common_flags  # examples/common_flags.py
 
@@ -38,11 +37,7 @@ flags.DEFINE_bool("resume", False, "Continue the interrupted (or finished) run i
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
-  strategy = common_flags.strategy()
+  strategy = common_flags.start(argv)
   from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
   try:
     config = pipeline.PipelineConfig(**common_flags.dataset_kwargs(), **common_flags.model_kwargs(),

@@ -7,7 +7,6 @@ killed halfway. Training's own cases (NaN loss, data that does not fit the
 model, training state) are in training_test.py.
 """
 
-import contextlib
 import json
 import os
 import pathlib
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import testutil  # tests/testutil.py
 import tf_metaprune as tfmp
 from tf_metaprune import budgets
 from tf_metaprune import search
@@ -184,29 +184,10 @@ def test_budget_no_structure_can_meet_is_refused_before_any_evaluation(net, eval
 # ---- writing ----------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _without_write_permission(folder):
-  """Makes `folder` read-only for this process (as root, by dropping to uid 65534 meanwhile)."""
-  folder.chmod(0o500)
-  dropped = False
-  try:
-    if os.geteuid() == 0:
-      try:
-        os.seteuid(65534)   # root ignores permission bits: act as "nobody" for the duration
-      except OSError:
-        pytest.skip("running as root without the right to change uid: no folder is read-only here")
-      dropped = True
-    yield
-  finally:
-    if dropped:
-      os.seteuid(0)
-    folder.chmod(0o700)
-
-
 def test_unwritable_state_folder_is_refused_before_any_evaluation(net, evaluator, space, tmp_path):
   folder = tmp_path / "locked"
   folder.mkdir()
-  with _without_write_permission(folder):
+  with testutil.without_write_permission(folder):
     with pytest.raises(tfmp.io.NotWritableError, match=r"the folder of state_path='.*locked' is not writable"):
       search.evolutionary(net, evaluator, None, state_path=str(folder / "state.json"), **SMALL)
     with pytest.raises(PermissionError, match=r"cannot write '.*locked/s.json': its folder is not writable"):

@@ -1,4 +1,7 @@
-"""SIGKILL a train-then-search job at random moments; every rerun resumes, the end is the same.
+"""SIGKILL jobs at random moments; every rerun resumes, the end is the same.
+
+Two jobs: a library-level train-then-search job, and the whole pipeline
+(`tf_metaprune.pipeline.run`, the code behind examples/metaprune.py).
 
 The job (tests/resume_driver.py) trains a tiny PruningNet with
 `training.fit(output_dir=...)` (3 epochs of 4 steps) and runs the evolutionary
@@ -9,6 +12,13 @@ evaluation, plus a random delay of up to 0.2 s, so some kills land while a
 checkpoint is being written), and started again after each kill. The final
 structure, every evaluated candidate, the final weights (bit for bit) and the
 loss history must equal the uninterrupted run's.
+
+The pipeline (small CNN, 3 PruningNet epochs, a 4-generation search, 3
+retraining epochs per structure, int8 export) is SIGKILLed three times in
+each of its five stages, at seeded random points (a training step in each
+epoch, an evaluation in generation 0, 1 and after a resume, a point of the
+export), and rerun after each kill; its saved models (bit for bit), search
+results, accuracies and TFLite files must equal an uninterrupted run's.
 
 Jobs are forked from one process that imported TensorFlow once (see
 resume_driver.py): each job is still a separate process killed with SIGKILL.
@@ -33,12 +43,13 @@ TIMEOUT_S = 900   # per wait; generous: a shared CI machine can be many times sl
 
 
 class _Zygote:
-  """The forking job server of resume_driver.py."""
+  """The forking job server of resume_driver.py (of its pipeline job with `pipeline=True`)."""
 
-  def __init__(self):
+  def __init__(self, pipeline=False):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
-    self.proc = subprocess.Popen([sys.executable, str(DRIVER), "--zygote"], stdin=subprocess.PIPE,
+    self.proc = subprocess.Popen([sys.executable, str(DRIVER), "--zygote"] + (["--pipeline"] if pipeline else []),
+                                 stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
 
   def start(self, work_dir, log_path):
@@ -166,3 +177,87 @@ def test_job_killed_three_times_in_training_and_three_in_search_ends_like_an_uni
   assert json.loads((work / "train" / "backup" / "state.json").read_text())["epoch"] == 3
   assert json.loads((work / "search_state.json").read_text())["generation"] == 4
   assert not [n for n in leftovers if n.startswith("tmp_")], leftovers
+
+
+_TRAININGS = ("pruningnet", "retrain_searched", "retrain_uniform")
+
+
+def _steps_per_epoch(lines, stage):
+  return _first(lines, f"{stage} steps_per_epoch")
+
+
+@pytest.mark.slow
+def test_pipeline_killed_three_times_in_every_stage_ends_like_an_uninterrupted_one(tmp_path):
+  rng = random.Random(20261129)
+  export_points = sorted(rng.sample(range(6), 3))   # export steps: convert, parity, benchmark per model
+  zygote = _Zygote(pipeline=True)
+  try:
+    reference_dir = tmp_path / "reference"
+    reference_dir.mkdir()
+    reference_log = str(tmp_path / "reference.log")
+    reference_pid = zygote.start(reference_dir, reference_log)
+
+    work = tmp_path / "killed"
+    work.mkdir()
+    runs = []   # (stage, k, the log of the killed run)
+    for stage in _TRAININGS[:1] + ("search",) + _TRAININGS[1:] + ("export",):
+      for k in range(3):
+        log = str(tmp_path / f"{stage}{k}.log")
+        pid = zygote.start(work, log)
+        if stage in _TRAININGS:
+          # Kill k lands in epoch k + 1 (a checkpoint closes each epoch; the rerun resumes after it).
+          lines = _wait(pid, log, lambda ls, s=stage: _steps_per_epoch(ls, s) is not None or "DONE" in ls)
+          steps = _steps_per_epoch(lines, stage)
+          what, at, delay_s = f"{stage} step", rng.randint(k * steps + 1, (k + 1) * steps), rng.uniform(0, 0.1)
+        elif stage == "search":
+          # Generation 0 (no state yet), generation 1 of a search begun afresh, a generation after a resume.
+          what, at, delay_s = "search eval", (rng.randint(1, 7), rng.randint(9, 15), rng.randint(2, 6))[k], \
+              rng.uniform(0, 0.03)
+        else:
+          what, at, delay_s = "export step", export_points[k], rng.uniform(0, 0.3)
+        started = "[metaprune] 5/5 export: int8" if stage == "export" else what
+        lines = _wait(pid, log, lambda ls, w=what, a=at, s=started: (any(l.startswith(s) for l in ls)
+                                                                    and _count(ls, w) >= a) or "DONE" in ls)
+        assert "DONE" not in lines, f"run {stage}{k} finished before its kill point {what} {at}"
+        _kill(pid, delay_s)
+        runs.append((stage, k, _lines(log)))
+    log = str(tmp_path / "final.log")
+    final = _wait(zygote.start(work, log), log, lambda ls: "DONE" in ls)
+    reference = _wait(reference_pid, reference_log, lambda ls: "DONE" in ls)
+  finally:
+    zygote.close()
+
+  logs = [lines for _, _, lines in runs] + [final]
+  for i, (stage, k, lines) in enumerate(runs):
+    after = logs[i + 1]
+    if stage in _TRAININGS:
+      # The rerun resumed at the start of the epoch after its last checkpoint (the kill may land just
+      # before or after the checkpoint of the last step printed); only the last kill may land after the end.
+      steps, first, last = _steps_per_epoch(lines, stage), _first(after, f"{stage} step"), _count(lines, f"{stage} step")
+      if first is None:
+        assert k == 2 and any(f"{stage}: done already" in l for l in after), (stage, k, after[-20:])
+      else:
+        assert first % steps == 1 and last - steps + 1 <= first <= last + 1, (stage, k, first, last)
+        assert k == 0 or first > 1, (stage, k, first)
+    elif stage == "search":
+      # Killed in generation 0, a search starts afresh; killed later, it resumes from its state file.
+      starts = _first(after, "search starts at generation")
+      assert starts == 0 if k == 0 else starts is None or starts >= 1, (k, starts)
+  assert all(f"{s}: done already" in "\n".join(final) for s in ("pruningnet", "search", "retrain_searched",
+                                                                 "retrain_uniform"))
+
+  got, want = (json.loads((d / "result.json").read_text()) for d in (work, reference_dir))
+  assert got == want
+  for name in ("search_result.json", "uniform_result.json"):   # all but timings and trace counts
+    a, b = (json.loads((d / "run" / name).read_text()) for d in (work, reference_dir))
+    for key in ("best", "top_k", "candidates", "budget", "config"):
+      assert a[key] == b[key], (name, key)
+    assert [{k: v for k, v in h.items() if "seconds" not in k} for h in a["history"]] == \
+        [{k: v for k, v in h.items() if "seconds" not in k} for h in b["history"]], name
+  for name in ("structure.json", "uniform_structure.json", "pruningnet/history.json"):
+    assert (work / "run" / name).read_text() == (reference_dir / "run" / name).read_text(), name
+  for name in ("model_int8.tflite", "uniform_int8.tflite"):
+    assert (work / "run" / name).read_bytes() == (reference_dir / "run" / name).read_bytes(), name
+  stages = json.loads((work / "run" / "stages.json").read_text())["stages"]
+  assert list(stages) == ["pruningnet", "search", "retrain_searched", "retrain_uniform", "export"]
+  assert not [p.name for p in work.rglob("*") if p.name.startswith("tmp_")]

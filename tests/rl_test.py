@@ -6,11 +6,11 @@ trained once for the module and shared with one Evaluator (one trace).
 
 import json
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import testutil  # tests/testutil.py
 import tf_metaprune as tfmp
 from tf_metaprune import budgets
 from tf_metaprune import search
@@ -21,22 +21,17 @@ SHORT = dict(episodes=25, episodes_per_update=5, verbose=0)
 
 @pytest.fixture(scope="module")
 def space():
-  return tfmp.models.small_cnn(input_shape=(12, 12, 1), num_classes=4, channels=(8, 8, 16, 16), divisor=1)
+  return testutil.tiny_search_space()
 
 
 @pytest.fixture(scope="module")
 def splits():
-  return tfmp.data.synthetic(num_examples=512, input_shape=(12, 12, 1), num_classes=4, batch_size=32)
+  return testutil.tiny_search_splits()
 
 
 @pytest.fixture(scope="module")
 def net(space, splits):
-  keras.utils.set_random_seed(0)
-  n = tfmp.PruningNet(space, hidden_units=4)
-  n.compile(optimizer=keras.optimizers.Adam(0.01),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-  n.fit(splits.train, epochs=3, verbose=0)
-  return n
+  return testutil.trained_pruning_net(space, splits)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """Tests of tf_metaprune.training: the shared recipe learns and resumes."""
 
-import contextlib
 import json
 import os
 import shutil
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import testutil  # tests/testutil.py
 import tf_metaprune as tfmp
 
 
@@ -42,25 +42,6 @@ def test_bad_training_arguments_are_rejected(kwargs, match):
   args = dict(epochs=1, learning_rate=0.1) | kwargs
   with pytest.raises(ValueError, match=match):
     tfmp.training.fit(model, splits.train, verbose=0, **args)
-
-
-@contextlib.contextmanager
-def _without_write_permission(folder):
-  """Makes `folder` read-only for this process (as root, by dropping to uid 65534 meanwhile)."""
-  folder.chmod(0o500)
-  dropped = False
-  try:
-    if os.geteuid() == 0:
-      try:
-        os.seteuid(65534)   # root ignores permission bits: act as "nobody" for the duration
-      except OSError:
-        pytest.skip("running as root without the right to change uid: no folder is read-only here")
-      dropped = True
-    yield
-  finally:
-    if dropped:
-      os.seteuid(0)
-    folder.chmod(0o700)
 
 
 # ---- checkpoints, resumption, NaN, bad input ------------------------------------------------------
@@ -203,7 +184,7 @@ def test_output_dir_without_write_permission_fails_before_training(tmp_path):
   locked.mkdir()
   ds, net = _tiny_run()
   record = _EpochWeights()
-  with _without_write_permission(locked):
+  with testutil.without_write_permission(locked):
     with pytest.raises(tfmp.io.NotWritableError, match=r"output_dir='.*locked/run' is not writable") as e:
       tfmp.training.fit(net, ds, epochs=1, verbose=0, output_dir=str(locked / "run"), callbacks=[record])
   assert isinstance(e.value, ValueError) and isinstance(e.value, PermissionError)
