@@ -123,7 +123,7 @@ def main(argv):
           f"(--input_size={FLAGS.input_size}) gives {tuple(splits.input_shape)}; set --input_size")
 
   report = export_report.export_and_report(
-      model, FLAGS.output_dir, name, quantizations, representative_data=splits.train,
+      model, FLAGS.output_dir, name, quantizations, representative_data=splits.calibration,
       eval_data=splits.test, num_calibration_batches=FLAGS.calibration_batches, num_runs=FLAGS.num_runs,
       num_threads=FLAGS.num_threads)
   report.update({"source": FLAGS.model or {"space": FLAGS.space, "structure": FLAGS.structure,

@@ -724,7 +724,9 @@ def _export(state, splits, config):
   for key, model_file, tflite_file in (("searched", "model.keras", "model_int8.tflite"),
                                        ("uniform", "uniform.keras", "uniform_int8.tflite")):
     model = keras.saving.load_model(state.file(model_file))
-    flatbuffer = tflite_export.convert(model, "int8", representative_data=splits.train,
+    # The calibration split (train images in a fixed order): `splits.train` reshuffles on every pass, so its
+    # first batches -- and the int8 ranges -- would depend on how many passes this process made before.
+    flatbuffer = tflite_export.convert(model, "int8", representative_data=splits.calibration,
                                        num_calibration_batches=config.export_calibration_batches)
     tflite_export.save(flatbuffer, state.file(tflite_file))  # atomic
     parity = tflite_export.check_parity(flatbuffer, model, splits.test)

@@ -10,7 +10,7 @@ Example:
 
   report = export_and_report(model, "export/", name="mbv2_50pct",
                              quantizations=("float32", "int8"),
-                             representative_data=splits.train,
+                             representative_data=splits.calibration,
                              eval_data=splits.test)
   print(format_report(report))
 """
