@@ -124,6 +124,21 @@ def test_search_and_test_are_not_shuffled_but_train_is_reshuffled_by_seed():
       _collect(splits.search)[1], _collect(other_seed.search)[1])
 
 
+def test_fresh_train_starts_the_order_over_whatever_was_read_before():
+  splits = data.load_dataset("mnist_subset", max_examples=256, seed=1, augment=True)
+  tf.random.set_seed(3)
+  images, labels = _collect(splits.fresh_train())
+  for _ in range(2):   # passes made before, as by the earlier stages of one process
+    _collect(splits.train)
+    _collect(splits.fresh_train())
+  tf.random.set_seed(3)
+  fresh = splits.fresh_train()
+  again_images, again_labels = _collect(fresh)
+  np.testing.assert_array_equal(again_labels, labels)
+  np.testing.assert_array_equal(again_images, images)   # augmentation included
+  assert not np.array_equal(_collect(fresh)[1], labels)   # and it still reshuffles at every pass
+
+
 def test_train_drops_the_last_partial_batch_only_if_a_full_batch_exists():
   splits = data.load_dataset("mnist_subset", batch_size=100, max_examples=250)
   assert [len(y) for _, y in splits.train] == [100, 100]

@@ -42,7 +42,7 @@ import gzip
 import importlib.util
 import math
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -97,6 +97,8 @@ class DatasetSplits:
       `max_examples`.
     name: The dataset spec, e.g. `"mnist_subset"` or `"tfds:cifar10"`.
     config: The arguments that made these splits; use `get_config()`.
+    make_train: Builds a new `train` pipeline (see `fresh_train`); None for
+      splits made by hand.
     calibration: The train split in a fixed order, unaugmented, batched like
       `train`: what batch-norm statistics are recalibrated on before a
       structure is scored. `train` reshuffles at every pass, so its first
@@ -121,6 +123,24 @@ class DatasetSplits:
   name: str
   config: Dict[str, Any]
   calibration: Optional[tf.data.Dataset] = None
+  make_train: Optional[Callable[[], tf.data.Dataset]] = dataclasses.field(default=None, compare=False)
+
+  def fresh_train(self) -> tf.data.Dataset:
+    """A new copy of `train` whose reshuffling starts over, as in a new process.
+
+    `train` draws a new order at every pass, so which order an epoch gets
+    depends on how many passes were made before in the process. A training
+    that must come out the same whether it runs after other trainings or
+    alone (each training of `tf_metaprune.pipeline`, which a resumed run may
+    start in a new process) trains on a fresh copy: its epoch `k` then sees
+    the same order in every process, given the same `tf.random.set_seed`
+    (`keras.utils.set_random_seed`) before this call.
+
+    Returns:
+      A dataset like `train` (`train` itself for splits made by hand without
+      `make_train`).
+    """
+    return self.train if self.make_train is None else self.make_train()
 
   def get_config(self) -> Dict[str, Any]:
     """Returns a JSON-able dict of the arguments and the resulting sizes.
@@ -954,13 +974,10 @@ def _build_splits(name, sources, num_classes, image_shape, config, *,
   if size_hw is not None:
     image_shape = tuple(size_hw) + (image_shape[-1],)
   image_shape = tuple(int(d) for d in image_shape)
-  pipelines = {
-      split: _pipeline(sources[split], training=(split == "train"),
-                       batch_size=batch_size, size_hw=size_hw,
-                       augment=augment, flip=flip, seed=seed,
-                       image_shape=image_shape)
-      for split in ("train", "search", "test")
-  }
+  build = lambda split: _pipeline(sources[split], training=(split == "train"), batch_size=batch_size,
+                                  size_hw=size_hw, augment=augment, flip=flip, seed=seed,
+                                  image_shape=image_shape)
+  pipelines = {split: build(split) for split in ("train", "search", "test")}
   calibration = _pipeline(sources["train"], training=False, batch_size=batch_size, size_hw=size_hw,
                           augment=False, flip=flip, seed=seed, image_shape=image_shape)
   config = dict(config, num_classes=int(num_classes),
@@ -974,7 +991,8 @@ def _build_splits(name, sources, num_classes, image_shape, config, *,
       num_examples=counts,
       name=name,
       config=config,
-      calibration=calibration)
+      calibration=calibration,
+      make_train=lambda: build("train"))
 
 
 def _copy_json(value):

@@ -321,7 +321,9 @@ def train_pruning_net(config: PipelineConfig, splits, space, output_dir, verbose
   with _scope(strategy):
     net = pruning_net.PruningNet(space, hidden_units=config.hidden_units, bn_mode=config.bn_mode, seed=config.seed,
                                  sampling=config.sampling)
-  history = training.fit(net, splits.train, epochs=config.pruningnet_epochs,
+  # A fresh copy of the training split: its order must not depend on what this process read before (a
+  # resumed run may skip earlier stages).
+  history = training.fit(net, splits.fresh_train(), epochs=config.pruningnet_epochs,
                          learning_rate=config.pruningnet_learning_rate, optimizer=config.pruningnet_optimizer,
                          output_dir=output_dir, verbose=verbose)
   return net, history
@@ -356,7 +358,7 @@ def retrain(config: PipelineConfig, splits, space, structure, output_dir, net=No
   else:
     with _scope(strategy):
       model = rebuild_model(space, structure, bn_momentum=0.9)
-  history = training.fit(model, splits.train, epochs=config.retrain_epochs,
+  history = training.fit(model, splits.fresh_train(), epochs=config.retrain_epochs,
                          learning_rate=config.retrain_learning_rate, optimizer=config.retrain_optimizer,
                          output_dir=output_dir, verbose=verbose)
   loss, acc = model.evaluate(splits.test, verbose=0)
