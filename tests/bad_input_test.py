@@ -10,7 +10,9 @@ model, training state) are in training_test.py.
 import json
 import os
 import pathlib
+import re
 import signal
+import socket
 import subprocess
 import sys
 
@@ -206,13 +208,21 @@ def test_a_write_killed_halfway_leaves_the_previous_file_whole(tmp_path):
       "io = importlib.util.module_from_spec(spec); spec.loader.exec_module(io)\n"
       "os.replace = lambda a, b: os.kill(os.getpid(), signal.SIGKILL)\n"
       "io.write_json_atomic(sys.argv[2], {'generation': 2, 'cache': list(range(100000))})\n")
-  proc = subprocess.run([sys.executable, "-c", code, str(ROOT / "tf_metaprune" / "io.py"), str(target)],
-                        capture_output=True, timeout=60)
+  proc = subprocess.Popen([sys.executable, "-c", code, str(ROOT / "tf_metaprune" / "io.py"), str(target)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  proc.communicate(timeout=60)
   assert proc.returncode == -signal.SIGKILL
   assert json.loads(target.read_text()) == {"generation": 1}
   leftovers = [p for p in tmp_path.iterdir() if p != target]
-  assert len(leftovers) == 1 and leftovers[0].name.startswith(".state.json.")   # the dead write's temp file
-  assert json.loads(leftovers[0].read_text())["generation"] == 2                 # complete, never renamed
+  assert len(leftovers) == 1, leftovers
+  writer = re.fullmatch(r"\.state\.json\.(\d+)@.+\.[0-9a-f]{8}\.tmp", leftovers[0].name)
+  assert writer and int(writer.group(1)) == proc.pid   # the dead writer's temporary file, named after it,
+  assert json.loads(leftovers[0].read_text())["generation"] == 2   # complete, never renamed
+  # The next write of the file removes the dead writer's temporary; a live writer's one is left alone.
+  live = tmp_path / f".state.json.{os.getpid()}@{socket.gethostname()}.0123abcd.tmp"
+  live.write_text("being written")
+  tfmp.io.write_json_atomic(str(target), {"generation": 3})
+  assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, live.name])
 
 
 def test_no_file_format_can_run_code_when_loaded():

@@ -10,6 +10,9 @@ expected, is reported with its path and left where it is.
 
 import json
 import os
+import re
+import secrets
+import socket
 import tempfile
 
 
@@ -51,6 +54,50 @@ def check_writable_dir(folder, what="output folder"):
   return folder
 
 
+def _alive(pid):
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:   # another user's process
+    return True
+  return True
+
+
+def temp_path_for(path, suffix=""):
+  """A fresh hidden sibling of `path` to write before renaming it over `path`.
+
+  The name, `.NAME.PID@HOST.RANDOM.tmp` + `suffix`, says which process writes
+  it. The temporary siblings of `path` left by processes of this host that no
+  longer run (killed mid-write) are deleted here, so an interrupted write
+  leaves nothing behind once the file is written again; those of other hosts
+  (a shared filesystem) and of live processes are left alone.
+
+  Args:
+    path: the file that will be written.
+    suffix: an ending the writer needs (Keras saves only to `.keras` or
+      `.weights.h5` names).
+
+  Returns:
+    An absolute path in the folder of `path` (not created).
+  """
+  folder, name = os.path.split(os.path.abspath(path))
+  host = socket.gethostname().replace(os.sep, "_")
+  stale = re.compile(rf"\.{re.escape(name)}\.(\d+)@{re.escape(host)}\.[0-9a-f]{{8}}\.tmp.*")
+  try:
+    siblings = os.listdir(folder)
+  except OSError:
+    siblings = []
+  for sibling in siblings:
+    m = stale.fullmatch(sibling)
+    if m and not _alive(int(m.group(1))):
+      try:
+        os.remove(os.path.join(folder, sibling))
+      except OSError:
+        pass
+  return os.path.join(folder, f".{name}.{os.getpid()}@{host}.{secrets.token_hex(4)}.tmp{suffix}")
+
+
 def write_text_atomic(path, text):
   """Writes `text` to `path` atomically (temp file + fsync + rename).
 
@@ -60,14 +107,15 @@ def write_text_atomic(path, text):
   folder = os.path.dirname(os.path.abspath(path))
   try:
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    tmp = temp_path_for(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
   except OSError as e:
     raise NotWritableError(e.errno, f"cannot write {path!r}: its folder is not writable ({e.strerror or e}); "
                            "choose another path or fix the folder's permissions") from None
   umask = os.umask(0)
   os.umask(umask)
   try:
-    os.fchmod(fd, 0o666 & ~umask)   # mkstemp makes 0600; results should be readable like any file
+    os.fchmod(fd, 0o666 & ~umask)   # created 0600; results should be readable like any file
     with os.fdopen(fd, "w") as f:
       f.write(text)
       f.flush()

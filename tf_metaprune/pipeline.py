@@ -290,9 +290,13 @@ def save_model_atomic(model, path):
   """`model.save(path)` through a temporary file, so a kill never leaves half a model."""
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
-  tmp = os.path.join(folder, "." + os.path.basename(path) + ".tmp.keras")
-  model.save(tmp)
-  os.replace(tmp, path)
+  tmp = io_lib.temp_path_for(path, ".keras")
+  try:
+    model.save(tmp)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
   return path
 
 

@@ -314,17 +314,16 @@ class _Checkpointer(keras.callbacks.Callback):
     if not self.chief:
       return
     os.makedirs(self.backup_dir, exist_ok=True)
-    pid = os.getpid()
     name = f"epoch_{self.epoch:04d}.weights.h5"
     final = os.path.join(self.backup_dir, name)
-    tmp = os.path.join(self.backup_dir, f"tmp_{pid}_{name}")
+    tmp = io_lib.temp_path_for(final, ".weights.h5")
     self.model.save_weights(tmp)
     _fsync(tmp)
     os.replace(tmp, final)
     io_lib.write_json_atomic(self.state_path, {
         "format": _STATE_FORMAT, "version": 1, "run": self.identity, "epoch": self.epoch, "weights": name,
         "history": self.history})
-    link_tmp = os.path.join(self.output_dir, f".tmp_{pid}_last.weights.h5")
+    link_tmp = io_lib.temp_path_for(self.last_path, ".weights.h5")
     try:
       os.link(final, link_tmp)
     except OSError:

@@ -43,7 +43,6 @@ import collections
 import contextlib
 import io
 import os
-import tempfile
 import warnings
 from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
@@ -175,11 +174,13 @@ def save(tflite_bytes: bytes, path: Union[str, os.PathLike]) -> str:
   path = os.fspath(path)
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
-  fd, tmp_path = tempfile.mkstemp(dir=folder, suffix=".tflite.tmp")
+  from tf_metaprune import io as io_lib  # pylint: disable=g-import-not-at-top
+  tmp_path = io_lib.temp_path_for(path)   # also removes the leftovers of writes killed mid-way
+  fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
   umask = os.umask(0)
   os.umask(umask)
   try:
-    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a model file should be readable like any file
+    os.fchmod(fd, 0o666 & ~umask)  # created 0600; a model file should be readable like any file
     with os.fdopen(fd, "wb") as f:
       f.write(tflite_bytes)
     os.replace(tmp_path, path)
