@@ -59,6 +59,12 @@ class _Zygote:
     assert line.strip().isdigit(), f"zygote answered {line!r}"
     return int(line)
 
+  def start_in_new_folder(self, folder):
+    """Starts a job in the new `folder`, logging to `folder`.log; returns (folder, log path, pid)."""
+    folder.mkdir()
+    log = str(folder) + ".log"
+    return folder, log, self.start(folder, log)
+
   def close(self):
     self.proc.stdin.close()
     try:
@@ -120,10 +126,7 @@ def test_job_killed_three_times_in_training_and_three_in_search_ends_like_an_uni
   rng = random.Random(20261123)
   zygote = _Zygote()
   try:
-    reference_dir = tmp_path / "reference"
-    reference_dir.mkdir()
-    reference_log = str(tmp_path / "reference.log")
-    reference_pid = zygote.start(reference_dir, reference_log)
+    reference_dir, reference_log, reference_pid = zygote.start_in_new_folder(tmp_path / "reference")
 
     work = tmp_path / "killed"
     work.mkdir()
@@ -192,10 +195,7 @@ def test_pipeline_killed_three_times_in_every_stage_ends_like_an_uninterrupted_o
   export_points = sorted(rng.sample(range(6), 3))   # export steps: convert, parity, benchmark per model
   zygote = _Zygote(pipeline=True)
   try:
-    reference_dir = tmp_path / "reference"
-    reference_dir.mkdir()
-    reference_log = str(tmp_path / "reference.log")
-    reference_pid = zygote.start(reference_dir, reference_log)
+    reference_dir, reference_log, reference_pid = zygote.start_in_new_folder(tmp_path / "reference")
 
     work = tmp_path / "killed"
     work.mkdir()
