@@ -40,6 +40,7 @@ SCALING_FLAGS = --name=scaling --models=resnet20,resnet56,mobilenet_v2:0.5,mobil
 
 bench: venv
 	$(BENCH_PY) benchmarks/train_step_speed.py $(BENCH_FLAGS)
+	$(BENCH_PY) benchmarks/train_step_speed.py --hidden_units=8 --name=train_step_speed_h8 $(BENCH_FLAGS)
 	$(BENCH_PY) benchmarks/train_step_speed.py $(SCALING_FLAGS) $(BENCH_FLAGS)
 	$(BENCH_PY) benchmarks/search_speed.py $(BENCH_FLAGS)
 	$(BENCH_PY) benchmarks/quality.py $(BENCH_FLAGS)

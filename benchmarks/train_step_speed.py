@@ -13,6 +13,7 @@ Run with `--models=resnet20,resnet56,mobilenet_v2:0.5,mobilenet_v2:1.0
 
   python benchmarks/train_step_speed.py                       # small_cnn, mobilenet_v2 (0.35), resnet20
   python benchmarks/train_step_speed.py --name=scaling --models=resnet20,resnet56,mobilenet_v2:0.5,mobilenet_v2:1.0
+  python benchmarks/train_step_speed.py --hidden_units=8 --name=train_step_speed_h8   # the pipeline's default
   python benchmarks/train_step_speed.py --quick               # a smoke run (tiny batches, 1 round)
 
 Writes benchmarks/results/<name>.json and .png.
@@ -127,7 +128,7 @@ def main(argv):
       [[r["model"], f"{r['network_params']:,}", f"{r['network_mflops']:.1f}", f"{r['pruning_net_ms_per_step']:.0f}",
         f"{r['plain_ms_per_step']:.0f}", f"{r['ratio']:.2f}", f"{r['generator_params']:,}",
         f"{r['generator_multiple']:.1f}x"] for r in rows])
-  title = ("PruningNet training step vs plain full-width model" if FLAGS.name == "train_step_speed" else
+  title = ("PruningNet training step vs plain full-width model" if FLAGS.name.startswith("train_step_speed") else
            "How the PruningNet's cost grows with the network") + f" (batch {batch}, hidden_units {FLAGS.hidden_units})"
   report.write({"rows": rows, "hidden_units": FLAGS.hidden_units, "quick": FLAGS.quick}, table, title)
   plt = _common.pyplot()
