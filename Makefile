@@ -32,7 +32,7 @@ test: venv
 	$(VENV)/bin/python -m pytest tests
 
 # Benchmarks (not tests): each prints its table and writes benchmarks/results/<name>.json + .png.
-# 35 min on 2 idle cores (34 min 45 s measured 2026-11-29); `make bench BENCH_FLAGS=--quick` is a few-minute smoke run.
+# ~39 min on 2 idle cores (34 min 45 s measured 2026-11-29 before the 3.6-min hidden_units 8 run was added); `make bench BENCH_FLAGS=--quick` is a few-minute smoke run.
 BENCH_FLAGS ?=
 BENCH_PY = PYTHONPATH=$(CURDIR) $(VENV)/bin/python
 SCALING_FLAGS = --name=scaling --models=resnet20,resnet56,mobilenet_v2:0.5,mobilenet_v2:1.0 --small_input=no \
