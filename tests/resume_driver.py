@@ -92,12 +92,9 @@ def run(work_dir):
                                           calibration_dataset=splits.calibration)
   result = tfmp.search.evolutionary(net, _CountingEvaluator(net, data), tfmp.FlopsBudget.from_ratio(space, 0.5),
                                     state_path=os.path.join(work_dir, "search_state.json"), verbose=1, **SEARCH)
-  digest = hashlib.sha256()
-  for w in net.weights:
-    digest.update(np.ascontiguousarray(w.numpy()).tobytes())
   tfmp.io.write_json_atomic(os.path.join(work_dir, "result.json"), {
       "best": list(result.best.choices), "candidates": [c.to_dict() for c in result.candidates],
-      "weights_sha256": digest.hexdigest(), "loss": history["loss"]})
+      "weights_sha256": _weights_sha256(net), "loss": history["loss"]})
   print("DONE", flush=True)
 
 

@@ -99,7 +99,15 @@ def temp_path_for(path, suffix=""):
 
 
 def write_text_atomic(path, text):
-  """Writes `text` to `path` atomically (temp file + fsync + rename).
+  """Writes `text` to `path` atomically as UTF-8 (see `write_bytes_atomic`)."""
+  write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path, data):
+  """Writes `data` to `path` atomically (temp file + fsync + rename).
+
+  The folder is created if needed; the file gets the usual permissions
+  (0666 less the umask).
 
   Raises:
     NotWritableError: naming the path, if its folder is not writable.
@@ -116,8 +124,8 @@ def write_text_atomic(path, text):
   os.umask(umask)
   try:
     os.fchmod(fd, 0o666 & ~umask)   # created 0600; results should be readable like any file
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -166,28 +166,15 @@ def save(tflite_bytes: bytes, path: Union[str, os.PathLike]) -> str:
 
   Raises:
     TypeError: If `tflite_bytes` is not bytes.
+    tf_metaprune.io.NotWritableError: If the folder is not writable.
   """
   if not isinstance(tflite_bytes, (bytes, bytearray)):
     raise TypeError(
         f"save() expects the bytes returned by convert(), got "
         f"{type(tflite_bytes).__name__}")
   path = os.fspath(path)
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
   from tf_metaprune import io as io_lib  # pylint: disable=g-import-not-at-top
-  tmp_path = io_lib.temp_path_for(path)   # also removes the leftovers of writes killed mid-way
-  fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-  umask = os.umask(0)
-  os.umask(umask)
-  try:
-    os.fchmod(fd, 0o666 & ~umask)  # created 0600; a model file should be readable like any file
-    with os.fdopen(fd, "wb") as f:
-      f.write(tflite_bytes)
-    os.replace(tmp_path, path)
-  except BaseException:
-    if os.path.exists(tmp_path):
-      os.remove(tmp_path)
-    raise
+  io_lib.write_bytes_atomic(path, bytes(tflite_bytes))   # also removes temporaries of writes killed mid-way
   return path
 
 
