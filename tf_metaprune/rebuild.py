@@ -24,7 +24,7 @@ import numpy as np
 from tf_metaprune import space as space_lib
 
 
-def rebuild(net_or_space, structure, copy_weights=None, name=None, bn_momentum=0.99):
+def rebuild(net_or_space, structure, copy_weights=None, name=None, bn_momentum=0.99, weights=None):
   """Builds the plain Keras model of `structure`.
 
   Args:
@@ -37,13 +37,18 @@ def rebuild(net_or_space, structure, copy_weights=None, name=None, bn_momentum=0
     name: model name (default "<space name>_pruned").
     bn_momentum: momentum of the rebuilt BatchNormalization layers (lower it,
       e.g. 0.9, for short retraining runs).
+    weights: arrays to load instead, per node, already cut to `structure`, in
+      the form of `PruningNet.generated_weights` (e.g.
+      `tf_metaprune.pretrained.TrainedModel.sliced_weights`: a trained
+      model's most important channels).
 
   Returns:
     A new built `keras.Model`; the inputs are not modified.
 
   Raises:
-    ValueError: if `structure` does not fit the space, or `copy_weights=True`
-      is asked of a bare `SearchSpace`.
+    ValueError: if `structure` does not fit the space, `copy_weights=True`
+      is asked of a bare `SearchSpace`, or both `copy_weights` and `weights`
+      are given.
   """
   from tf_metaprune import pruning_net  # pylint: disable=g-import-not-at-top
   net = net_or_space if isinstance(net_or_space, pruning_net.PruningNet) else None
@@ -52,13 +57,21 @@ def rebuild(net_or_space, structure, copy_weights=None, name=None, bn_momentum=0
     raise TypeError(f"rebuild() needs a PruningNet or a SearchSpace, got {type(net_or_space).__name__}")
   s = space.validate(structure)
   if copy_weights is None:
-    copy_weights = net is not None
+    copy_weights = net is not None and weights is None
   if copy_weights and net is None:
     raise ValueError("copy_weights=True needs a PruningNet to copy from; pass the net, not the space")
+  if copy_weights and weights is not None:
+    raise ValueError("rebuild() got both copy_weights=True and weights=...; pass one source of weights")
   ch = space.node_channels(s)
   values = {}
   to_copy = []  # (layer, list of arrays)
-  weights = net.generated_weights(s) if copy_weights else {}
+  if weights is None:
+    weights = net.generated_weights(s) if copy_weights else {}
+  else:
+    missing = [n.name for n in space.nodes if (n.op in space_lib.WEIGHT_OPS or n.op == "bn") and n.name not in weights]
+    if missing:
+      raise ValueError(f"weights=... hold no arrays for nodes {missing[:5]} of space {space.name!r}")
+    copy_weights = True
   for node in space.nodes:
     if node.op == "input":
       values[node.name] = keras.Input(shape=space.input_shape, name=node.name)
@@ -79,7 +92,8 @@ def rebuild(net_or_space, structure, copy_weights=None, name=None, bn_momentum=0
       y = layer(x)
       if copy_weights:
         w = weights[node.name]
-        to_copy.append((layer, [w["kernel"]] + ([] if node.bn else [np.zeros(ch[node.name], np.float32)])))
+        bias = [] if node.bn else [w.get("bias", np.zeros(ch[node.name], np.float32))]
+        to_copy.append((layer, [w["kernel"]] + bias))
       if node.bn:
         bn = keras.layers.BatchNormalization(momentum=bn_momentum, epsilon=1e-3, name=node.name + "_bn")
         y = bn(y)

@@ -93,6 +93,85 @@ class SparseCrossentropyWithSmoothing(keras.losses.Loss):
     return {"label_smoothing": self.label_smoothing, "name": self.name}
 
 
+def distillation_loss(student_logits, teacher_logits, temperature=4.0):
+  """Knowledge distillation: T^2 * KL(softmax(teacher / T) || softmax(student / T)), batch mean.
+
+  Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network"
+  (2015): the temperature T softens both distributions so the student also
+  learns how the teacher ranks the wrong classes; the T^2 factor keeps the
+  gradient's scale independent of T, so the weight against the label loss
+  means the same at every temperature.
+
+  Args:
+    student_logits, teacher_logits: float [batch, classes].
+    temperature: T > 0 (1 = plain probabilities).
+
+  Returns:
+    A scalar tensor.
+  """
+  if not float(temperature) > 0:
+    raise ValueError(f"temperature={temperature!r} must be > 0")
+  t = float(temperature)
+  student = tf.cast(student_logits, tf.float32) / t
+  teacher = tf.cast(teacher_logits, tf.float32) / t
+  kl = tf.reduce_sum(tf.nn.softmax(teacher) * (tf.nn.log_softmax(teacher) - tf.nn.log_softmax(student)), axis=-1)
+  return t * t * tf.reduce_mean(kl)
+
+
+@keras.saving.register_keras_serializable(package="tf_metaprune")
+class Distiller(keras.Model):
+  """Trains `student` on (1 - weight) * label loss + weight * `distillation_loss` against `teacher`.
+
+  The model calls the student (so `evaluate` and `predict` are the
+  student's); the loss adds the distillation term against the frozen
+  teacher's logits (batch norm in inference mode). `fit(..., teacher=...)`
+  builds one for you, freezing the teacher only while it trains.
+
+  Args:
+    student: the Keras model to train (logits out).
+    teacher: the Keras model to learn from (logits out, same classes); set
+      `teacher.trainable = False` before training (fit() does).
+    temperature: T of `distillation_loss` (Hinton et al.: 2-20; 4 is common
+      for pruning recovery, e.g. in Torch-Pruning's and NNI's examples).
+    weight: share of the distillation term, in [0, 1] (0 = labels only).
+  """
+
+  def __init__(self, student, teacher, temperature=4.0, weight=0.5, **kwargs):
+    super().__init__(**kwargs)
+    if not 0.0 <= float(weight) <= 1.0:
+      raise ValueError(f"distillation weight={weight!r} must be in [0, 1] (the distillation term's share of the loss)")
+    if not float(temperature) > 0:
+      raise ValueError(f"distillation temperature={temperature!r} must be > 0")
+    self.student = student
+    self.teacher = teacher
+    self.temperature = float(temperature)
+    self.weight = float(weight)
+    self.built = bool(student.built and teacher.built)   # so a checkpoint loads before the first step
+
+  def call(self, inputs, training=None):
+    return self.student(inputs, training=training)
+
+  def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    label_loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+    if self.weight == 0.0:
+      return label_loss
+    teacher_logits = tf.stop_gradient(self.teacher(x, training=False))
+    kd = distillation_loss(y_pred, teacher_logits, self.temperature)
+    return (1.0 - self.weight) * label_loss + self.weight * kd
+
+  def get_config(self):
+    return {"student": keras.saving.serialize_keras_object(self.student),
+            "teacher": keras.saving.serialize_keras_object(self.teacher),
+            "temperature": self.temperature, "weight": self.weight, "name": self.name}
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    student = keras.saving.deserialize_keras_object(config.pop("student"))
+    teacher = keras.saving.deserialize_keras_object(config.pop("teacher"))
+    return cls(student, teacher, **config)
+
+
 def steps_per_epoch(dataset):
   """Number of batches of a finite dataset (counts them if TF does not know).
 
@@ -382,7 +461,7 @@ class _NonFiniteLossGuard(keras.callbacks.Callback):
 
 
 def fit(model, train_data, epochs, learning_rate=0.05, output_dir=None, validation_data=None, verbose=1,
-        callbacks=None, **compile_kwargs):
+        callbacks=None, teacher=None, distill_temperature=4.0, distill_weight=0.5, **compile_kwargs):
   """Compiles and trains `model` with the shared recipe; resumable.
 
   With `output_dir`, the run keeps `output_dir/backup/` (a checkpoint of the
@@ -410,6 +489,12 @@ def fit(model, train_data, epochs, learning_rate=0.05, output_dir=None, validati
     verbose: Keras verbosity (1 = progress bar); 0 also silences the resume
       message.
     callbacks: extra Keras callbacks.
+    teacher: a Keras model to distill from (e.g. the trained model a pruned
+      one came from): the loss becomes (1 - distill_weight) * label loss +
+      distill_weight * `distillation_loss` (see `Distiller`). The teacher is
+      frozen while `model` trains and left as it was.
+    distill_temperature: T of the distillation term.
+    distill_weight: its share of the loss, in [0, 1].
     **compile_kwargs: passed to `compile_model`.
 
   Returns:
@@ -438,6 +523,26 @@ def fit(model, train_data, epochs, learning_rate=0.05, output_dir=None, validati
   check_training_data(model, train_data)
   if isinstance(validation_data, tf.data.Dataset):
     check_training_data(model, validation_data, "validation_data")
+  if teacher is not None:
+    n_student, n_teacher = num_classes_of(model), num_classes_of(teacher)
+    if n_student is not None and n_teacher is not None and n_student != n_teacher:
+      raise ValueError(f"teacher {teacher.name!r} has {n_teacher} classes but {_model_name(model)} has {n_student}; "
+                       "distill from a model of the same task")
+    was_trainable = teacher.trainable
+    teacher.trainable = False
+    try:
+      with model.distribute_strategy.scope():
+        distiller = Distiller(model, teacher, distill_temperature, distill_weight, name=f"{model.name}_distiller")
+      identity_extra = dict(distill_temperature=float(distill_temperature), distill_weight=float(distill_weight))
+      history = fit(distiller, train_data, epochs, learning_rate=learning_rate, output_dir=output_dir,
+                    validation_data=validation_data, verbose=verbose, callbacks=callbacks,
+                    _identity_extra=identity_extra, **compile_kwargs)
+      # The student is compiled with the same recipe, so model.evaluate works as after a plain fit.
+      compile_model(model, learning_rate=learning_rate, total_steps=steps * epochs, **compile_kwargs)
+      return history
+    finally:
+      teacher.trainable = was_trainable
+  identity_extra = compile_kwargs.pop("_identity_extra", {})
   if output_dir:
     if distribute.is_chief(model.distribute_strategy):   # only the chief writes (multi-worker)
       output_dir = io_lib.check_writable_dir(output_dir, "output_dir")
@@ -451,8 +556,8 @@ def fit(model, train_data, epochs, learning_rate=0.05, output_dir=None, validati
   strategy = model.distribute_strategy
   chief = distribute.is_chief(strategy)
   if output_dir:
-    checkpointer = _Checkpointer(output_dir, run_identity(model, epochs, steps, learning_rate, compile_kwargs),
-                                 chief=chief)
+    checkpointer = _Checkpointer(output_dir, run_identity(model, epochs, steps, learning_rate,
+                                                          dict(compile_kwargs, **identity_extra)), chief=chief)
     checkpointer.set_model(model)
     state = checkpointer.load()
     if state is not None:
