@@ -54,7 +54,7 @@ import numpy as np
 from tf_metaprune import pruning_net as pruning_net_lib
 from tf_metaprune import space as space_lib
 from tf_metaprune.rebuild import rebuild as rebuild_model
-from tf_metaprune.search import uniform as uniform_lib
+from tf_metaprune.search.uniform import largest_uniform
 
 IMPORTANCE = ("l1", "bn_gamma")
 
@@ -352,7 +352,7 @@ def l1_uniform_structure(space, budget):
   Returns:
     (width_ratio, Structure).
   """
-  return uniform_lib.largest_uniform(space, budget)
+  return largest_uniform(space, budget)
 
 
 def global_magnitude_structure(space, scores, budget):
