@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_metaprune import io as io_lib
+from tf_metaprune import ops
 from tf_metaprune import space as space_lib
 
 _TABLE_FORMAT = "tf_metaprune.LatencyTable"
@@ -412,7 +413,7 @@ class LatencyTable:
                        "constrain it with FlopsBudget or ParamsBudget instead")
     out = {}
     for node in space.nodes:
-      if node.op not in ("conv", "dwconv", "dense"):
+      if ops.get(node.op).latency_role != "table":
         continue
       out[node.name] = [(ci, co) for ci, co in _node_pairs(space, node)]
     return out

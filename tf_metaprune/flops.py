@@ -28,6 +28,8 @@ Example:
 
 import numpy as np
 
+from tf_metaprune import ops
+
 
 def _terms(space):
   """Returns (flops_terms, params_terms): int arrays [T, 3] of (coef, a, b).
@@ -40,35 +42,9 @@ def _terms(space):
   one = len(space.genes) + len(space.fixed_widths)
   flops, params = [], []
   for node in space.nodes:
-    if node.op == "bn":  # a BatchNormalization layer of a model read by from_keras_model
-      per_channel = 2 + int(bool(node.layer["config"].get("center", True))) + int(
-          bool(node.layer["config"].get("scale", True)))
-      params += [(per_channel, c, one) for c in space.layout_indices(node.name)]
-      continue
-    if node.op not in ("conv", "dwconv", "dense", "sepconv"):
-      continue
-    cins = space.layout_indices(node.inputs[0])   # several after a concat: kernel rows split per input
-    couts = space.layout_indices(node.name)
-    if node.op == "dense":
-      flops += [(1, ci, co) for ci in cins for co in couts]
-      params += [(1, ci, co) for ci in cins for co in couts]
-    else:
-      oh, ow = space.spatial[node.name]
-      kh, kw = node.kernel_hw
-      k2 = kh * kw
-      if node.op == "conv":
-        flops += [(oh * ow * k2, ci, co) for ci in cins for co in couts]
-        params += [(k2, ci, co) for ci in cins for co in couts]
-      elif node.op == "sepconv":  # depthwise k x k on the input, then pointwise 1x1
-        flops += [(oh * ow * k2, ci, one) for ci in cins] + [(oh * ow, ci, co) for ci in cins for co in couts]
-        params += [(k2, ci, one) for ci in cins] + [(1, ci, co) for ci in cins for co in couts]
-      else:  # depthwise: one k x k filter per channel (cin == cout)
-        flops += [(oh * ow * k2, co, one) for co in couts]
-        params += [(k2, co, one) for co in couts]
-    if node.layer is None and node.op != "dense" and node.bn:
-      params += [(4, co, one) for co in couts]  # the implied BN: gamma, beta, mean, var
-    elif node.has_bias:
-      params += [(1, co, one) for co in couts]  # bias
+    node_flops, node_params = ops.get(node.op).count_terms(space, node, one)
+    flops += node_flops
+    params += node_params
   result = (np.array(flops, np.int64).reshape(-1, 3), np.array(params, np.int64).reshape(-1, 3))
   space._tfmp_terms = result  # pylint: disable=protected-access
   return result

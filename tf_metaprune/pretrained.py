@@ -16,7 +16,7 @@ of the space starts from the best part of your model:
    depthwise kernels, batch norm, the slices of a concatenation, both sides of
    a residual add. The space already knows where every gene sits in every
    node's output (`SearchSpace.layout`), so the driver is short and the
-   per-op part is one `take_channels` rule per op (`TAKE_CHANNELS`). The
+   per-op part is one method of the op registry (`ops.Op.take_channels`). The
    reordered full-width network computes the same function (logits equal to
    float rounding: tests/pretrained_test.py).
 3. **Pretrained weights for any structure**: the reordered weights sliced to
@@ -33,9 +33,13 @@ channels: Li et al. 2017, Torch-Pruning's default) and
 gene's scores divided by their mean: Torch-Pruning's global pruning with its
 default "mean" normalizer).
 
-A permutation and a slice are both a *take* of channel indices, so one rule
-per op serves both: `take_channels(weights, in_index, out_index)` returns the
-node's arrays restricted (and ordered) to those input and output channels.
+A permutation and a slice are both a *take* of channel indices, so one
+method per op serves both: `ops.get(node.op).take_channels(node, weights,
+in_index, out_index)` returns the node's arrays restricted (and ordered) to
+those input and output channels. Reading the trained arrays, the filter norms
+and BN scales the importance comes from, and loading a PruningNet are op
+methods too (`read_weights`, `filter_norms`, `bn_scale`,
+`set_pruning_weights`): this module holds no per-op code.
 
 Example:
 
@@ -46,11 +50,12 @@ Example:
 """
 
 import warnings
-from typing import Callable, Dict
+from typing import Dict
 
 import keras
 import numpy as np
 
+from tf_metaprune import ops
 from tf_metaprune import pruning_net as pruning_net_lib
 from tf_metaprune import space as space_lib
 from tf_metaprune.rebuild import rebuild as rebuild_model
@@ -58,84 +63,26 @@ from tf_metaprune.search.uniform import largest_uniform
 
 IMPORTANCE = ("l1", "bn_gamma")
 
-L = keras.layers
-# Keras layer types that hold weights and whose weights the rules below can reorder.
-_REORDERABLE = (L.Conv2D, L.DepthwiseConv2D, L.SeparableConv2D, L.Dense, L.BatchNormalization)
-_BN_KEYS = ("gamma", "beta", "moving_mean", "moving_variance")
-
 
 # ---------------------------------------------------------------------------------------------
-# One channel-take rule per op (the op registry's permutation method, once it exists).
-#
-# Every rule has the signature of an op-class method: (node, weights, in_index, out_index) -> weights,
-# where `weights` is the node's arrays in `PruningNet.generated_weights` form (kernel, bias,
-# depthwise_kernel, pointwise_kernel, gamma, beta, moving_mean, moving_variance) and the indices are
-# int arrays of the input / output channels to keep, in order.
-
-
-def _take_out(w, out_index, keys=("bias",) + _BN_KEYS):
-  return {k: np.take(w[k], out_index, axis=0) for k in keys if k in w}
-
-
-def take_conv(node, w, in_index, out_index):
-  """Conv2D (+ its batch norm): kernel [kh, kw, in, out] on both channel axes."""
-  del node
-  kernel = np.take(np.take(w["kernel"], in_index, axis=2), out_index, axis=3)
-  return {"kernel": kernel, **_take_out(w, out_index)}
-
-
-def take_dwconv(node, w, in_index, out_index):
-  """DepthwiseConv2D (+ batch norm): one kernel per channel, input and output are the same channels."""
-  del node, in_index
-  return {"kernel": np.take(w["kernel"], out_index, axis=2), **_take_out(w, out_index)}
-
-
-def take_sepconv(node, w, in_index, out_index):
-  """SeparableConv2D: depthwise kernel on its input channels, pointwise kernel on both axes."""
-  del node
-  pointwise = np.take(np.take(w["pointwise_kernel"], in_index, axis=2), out_index, axis=3)
-  return {"depthwise_kernel": np.take(w["depthwise_kernel"], in_index, axis=2), "pointwise_kernel": pointwise,
-          **_take_out(w, out_index)}
-
-
-def take_dense(node, w, in_index, out_index):
-  """Dense: kernel [in, out] on both axes, bias on its outputs."""
-  del node
-  kernel = np.take(np.take(w["kernel"], in_index, axis=0), out_index, axis=1)
-  return {"kernel": kernel, **_take_out(w, out_index)}
-
-
-def take_bn(node, w, in_index, out_index):
-  """BatchNormalization: every vector on its channels."""
-  del node, in_index
-  return _take_out(w, out_index)
-
-
-# op name -> rule. Ops not listed hold no weights and act on every channel alike (activations,
-# pooling, padding, add, multiply, concat, flatten and reshape of channels), so a permutation of
-# their input is the same permutation of their output and they need no rule.
-TAKE_CHANNELS: Dict[str, Callable] = {"conv": take_conv, "dwconv": take_dwconv, "sepconv": take_sepconv,
-                                      "dense": take_dense, "bn": take_bn}
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading a trained model's weights into the space's node form.
+# Reading a trained model's weights into the space's node form (per op: `ops.Op.read_weights`).
 
 
 def check_reorderable(model):
   """Raises ValueError naming the first layer of `model` whose weights cannot be reordered.
 
-  A layer with weights must be one of Conv2D, DepthwiseConv2D,
-  SeparableConv2D, Dense or BatchNormalization (their channel rules are in
-  `TAKE_CHANNELS`); parameter-free layers are fine.
+  A layer with weights must be read by an op of the registry that holds
+  weights (`tf_metaprune.ops`: Conv2D, DepthwiseConv2D, SeparableConv2D,
+  Dense, BatchNormalization); parameter-free layers are fine.
   """
   for layer in _all_layers(model):
-    if layer.weights and not isinstance(layer, _REORDERABLE):
+    op = ops.for_keras_layer(layer)
+    if layer.weights and (op is None or not op.holds_weights):
       shapes = [tuple(int(d) for d in v.shape) for v in layer.weights]
+      known = ", ".join(o.keras_doc for o in map(ops.get, ops.names()) if o.holds_weights and o.keras_doc)
       raise ValueError(
           f"layer {layer.name!r} ({type(layer).__name__}) holds weights {shapes} whose channels tf_metaprune cannot "
-          "reorder (only Conv2D, DepthwiseConv2D, SeparableConv2D, Dense and BatchNormalization can be); replace "
-          "it with those layers, or prune the model without it")
+          f"reorder (only {known} can be); replace it with those layers, or prune the model without it")
 
 
 def _all_layers(model):
@@ -144,15 +91,6 @@ def _all_layers(model):
       yield from _all_layers(layer)
     else:
       yield layer
-
-
-def _get_layer(model, name, node):
-  try:
-    return model.get_layer(name)
-  except ValueError:
-    raise ValueError(f"model {model.name!r} has no layer {name!r} (of space node {node.name!r}, op {node.op}); pass "
-                     "the model the space was made from (SearchSpace.from_keras_model(model), or "
-                     "rebuild(space, space.largest()) for a built-in family)") from None
 
 
 def read_weights(space, model) -> Dict[str, Dict[str, np.ndarray]]:
@@ -176,44 +114,22 @@ def read_weights(space, model) -> Dict[str, Dict[str, np.ndarray]]:
   check_reorderable(model)
   out = {}
   for node in space.nodes:
-    if node.op not in TAKE_CHANNELS:
-      continue
-    cin, cout = space.max_channels(node.inputs[0]), space.max_channels(node.name)
-    layer = _get_layer(model, node.name, node)
-    arrays = [np.asarray(a, np.float32) for a in layer.get_weights()]
-    w = {}
-    if node.op == "bn":
-      cfg = layer.get_config()
-      it = iter(arrays)
-      w["gamma"] = next(it) if cfg.get("scale", True) else np.ones(cout, np.float32)
-      w["beta"] = next(it) if cfg.get("center", True) else np.zeros(cout, np.float32)
-      w["moving_mean"], w["moving_variance"] = next(it), next(it)
-    elif node.op == "sepconv":
-      w["depthwise_kernel"], w["pointwise_kernel"] = arrays[0], arrays[1]
-      if len(arrays) > 2:
-        w["bias"] = arrays[2]
-    else:
-      w["kernel"] = arrays[0]
-      if len(arrays) > 1:
-        w["bias"] = arrays[1]
-      if node.layer is None and node.op in ("conv", "dwconv") and node.bn:   # a built-in family's conv + BN
-        bn = _get_layer(model, node.name + "_bn", node).get_weights()
-        w.update(zip(_BN_KEYS, (np.asarray(a, np.float32) for a in bn)))
-    _check_shapes(node, layer, w, cin, cout)
-    out[node.name] = w
+    w = ops.get(node.op).read_weights(node, model)
+    if w is not None:
+      _check_shapes(space, node, w)
+      out[node.name] = w
   return out
 
 
-def _check_shapes(node, layer, w, cin, cout):
-  kh, kw = node.kernel_hw
-  want = {"conv": {"kernel": (kh, kw, cin, cout)}, "dwconv": {"kernel": (kh, kw, cout, 1)},
-          "sepconv": {"depthwise_kernel": (kh, kw, cin, 1), "pointwise_kernel": (1, 1, cin, cout)},
-          "dense": {"kernel": (cin, cout)}, "bn": {}}[node.op]
-  want = dict(want, **{k: (cout,) for k in ("bias",) + _BN_KEYS if k in w})
-  for k, shape in want.items():
-    if tuple(w[k].shape) != shape:
-      raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) has {k} of shape {tuple(w[k].shape)} but the "
-                       f"space's node {node.name!r} needs {shape}; is the space made from another model?")
+def _check_shapes(space, node, w):
+  """Every weight axis of the node has the space's full width (the model is the space's)."""
+  widths = (space.max_channels(node.inputs[0]), space.max_channels(node.name))
+  for key, axes in ops.get(node.op).weight_axes(node).items():
+    for axis, width in zip(axes, widths):
+      if key in w and axis is not None and w[key].shape[axis] != width:
+        raise ValueError(f"layer {node.name!r} has {key} of shape {tuple(w[key].shape)}, but node {node.name!r} of "
+                         f"space {space.name!r} needs {width} channels on axis {axis}; is the space made from "
+                         "another model?")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,24 +166,23 @@ def channel_importance(space, weights, importance="l1") -> Dict[str, np.ndarray]
     w = weights.get(node.name)
     if w is None:
       continue
+    op = ops.get(node.op)
     if importance == "l1":
-      g = space.gene_of(node.name)
-      if g is None or node.op not in ("conv", "sepconv", "dense"):
-        continue
-      kernel = w["pointwise_kernel"] if node.op == "sepconv" else w["kernel"]
-      scores[g] += np.abs(kernel.reshape(-1, kernel.shape[-1])).sum(axis=0)
-      covered[g] = True
-    else:
-      scaled = node.op != "bn" or node.layer["config"].get("scale", True)
-      if "gamma" not in w or not scaled:
-        continue
-      offset = 0
-      for kind, v in space.layout[node.name]:
-        width = space.genes[v].base_channels if kind == "gene" else v
-        if kind == "gene":
-          scores[v] += np.abs(w["gamma"][offset:offset + width])
-          covered[v] = True
-        offset += width
+      g, norms = space.gene_of(node.name), op.filter_norms(node, w)
+      if g is not None and norms is not None:
+        scores[g] += norms
+        covered[g] = True
+      continue
+    gamma = op.bn_scale(node, w)
+    if gamma is None:
+      continue
+    offset = 0
+    for kind, v in space.layout[node.name]:   # a concatenation's batch norm: each gene its slice
+      width = space.genes[v].base_channels if kind == "gene" else v
+      if kind == "gene":
+        scores[v] += np.abs(gamma[offset:offset + width])
+        covered[v] = True
+      offset += width
   missing = [g.name for g, c in zip(space.genes, covered) if not c]
   if missing:
     warnings.warn(f"importance={importance!r}: genes {missing} have no scaled batch norm to read |gamma| from; "
@@ -320,22 +235,16 @@ def take_weights(space, weights, perms, gene_channels=None) -> Dict[str, Dict[st
 
   The reorder driver: for each node with weights, its input and output
   channel indices come from the space's layouts (`layout_index`), and the
-  op's rule (`TAKE_CHANNELS`) takes them.
-
-  Raises:
-    ValueError: for a node whose op has weights but no rule.
+  node's op takes them (`ops.Op.take_channels`). Ops without weights act on
+  every channel alike (activations, pooling, add, concat, ...), so a
+  permutation of their input is the same permutation of their output.
   """
   out = {}
   for node in space.nodes:
-    if node.name not in weights:
-      continue
-    rule = TAKE_CHANNELS.get(node.op)
-    if rule is None:
-      raise ValueError(f"node {node.name!r} ({node.op}) holds weights but its op has no channel rule in "
-                       f"tf_metaprune.pretrained.TAKE_CHANNELS ({sorted(TAKE_CHANNELS)}); it cannot be reordered")
-    in_index = layout_index(space, node.inputs[0], perms, gene_channels)
-    out_index = layout_index(space, node.name, perms, gene_channels)
-    out[node.name] = rule(node, weights[node.name], in_index, out_index)
+    if node.name in weights:
+      in_index = layout_index(space, node.inputs[0], perms, gene_channels)
+      out_index = layout_index(space, node.name, perms, gene_channels)
+      out[node.name] = ops.get(node.op).take_channels(node, weights[node.name], in_index, out_index)
   return out
 
 
@@ -492,7 +401,7 @@ def load_into_pruning_net(net, weights):
 
   The generators' output kernels are set to zero, so the net is plain weight
   sharing of these weights until it trains: at full width it computes what
-  the model they came from computes.
+  the model they came from computes. Per op: `ops.Op.set_pruning_weights`.
 
   Args:
     net: a `PruningNet` of the space the weights belong to.
@@ -504,37 +413,9 @@ def load_into_pruning_net(net, weights):
   """
   space = net.space
   for node in space.nodes:
-    if node.op not in TAKE_CHANNELS:
+    op = ops.get(node.op)
+    if not op.holds_weights:
       continue
     if node.name not in weights:
       raise ValueError(f"weights hold no entry for node {node.name!r} ({node.op}) of space {space.name!r}")
-    w = weights[node.name]
-    if node.op in space_lib.WEIGHT_OPS:
-      layer = net.generator_layers[net._layer_of[node.name]]  # pylint: disable=protected-access
-      if node.op == "sepconv":
-        dw = net.generator_layers[net._dw_of[node.name]]  # pylint: disable=protected-access
-        _set_base(dw, w["depthwise_kernel"])
-        _set_base(layer, w["pointwise_kernel"])
-      else:
-        _set_base(layer, w["kernel"])
-      if getattr(layer, "use_bias", False):
-        layer.bias.assign(w["bias"] if "bias" in w else np.zeros(layer.bias.shape, np.float32))
-    if node.name in net._bn_of:  # pylint: disable=protected-access
-      bn = net.bn_layers[net._bn_of[node.name]]  # pylint: disable=protected-access
-      if bn.affine:
-        rows = bn.gamma.shape[0]
-        bn.gamma.assign(np.tile(w["gamma"][None], (rows, 1)))
-        bn.beta.assign(np.tile(w["beta"][None], (rows, 1)))
-      elif not (np.allclose(w["gamma"], 1.0) and np.allclose(w["beta"], 0.0)):
-        raise ValueError(f"batch norm of node {node.name!r} has a learned scale/shift but the PruningNet's is not "
-                         "affine (bn_affine=False, or a BatchNormalization with only one of center/scale); use "
-                         "bn_affine=True")
-      bn.moving_mean.assign(w["moving_mean"])
-      bn.moving_variance.assign(w["moving_variance"])
-
-
-def _set_base(layer, kernel):
-  layer.base_kernel.assign(kernel)
-  if layer.hidden_units:
-    layer.gen_out_kernel.assign(np.zeros(layer.gen_out_kernel.shape, np.float32))
-
+    op.set_pruning_weights(net, node, weights[node.name])

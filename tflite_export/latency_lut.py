@@ -99,6 +99,7 @@ Example:
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -110,6 +111,7 @@ import numpy as np
 
 from tf_metaprune import budgets as budgets_lib
 from tf_metaprune import io as io_lib
+from tf_metaprune import ops
 from tf_metaprune.rebuild import rebuild
 from tf_metaprune import space as space_lib
 # Not `from tflite_export import convert`: the package hands out the functions
@@ -123,8 +125,8 @@ from tflite_export.convert import convert
 from tflite_export.convert import QUANTIZATION_MODES
 from tflite_export.convert import save
 
-_TABLE_OPS = ("conv", "dwconv", "dense")
-_FOLDED_OPS = ("add", "maxpool")
+_TABLE_OPS = tuple(n for n in ops.names() if ops.get(n).latency_role == "table")
+_FOLDED_OPS = tuple(n for n in ops.names() if ops.get(n).latency_role == "folded")
 _MANIFEST = "manifest.json"
 _MANIFEST_FORMAT = "tflite_export.LayerModels"
 EMPTY_MODEL = "empty"
@@ -154,6 +156,9 @@ class LayerSignature:
     activation: None, "relu" or "relu6", after batch norm (or after the add).
     bn: batch normalization after the conv (then the conv has no bias).
     num_inputs: inputs of an "add".
+    layer: for a node of a space read by `SearchSpace.from_keras_model`, its
+      serialized Keras layer (re-created at `cout`); None for the built-in
+      families. `in_hw` (0, 0) means a flat (cin,) input.
   """
   op: str
   in_hw: Tuple[int, int]
@@ -164,6 +169,7 @@ class LayerSignature:
   activation: Optional[str] = None
   bn: bool = False
   num_inputs: int = 1
+  layer: Optional[Dict[str, Any]] = dataclasses.field(default=None, hash=False)
 
   @property
   def name(self) -> str:
@@ -177,48 +183,25 @@ class LayerSignature:
       parts.append(self.activation)
     if self.num_inputs != 1:
       parts.append(f"in{self.num_inputs}")
+    if self.layer is not None:  # the user's layer: its class and a hash of its settings
+      blob = json.dumps(self.layer, sort_keys=True, default=str).encode()
+      parts += [self.layer.get("class_name", "layer"), hashlib.sha256(blob).hexdigest()[:8]]
     return "_".join(parts)
 
   def build_model(self) -> keras.Model:
-    """The one-layer Keras model of this signature (batch size 1 when converted)."""
-    h, w = self.in_hw
-    if self.op == "add":
-      inputs = [keras.Input((h, w, self.cin)) for _ in range(self.num_inputs)]
-      y = keras.layers.Add()(inputs)
-      return keras.Model(inputs, _activation(y, self.activation), name=self.name)
-    x = keras.Input((h, w, self.cin))
-    if self.op == "conv":
-      y = keras.layers.Conv2D(self.cout, self.kernel_size, strides=self.strides, padding="same",
-                              use_bias=not self.bn)(x)
-    elif self.op == "dwconv":
-      y = keras.layers.DepthwiseConv2D(self.kernel_size, strides=self.strides, padding="same",
-                                       use_bias=not self.bn)(x)
-    elif self.op == "dense":
-      y = keras.layers.Dense(self.cout)(keras.layers.GlobalAveragePooling2D()(x))
-    elif self.op == "maxpool":
-      y = keras.layers.MaxPooling2D(self.kernel_size, strides=self.strides, padding="same")(x)
-    else:
-      raise ValueError(f"LayerSignature(op={self.op!r}) is not one of conv, dwconv, dense, add, maxpool")
-    if self.bn and self.op in ("conv", "dwconv"):
-      y = keras.layers.BatchNormalization(epsilon=1e-3)(y)
-    return keras.Model(x, _activation(y, self.activation), name=self.name)
+    """The one-layer Keras model of this signature (batch size 1 when converted): its op's `latency_model`."""
+    return ops.get(self.op).latency_model(self)
 
   def get_config(self) -> Dict[str, Any]:
     config = dataclasses.asdict(self)
     config["in_hw"] = list(self.in_hw)
+    if config["layer"] is None:
+      del config["layer"]
     return config
 
   @classmethod
   def from_config(cls, config: Dict[str, Any]) -> "LayerSignature":
     return cls(**{**config, "in_hw": tuple(config["in_hw"])})
-
-
-def _activation(y, activation):
-  if activation == "relu":
-    return keras.layers.ReLU()(y)
-  if activation == "relu6":
-    return keras.layers.ReLU(max_value=6.0)(y)
-  return y
 
 
 class MeasuredLatencyTable(budgets_lib.LatencyTable):

@@ -55,6 +55,7 @@ from tf_metaprune import calibration
 from tf_metaprune import data as data_lib
 from tf_metaprune import flops as flops_lib
 from tf_metaprune import io as io_lib
+from tf_metaprune import ops
 from tf_metaprune.rebuild import rebuild as rebuild_fn
 from tf_metaprune import space as space_lib
 from tf_metaprune import training as training_lib
@@ -229,56 +230,36 @@ class MaskedNet(keras.Model):
     self.node_layers = []
     self._index = {}
     for node in space.nodes:
-      if node.op not in ("conv", "dwconv", "dense"):
-        continue
-      cout = space.max_channels(node.name)
-      if node.op == "conv":
-        layer = keras.layers.Conv2D(cout, node.kernel_size, strides=node.strides, padding="same",
-                                    use_bias=not node.bn, name=node.name)
-      elif node.op == "dwconv":
-        layer = keras.layers.DepthwiseConv2D(node.kernel_size, strides=node.strides, padding="same",
-                                             use_bias=not node.bn, name=node.name)
-      else:
-        layer = keras.layers.Dense(cout, name=node.name)
-      bn = None
-      if node.op != "dense" and node.bn:
-        bn = keras.layers.BatchNormalization(momentum=self.bn_momentum, epsilon=1e-3, name=node.name + "_bn")
-      self._index[node.name] = len(self.node_layers)
-      self.node_layers.append(layer)
-      if bn is not None:
-        self.node_layers.append(bn)
+      if node.op != "input":
+        ops.get(node.op).build_masked(self, node)  # full-width plain layers (tf_metaprune.ops)
     self._build_layers()
 
   def _build_layers(self):
     self(tf.zeros((1,) + tuple(self.space.input_shape)))
 
+  def _add_node_layers(self, node, layers):
+    """Called by the ops' `build_masked`: a node's full-width layers, in call order."""
+    self._index[node.name] = len(self.node_layers)
+    self.node_layers.extend(layers)
+
+  def _mask(self, y, node_name, training):
+    """`y` (a node's output) times the masks of the genes in its channel layout (fixed widths: ones)."""
+    layout = self.space.layout[node_name]
+    if len(layout) == 1:
+      return self.masks[layout[0][1]](y, training=training)
+    parts = [self.masks[v].soft(bool(training)) if kind == "gene" else tf.ones([v]) for kind, v in layout]
+    return y * tf.cast(tf.concat(parts, 0), y.dtype)
+
   def call(self, inputs, training=None):
     sp = self.space
     values = {}
+    mask = lambda y, name: self._mask(y, name, training)  # pylint: disable=unnecessary-lambda-assignment
     for node in sp.nodes:
       if node.op == "input":
         values[node.name] = tf.cast(inputs, tf.float32)
         continue
-      x = values[node.inputs[0]]
-      if node.op in ("conv", "dwconv", "dense"):
-        i = self._index[node.name]
-        y = self.node_layers[i](x)
-        if node.op != "dense" and node.bn:
-          y = self.node_layers[i + 1](y, training=training)
-        if node.op != "dense":
-          y = _activation(y, node.activation)
-          g = sp.gene_of(node.name)
-          if g is not None:
-            y = self.masks[g](y, training=training)
-      elif node.op == "add":
-        y = _activation(tf.add_n([values[i] for i in node.inputs]), node.activation)
-      elif node.op == "maxpool":
-        y = tf.nn.max_pool2d(x, node.kernel_size, node.strides, "SAME")
-      elif node.op == "gap":
-        y = tf.reduce_mean(x, axis=[1, 2])
-      else:  # pragma: no cover - the space validates ops
-        raise ValueError(f"unknown op {node.op!r}")
-      values[node.name] = y
+      values[node.name] = ops.get(node.op).masked_call(self, node, [values[i] for i in node.inputs], training,
+                                                       mask)
     return values[sp.nodes[-1].name]
 
   # ---- the penalty ---------------------------------------------------------------------------
@@ -390,14 +371,6 @@ class MaskedNet(keras.Model):
     return cls(config.pop("space"), **config)
 
 
-def _activation(y, name):
-  if name == "relu":
-    return tf.nn.relu(y)
-  if name == "relu6":
-    return tf.nn.relu6(y)
-  return y
-
-
 def export(net: MaskedNet, name=None, bn_momentum=0.99) -> keras.Model:
   """The plain Keras model of a frozen `MaskedNet`: masked channels removed, weights copied.
 
@@ -428,26 +401,17 @@ def export(net: MaskedNet, name=None, bn_momentum=0.99) -> keras.Model:
   s = sp.from_channels(counts)
   model = rebuild_fn(sp, s, copy_weights=False, name=name or f"{sp.name}_pas", bn_momentum=bn_momentum)
 
-  def idx(node_name):
-    g = sp.gene_of(node_name)
-    return np.arange(sp.max_channels(node_name)) if g is None else kept[g]
+  def idx(node_name):  # full-width positions of a node's kept output channels
+    parts, offset = [], 0
+    for kind, v in sp.layout[node_name]:
+      width = sp.genes[v].base_channels if kind == "gene" else v
+      parts.append(offset + (kept[v] if kind == "gene" else np.arange(width)))
+      offset += width
+    return np.concatenate(parts).astype(np.int64)
 
   for node in sp.nodes:
-    if node.op not in ("conv", "dwconv", "dense"):
-      continue
-    i = net._index[node.name]  # pylint: disable=protected-access
-    src = net.node_layers[i].get_weights()
-    cin, cout = idx(node.inputs[0]), idx(node.name)
-    if node.op == "conv":
-      arrays = [src[0][:, :, cin][:, :, :, cout]] + ([] if node.bn else [src[1][cout]])
-    elif node.op == "dwconv":
-      arrays = [src[0][:, :, cout, :]] + ([] if node.bn else [src[1][cout]])
-    else:
-      arrays = [src[0][cin][:, cout], src[1][cout]]
-    model.get_layer(node.name).set_weights(arrays)
-    if node.op != "dense" and node.bn:
-      bn = net.node_layers[i + 1].get_weights()
-      model.get_layer(node.name + "_bn").set_weights([w[cout] for w in bn])
+    if node.op != "input":
+      ops.get(node.op).masked_export(net, node, model, idx(node.inputs[0]), idx(node.name))
   return model
 
 
