@@ -24,6 +24,7 @@ from tf_metaprune import io
 from tf_metaprune import layers
 from tf_metaprune import models
 from tf_metaprune import pipeline
+from tf_metaprune import pretrained
 from tf_metaprune import search
 from tf_metaprune import training
 from tf_metaprune.budgets import AllOf
@@ -85,6 +86,7 @@ __all__ = [
     "ParamsBudget",
     "pipeline",
     "PipelineConfig",
+    "pretrained",
     "PruningNet",
     "rebuild",
     "recalibrate",
