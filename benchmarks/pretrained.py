@@ -58,6 +58,10 @@ flags.DEFINE_integer("original_epochs", 6, "Epochs that train the user's model (
 flags.DEFINE_integer("finetune_epochs", 3, "Epochs of the one fine-tuning recipe (every method, with and without KD).")
 flags.DEFINE_float("finetune_learning_rate", 1e-3, "Peak learning rate of the fine-tuning (Adam, cosine).")
 flags.DEFINE_integer("pruningnet_pre_epochs", 2, "PruningNet epochs from the trained model.")
+flags.DEFINE_float("pruningnet_pre_learning_rate", 1e-3, "Peak Adam learning rate of the PruningNet from the trained "
+                   "model (cosine over its epochs).")
+flags.DEFINE_bool("steps_only", False, "Only the PruningNet step comparison (no search, no fine-tuning); use another "
+                  "--name, e.g. --name=pretrained_steps --pruningnet_pre_epochs=8 --pruningnet_pre_learning_rate=3e-3.")
 flags.DEFINE_integer("pruningnet_scratch_epochs", 8, "PruningNet epochs from scratch (the pipeline's default: 8).")
 flags.DEFINE_integer("hidden_units", 8, "Generator hidden size (the pipeline's default).")
 flags.DEFINE_integer("probe_structures", 10, "Structures of the search-quality probe.")
@@ -194,7 +198,8 @@ def main(argv):
                   f"{FLAGS.batch_size}",
       "finetune": f"{FLAGS.finetune_epochs} epochs Adam {FLAGS.finetune_learning_rate:g} cosine, BN momentum 0.9; KD: "
                   f"T={FLAGS.distill_temperature:g}, weight {FLAGS.distill_weight:g}",
-      "pruningnet_pretrained": f"{FLAGS.pruningnet_pre_epochs} epochs Adam 1e-3 cosine, hidden_units "
+      "pruningnet_pretrained": f"{FLAGS.pruningnet_pre_epochs} epochs Adam {FLAGS.pruningnet_pre_learning_rate:g} "
+                               f"cosine, hidden_units "
                                f"{FLAGS.hidden_units}, from the L1-reordered trained weights",
       "pruningnet_scratch": f"{FLAGS.pruningnet_scratch_epochs} epochs Adam 3e-3 cosine (the pipeline's default), "
                             f"hidden_units {FLAGS.hidden_units}",
@@ -287,7 +292,7 @@ def main(argv):
   steps_per_epoch = int(splits.train.cardinality())
 
   def train_pruning_net(key, from_trained, epochs, lr, probes_per_epoch):
-    path = os.path.join(FLAGS.workdir, key + ".keras")
+    path = os.path.join(FLAGS.workdir, key + ".keras" if FLAGS.name == "pretrained" else f"{FLAGS.name}_{key}.keras")
     if store.get(key) is not None and os.path.exists(path):
       return keras.saving.load_model(path)
     keras.utils.set_random_seed(0)
@@ -308,7 +313,17 @@ def main(argv):
     return net
 
   # 2. MetaPruning from the trained model: PruningNet + one search per ratio.
-  net = train_pruning_net("pruningnet_pretrained", True, FLAGS.pruningnet_pre_epochs, 1e-3, FLAGS.probes_per_epoch)
+  net = train_pruning_net("pruningnet_pretrained", True, FLAGS.pruningnet_pre_epochs, FLAGS.pruningnet_pre_learning_rate,
+                          FLAGS.probes_per_epoch)
+  if FLAGS.steps_only:
+    main_run = Store(os.path.join(FLAGS.output_dir, "pretrained.json")).get("pruningnet_scratch")
+    if store.get("pruningnet_scratch") is None and main_run and main_run["epochs"] == FLAGS.pruningnet_scratch_epochs:
+      store.put("pruningnet_scratch", dict(main_run, note="the scratch run of pretrained.json (same data and recipe)"))
+    else:
+      train_pruning_net("pruningnet_scratch", False, FLAGS.pruningnet_scratch_epochs, 3e-3,
+                        FLAGS.probes_per_epoch_scratch)
+    summarize_steps(store)
+    return
   structures = {}
   for r in ratios:
     budget = tfmp.FlopsBudget.from_ratio(space, r)
@@ -385,6 +400,21 @@ def steps_to_reach(points, target):
     if p["quality"] >= target:
       return p["step"], p["train_seconds"]
   return None, None
+
+
+def summarize_steps(store):
+  """The step comparison alone (--steps_only)."""
+  runs = store.data["runs"]
+  pre, scratch = runs["pruningnet_pretrained"], runs["pruningnet_scratch"]
+  target = scratch["final_quality"]
+  step, secs = steps_to_reach(pre["probe"], target)
+  store.data["steps"] = {"scratch_steps": scratch["steps"], "scratch_final_quality": target,
+                         "pretrained_steps_trained": pre["steps"], "pretrained_final_quality": pre["final_quality"],
+                         "pretrained_steps_to_scratch_quality": step, "pretrained_seconds_to_scratch_quality": secs,
+                         "fraction_of_scratch_steps": None if step is None else step / scratch["steps"]}
+  store.data["load_average_after"] = list(os.getloadavg())
+  store.save()
+  print(json.dumps(store.data["steps"], indent=1))
 
 
 def summarize(store, ratios, original_acc, t_start):

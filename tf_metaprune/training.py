@@ -534,15 +534,20 @@ def fit(model, train_data, epochs, learning_rate=0.05, output_dir=None, validati
       with model.distribute_strategy.scope():
         distiller = Distiller(model, teacher, distill_temperature, distill_weight, name=f"{model.name}_distiller")
       identity_extra = dict(distill_temperature=float(distill_temperature), distill_weight=float(distill_weight))
-      history = fit(distiller, train_data, epochs, learning_rate=learning_rate, output_dir=output_dir,
-                    validation_data=validation_data, verbose=verbose, callbacks=callbacks,
-                    _identity_extra=identity_extra, **compile_kwargs)
+      history = _train(distiller, train_data, epochs, steps, learning_rate, output_dir, validation_data, verbose,
+                       callbacks, identity_extra, compile_kwargs)
       # The student is compiled with the same recipe, so model.evaluate works as after a plain fit.
       compile_model(model, learning_rate=learning_rate, total_steps=steps * epochs, **compile_kwargs)
       return history
     finally:
       teacher.trainable = was_trainable
-  identity_extra = compile_kwargs.pop("_identity_extra", {})
+  return _train(model, train_data, epochs, steps, learning_rate, output_dir, validation_data, verbose, callbacks, {},
+                compile_kwargs)
+
+
+def _train(model, train_data, epochs, steps, learning_rate, output_dir, validation_data, verbose, callbacks,
+           identity_extra, compile_kwargs):
+  """`fit` after its argument checks; `identity_extra` joins the run identity (distillation settings)."""
   if output_dir:
     if distribute.is_chief(model.distribute_strategy):   # only the chief writes (multi-worker)
       output_dir = io_lib.check_writable_dir(output_dir, "output_dir")
