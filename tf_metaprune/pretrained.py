@@ -366,8 +366,8 @@ class TrainedModel:
 
   def rebuild(self, structure, bn_momentum=0.99, name=None):
     """`structure` as a plain Keras model holding the kept channels' trained weights (init="pretrained")."""
-    return rebuild_model(self.space, structure, weights=self.sliced_weights(structure),
-                               bn_momentum=bn_momentum, name=name)
+    return rebuild_model(self.space, structure, weights=self.sliced_weights(structure), bn_momentum=bn_momentum,
+                         name=name)
 
   def reordered_model(self):
     """The full-width model with every gene's channels reordered: the same function as `model`."""
