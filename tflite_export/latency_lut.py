@@ -39,6 +39,16 @@ How each entry is measured
 Layers with the same signature (op, kernel, stride, input size, activation,
 cin, cout) are measured once: the blocks of a MobileNet stage share theirs.
 
+Spaces read from a Keras model (`SearchSpace.from_keras_model`) are timed the
+same way with the user's own layers: each conv, depthwise, separable and
+dense layer is re-created from its config at (cin, cout) (a dense layer on its
+flat input); pools, adds and upsampling are folded into the layer that sets
+their width, walking back through batch norm, activations and padding, which
+are not timed (the converter fuses batch norm, and usually the activation,
+into the conv). A pool or add of a concatenation's several widths is timed
+once at full width into `overhead_ms`. Which op is timed how is its
+`latency_role` in `tf_metaprune.ops`.
+
 Grid and interpolation
 ----------------------
 
@@ -325,21 +335,28 @@ def _plan(space: space_lib.SearchSpace, grid_size: Optional[int]) -> _Plan:
     c = space.max_channels(node.name)
     extra = LayerSignature(op=node.op, in_hw=tuple(space.in_spatial[node.name]), cin=c, cout=c,
                            kernel_size=node.kernel_size if node.op == "maxpool" else 1,
-                           strides=node.strides if node.op == "maxpool" else 1,
+                           strides=node.strides if node.op in ("maxpool", "upsample") else 1,
                            activation=node.activation if node.op == "add" else None,
-                           num_inputs=len(node.inputs) if node.op == "add" else 1)
+                           num_inputs=len(node.inputs) if node.op == "add" else 1, layer=_layer_of(node))
     owner = node.inputs[-1]
-    while by_name[owner].op in _FOLDED_OPS:
+    # Walk back to the node that sets this width: through folded ops and untimed one-input ops
+    # (batch norm, activations, padding of a model read from Keras).
+    while owner not in required and by_name[owner].op != "input" and (
+        by_name[owner].op in _FOLDED_OPS or not ops.get(by_name[owner].op).multi_input):
       owner = by_name[owner].inputs[-1]
-    if owner in required and space.source[owner] == space.source[node.name]:
+    if owner in required and node.name in space.source and space.source.get(owner) == space.source[node.name]:
       folded[owner].append((node.name, extra))
-    else:  # fed by the input (fixed width): a constant
+    else:  # fed by the input (fixed width), or of several widths: a constant at full width
       fixed_extras.append((node.name, extra))
 
   nodes = []
   for name, pairs in required.items():
     node = by_name[name]
-    if node.op == "dense":
+    if node.layer is not None:  # the user's own layer at its input size (flat: in_hw (0, 0))
+      in_hw = space.in_spatial[name]
+      template = LayerSignature(op=node.op, in_hw=(0, 0) if in_hw is None else tuple(in_hw), cin=0, cout=0,
+                                kernel_size=node.kernel_size, strides=node.strides, layer=_layer_of(node))
+    elif node.op == "dense":
       gap = by_name[node.inputs[0]]
       in_hw = tuple(space.in_spatial[gap.name])
       template = LayerSignature(op="dense", in_hw=in_hw, cin=0, cout=0)
@@ -347,11 +364,19 @@ def _plan(space: space_lib.SearchSpace, grid_size: Optional[int]) -> _Plan:
       template = LayerSignature(op=node.op, in_hw=tuple(space.in_spatial[name]), cin=0, cout=0,
                                 kernel_size=node.kernel_size, strides=node.strides,
                                 activation=node.activation, bn=node.bn)
-    diagonal = all(ci == co for ci, co in pairs) and space.source[node.inputs[0]] == space.source[name]
+    diagonal = all(ci == co for ci, co in pairs) and space.layout[node.inputs[0]] == space.layout[name]
     cin_grid = _grid([ci for ci, _ in pairs], grid_size)
     cout_grid = cin_grid if diagonal else _grid([co for _, co in pairs], grid_size)
     nodes.append(_NodePlan(name, template, list(pairs), diagonal, cin_grid, cout_grid, folded[name]))
   return _Plan(space.fingerprint(), nodes, fixed_extras, tuple(space.input_shape), grid_size)
+
+
+def _layer_of(node):
+  """A node's serialized Keras layer without its name (identical layers share a timing), or None."""
+  if node.layer is None:
+    return None
+  layer = {**node.layer, "config": {k: v for k, v in node.layer["config"].items() if k != "name"}}
+  return layer
 
 
 def _interp_1d(grid: Sequence[int], values: np.ndarray, x: int) -> float:

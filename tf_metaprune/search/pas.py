@@ -16,7 +16,12 @@ Here:
   `ChannelMask` per gene, applied after every conv and depthwise conv that
   produces that gene's channels (residual-tied layers share one mask, so they
   keep the same channels and every add stays aligned). A mask never drops
-  below its gene's smallest width choice (its top channels stay on).
+  below its gene's smallest width choice (its top channels stay on). For a
+  space read from a Keras model the layers are the user's own at full width,
+  and every layer whose output carries a gene is masked (after batch norm
+  and biases too, so a removed channel is exactly 0 wherever it is read; a
+  concatenation is masked slice by slice). Each op's part lives in its class
+  in `tf_metaprune.ops`.
 * Loss = cross-entropy + `alpha * ((MACs(masks) - target) / MACs_full)^2`
   per FLOPs (or params) bound of the budget, with `MACs(masks)` the one
   counter's formula (`flops.SpaceCounter.flops_of_widths`) on the
