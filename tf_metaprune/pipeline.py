@@ -491,11 +491,10 @@ class Run:
     self.config = config
     self.path = os.path.join(self.output_dir, _STAGES_FILE)
     self.stages = {}
-    if os.path.exists(self.path):
-      state = io_lib.read_json(self.path, "pipeline stages file")
-      if not isinstance(state, dict) or state.get("format") != _STAGES_FORMAT:
-        raise ValueError(f"{self.path!r} is not a tf_metaprune pipeline stages file (format "
-                         f"{state.get('format') if isinstance(state, dict) else None!r}); use another output_dir")
+    # Finished stages carry their own settings (checked by `check`), so the file's identity is empty.
+    self.state_file = io_lib.StateFile(self.path, _STAGES_FORMAT, {}, what="pipeline stages file")
+    state = self.state_file.load()
+    if state is not None:
       self.stages = dict(state.get("stages", {}))
     elif os.path.isdir(self.output_dir) and os.listdir(self.output_dir):
       known = set(STAGES) | {"pruningnet", "retrain", "config.json", _STAGES_FILE, "search_state.json"}
@@ -539,7 +538,7 @@ class Run:
   def finish(self, stage, seconds, **extra):
     self.stages[stage] = dict(settings=self.stage_settings(stage), seconds=float(seconds),
                               finished=time.strftime("%Y-%m-%d %H:%M:%S"), **extra)
-    io_lib.write_json_atomic(self.path, {"format": _STAGES_FORMAT, "version": 1, "stages": self.stages})
+    self.state_file.save(stages=self.stages)
 
 
 def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None] = print,

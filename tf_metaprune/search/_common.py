@@ -1,6 +1,7 @@
 """Helpers shared by the searchers: the evaluator, candidate measurement, fingerprints."""
 
 import hashlib
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -8,6 +9,7 @@ import tensorflow as tf
 from tf_metaprune import budgets as budgets_lib
 from tf_metaprune import calibration
 from tf_metaprune import data as data_lib
+from tf_metaprune import io as io_lib
 from tf_metaprune import pruning_net
 from tf_metaprune.search import result as result_lib
 
@@ -180,21 +182,14 @@ def history_entry(step, new, candidates, best, seconds, elapsed, top_k=5, **extr
 def check_run_identity(output_dir, identity, what):
   """Writes `identity` to `output_dir/identity.json`, or checks it against the one there.
 
-  Keeps a rerun from loading weights trained with other settings.
+  Keeps a rerun from loading weights trained with other settings (an
+  `io.StateFile` whose payload is empty).
 
   Raises:
     ValueError: if `output_dir` holds the files of another run.
   """
-  import os  # pylint: disable=g-import-not-at-top
-  from tf_metaprune import io as io_lib  # pylint: disable=g-import-not-at-top
-  path = os.path.join(output_dir, "identity.json")
-  if os.path.exists(path):
-    saved = io_lib.read_json(path, f"{what} identity")
-    if saved != identity:
-      diff = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
-      raise ValueError(f"output_dir={output_dir!r} holds a {what} of another run ({diff} differ: saved "
-                       f"{ {k: saved.get(k) for k in diff} }, now { {k: identity.get(k) for k in diff} }); pass "
-                       "another output_dir, or delete it to start over")
-  else:
+  state = io_lib.StateFile(os.path.join(output_dir, "identity.json"), "tf_metaprune.RunIdentity", identity,
+                           what=f"{what} identity")
+  if state.load() is None:
     os.makedirs(output_dir, exist_ok=True)
-    io_lib.write_json_atomic(path, identity)
+    state.save()
