@@ -1,7 +1,9 @@
 """Helpers shared by the searchers: the evaluator, candidate measurement, fingerprints."""
 
+import dataclasses
 import hashlib
 import os
+from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -115,16 +117,86 @@ def data_fingerprint(data) -> str:
   return h.hexdigest()[:16]
 
 
+@dataclasses.dataclass
+class SearchContext:
+  """What every searcher's `run(context)` receives: the one searcher contract.
+
+  Each searcher is a config object (`EvolutionConfig`, `AutoSlimConfig`,
+  `PaSConfig`, `RLConfig`, `UniformConfig`) whose `run(context)` returns a
+  `SearchResult`; `tf_metaprune.search.run(name, ...)` only looks the config
+  class up by name and builds the context (optax's one
+  `GradientTransformation` for every optimizer).
+
+  Attributes:
+    space: the `SearchSpace`.
+    budget: a `Budget` or None.
+    train_data: the training split (`DatasetSplits` or a batched dataset), for
+      searchers that train their own network.
+    search_data: the held-out split (a `DatasetSplits`, dataset,
+      `EvaluationData` or `Evaluator`).
+    pruning_net: a trained `PruningNet` (or None).
+    output_dir: where states and trained networks go (None: nothing written).
+    state_path: overrides the searcher's state file in `output_dir`.
+    seed: seeds the initialization of networks a searcher trains.
+    verbose: 0 silent, 1 progress lines, 2 also Keras' progress.
+  """
+  space: Any
+  budget: Any = None
+  train_data: Any = None
+  search_data: Any = None
+  pruning_net: Any = None
+  output_dir: Optional[str] = None
+  state_path: Optional[str] = None
+  seed: int = 0
+  verbose: int = 1
+
+  def file(self, *parts):
+    """A path in `output_dir`, or None without one."""
+    return None if self.output_dir is None else os.path.join(self.output_dir, *parts)
+
+  def state_file(self, default_name):
+    """`state_path`, or `default_name` in `output_dir` (None without either)."""
+    return self.state_path if self.state_path is not None else self.file(default_name)
+
+  def train_split(self):
+    return self.train_data.train if isinstance(self.train_data, data_lib.DatasetSplits) else self.train_data
+
+  def search_split(self):
+    """`search_data`, or the `.search` split of a `DatasetSplits`."""
+    return self.search_data.search if isinstance(self.search_data, data_lib.DatasetSplits) else self.search_data
+
+  @property
+  def progress(self) -> int:
+    """Verbosity of the searcher's own progress lines (0 or 1)."""
+    return int(bool(self.verbose))
+
+  @property
+  def keras_verbose(self) -> int:
+    """Verbosity of Keras training inside a searcher (1 only at verbose > 1)."""
+    return 1 if self.verbose > 1 else 0
+
+
 class FrozenConfig:
+  """`get_config` / `from_config` for the searchers' frozen dataclass configs.
+
+  Class attributes of the searcher contract (see `SearchContext`):
+  `needs_pruning_net` (it scores structures with a trained PruningNet) and
+  `has_settings` (False for the uniform baseline).
+  """
+  needs_pruning_net = False
+  has_settings = True
+
+  def trains_own_network(self, pruning_net) -> bool:  # pylint: disable=unused-argument
+    """Whether `run` trains a network of its own (then it needs `train_data`)."""
+    return False
+
   """`get_config` / `from_config` for the searchers' frozen dataclass configs."""
 
   def get_config(self):
-    import dataclasses  # pylint: disable=g-import-not-at-top
     return dataclasses.asdict(self)
 
   @classmethod
   def from_config(cls, config):
-    import dataclasses  # pylint: disable=g-import-not-at-top
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(config) - known)
     if unknown:

@@ -74,7 +74,7 @@ _RESUMABLE_CHANGES = ("num_generations",)
 
 
 @dataclasses.dataclass(frozen=True)
-class EvolutionConfig:
+class EvolutionConfig(_common.FrozenConfig):
   """Settings of the evolutionary search; the defaults are the paper's.
 
   Attributes:
@@ -138,16 +138,12 @@ class EvolutionConfig:
       object.__setattr__(self, name, int(getattr(self, name)))
     object.__setattr__(self, "mutation_prob", float(self.mutation_prob))
 
-  def get_config(self):
-    return dataclasses.asdict(self)
+  needs_pruning_net = True
 
-  @classmethod
-  def from_config(cls, config):
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(config) - known)
-    if unknown:
-      raise ValueError(f"EvolutionConfig.from_config: unknown settings {unknown}; known ones are {sorted(known)}")
-    return cls(**config)
+  def run(self, context: _common.SearchContext) -> result_lib.SearchResult:
+    """The searcher contract: `evolutionary` with these settings, resuming `evolution_state.json`."""
+    return evolutionary(context.pruning_net, context.search_data, context.budget, self,
+                        state_path=context.state_file("evolution_state.json"), verbose=context.progress)
 
 
 # ---------------------------------------------------------------------------------------------

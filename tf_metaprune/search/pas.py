@@ -123,6 +123,17 @@ class PaSConfig(_common.FrozenConfig):
                                                                 low_open=False))
     object.__setattr__(self, "seed", _common.check_int(own, "seed", self.seed, 0))
 
+  def trains_own_network(self, pruning_net) -> bool:
+    return True
+
+  def run(self, context: _common.SearchContext) -> result_lib.SearchResult:
+    """The searcher contract: `pruning_as_search` trains, scores on the search split, exports to `pas/`."""
+    keras.utils.set_random_seed(int(context.seed))
+    result, _, _ = pruning_as_search(context.space, context.train_split(), context.budget, self,
+                                     search_data=context.search_split(), output_dir=context.file("pas"),
+                                     verbose=context.keras_verbose)
+    return result
+
 
 @keras.saving.register_keras_serializable(package="tf_metaprune")
 class ChannelMask(keras.layers.Layer):

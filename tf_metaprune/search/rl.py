@@ -118,6 +118,13 @@ class RLConfig(_common.FrozenConfig):
     object.__setattr__(self, "lagrange_lr", _common.check_float(own, "lagrange_lr", self.lagrange_lr, 0.0,
                                                                 float("inf"), low_open=False))
 
+  needs_pruning_net = True
+
+  def run(self, context: _common.SearchContext) -> result_lib.SearchResult:
+    """The searcher contract: `reinforce` with these settings, resuming `rl_state.json`."""
+    return reinforce(context.pruning_net, context.search_data, context.budget, self,
+                     state_path=context.state_file("rl_state.json"), verbose=context.progress)
+
 
 # ---------------------------------------------------------------------------------------------
 # The policy: a numpy MLP with a hand-written backward pass and Adam.
