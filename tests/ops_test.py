@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import tf_metaprune as tfmp
-import tflite_export
 from tf_metaprune import budgets
+from tf_metaprune import latency_lut
 from tf_metaprune import ops
 from tf_metaprune.search import pas
 
@@ -118,7 +118,7 @@ def test_latency_table_is_measured_for_a_keras_model_space_with_batch_norm_and_c
   required = budgets.LatencyTable.required_keys(space)
   assert set(required) == {"stem", "branch_a", "branch_b_dw", "branch_b", "head", "logits"}
   assert (3 + 4, 8) in required["head"]   # reads the concatenation: every sum of the branches' widths
-  table = tflite_export.measure_latency_table(space, quantization="float32", grid_size=2, num_runs=2,
+  table = latency_lut.measure_latency_table(space, quantization="float32", grid_size=2, num_runs=2,
                                               num_warmup_runs=0, num_rounds=1, progress=False)
   table.validate(space)
   assert table.measurement["nodes"]["stem"]["folded"] == ["up"]      # timed per stem width, through BN and ReLU

@@ -37,6 +37,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import tensorflow as tf
 
+from tf_metaprune import flops
 from tf_metaprune import io as io_lib
 from tf_metaprune import ops
 from tf_metaprune import space as space_lib
@@ -68,7 +69,6 @@ def _fmt(value):
 
 def _counter_of(counter_or_space):
   """A `flops.SpaceCounter` for a counter (returned as is) or a `SearchSpace`."""
-  from tf_metaprune import flops  # pylint: disable=g-import-not-at-top
   if isinstance(counter_or_space, flops.SpaceCounter):
     return counter_or_space
   if isinstance(counter_or_space, space_lib.SearchSpace):

@@ -38,9 +38,23 @@ import os
 import time
 from typing import Any, Callable, Dict, Optional
 
+import keras
 import numpy as np
+import tensorflow as tf
 
+from tf_metaprune import budgets
+from tf_metaprune import calibration
+from tf_metaprune import data as data_lib
+from tf_metaprune import distribute
 from tf_metaprune import io as io_lib
+from tf_metaprune import models
+from tf_metaprune import pruning_net
+from tf_metaprune import search as search_lib
+from tf_metaprune import space as space_lib
+from tf_metaprune import training
+from tf_metaprune.rebuild import rebuild as rebuild_model
+from tf_metaprune.search import dispatch
+import tflite_export
 
 STAGES = ("pruningnet", "search", "retrain_searched", "retrain_uniform", "export")
 _STAGES_FILE = "stages.json"
@@ -170,7 +184,6 @@ class PipelineConfig:
       bad("bn_mode", "must be 'shared' or 'switchable'")
     if self.sampling not in ("random", "sandwich"):
       bad("sampling", "must be 'random' or 'sandwich'")
-    from tf_metaprune.search import dispatch  # pylint: disable=g-import-not-at-top
     if self.searcher not in dispatch.SEARCHERS:
       bad("searcher", f"must be one of {dispatch.SEARCHERS}")
     if self.init not in ("scratch", "generated"):
@@ -213,21 +226,18 @@ class PipelineConfig:
 
 def width_ratios(min_width_ratio):
   """The paper's width ratios (0.10, 0.13, ..., 1.00) from `min_width_ratio` up."""
-  from tf_metaprune import space as space_lib  # pylint: disable=g-import-not-at-top
   ratios = tuple(r for r in space_lib.PAPER_WIDTH_RATIOS if r >= float(min_width_ratio) - 1e-9)
   return ratios or (1.0,)
 
 
 def load_data(config: PipelineConfig):
   """The dataset splits of a run (`tf_metaprune.data.load_dataset`)."""
-  from tf_metaprune import data as data_lib  # pylint: disable=g-import-not-at-top
   return data_lib.load_dataset(config.dataset, batch_size=config.batch_size, input_size=config.input_size,
                                seed=config.seed, max_examples=config.max_examples)
 
 
 def build_space(config: PipelineConfig, input_shape, num_classes):
   """The search space of `config.model` for images of `input_shape`."""
-  from tf_metaprune import models  # pylint: disable=g-import-not-at-top
   family = models.get(config.model)
   kwargs = dict(width_ratios=width_ratios(config.min_width_ratio), divisor=config.divisor)
   if config.small_input is not None:
@@ -259,7 +269,6 @@ def build_budget(space, max_mflops=None, flops_ratio=None, max_params=None, max_
     ValueError: for no limit, or a limit below the smallest structure of the
       space (the message gives the minimum).
   """
-  from tf_metaprune import budgets  # pylint: disable=g-import-not-at-top
   parts = []
   if flops_ratio is not None:
     parts.append(budgets.FlopsBudget.from_ratio(space, flops_ratio))
@@ -301,14 +310,12 @@ def save_model_atomic(model, path):
 
 
 def _scope(strategy):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return (strategy or tf.distribute.get_strategy()).scope()
 
 
 def _is_chief(strategy):
   if strategy is None:
     return True
-  from tf_metaprune import distribute  # pylint: disable=g-import-not-at-top
   return distribute.is_chief(strategy)
 
 
@@ -318,9 +325,6 @@ def train_pruning_net(config: PipelineConfig, splits, space, output_dir, verbose
   Returns:
     (net, history dict).
   """
-  import keras  # pylint: disable=g-import-not-at-top
-  from tf_metaprune import pruning_net  # pylint: disable=g-import-not-at-top
-  from tf_metaprune import training  # pylint: disable=g-import-not-at-top
   keras.utils.set_random_seed(config.seed)
   with _scope(strategy):
     net = pruning_net.PruningNet(space, hidden_units=config.hidden_units, bn_mode=config.bn_mode, seed=config.seed,
@@ -348,10 +352,6 @@ def retrain(config: PipelineConfig, splits, space, structure, output_dir, net=No
   Returns:
     (model, {"history", "test_accuracy", "test_loss", "params", "mflops"}).
   """
-  import keras  # pylint: disable=g-import-not-at-top
-  from tf_metaprune import calibration  # pylint: disable=g-import-not-at-top
-  from tf_metaprune.rebuild import rebuild as rebuild_model  # pylint: disable=g-import-not-at-top
-  from tf_metaprune import training  # pylint: disable=g-import-not-at-top
   keras.utils.set_random_seed(config.seed)
   if config.init == "generated":
     if net is None:
@@ -434,7 +434,6 @@ class TrainingRun:
     Under a multi-worker strategy every worker calls this; only the chief
     writes the files (all workers must see the same `output_dir`).
     """
-    import keras  # pylint: disable=g-import-not-at-top
     if self.finished:
       print(f"{self.net_path} is finished already: loading it (delete it to train again)")
       with _scope(strategy):
@@ -463,7 +462,6 @@ def load_training_run(pruningnet_dir, strategy=None):
   Raises:
     ValueError: if the folder holds no finished PruningNet run.
   """
-  import keras  # pylint: disable=g-import-not-at-top
   run_json = os.path.join(str(pruningnet_dir), "run.json")
   net_path = os.path.join(str(pruningnet_dir), "pruningnet.keras")
   if not os.path.exists(net_path) or not os.path.exists(run_json):
@@ -562,11 +560,8 @@ def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None
       budget below the smallest structure, or an output_dir that holds a run
       with other settings.
   """
-  import keras  # pylint: disable=g-import-not-at-top
-  from tf_metaprune import search as search_lib  # pylint: disable=g-import-not-at-top
 
   t_start = time.perf_counter()
-  from tf_metaprune import distribute  # pylint: disable=g-import-not-at-top
   if strategy is not None and distribute.is_multi_worker(strategy):
     raise ValueError("run() (examples/metaprune.py) works on one machine (strategy default or mirrored); for several "
                      "machines run examples/train_pruningnet.py and examples/retrain.py with --strategy=multi_worker "
@@ -684,7 +679,6 @@ def search_and_save(net, splits, budget, config: PipelineConfig, output_dir, ver
   Returns:
     (evolutionary SearchResult, uniform SearchResult).
   """
-  from tf_metaprune import search as search_lib  # pylint: disable=g-import-not-at-top
   space = net.space
   _check_writable(output_dir)
   out = lambda name: os.path.join(str(output_dir), name)
@@ -716,15 +710,12 @@ def search_and_save(net, splits, budget, config: PipelineConfig, output_dir, ver
 
 
 def _evaluator(net, splits, config):
-  from tf_metaprune import calibration  # pylint: disable=g-import-not-at-top
   data = calibration.EvaluationData.from_dataset(splits.search, num_calibration_batches=config.calibration_batches,
                                                  calibration_dataset=splits.calibration)
   return calibration.Evaluator(net, data)
 
 
 def _export(state, splits, config):
-  import keras  # pylint: disable=g-import-not-at-top
-  import tflite_export  # pylint: disable=g-import-not-at-top
   rows = {}
   for key, model_file, tflite_file in (("searched", "model.keras", "model_int8.tflite"),
                                        ("uniform", "uniform.keras", "uniform_int8.tflite")):

@@ -225,7 +225,6 @@ def check_float(owner, name, value, low, high, low_open=True):
 
 def resolve_config(cls, config, overrides, who):
   """`config` (None, an instance or its dict) with `overrides` applied, as a `cls`."""
-  import dataclasses  # pylint: disable=g-import-not-at-top
   if config is None:
     config = cls()
   elif isinstance(config, dict):

@@ -46,11 +46,11 @@ that they agree on it before going on).
 
 Example:
 
-  >>> budget = tf_metaprune.budgets.FlopsBudget.from_ratio(space, 0.5)
-  >>> result = tf_metaprune.search.evolutionary(net, splits.search, budget,
+  >>> budget = tf_metaprune.budgets.FlopsBudget.from_ratio(space, 0.5)          # doctest: +SKIP
+  >>> result = tf_metaprune.search.evolutionary(net, splits.search, budget,  # doctest: +SKIP
   ...                                           state_path="/tmp/evo_state.json")
-  >>> print(result.summary())
-  >>> model = tf_metaprune.rebuild(space, result.structure(space))
+  >>> print(result.summary())                                                 # doctest: +SKIP
+  >>> model = tf_metaprune.rebuild(space, result.structure(space))            # doctest: +SKIP
 """
 
 import dataclasses

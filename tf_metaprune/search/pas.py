@@ -41,9 +41,9 @@ the search split (inference mode), not a PruningNet's recalibrated accuracy.
 
 Example:
 
-  >>> found, model, masked = pruning_as_search(space, splits, FlopsBudget.from_ratio(space, 0.5),
+  >>> found, model, masked = pruning_as_search(space, splits, FlopsBudget.from_ratio(space, 0.5),  # doctest: +SKIP
   ...                                          PaSConfig(search_epochs=4))
-  >>> model.evaluate(...)            # the exported plain model, already trained
+  >>> model.evaluate(...)            # the exported plain model, already trained   # doctest: +SKIP
 """
 
 import dataclasses

@@ -1,4 +1,4 @@
-"""Measures a per-layer latency lookup table (LUT) for a search space.
+"""Measures a per-layer latency lookup table (LUT) for a search space (tf_metaprune.latency_lut).
 
 The idea (NetAdapt, AMC; MetaPruning Sec. 4.3): a network of plain layers
 takes about as long as the sum of its layers, each timed alone. So time every
@@ -99,25 +99,34 @@ back to the layers of a structure, to check a table against a phone.
 Example:
 
   import tf_metaprune as tfmp
-  import tflite_export
+  from tf_metaprune import latency_lut
 
   space = tfmp.models.mobilenet_v2((32, 32, 1), 10, width_multiplier=0.35)
-  table = tflite_export.measure_latency_table(space, quantization="int8")
+  table = latency_lut.measure_latency_table(space, quantization="int8")
   table.save("host_int8.json")
   budget = tfmp.budgets.LatencyBudget(max_ms=0.8, lut=table)
-  print(tflite_export.prediction_error(space, table, [space.uniform(0.5)]))
+  print(latency_lut.prediction_error(space, table, [space.uniform(0.5)]))
+
+(This module was `tflite_export.latency_lut`; it lives on the tf_metaprune side
+because it reads search spaces, while tflite_export only converts, quantizes
+and times Keras models. `tflite_export.measure_latency_table` etc. still
+resolve, for old callers.)
 """
 
+import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import sys
 import time
+import warnings
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tf_metaprune import budgets as budgets_lib
 from tf_metaprune import io as io_lib
@@ -512,7 +521,6 @@ def _convert(model: keras.Model, quantization: str, int8_io: bool, rng: np.rando
 
 
 def _convert_multi_input_int8(model, rng, int8_io):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   shapes = [(1,) + tuple(t.shape[1:]) for t in model.inputs]
 
   def representative():
@@ -530,9 +538,6 @@ def _convert_multi_input_int8(model, rng, int8_io):
 
 
 def _quiet_convert(converter):
-  import contextlib  # pylint: disable=g-import-not-at-top
-  import io  # pylint: disable=g-import-not-at-top
-  import warnings  # pylint: disable=g-import-not-at-top
   with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
     warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
     return converter.convert()
