@@ -17,12 +17,14 @@ from tf_metaprune import ops
 from tf_metaprune.search import pas
 
 
+def _conv_bn_relu(x, filters, name):
+  x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=name)(x)
+  return keras.layers.ReLU(name=name + "_relu")(keras.layers.BatchNormalization(name=name + "_bn")(x))
+
+
 def _upsampling_model():
   inp = keras.Input((6, 6, 2), name="image")
-  x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="conv1")(inp)
-  x = keras.layers.BatchNormalization(name="bn1")(x)
-  x = keras.layers.ReLU(name="relu1")(x)
-  x = keras.layers.UpSampling2D(2, name="up")(x)                   # 6x6 -> 12x12, follows conv1's gene
+  x = keras.layers.UpSampling2D(2, name="up")(_conv_bn_relu(inp, 8, "conv1"))   # 6x6 -> 12x12, conv1's gene
   x = keras.layers.Conv2D(6, 3, strides=2, activation="relu", name="conv2")(x)
   x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
   return keras.Model(inp, keras.layers.Dense(3, name="logits")(x), name="upsampler")
@@ -31,19 +33,14 @@ def _upsampling_model():
 def _branchy_bn_concat_model():
   """Conv -> BN -> ReLU -> UpSampling2D, two branches concatenated, BN over the concatenation, a conv reading it."""
   inp = keras.Input((8, 8, 1), name="image")
-  x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(inp)
-  x = keras.layers.BatchNormalization(name="stem_bn")(x)
-  x = keras.layers.ReLU(name="stem_relu")(x)
-  x = keras.layers.UpSampling2D(2, name="up")(x)                   # 8x8 -> 16x16, the stem's width
-  a = keras.layers.Conv2D(6, 1, activation="relu", name="branch_a")(x)
-  b = keras.layers.DepthwiseConv2D(3, padding="same", name="branch_b_dw")(x)
-  b = keras.layers.Conv2D(8, 1, name="branch_b")(b)
-  x = keras.layers.Concatenate(name="cat")([a, b])
-  x = keras.layers.BatchNormalization(name="cat_bn")(x)
-  x = keras.layers.MaxPooling2D(name="pool")(x)
-  x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="head")(x)
-  x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-  return keras.Model(inp, keras.layers.Dense(4, name="logits")(x), name="bn_concat")
+  x = keras.layers.UpSampling2D(2, name="up")(_conv_bn_relu(inp, 8, "stem"))   # 8x8 -> 16x16, the stem's width
+  branches = [keras.layers.Conv2D(6, 1, activation="relu", name="branch_a")(x),
+              keras.layers.Conv2D(8, 1, name="branch_b")(
+                  keras.layers.DepthwiseConv2D(3, padding="same", name="branch_b_dw")(x))]
+  x = keras.layers.BatchNormalization(name="cat_bn")(keras.layers.Concatenate(name="cat")(branches))
+  x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="head")(keras.layers.MaxPooling2D(name="pool")(x))
+  return keras.Model(inp, keras.layers.Dense(4, name="logits")(keras.layers.GlobalAveragePooling2D(name="gap")(x)),
+                     name="bn_concat")
 
 
 def test_every_op_a_space_accepts_is_registered_with_its_methods():

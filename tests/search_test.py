@@ -211,7 +211,8 @@ def test_resumed_search_ends_with_the_same_result_as_an_uninterrupted_one(net, e
   first = search.evolutionary(net, evaluator, budget, num_generations=2, state_path=path, verbose=0, **SMALL)
   state = json.load(open(path))
   assert state["generation"] == 2 and len(state["cache"]) == first.num_evaluations
-  assert {"rng", "population", "config", "budget", "space_fingerprint", "history"} <= set(state)
+  assert {"rng", "population", "history"} <= set(state)   # the payload; what must match to resume:
+  assert {"config", "budget", "space_fingerprint"} <= set(state["identity"]) and state["format"].endswith("State")
   resumed = search.evolutionary(net, evaluator, budget, num_generations=4, state_path=path, verbose=0, **SMALL)
   straight = search.evolutionary(net, evaluator, budget, num_generations=4, verbose=0, **SMALL)
   assert resumed.candidates[:first.num_evaluations] == first.candidates
