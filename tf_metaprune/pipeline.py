@@ -1,25 +1,29 @@
 """The whole MetaPruning job, stage by stage, resumable: data in, int8 TFLite out.
 
-A run lives in one output folder and goes through five stages; each stage
-writes its files, then records itself as done in `stages.json` (atomically),
-so a rerun with the same folder skips every finished stage and continues an
-interrupted one from its own checkpoint (Keras `BackupAndRestore` for
-training, the search's JSON state for the evolution):
+A run lives in one output folder and goes through the five stages of
+`STAGES`; each stage writes its files, then records itself as done in
+`stages.json` (an `io.StateFile`, atomically), so a rerun with the same
+folder skips every finished stage and continues an interrupted one from its
+own checkpoint (`tf_metaprune.training`'s own checkpointer, `backup/state.json`,
+for training; the searcher's JSON state for the search):
 
-  1. pruningnet  train the PruningNet (a random structure per step)
-                 -> pruningnet/pruningnet.keras, pruningnet/space.json
-  2. search      evolutionary search under the budget, and the uniform
-                 baseline at the same budget, both scored on the held-out
-                 search split after BN recalibration, no fine-tuning
-                 -> structure.json, uniform_structure.json, search_state.json,
-                    search_result.json, uniform_result.json, pareto.png
-  3. retrain     both structures rebuilt as plain Keras models and trained
-                 with the same recipe (from scratch, or from the PruningNet's
-                 generated weights) -> model.keras, uniform.keras
-  4. export      both converted to full-integer int8 TFLite, checked against
-                 Keras on the test split and timed on this host
-                 -> model_int8.tflite, uniform_int8.tflite, export.json
-  5. report      report.json and report.md (searched vs uniform)
+  1. pruningnet        train the PruningNet (a random structure per step)
+                       -> pruningnet/pruningnet.keras, pruningnet/space.json
+  2. search            the searcher of `config.searcher` (default: evolutionary)
+                       under the budget, and the uniform baseline at the same
+                       budget, both scored on the held-out search split after BN
+                       recalibration, no fine-tuning
+                       -> structure.json, uniform_structure.json, search_state.json
+                          (evolutionary; searcher_<name>/ for the others),
+                          search_result.json, uniform_result.json, pareto.png
+  3. retrain_searched  the searched structure rebuilt as a plain Keras model
+                       and trained (from scratch, or from the PruningNet's
+                       generated weights) -> model.keras
+  4. retrain_uniform   the uniform one, with the same recipe -> uniform.keras
+  5. export            both converted to full-integer int8 TFLite, checked
+                       against Keras on the test split and timed on this host
+                       -> model_int8.tflite, uniform_int8.tflite, export.json
+  then report.json and report.md (searched vs uniform).
 
 Every stage records the settings it was computed with. A rerun whose settings
 differ for a finished stage stops before any work, naming the settings, so
@@ -391,7 +395,7 @@ def _check_writable(folder):
 class TrainingRun:
   """A folder holding one PruningNet training (examples/train_pruningnet.py).
 
-  Files: run.json (settings), backup/ (Keras BackupAndRestore), logs/
+  Files: run.json (settings), backup/ (tf_metaprune.training's checkpoint), logs/
   (TensorBoard), last.weights.h5, history.json, space.json and, once
   finished, pruningnet.keras.
 
@@ -601,8 +605,9 @@ def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None
     found = search_lib.SearchResult.load(state.file("search_result.json"))
     base = search_lib.SearchResult.load(state.file("uniform_result.json"))
   else:
-    log(f"[metaprune] 2/5 search: evolution, population {config.population_size} x {config.num_generations} "
-        "generations, on the held-out search split")
+    how = (f"evolution, population {config.population_size} x {config.num_generations} generations"
+           if config.searcher == "evolutionary" else config.searcher)
+    log(f"[metaprune] 2/5 search: {how}, on the held-out search split")
     t0 = time.perf_counter()
     found, base = search_and_save(net, splits, budget, config, state.output_dir, verbose=verbose)
     state.finish("search", time.perf_counter() - t0)
