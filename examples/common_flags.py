@@ -14,6 +14,9 @@ from absl import flags
 # a user of the binaries; TF_CPP_MIN_LOG_LEVEL=0 in the environment shows them again.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# After the line above, so that TensorFlow starts quietly.
+from tf_metaprune import search as search_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 FLAGS = flags.FLAGS
 
 
@@ -113,7 +116,7 @@ def strategy():
 
 
 def define_search_flags():
-  flags.DEFINE_enum("searcher", "evolutionary", ["evolutionary", "autoslim", "pas", "rl", "uniform"],
+  flags.DEFINE_enum("searcher", "evolutionary", list(search_lib.SEARCHERS),  # the searcher registry
                     "evolutionary (MetaPruning), autoslim (slimmable net + greedy slimming), pas (Pruning-as-Search "
                     "channel masks), rl (AMC-style agent) or uniform; the uniform baseline is always reported too.")
   flags.DEFINE_integer("population_size", 50, "Evolutionary search: candidates per generation (paper: 50).")

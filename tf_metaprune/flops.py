@@ -26,7 +26,9 @@ Example:
   True
 """
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 from tf_metaprune import ops
 
@@ -81,12 +83,14 @@ class SpaceCounter:
 
   Example:
 
+    >>> space = tf_metaprune.models.small_cnn((28, 28, 1), 10)
     >>> counter = SpaceCounter(space)
-    >>> counter.mflops(tf.constant([[0, 1, 2], [3, 3, 3]]))   # a population of two
+    >>> population = tf.constant([space.smallest().choices, space.largest().choices])   # a population of two
+    >>> float(counter.mflops(population)[1]) == space.mflops(space.largest())
+    True
   """
 
   def __init__(self, space):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     self._tf = tf
     self.space = space
     max_c = max(g.num_choices for g in space.genes)
@@ -155,7 +159,6 @@ class SpaceCounter:
 
 def _layer_flops(layer):
   """Multiply-adds of one Keras layer for one example (0 for layers without any)."""
-  import keras  # pylint: disable=g-import-not-at-top
   if isinstance(layer, keras.Model):
     return count_flops(layer)
   if isinstance(layer, keras.layers.SeparableConv2D):

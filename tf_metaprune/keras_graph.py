@@ -27,7 +27,7 @@ Example:
 
   >>> model = keras.applications.MobileNetV2((32, 32, 3), alpha=0.35, weights=None, classes=10,
   ...                                        classifier_activation=None)
-  >>> space = tf_metaprune.SearchSpace.from_keras_model(model, divisor=8)
+  >>> space = tf_metaprune.SearchSpace.from_keras_model(model, divisor=8)    # reads it with read_keras_model
   >>> space.params(space.largest()) == model.count_params()
   True
 """
@@ -37,7 +37,6 @@ import warnings
 import keras
 
 from tf_metaprune import ops
-from tf_metaprune import space as space_lib
 
 class _Groups:
   """Union-find over channel groups; a group is fixed if any member is."""
@@ -116,31 +115,42 @@ def _serialize(layer):
   return config
 
 
-def space_from_keras_model(model, width_ratios=None, divisor=8, name=None) -> space_lib.SearchSpace:
-  """The `SearchSpace` of a Keras CNN: its prunable channel groups as genes.
+class KerasGraph:
+  """A Keras model read as plain data: what `SearchSpace.from_keras_model` turns into a space.
 
-  See the module docstring for how groups are found. The full-width
-  structure (`space.largest()`) is the original model: same parameter count,
-  same multiply-adds (`tf_metaprune.count_flops`).
+  Attributes:
+    name: the model's name.
+    input_shape: (H, W, C) of its image input.
+    num_classes: its output width.
+    genes: [(gene name, full width)] of the prunable channel groups, in order.
+    nodes: one dict of `Node` fields per layer, topologically ordered; `out`
+      names a gene of `genes` or a fixed width.
+  """
+
+  def __init__(self, name, input_shape, num_classes, genes, nodes):
+    self.name, self.input_shape, self.num_classes = name, tuple(input_shape), int(num_classes)
+    self.genes, self.nodes = list(genes), list(nodes)
+
+
+def read_keras_model(model) -> KerasGraph:
+  """The channel groups and layers of a Keras CNN (see the module docstring for how groups are found).
+
+  `SearchSpace.from_keras_model(model, width_ratios, divisor)` makes the
+  space of it; its full-width structure is the original model (same
+  parameter count, same multiply-adds).
 
   Args:
     model: a built Keras 3 functional or Sequential model with one
       channels-last image input and one output (the classifier, never pruned).
-    width_ratios: each gene's width choices as fractions of its full width
-      (default: MetaPruning's 31 ratios 0.10 ... 1.00).
-    divisor: channel counts are rounded to multiples of this (8 suits phone
-      kernels; 1 for tiny models).
-    name: the space's name (default: the model's name).
 
   Returns:
-    A `SearchSpace`; `PruningNet(space)`, the searches and `rebuild(space, s)`
-    work on it as on the built-in families.
+    A `KerasGraph`.
 
   Raises:
     ValueError: a layer that cannot be read (its name and type are quoted,
       with the supported list), shared layers, nested models, channels-first
       data, Concatenate on another axis than channels, grouped convolutions,
-      depth multipliers other than 1.
+      depth multipliers other than 1, or a model with no prunable channels.
   """
   model = _functional(model)
   graph = _graph_nodes(model)
@@ -199,15 +209,12 @@ def space_from_keras_model(model, width_ratios=None, divisor=8, name=None) -> sp
     warnings.warn(f"model {model.name!r} ends with a softmax (layer {last.name!r}): the PruningNet will output "
                   "probabilities, but tf_metaprune.training and the searches expect logits (from_logits=True); "
                   "build the model without it (keras.applications: classifier_activation=None)", stacklevel=3)
-  return _to_space(model, records, groups, width_ratios, divisor, name)
+  return _describe(model, records, groups)
 
 
-def _to_space(model, records, groups, width_ratios, divisor, name):
-  """Turns the grouped records into genes and nodes."""
-  builder = space_lib.SpaceBuilder(name or model.name, tuple(model.inputs[0].shape[1:]),
-                                   int(model.outputs[0].shape[-1]), width_ratios, divisor)
-  gene_of_root = {}
-  nodes = []
+def _describe(model, records, groups):
+  """Turns the grouped records into genes and node fields."""
+  genes, gene_of_root, nodes = [], {}, []
   for op, optype, in_names, fields, out_group, out in records:
     node_fields = dict(fields)
     if optype == "input":
@@ -218,11 +225,12 @@ def _to_space(model, records, groups, width_ratios, divisor, name):
         node_fields["out"] = groups.width[root]
       else:
         if root not in gene_of_root:
-          gene_of_root[root] = builder.gene(groups.first[root], groups.width[root])
+          gene_of_root[root] = groups.first[root]
+          genes.append((groups.first[root], groups.width[root]))
         node_fields["out"] = gene_of_root[root]
-    nodes.append(space_lib.Node(op.name, optype, tuple(in_names), bn=False,
-                                layer=None if optype == "input" else _serialize(op), **node_fields))
-  if not builder.genes:
+    nodes.append(dict(name=op.name, op=optype, inputs=tuple(in_names), bn=False,
+                      layer=None if optype == "input" else _serialize(op), **node_fields))
+  if not genes:
     raise ValueError(f"model {model.name!r} has no prunable channels: every channel group touches the input, "
                      "the classifier output or a Flatten/Reshape; there is nothing to search")
-  return space_lib.SearchSpace(builder.name, builder.input_shape, builder.num_classes, builder.genes, nodes)
+  return KerasGraph(model.name, tuple(model.inputs[0].shape[1:]), int(model.outputs[0].shape[-1]), genes, nodes)

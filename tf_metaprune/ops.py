@@ -161,6 +161,8 @@ class Op:
     keras_types: Keras layer classes (exact types) `from_keras_model` reads
       into this op; `keras_doc` is how the "supported layers" message names
       them.
+    windowed: a conv or pool window (output size by Keras' rule, checked
+      against the input size).
     latency_role: "table" -- the node has its own latency-table entries, one
       per (cin, cout); "folded" -- its cost depends only on its width, so it is
       timed per width and added to the entry of the node that sets that
@@ -217,6 +219,7 @@ class Op:
   keras_types = ()
   keras_doc = ""
   latency_role = "free"
+  windowed = False   # a conv/pool window: output size by Keras' rule (see `_window_spatial`)
 
   # ---- space.py ----------------------------------------------------------------------------
   def layout(self, space, node, in_layouts, out_source):
@@ -225,8 +228,9 @@ class Op:
     return in_layouts[0]
 
   def out_spatial(self, space, node, in_spatial):
-    """Output (H, W) or None (default: the input's)."""
-    del space, node
+    """Output (H, W) or None (default: a window's output for `windowed` ops, else the input's)."""
+    if self.windowed:
+      return self._window_spatial(space, node, in_spatial[0])
     return in_spatial[0]
 
   def _feature_map(self, node, x):
@@ -403,6 +407,12 @@ class _LayerNode:
 
   def __init__(self, op, layer, target_shape=None):
     self.op, self.layer, self.target_shape = op, layer, target_shape
+
+
+def _geometry(space, node):
+  """(input layout indices, output layout indices, output positions H*W, kernel taps kh*kw) of a conv node."""
+  (oh, ow), (kh, kw) = space.spatial[node.name], node.kernel_hw
+  return space.layout_indices(node.inputs[0]), space.layout_indices(node.name), oh * ow, kh * kw
 
 
 def _width_bn_weights(net, node, gen):
@@ -676,18 +686,14 @@ class _WeightOp(Op):
 @register
 class Conv(_WeightOp):
   """A 2-D convolution of `out` channels (a gene or a fixed width)."""
+  windowed = True
   name = "conv"
   keras_types = (L.Conv2D,)
   keras_doc = "Conv2D"
 
-  def out_spatial(self, space, node, in_spatial):
-    return self._window_spatial(space, node, in_spatial[0])
-
   def count_terms(self, space, node, one):
-    cins, couts = space.layout_indices(node.inputs[0]), space.layout_indices(node.name)
-    (oh, ow), (kh, kw) = space.spatial[node.name], node.kernel_hw
-    k2 = kh * kw
-    flops = [(oh * ow * k2, ci, co) for ci in cins for co in couts]
+    cins, couts, positions, k2 = _geometry(space, node)
+    flops = [(positions * k2, ci, co) for ci in cins for co in couts]
     params = [(k2, ci, co) for ci in cins for co in couts]
     return flops, params + self._implied_params(node, couts, one)
 
@@ -708,6 +714,7 @@ class Conv(_WeightOp):
 @register
 class DepthwiseConv(_WeightOp):
   """A depthwise conv: one k x k filter per channel; follows its input's width."""
+  windowed = True
   name = "dwconv"
   keras_types = (L.DepthwiseConv2D,)
   keras_doc = "DepthwiseConv2D"
@@ -715,14 +722,9 @@ class DepthwiseConv(_WeightOp):
   def layout(self, space, node, in_layouts, out_source):
     return in_layouts[0]
 
-  def out_spatial(self, space, node, in_spatial):
-    return self._window_spatial(space, node, in_spatial[0])
-
   def count_terms(self, space, node, one):
-    couts = space.layout_indices(node.name)
-    (oh, ow), (kh, kw) = space.spatial[node.name], node.kernel_hw
-    k2 = kh * kw
-    flops = [(oh * ow * k2, co, one) for co in couts]
+    _, couts, positions, k2 = _geometry(space, node)
+    flops = [(positions * k2, co, one) for co in couts]
     params = [(k2, co, one) for co in couts]
     return flops, params + self._implied_params(node, couts, one)
 
@@ -846,9 +848,7 @@ def _read_join(layer, ins, in_lay, groups):
 
 class _Pool(Op):
   """Max / average pooling windows."""
-
-  def out_spatial(self, space, node, in_spatial):
-    return self._window_spatial(space, node, in_spatial[0])
+  windowed = True
 
   def read_keras(self, layer, ins, out, in_lay, groups):
     k, s = _window(layer)
@@ -994,18 +994,14 @@ class Dense(_WeightOp):
 @register
 class SeparableConv(_WeightOp):
   """SeparableConv2D: a depthwise k x k conv on the input, then a pointwise 1x1 conv of `out` channels."""
+  windowed = True
   name = "sepconv"
   keras_types = (L.SeparableConv2D,)
   keras_doc = "SeparableConv2D"
 
-  def out_spatial(self, space, node, in_spatial):
-    return self._window_spatial(space, node, in_spatial[0])
-
   def count_terms(self, space, node, one):
-    cins, couts = space.layout_indices(node.inputs[0]), space.layout_indices(node.name)
-    (oh, ow), (kh, kw) = space.spatial[node.name], node.kernel_hw
-    k2 = kh * kw
-    flops = [(oh * ow * k2, ci, one) for ci in cins] + [(oh * ow, ci, co) for ci in cins for co in couts]
+    cins, couts, positions, k2 = _geometry(space, node)
+    flops = [(positions * k2, ci, one) for ci in cins] + [(positions, ci, co) for ci in cins for co in couts]
     params = [(k2, ci, one) for ci in cins] + [(1, ci, co) for ci in cins for co in couts]
     return flops, params + self._implied_params(node, couts, one)
 

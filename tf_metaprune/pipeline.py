@@ -1,25 +1,29 @@
 """The whole MetaPruning job, stage by stage, resumable: data in, int8 TFLite out.
 
-A run lives in one output folder and goes through five stages; each stage
-writes its files, then records itself as done in `stages.json` (atomically),
-so a rerun with the same folder skips every finished stage and continues an
-interrupted one from its own checkpoint (Keras `BackupAndRestore` for
-training, the search's JSON state for the evolution):
+A run lives in one output folder and goes through the five stages of
+`STAGES`; each stage writes its files, then records itself as done in
+`stages.json` (an `io.StateFile`, atomically), so a rerun with the same
+folder skips every finished stage and continues an interrupted one from its
+own checkpoint (`tf_metaprune.training`'s own checkpointer, `backup/state.json`,
+for training; the searcher's JSON state for the search):
 
-  1. pruningnet  train the PruningNet (a random structure per step)
-                 -> pruningnet/pruningnet.keras, pruningnet/space.json
-  2. search      evolutionary search under the budget, and the uniform
-                 baseline at the same budget, both scored on the held-out
-                 search split after BN recalibration, no fine-tuning
-                 -> structure.json, uniform_structure.json, search_state.json,
-                    search_result.json, uniform_result.json, pareto.png
-  3. retrain     both structures rebuilt as plain Keras models and trained
-                 with the same recipe (from scratch, or from the PruningNet's
-                 generated weights) -> model.keras, uniform.keras
-  4. export      both converted to full-integer int8 TFLite, checked against
-                 Keras on the test split and timed on this host
-                 -> model_int8.tflite, uniform_int8.tflite, export.json
-  5. report      report.json and report.md (searched vs uniform)
+  1. pruningnet        train the PruningNet (a random structure per step)
+                       -> pruningnet/pruningnet.keras, pruningnet/space.json
+  2. search            the searcher of `config.searcher` (default: evolutionary)
+                       under the budget, and the uniform baseline at the same
+                       budget, both scored on the held-out search split after BN
+                       recalibration, no fine-tuning
+                       -> structure.json, uniform_structure.json, search_state.json
+                          (evolutionary; searcher_<name>/ for the others),
+                          search_result.json, uniform_result.json, pareto.png
+  3. retrain_searched  the searched structure rebuilt as a plain Keras model
+                       and trained (from scratch, or from the PruningNet's
+                       generated weights) -> model.keras
+  4. retrain_uniform   the uniform one, with the same recipe -> uniform.keras
+  5. export            both converted to full-integer int8 TFLite, checked
+                       against Keras on the test split and timed on this host
+                       -> model_int8.tflite, uniform_int8.tflite, export.json
+  then report.json and report.md (searched vs uniform).
 
 Every stage records the settings it was computed with. A rerun whose settings
 differ for a finished stage stops before any work, naming the settings, so
@@ -38,9 +42,25 @@ import os
 import time
 from typing import Any, Callable, Dict, Optional
 
+import keras
 import numpy as np
+import tensorflow as tf
 
+from tf_metaprune import budgets
+from tf_metaprune import calibration
+from tf_metaprune import data as data_lib
+from tf_metaprune import distribute
+from tf_metaprune import flops
 from tf_metaprune import io as io_lib
+from tf_metaprune import models
+from tf_metaprune import pretrained
+from tf_metaprune import pruning_net
+from tf_metaprune import search as search_lib
+from tf_metaprune import space as space_lib
+from tf_metaprune import training
+from tf_metaprune.rebuild import rebuild as rebuild_model
+from tf_metaprune.search import dispatch
+import tflite_export
 
 STAGES = ("pruningnet", "search", "retrain_searched", "retrain_uniform", "export")
 # A run that prunes a trained model (`keras_model`) also retrains the peers' baselines.
@@ -203,7 +223,6 @@ class PipelineConfig:
       bad("bn_mode", "must be 'shared' or 'switchable'")
     if self.sampling not in ("random", "sandwich"):
       bad("sampling", "must be 'random' or 'sandwich'")
-    from tf_metaprune.search import dispatch  # pylint: disable=g-import-not-at-top
     if self.searcher not in dispatch.SEARCHERS:
       bad("searcher", f"must be one of {dispatch.SEARCHERS}")
     if self.init not in ("scratch", "generated", "pretrained"):
@@ -258,21 +277,18 @@ class PipelineConfig:
 
 def width_ratios(min_width_ratio):
   """The paper's width ratios (0.10, 0.13, ..., 1.00) from `min_width_ratio` up."""
-  from tf_metaprune import space as space_lib  # pylint: disable=g-import-not-at-top
   ratios = tuple(r for r in space_lib.PAPER_WIDTH_RATIOS if r >= float(min_width_ratio) - 1e-9)
   return ratios or (1.0,)
 
 
 def load_data(config: PipelineConfig):
   """The dataset splits of a run (`tf_metaprune.data.load_dataset`)."""
-  from tf_metaprune import data as data_lib  # pylint: disable=g-import-not-at-top
   return data_lib.load_dataset(config.dataset, batch_size=config.batch_size, input_size=config.input_size,
                                seed=config.seed, max_examples=config.max_examples)
 
 
 def build_space(config: PipelineConfig, input_shape, num_classes):
   """The search space of `config.model` for images of `input_shape`."""
-  from tf_metaprune import models  # pylint: disable=g-import-not-at-top
   family = models.get(config.model)
   kwargs = dict(width_ratios=width_ratios(config.min_width_ratio), divisor=config.divisor)
   if config.small_input is not None:
@@ -304,7 +320,6 @@ def build_budget(space, max_mflops=None, flops_ratio=None, max_params=None, max_
     ValueError: for no limit, or a limit below the smallest structure of the
       space (the message gives the minimum).
   """
-  from tf_metaprune import budgets  # pylint: disable=g-import-not-at-top
   parts = []
   if flops_ratio is not None:
     parts.append(budgets.FlopsBudget.from_ratio(space, flops_ratio))
@@ -346,14 +361,12 @@ def save_model_atomic(model, path):
 
 
 def _scope(strategy):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return (strategy or tf.distribute.get_strategy()).scope()
 
 
 def _is_chief(strategy):
   if strategy is None:
     return True
-  from tf_metaprune import distribute  # pylint: disable=g-import-not-at-top
   return distribute.is_chief(strategy)
 
 
@@ -367,9 +380,6 @@ def train_pruning_net(config: PipelineConfig, splits, space, output_dir, verbose
   Returns:
     (net, history dict).
   """
-  import keras  # pylint: disable=g-import-not-at-top
-  from tf_metaprune import pruning_net  # pylint: disable=g-import-not-at-top
-  from tf_metaprune import training  # pylint: disable=g-import-not-at-top
   keras.utils.set_random_seed(config.seed)
   net_kwargs = dict(hidden_units=config.hidden_units, bn_mode=config.bn_mode, seed=config.seed,
                     sampling=config.sampling)
@@ -402,10 +412,6 @@ def retrain(config: PipelineConfig, splits, space, structure, output_dir, net=No
   Returns:
     (model, {"history", "test_accuracy", "test_loss", "params", "mflops"}).
   """
-  import keras  # pylint: disable=g-import-not-at-top
-  from tf_metaprune import calibration  # pylint: disable=g-import-not-at-top
-  from tf_metaprune.rebuild import rebuild as rebuild_model  # pylint: disable=g-import-not-at-top
-  from tf_metaprune import training  # pylint: disable=g-import-not-at-top
   keras.utils.set_random_seed(config.seed)
   init = init or config.init
   if (init == "pretrained" or config.distill) and trained is None:
@@ -453,7 +459,7 @@ def _check_writable(folder):
 class TrainingRun:
   """A folder holding one PruningNet training (examples/train_pruningnet.py).
 
-  Files: run.json (settings), backup/ (Keras BackupAndRestore), logs/
+  Files: run.json (settings), backup/ (tf_metaprune.training's checkpoint), logs/
   (TensorBoard), last.weights.h5, history.json, space.json and, once
   finished, pruningnet.keras.
 
@@ -496,7 +502,6 @@ class TrainingRun:
     Under a multi-worker strategy every worker calls this; only the chief
     writes the files (all workers must see the same `output_dir`).
     """
-    import keras  # pylint: disable=g-import-not-at-top
     if self.finished:
       print(f"{self.net_path} is finished already: loading it (delete it to train again)")
       with _scope(strategy):
@@ -525,7 +530,6 @@ def load_training_run(pruningnet_dir, strategy=None):
   Raises:
     ValueError: if the folder holds no finished PruningNet run.
   """
-  import keras  # pylint: disable=g-import-not-at-top
   run_json = os.path.join(str(pruningnet_dir), "run.json")
   net_path = os.path.join(str(pruningnet_dir), "pruningnet.keras")
   if not os.path.exists(net_path) or not os.path.exists(run_json):
@@ -553,11 +557,10 @@ class Run:
     self.config = config
     self.path = os.path.join(self.output_dir, _STAGES_FILE)
     self.stages = {}
-    if os.path.exists(self.path):
-      state = io_lib.read_json(self.path, "pipeline stages file")
-      if not isinstance(state, dict) or state.get("format") != _STAGES_FORMAT:
-        raise ValueError(f"{self.path!r} is not a tf_metaprune pipeline stages file (format "
-                         f"{state.get('format') if isinstance(state, dict) else None!r}); use another output_dir")
+    # Finished stages carry their own settings (checked by `check`), so the file's identity is empty.
+    self.state_file = io_lib.StateFile(self.path, _STAGES_FORMAT, {}, what="pipeline stages file")
+    state = self.state_file.load()
+    if state is not None:
       self.stages = dict(state.get("stages", {}))
     elif os.path.isdir(self.output_dir) and os.listdir(self.output_dir):
       known = set(STAGES) | {"pruningnet", "retrain", "config.json", _STAGES_FILE, "search_state.json"}
@@ -601,7 +604,7 @@ class Run:
   def finish(self, stage, seconds, **extra):
     self.stages[stage] = dict(settings=self.stage_settings(stage), seconds=float(seconds),
                               finished=time.strftime("%Y-%m-%d %H:%M:%S"), **extra)
-    io_lib.write_json_atomic(self.path, {"format": _STAGES_FORMAT, "version": 1, "stages": self.stages})
+    self.state_file.save(stages=self.stages)
 
 
 def stage_names(config: PipelineConfig):
@@ -611,8 +614,6 @@ def stage_names(config: PipelineConfig):
 
 def load_trained_model(config: PipelineConfig):
   """The `tf_metaprune.pretrained.TrainedModel` of `config.keras_model` (its space, reordered channels)."""
-  import keras  # pylint: disable=g-import-not-at-top
-  from tf_metaprune import pretrained  # pylint: disable=g-import-not-at-top
   try:
     model = keras.saving.load_model(config.keras_model)
   except Exception as e:  # pylint: disable=broad-except  (Keras raises many types for a bad file)
@@ -643,11 +644,8 @@ def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None
       budget below the smallest structure, or an output_dir that holds a run
       with other settings.
   """
-  import keras  # pylint: disable=g-import-not-at-top
-  from tf_metaprune import search as search_lib  # pylint: disable=g-import-not-at-top
 
   t_start = time.perf_counter()
-  from tf_metaprune import distribute  # pylint: disable=g-import-not-at-top
   if strategy is not None and distribute.is_multi_worker(strategy):
     raise ValueError("run() (examples/metaprune.py) works on one machine (strategy default or mirrored); for several "
                      "machines run examples/train_pruningnet.py and examples/retrain.py with --strategy=multi_worker "
@@ -698,8 +696,9 @@ def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None
     found = search_lib.SearchResult.load(state.file("search_result.json"))
     base = search_lib.SearchResult.load(state.file("uniform_result.json"))
   else:
-    log(f"[metaprune] 2/{n_stages} search: evolution, population {config.population_size} x {config.num_generations} "
-        "generations, on the held-out search split")
+    how = (f"evolution, population {config.population_size} x {config.num_generations} generations"
+           if config.searcher == "evolutionary" else config.searcher)
+    log(f"[metaprune] 2/{n_stages} search: {how}, on the held-out search split")
     t0 = time.perf_counter()
     found, base = search_and_save(net, splits, budget, config, state.output_dir, verbose=verbose)
     state.finish("search", time.perf_counter() - t0)
@@ -788,7 +787,6 @@ def search_and_save(net, splits, budget, config: PipelineConfig, output_dir, ver
   Returns:
     (evolutionary SearchResult, uniform SearchResult).
   """
-  from tf_metaprune import search as search_lib  # pylint: disable=g-import-not-at-top
   space = net.space
   _check_writable(output_dir)
   out = lambda name: os.path.join(str(output_dir), name)
@@ -820,7 +818,6 @@ def search_and_save(net, splits, budget, config: PipelineConfig, output_dir, ver
 
 
 def _evaluator(net, splits, config):
-  from tf_metaprune import calibration  # pylint: disable=g-import-not-at-top
   data = calibration.EvaluationData.from_dataset(splits.search, num_calibration_batches=config.calibration_batches,
                                                  calibration_dataset=splits.calibration)
   return calibration.Evaluator(net, data)
@@ -841,8 +838,6 @@ def _original_accuracy(state, trained, splits):
   path = state.file("original.json")
   if os.path.exists(path):
     return io_lib.read_json(path, "original model record")
-  from tf_metaprune import training  # pylint: disable=g-import-not-at-top
-  from tf_metaprune import flops  # pylint: disable=g-import-not-at-top
   model = trained.model
   model.compile(loss=training.SparseCrossentropyWithSmoothing(), metrics=["accuracy"])
   _, acc = model.evaluate(splits.test, verbose=0)
@@ -853,8 +848,6 @@ def _original_accuracy(state, trained, splits):
 
 
 def _export(state, splits, config, table_rows=_ROWS):
-  import keras  # pylint: disable=g-import-not-at-top
-  import tflite_export  # pylint: disable=g-import-not-at-top
   rows = {}
   for key, _, model_file, tflite_file in table_rows:
     model = keras.saving.load_model(state.file(model_file))

@@ -47,6 +47,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_metaprune import calibration
 from tf_metaprune import layers as tfmp_layers
 from tf_metaprune import ops
 from tf_metaprune import space as space_lib
@@ -392,7 +393,6 @@ class PruningNet(keras.Model):
     Returns:
       The number of images used.
     """
-    from tf_metaprune import calibration  # pylint: disable=g-import-not-at-top
     return calibration.recalibrate(self, structure, data, num_batches=num_batches)
 
   def generated_weights(self, structure):

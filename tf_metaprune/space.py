@@ -34,6 +34,9 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from tf_metaprune import flops
+from tf_metaprune import io
+from tf_metaprune import keras_graph
 from tf_metaprune import ops
 
 # The reference's 31 width ratios: 0.10, 0.13, ..., 1.00.
@@ -466,12 +469,10 @@ class SearchSpace:
     Counts conv, depthwise conv and dense multiply-adds; batch norm, activations,
     pooling and additions are not counted (the MetaPruning/AutoSlim convention).
     """
-    from tf_metaprune import flops  # pylint: disable=g-import-not-at-top
     return flops.structure_mflops(self, structure)
 
   def params(self, structure) -> int:
     """Number of weights of the rebuilt plain Keras model (what `model.count_params()` says)."""
-    from tf_metaprune import flops  # pylint: disable=g-import-not-at-top
     return flops.structure_params(self, structure)
 
   # ---- from a Keras model -------------------------------------------------------------------
@@ -509,8 +510,12 @@ class SearchSpace:
       >>> space = SearchSpace.from_keras_model(model)
       >>> pruned = tf_metaprune.rebuild(space, space.uniform(0.5))
     """
-    from tf_metaprune import keras_graph  # pylint: disable=g-import-not-at-top
-    return keras_graph.space_from_keras_model(model, width_ratios=width_ratios, divisor=divisor, name=name)
+    graph = keras_graph.read_keras_model(model)
+    builder = SpaceBuilder(name or graph.name, graph.input_shape, graph.num_classes, width_ratios, divisor)
+    for gene_name, width in graph.genes:
+      builder.gene(gene_name, width)
+    nodes = [Node(**fields) for fields in graph.nodes]
+    return cls(builder.name, builder.input_shape, builder.num_classes, builder.genes, nodes)
 
   # ---- serialization -----------------------------------------------------------------------
   def get_config(self):
@@ -584,7 +589,6 @@ class SearchSpace:
 
   def save_structure(self, structure, path: str, **extra):
     """Writes `structure_to_json` atomically to `path`."""
-    from tf_metaprune import io  # pylint: disable=g-import-not-at-top
     io.write_text_atomic(path, self.structure_to_json(structure, **extra))
 
   def load_structure(self, path: str) -> Structure:
@@ -594,7 +598,6 @@ class SearchSpace:
       ValueError: naming the file, if it is missing, not JSON, not a structure,
         or a structure of another space.
     """
-    from tf_metaprune import io  # pylint: disable=g-import-not-at-top
     text = io.read_text(path, "structure file")
     try:
       return self.structure_from_json(text)

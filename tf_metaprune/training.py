@@ -345,30 +345,22 @@ class _Checkpointer(keras.callbacks.Callback):
     self._batches = 0
 
   # ---- loading -------------------------------------------------------------------------------
+  def state_file(self):
+    """The `io.StateFile` of `backup/state.json` (the identity is this run's settings)."""
+    return io_lib.StateFile(self.state_path, _STATE_FORMAT, self.identity, what="training state",
+                            chief=self.chief)
+
   def load(self):
     """Reads the state (None if there is none); raises ValueError for a foreign or damaged one."""
-    if not os.path.exists(self.state_path):
+    state = self.state_file().load()
+    if state is None:
       return None
-    state = io_lib.read_json_object(self.state_path, "training state", _STATE_FORMAT)
-    saved = state.get("run")
-    if not isinstance(saved, dict):
-      raise ValueError(f"training state {self.state_path!r} is damaged (no 'run' record); move it away to start "
-                       "over")
-    if saved != self.identity:
-      keys = sorted(k for k in set(saved) | set(self.identity) if saved.get(k) != self.identity.get(k))
-      diff = {k: (saved.get(k), self.identity.get(k)) for k in keys if k != "weight_shapes"}
-      if "weight_shapes" in keys:
-        diff["weight_shapes"] = "differ"
-      raise ValueError(f"training state {self.state_path!r} belongs to another run: {diff} (saved, now). It is "
-                       "left untouched: pass another output_dir, or rerun with the same model and settings to "
-                       "resume it")
     try:
       epoch = int(state["epoch"])
       weights = os.path.join(self.backup_dir, os.path.basename(str(state["weights"])))
       history = {str(k): [float(x) for x in v] for k, v in dict(state["history"]).items()}
     except (KeyError, TypeError, ValueError) as e:
-      raise ValueError(f"training state {self.state_path!r} is damaged ({type(e).__name__}: {e}); move it away "
-                       "to start over") from None
+      raise self.state_file().damaged(e) from None
     if not os.path.exists(weights):
       raise ValueError(f"training state {self.state_path!r} names {weights!r}, which is missing; move the "
                        "backup folder away to start over")
@@ -399,9 +391,7 @@ class _Checkpointer(keras.callbacks.Callback):
     self.model.save_weights(tmp)
     _fsync(tmp)
     os.replace(tmp, final)
-    io_lib.write_json_atomic(self.state_path, {
-        "format": _STATE_FORMAT, "version": 1, "run": self.identity, "epoch": self.epoch, "weights": name,
-        "history": self.history})
+    self.state_file().save(epoch=self.epoch, weights=name, history=self.history)
     link_tmp = io_lib.temp_path_for(self.last_path, ".weights.h5")
     try:
       os.link(final, link_tmp)

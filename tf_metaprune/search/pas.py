@@ -16,7 +16,12 @@ Here:
   `ChannelMask` per gene, applied after every conv and depthwise conv that
   produces that gene's channels (residual-tied layers share one mask, so they
   keep the same channels and every add stays aligned). A mask never drops
-  below its gene's smallest width choice (its top channels stay on).
+  below its gene's smallest width choice (its top channels stay on). For a
+  space read from a Keras model the layers are the user's own at full width,
+  and every layer whose output carries a gene is masked (after batch norm
+  and biases too, so a removed channel is exactly 0 wherever it is read; a
+  concatenation is masked slice by slice). Each op's part lives in its class
+  in `tf_metaprune.ops`.
 * Loss = cross-entropy + `alpha * ((MACs(masks) - target) / MACs_full)^2`
   per FLOPs (or params) bound of the budget, with `MACs(masks)` the one
   counter's formula (`flops.SpaceCounter.flops_of_widths`) on the
@@ -36,9 +41,9 @@ the search split (inference mode), not a PruningNet's recalibrated accuracy.
 
 Example:
 
-  >>> found, model, masked = pruning_as_search(space, splits, FlopsBudget.from_ratio(space, 0.5),
+  >>> found, model, masked = pruning_as_search(space, splits, FlopsBudget.from_ratio(space, 0.5),  # doctest: +SKIP
   ...                                          PaSConfig(search_epochs=4))
-  >>> model.evaluate(...)            # the exported plain model, already trained
+  >>> model.evaluate(...)            # the exported plain model, already trained   # doctest: +SKIP
 """
 
 import dataclasses
@@ -117,6 +122,17 @@ class PaSConfig(_common.FrozenConfig):
     object.__setattr__(self, "bn_momentum", _common.check_float(own, "bn_momentum", self.bn_momentum, 0.0, 1.0,
                                                                 low_open=False))
     object.__setattr__(self, "seed", _common.check_int(own, "seed", self.seed, 0))
+
+  def trains_own_network(self, pruning_net) -> bool:
+    return True
+
+  def run(self, context: _common.SearchContext) -> result_lib.SearchResult:
+    """The searcher contract: `pruning_as_search` trains, scores on the search split, exports to `pas/`."""
+    keras.utils.set_random_seed(int(context.seed))
+    result, _, _ = pruning_as_search(context.space, context.train_split(), context.budget, self,
+                                     search_data=context.search_split(), output_dir=context.file("pas"),
+                                     verbose=context.keras_verbose)
+    return result
 
 
 @keras.saving.register_keras_serializable(package="tf_metaprune")
