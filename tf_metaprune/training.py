@@ -21,6 +21,11 @@ uses 0.1), and checkpoints that make long runs safe to interrupt:
 * A state file of another run (other model, epochs, learning rate, ...) or a
   damaged one is a ValueError naming the file, which is left untouched.
 
+Knowledge distillation (Hinton et al. 2015) for a pruned model:
+`fit(pruned, data, epochs, teacher=original)` trains on
+(1 - w) * label loss + w * T^2 * KL(teacher || student) at temperature T
+(`distillation_loss`, `Distiller`; `distill_temperature`, `distill_weight`).
+
 Distributed training: build the model under `strategy.scope()` (see
 `tf_metaprune.distribute`) and call `fit` the same way on every worker, with
 `train_data` batched by the *global* batch size; Keras splits each batch across
