@@ -5,16 +5,114 @@ the parsed values into library arguments with the matching `*_kwargs`
 functions; the library checks the values (and names them in its errors).
 """
 
+import atexit
 import os
+import re
+import signal
 import sys
 
 from absl import flags
 
-# TensorFlow's C++ start-up lines (CUDA probing on a CPU machine, CPU feature notes) are noise for
-# a user of the binaries; TF_CPP_MIN_LOG_LEVEL=0 in the environment shows them again.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 FLAGS = flags.FLAGS
+
+# ---------------------------------------------------------------------------------------------
+# A quiet start. The `tensorflow` wheel is built with CUDA; on a machine without a GPU its C++ code
+# writes, straight to file descriptor 2 and before any log setting is read:
+#   WARNING: All log messages before absl::InitializeLog() is called are written to STDERR   (twice)
+#   I0000 ... cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.
+#   E0000 ... cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: ... (303)
+# TF_CPP_MIN_LOG_LEVEL=2 hides only the I-lines after absl's log init (the CPU-feature note), and
+# CUDA_VISIBLE_DEVICES='' or -1 changes none of them (measured, TF 2.21). So, from the import of this
+# module until TensorFlow has listed its devices (`quiet_tensorflow`), fd 2 goes through a pipe that
+# drops exactly these lines and passes every other byte on: the cuInit error is dropped only after
+# TensorFlow said it found no CUDA driver (a GPU machine whose driver fails still shows it). Set
+# TF_METAPRUNE_STARTUP_LOGS=1 (or TF_CPP_MIN_LOG_LEVEL yourself) to see TensorFlow's lines unfiltered.
+_BENIGN = (re.compile(rb"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"),
+           re.compile(rb"^I\d{4} [\d:. ]+\d+ cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine"))
+_NO_DRIVER = _BENIGN[1]
+_CUINIT = re.compile(rb"^E\d{4} [\d:. ]+\d+ cuda_platform\.cc:\d+\] failed call to cuInit: ")
+
+
+class _StartupNoiseFilter:
+  """Routes fd 2 through a pipe that drops TensorFlow's known-benign start-up lines, until `close()`.
+
+  The filter is a forked child process, not a thread: C++ code writing to a full pipe while holding the
+  GIL cannot stall it, and if this process dies (a crash, a kill) the child still reads the pipe to its
+  end, so no error line is ever lost.
+  """
+
+  def __init__(self):
+    sys.stdout.flush()
+    sys.stderr.flush()
+    self._real = os.dup(2)
+    read_fd, write_fd = os.pipe()
+    self._pid = os.fork()
+    if self._pid == 0:   # the filter
+      try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is for the binary; keep draining its output
+        os.close(write_fd)
+        _pump(read_fd, self._real)
+      finally:
+        os._exit(0)  # pylint: disable=protected-access
+    os.close(read_fd)
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+    atexit.register(self.close)   # drains what is left (an error message printed on the way out)
+
+  def close(self):
+    """Puts the real stderr back on fd 2; returns once the filter has written out all it got."""
+    if self._pid is None:
+      return
+    sys.stderr.flush()
+    os.dup2(self._real, 2)      # closes the pipe's last write end: the filter reads to its end and exits
+    os.close(self._real)
+    os.waitpid(self._pid, 0)
+    self._pid = None
+
+
+def _pump(read_fd, out_fd):
+  """Copies lines from `read_fd` to `out_fd`, except the benign ones (see above)."""
+  no_driver = False
+
+  def keep(line):
+    nonlocal no_driver
+    bare = line.rstrip(b"\r\n")
+    if any(p.match(bare) for p in _BENIGN):
+      no_driver = no_driver or bool(_NO_DRIVER.match(bare))
+      return False
+    return not (no_driver and _CUINIT.match(bare))
+
+  pending = b""
+  while True:
+    chunk = os.read(read_fd, 65536)
+    if not chunk:
+      break
+    lines = (pending + chunk).split(b"\n")
+    pending = lines.pop()
+    for line in lines:
+      if keep(line):
+        os.write(out_fd, line + b"\n")
+  if pending and keep(pending):
+    os.write(out_fd, pending)
+
+
+_noise_filter = None
+if not os.environ.get("TF_METAPRUNE_STARTUP_LOGS") and "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+  os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"   # the CPU-feature note and other C++ INFO lines
+  _noise_filter = _StartupNoiseFilter()
+
+
+def quiet_tensorflow():
+  """Imports TensorFlow and lets it probe its devices behind the start-up filter, then removes the filter.
+
+  Every later line on stderr (TensorFlow's or anyone's) is shown unchanged.
+  """
+  global _noise_filter
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.list_logical_devices()   # device creation is where cuInit runs (and fails on a CPU machine)
+  if _noise_filter is not None:
+    _noise_filter.close()
+    _noise_filter = None
 
 
 def define_dataset_flags():
@@ -92,7 +190,8 @@ def start(argv):
 
   Positional arguments are refused (every input is a flag); absl logging is
   set to WARNING unless --verbosity was given (TensorFlow's converter logs are
-  noise to a user; -v 0 shows them).
+  noise to a user; -v 0 shows them); TensorFlow starts behind the start-up
+  filter (`quiet_tensorflow`).
   """
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import logging  # pylint: disable=g-import-not-at-top
@@ -100,6 +199,7 @@ def start(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+  quiet_tensorflow()
   return strategy()
 
 
