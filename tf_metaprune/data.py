@@ -867,8 +867,9 @@ def find_unreadable_images(paths: Sequence[str], progress_from: int = 5000) -> D
       try:
         _decode_path(p, 0)
         bad[p] = "unreadable"   # failed in the pass (e.g. a read error) but not now
-      except ValueError as e:
-        bad[p] = str(e).split(": ", 1)[-1]
+      except ValueError as e:   # "Cannot decode image 'p': {{function_node ...}} Invalid PNG data, size 70 [Op:...]"
+        reason = str(e).split(": ", 1)[-1]
+        bad[p] = reason.split("}} ", 1)[-1].split(" [Op:", 1)[0].strip()
   if loud:
     print(f"[data]   done: {len(paths) - len(bad):,} readable, {len(bad)} not ({time.perf_counter() - t0:.0f} s)",
           flush=True)
