@@ -39,7 +39,7 @@ flags.DEFINE_integer("calibration_batches", 8, "Training batches that calibrate 
 flags.DEFINE_list("quantization", ["float32", "int8"], "Comma list of float32, float16, dynamic_range, int8.")
 flags.DEFINE_string("output_dir", "runs/export", "Where the .tflite files and export_report.json go.")
 flags.DEFINE_integer("num_runs", 100, "Timed invokes per file. The whole export with the defaults (float32 + "
-                     "int8, a small_cnn, MNIST subset): EX_TIME here.")
+                     "int8, a small_cnn, MNIST subset): about 1 min here.")
 flags.DEFINE_integer("num_threads", 1, "Interpreter threads for the latency figures.")
 
 

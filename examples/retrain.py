@@ -27,7 +27,7 @@ flags.DEFINE_string("search_dir", "runs/search", "Output folder of examples/sear
 flags.DEFINE_bool("uniform", False, "Retrain the uniform baseline (uniform_structure.json) instead of the searched "
                   "structure, with the same recipe.")
 flags.DEFINE_string("pruningnet_dir", None, "The PruningNet folder, for --init=generated.")
-common_flags.define_retrain_flags(prefix="", time_note=" Default 8 (a searched small_cnn, MNIST subset): RT_TIME "
+common_flags.define_retrain_flags(prefix="", time_note=" Default 8 (a searched small_cnn, MNIST subset): about 2 min "
                                   "here.")
 common_flags.define_strategy_flag()
 flags.DEFINE_string("output_dir", "runs/retrain", "Where the model and its checkpoints go.")

@@ -7,7 +7,7 @@ recalibration, with the PruningNet's generated weights and no fine-tuning.
 That accuracy is what the architecture search (examples/search.py) ranks
 structures by.
 
-  python examples/train_pruningnet.py --output_dir=runs/pruningnet      # small_cnn, 8 epochs: TP_TIME here
+  python examples/train_pruningnet.py --output_dir=runs/pruningnet      # small_cnn, 8 epochs: about 2 min here
   python examples/train_pruningnet.py --model=mobilenet_v2 --width_multiplier=0.35 --epochs=8 \
       --output_dir=runs/pruningnet_mnv2
   python examples/train_pruningnet.py ... --resume        # continue an interrupted run
@@ -27,7 +27,7 @@ import common_flags  # examples/common_flags.py
 FLAGS = flags.FLAGS
 common_flags.define_dataset_flags()
 common_flags.define_model_flags(default_model="small_cnn")
-common_flags.define_pruningnet_flags(time_note=" Default 8 (small_cnn, MNIST subset): TP_TIME here.")
+common_flags.define_pruningnet_flags(time_note=" Default 8 (small_cnn, MNIST subset): about 2 min here.")
 flags.DEFINE_integer("num_random", 3, "Random structures to report after training.")
 flags.DEFINE_integer("calibration_batches", 4, "Batches used to recalibrate BN statistics per structure.")
 common_flags.define_strategy_flag()
