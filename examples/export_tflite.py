@@ -37,6 +37,10 @@ flags.DEFINE_integer("input_size", None, "Resize images to this square size (def
 flags.DEFINE_integer("batch_size", 128, "Evaluation and calibration batch size.")
 flags.DEFINE_integer("calibration_batches", 8, "Training batches that calibrate int8 activation ranges.")
 flags.DEFINE_list("quantization", ["float32", "int8"], "Comma list of float32, float16, dynamic_range, int8.")
+flags.DEFINE_bool("recalibrate_bn", False, "Before converting, set every BatchNormalization's moving statistics to "
+                  "the exact statistics of the --dataset training images (tf_metaprune.training."
+                  "recalibrate_batch_norm): for a model trained elsewhere for few steps or with BN momentum 0.999, "
+                  "whose inference-mode accuracy lags. Models of retrain.py / metaprune.py are recalibrated already.")
 flags.DEFINE_string("output_dir", "runs/export", "Where the .tflite files and export_report.json go.")
 flags.DEFINE_integer("num_runs", 100, "Timed invokes per file. The whole export with the defaults (float32 + "
                      "int8, a small_cnn, MNIST subset): about 1 min here.")
@@ -138,6 +142,9 @@ def main(argv):
     _fail(f"the model takes images of shape {model_shape} but --dataset={FLAGS.dataset!r} "
           f"(--input_size={FLAGS.input_size}) gives {tuple(splits.input_shape)}; set --input_size")
 
+  if FLAGS.recalibrate_bn:
+    n = tfmp.training.recalibrate_batch_norm(model, splits.calibration)
+    print(f"recalibrated {n} batch norm(s) on {splits.num_examples['train']:,} training images")
   report = export_report.export_and_report(
       model, FLAGS.output_dir, name, quantizations, representative_data=splits.calibration,
       eval_data=splits.test, num_calibration_batches=FLAGS.calibration_batches, num_runs=FLAGS.num_runs,

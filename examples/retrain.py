@@ -64,8 +64,13 @@ def main(argv):
     pipeline.save_model_atomic(model, model_path)
     result.update(structure=name, config=config.get_config())
     tfmp.io.write_json_atomic(os.path.join(FLAGS.output_dir, "retrain.json"), result)
-  print(f"{name}: {result['mflops']:.3f} MFLOPs, {result['params']:,} params, test accuracy "
-        f"{100 * result['test_accuracy']:.2f}% -> {model_path}")
+  full = space.largest()
+  check = pipeline.bn_check(result)
+  print(f"{name}: {result['mflops']:.3f} MFLOPs ({pipeline.times(space.mflops(full), result['mflops'])} fewer than "
+        f"full width), {result['params']:,} params ({pipeline.times(space.params(full), result['params'])} fewer), "
+        f"test accuracy {100 * result['test_accuracy']:.2f}% -> {model_path}")
+  if check is not None:
+    print(f"batch norms: {check}")
 
 
 if __name__ == "__main__":

@@ -43,8 +43,11 @@ def main(argv):
     found, base = pipeline.search_and_save(net, splits, budget, config, FLAGS.output_dir, verbose=FLAGS.verbose)
   except (ValueError, PermissionError) as e:
     common_flags.fail(str(e))
-  print(f"searched: {found.summary()}")
-  print(f"uniform:  {base.summary()}")
+  full = net.space.largest()
+  for label, result in (("searched:", found), ("uniform: ", base)):
+    s = result.best_structure
+    print(f"{label} {result.summary()}; {pipeline.times(net.space.mflops(full), net.space.mflops(s))} fewer MFLOPs, "
+          f"{pipeline.times(net.space.params(full), net.space.params(s))} fewer params than full width")
   print(f"wrote structure.json, uniform_structure.json, pareto.png to {FLAGS.output_dir}")
 
 

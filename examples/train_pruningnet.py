@@ -62,12 +62,13 @@ def main(argv):
   rows = []
   print(f"\nSampled structures, recalibrated on {data.calibration_images.shape[0]} training batches, scored on "
         f"{data.num_eval_images} held-out search images (chance = {100 / splits.num_classes:.0f}%):")
-  print(f"{'structure':<14} {'MFLOPs':>8} {'params':>9} {'accuracy':>9}")
+  print(f"{'structure':<14} {'MFLOPs':>8} {'params':>9} {'x fewer':>8} {'accuracy':>9}")
   for label, s in named:
     acc = evaluator.accuracy(s)
     rows.append({"structure": label, "choices": list(s.choices), "mflops": space.mflops(s),
                  "params": space.params(s), "search_accuracy": acc})
-    print(f"{label:<14} {space.mflops(s):8.3f} {space.params(s):9d} {100 * acc:8.1f}%")
+    print(f"{label:<14} {space.mflops(s):8.3f} {space.params(s):9d} "
+          f"{pipeline.times(space.mflops(full), space.mflops(s)):>8} {100 * acc:8.1f}%")
   print(f"(evaluation traced {evaluator.trace_count} time(s) for {len(named)} structures)")
   if tfmp.distribute.is_chief(strategy):
     tfmp.io.write_json_atomic(os.path.join(FLAGS.output_dir, "report.json"),
