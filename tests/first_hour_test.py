@@ -141,3 +141,25 @@ def test_start_shows_no_benign_tensorflow_lines_but_passes_a_real_error_line():
   assert not [line for line in proc.stderr.splitlines() if any(b in line for b in BENIGN)], proc.stderr
   assert "E0000 00:00:1.5 42 real_op.cc:7] a real C++ error" in proc.stderr
   assert "after the window" in proc.stderr
+
+
+def test_report_calls_one_structure_better_only_beyond_the_measured_seed_spread():
+  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
+  assert "one seed cannot tell" in pipeline.seed_verdict(1.2)
+  assert "neither is better" in pipeline.seed_verdict(0.4, spread_points=0.6, num_seeds=3)
+  assert "is better" in pipeline.seed_verdict(1.2, spread_points=0.6, num_seeds=3)
+  assert "is worse" in pipeline.seed_verdict(-1.2, spread_points=0.6, num_seeds=3)
+
+
+def test_sizes_read_as_ratios():
+  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
+  assert pipeline.times(1.168, 0.282) == "x4.1"
+  assert pipeline.times(4 * 446_586, 154.3 * 1024) == "x11"
+
+
+def test_report_warns_when_inference_mode_lags_training_accuracy():
+  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
+  lagging = pipeline.bn_check({"train_accuracy_inference": 0.10, "train_accuracy_last_epoch": 0.645})
+  assert lagging.startswith("WARNING:") and "batch-norm statistics do not match" in lagging
+  fine = pipeline.bn_check({"train_accuracy_inference": 0.98, "train_accuracy_last_epoch": 0.95})
+  assert fine.endswith("consistent")

@@ -517,6 +517,9 @@ def fit(model, train_data, epochs, learning_rate=0.05, output_dir=None, validati
         estimate.total_steps = steps * (epochs - initial_epoch)
       if initial_epoch >= epochs:
         if recalibrate_bn:
+          if bn_data is None:   # the order an uninterrupted run recalibrates in: after `epochs` passes
+            for _ in range(epochs):
+              iter(train_data)
           _recalibrate_after_fit(model, train_data if bn_data is None else bn_data)
         return {k: list(v) for k, v in checkpointer.history.items()}
     cbs.append(checkpointer)
