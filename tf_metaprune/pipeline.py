@@ -154,6 +154,8 @@ class PipelineConfig:
       v = getattr(self, name)
       if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
         bad(name, "must be an integer >= 1")
+    if not isinstance(self.skip_bad_images, (bool, np.bool_)):
+      bad("skip_bad_images", "must be True or False")
     if self.hidden_units < 0:
       bad("hidden_units", "must be >= 0 (0 = plain weight sharing)")
     for name in ("input_size", "max_examples"):

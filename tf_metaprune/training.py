@@ -602,8 +602,9 @@ def recalibrate_batch_norm(model, data, num_batches=None):
   average (`momentum`, 0.99 by default, 0.999 in `keras.applications`). After
   a short training that average still remembers its start (mean 0, variance
   1) and the earlier weights: at momentum 0.999, 2 epochs of 94 steps leave
-  83% of the initial values in it, and a MobileNetV2 that scores 64.5% with
-  batch statistics scores 10% (chance) in inference mode. Here the weights are
+  83% of the initial values in it (0.999^188), and a keras.applications
+  MobileNetV2 that scored 64.5% with batch statistics scored 10% (chance) in
+  inference mode (Fashion-MNIST, 12,000 images, issue 18). Here the weights are
   frozen and the statistics recomputed as in training, "precise BN" (Wu &
   Johnson, "Rethinking BatchNorm", 2021; what `calibration` does for every
   PruningNet candidate): forward passes in training mode (each BN normalises
