@@ -123,9 +123,10 @@ def define_dataset_flags(batch_size=128):
   flags.DEFINE_integer("batch_size", batch_size, "Batch size of every stage.")
   flags.DEFINE_integer("max_examples", None, "Use at most this many examples (default: all).")
   flags.DEFINE_integer("seed", 0, "Seed of the data split, structure sampling, search and retraining.")
-  flags.DEFINE_bool("skip_bad_images", False, "folder: datasets: every image is decoded once before training; "
-                    "without this flag an unreadable one stops the run at once, naming every bad file; with it they "
-                    "are skipped with a warning.")
+  flags.DEFINE_bool("skip_bad_images", False, "folder: and tfds: datasets: every image is decoded once before "
+                    "training (tfds: up to 200,000 records unless this flag is set); without this flag an unreadable "
+                    "one stops the run at once, naming every bad file or record; with it they are skipped with a "
+                    "warning.")
 
 
 def dataset_kwargs():

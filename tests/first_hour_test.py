@@ -163,3 +163,35 @@ def test_report_warns_when_inference_mode_lags_training_accuracy():
   assert lagging.startswith("WARNING:") and "batch-norm statistics do not match" in lagging
   fine = pipeline.bn_check({"train_accuracy_inference": 0.98, "train_accuracy_last_epoch": 0.95})
   assert fine.endswith("consistent")
+
+
+def test_tfds_record_whose_image_does_not_decode_is_named_before_training_and_skipped_when_asked(tmp_path):
+  import io  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  class FirstHourBadRecord(tfds.core.GeneratorBasedBuilder):
+    """20 train + 8 test 8x8 images of 2 classes; train record 5's image is truncated PNG bytes."""
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(
+          {"image": tfds.features.Image(shape=(8, 8, 1)), "label": tfds.features.ClassLabel(num_classes=2)}),
+          supervised_keys=("image", "label"))
+
+    def _split_generators(self, dl_manager):
+      return {"train": self._generate_examples(20, 5), "test": self._generate_examples(8, None)}
+
+    def _generate_examples(self, n, bad_index):
+      rng = np.random.default_rng(n)
+      for i in range(n):
+        png = tf.io.encode_png(rng.integers(0, 255, (8, 8, 1)).astype(np.uint8)).numpy()
+        yield i, {"image": io.BytesIO(png[:len(png) // 2] if i == bad_index else png), "label": i % 2}
+
+  FirstHourBadRecord(data_dir=str(tmp_path)).download_and_prepare()
+  spec = "tfds:first_hour_bad_record"
+  with pytest.raises(ValueError, match=r"1 of 28 records of 'tfds:first_hour_bad_record' have images that cannot be "
+                                       r"decoded: train\[:90%\] record #\d+\. .*skip_bad_images"):
+    tfmp.data.load_dataset(spec, data_dir=str(tmp_path), batch_size=4)
+  splits = tfmp.data.load_dataset(spec, data_dir=str(tmp_path), batch_size=4, skip_bad_images=True)
+  assert splits.num_examples == {"train": 17, "search": 2, "test": 8}
+  assert sum(int(y.shape[0]) for _, y in splits.calibration) == 17   # every remaining record decodes

@@ -210,13 +210,15 @@ def load_dataset(dataset: str = MNIST_SUBSET,
     flip: Random horizontal flips when `augment`. None picks per dataset: off
       for digits and characters (MNIST, SVHN, Omniglot; not Fashion-MNIST),
       on for other TFDS datasets and folders.
-    skip_bad_images: folders only. Every image is decoded once before
-      anything else (a parallel tf.data pass: 14 s for 70,000 28x28 PNGs on
+    skip_bad_images: folders and TFDS. Every image is decoded once before
+      anything else (TFDS: datasets of up to `TFDS_CHECK_MAX_RECORDS` records,
+      any size with skip_bad_images=True) (a parallel tf.data pass: 14 s for 70,000 28x28 PNGs on
       2 busy cores, `benchmarks/image_check_speed.py`; a progress line from
       5,000 images on); unreadable files
       (truncated, not an image) stop the load with a ValueError naming them,
-      so a long run never dies at the first epoch that reaches one. True
-      skips them with a warning (the split is then cut from the others).
+      so a long run never dies at the first epoch that reaches one (TFDS
+      records are named by split and index). True skips them with a warning
+      (a folder's split is then cut from the others).
 
   Returns:
     A `DatasetSplits`.
@@ -244,9 +246,9 @@ def load_dataset(dataset: str = MNIST_SUBSET,
         "path in the spec: 'folder:PATH')")
   if flip is None:
     flip = _default_flip(kind, arg)
-  if skip_bad_images and kind != "folder":
-    raise ValueError(f"skip_bad_images=True applies to 'folder:PATH' datasets (their images are decoded once "
-                     f"before training), not to {dataset!r}; drop it")
+  if skip_bad_images and kind == "mnist":
+    raise ValueError(f"skip_bad_images=True applies to 'folder:PATH' and 'tfds:NAME' datasets (their images are "
+                     f"decoded once before training), not to {dataset!r} (arrays); drop it")
 
   if kind == "mnist":
     images, labels = mnist_subset_arrays()
@@ -254,7 +256,7 @@ def load_dataset(dataset: str = MNIST_SUBSET,
         images, labels, 10, search_fraction, test_fraction, MNIST_SUBSET)
   elif kind == "tfds":
     sources, num_classes, image_shape = _tfds_sources(
-        arg, data_dir, search_fraction, test_fraction, size_hw)
+        arg, data_dir, search_fraction, test_fraction, size_hw, skip_bad_images=skip_bad_images)
   else:
     sources, num_classes, image_shape = _folder_sources(
         arg, search_fraction, test_fraction, size_hw, skip_bad_images=skip_bad_images)
@@ -684,7 +686,12 @@ def _array_sources(images, labels, num_classes, search_fraction,
   return sources, int(num_classes), tuple(int(d) for d in images.shape[1:])
 
 
-def _tfds_sources(name, data_dir, search_fraction, test_fraction, size_hw):
+#: A TFDS dataset with at most this many records is decoded once before training (every split); a larger
+#: one only with skip_bad_images=True (a decode pass of ImageNet's 1.3M JPEGs takes too long to do unasked).
+TFDS_CHECK_MAX_RECORDS = 200_000
+
+
+def _tfds_sources(name, data_dir, search_fraction, test_fraction, size_hw, skip_bad_images=False):
   """Opens a prepared TFDS dataset (never downloads) as sources."""
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
@@ -777,7 +784,41 @@ def _tfds_sources(name, data_dir, search_fraction, test_fraction, size_hw):
           "pass data_dir=DIR (or use 'mnist_subset' or 'folder:PATH')") from e
     sources[split] = _Source(ds, _cardinality(ds, f"tfds:{name} {split}"),
                              decode)
+  total = sum(s.num_examples for s in sources.values())
+  if skip_bad_images or total <= TFDS_CHECK_MAX_RECORDS:
+    raw = {split: builder.as_dataset(split=specs[split], shuffle_files=False,
+                                     decoders={image_key: tfds.decode.SkipDecoding()}) for split in sources}
+    bad = {split: _undecodable_records(raw[split], image_key, sources[split].num_examples, total)
+           for split in sources}
+    listed = [f"{specs[split]} record #{i}" for split in sources for i in sorted(bad[split])]
+    if listed:
+      shown = "; ".join(listed[:20]) + (f"; and {len(listed) - 20} more" if len(listed) > 20 else "")
+      if not skip_bad_images:
+        raise ValueError(f"{len(listed)} of {total:,} records of 'tfds:{name}' have images that cannot be decoded: "
+                         f"{shown}. Rebuild the dataset (`tfds build {name}`), or pass skip_bad_images=True "
+                         f"(--skip_bad_images) to train on the other {total - len(listed):,}")
+      print(f"[data] warning: skipping {len(listed)} record(s) of 'tfds:{name}' whose image cannot be decoded: "
+            f"{shown}", flush=True)
+      image_feature = features[image_key]
+      for split in sources:
+        if bad[split]:
+          drop = tf.constant(sorted(bad[split]), tf.int64)
+          kept = raw[split].enumerate().filter(lambda i, _, drop=drop: tf.reduce_all(tf.not_equal(i, drop)))
+          kept = kept.map(lambda _, ex: {**ex, image_key: image_feature.decode_example(ex[image_key])})
+          sources[split] = _Source(kept, sources[split].num_examples - len(bad[split]), decode)
   return sources, int(num_classes), image_shape
+
+
+def _undecodable_records(raw, image_key, num_records, total):
+  """Indices of the records of `raw` (images still encoded) whose image `tf.io.decode_image` rejects."""
+  if total >= 5000:
+    print(f"[data] checking that {num_records:,} images decode (once per load)...", flush=True)
+  ds = raw.enumerate().map(lambda i, ex: (i, tf.shape(tf.io.decode_image(ex[image_key], expand_animations=False))),
+                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).ignore_errors()
+  good = set()
+  for indices, _ in ds.batch(1024):
+    good.update(int(i) for i in indices.numpy())
+  return set(range(num_records)) - good
 
 
 def _cardinality(ds: tf.data.Dataset, what: str) -> int:
