@@ -35,6 +35,8 @@ flags.DEFINE_string("name", None, "File name stem (default: the --model or --str
 flags.DEFINE_string("dataset", "mnist_subset", "mnist_subset (offline default), tfds:NAME or folder:PATH.")
 flags.DEFINE_integer("input_size", None, "Resize images to this square size (default: keep).")
 flags.DEFINE_integer("batch_size", 128, "Evaluation and calibration batch size.")
+flags.DEFINE_bool("skip_bad_images", False, "folder:/tfds: datasets: skip images that do not decode (with a warning) "
+                  "instead of stopping before any work.")
 flags.DEFINE_integer("calibration_batches", 8, "Training batches that calibrate int8 activation ranges.")
 flags.DEFINE_list("quantization", ["float32", "int8"], "Comma list of float32, float16, dynamic_range, int8.")
 flags.DEFINE_bool("recalibrate_bn", False, "Before converting, set every BatchNormalization's moving statistics to "
@@ -136,7 +138,11 @@ def main(argv):
       _fail(f"--model={FLAGS.model!r} is not a loadable Keras model: {e}")
     name = FLAGS.name or os.path.splitext(os.path.basename(FLAGS.model))[0]
 
-  splits = tfmp.data.load_dataset(FLAGS.dataset, batch_size=FLAGS.batch_size, input_size=FLAGS.input_size)
+  try:
+    splits = tfmp.data.load_dataset(FLAGS.dataset, batch_size=FLAGS.batch_size, input_size=FLAGS.input_size,
+                                    skip_bad_images=FLAGS.skip_bad_images)
+  except ValueError as e:
+    _fail(f"--dataset={FLAGS.dataset!r}: {e}")
   model_shape = tuple(model.inputs[0].shape[1:])
   if model_shape != tuple(splits.input_shape):
     _fail(f"the model takes images of shape {model_shape} but --dataset={FLAGS.dataset!r} "
