@@ -42,8 +42,9 @@ class _StartupNoiseFilter:
   """
 
   def __init__(self):
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+      if stream is not None:
+        stream.flush()
     self._real = os.dup(2)
     read_fd, write_fd = os.pipe()
     self._pid = os.fork()
@@ -63,7 +64,8 @@ class _StartupNoiseFilter:
     """Puts the real stderr back on fd 2; returns once the filter has written out all it got."""
     if self._pid is None:
       return
-    sys.stderr.flush()
+    if sys.stderr is not None:
+      sys.stderr.flush()
     os.dup2(self._real, 2)      # closes the pipe's last write end: the filter reads to its end and exits
     os.close(self._real)
     os.waitpid(self._pid, 0)
@@ -98,8 +100,12 @@ def _pump(read_fd, out_fd):
 
 _noise_filter = None
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # the CPU-feature note and other C++ INFO/WARNING lines
-if not os.environ.get("TF_METAPRUNE_STARTUP_LOGS") and os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0":
-  _noise_filter = _StartupNoiseFilter()
+if (not os.environ.get("TF_METAPRUNE_STARTUP_LOGS") and os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0" and
+    hasattr(os, "fork")):
+  try:
+    _noise_filter = _StartupNoiseFilter()
+  except OSError:   # no usable fd 2 (closed, or no pipes here): start unfiltered
+    _noise_filter = None
 
 
 def quiet_tensorflow():
