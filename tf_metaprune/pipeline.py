@@ -849,7 +849,6 @@ def estimate_search(evaluator, space, config: PipelineConfig) -> str:
   evaluator.accuracy(space.uniform(0.5))
   seconds = time.perf_counter() - t0
   n = config.population_size * config.num_generations
-  from tf_metaprune import training  # pylint: disable=g-import-not-at-top
   return (f"[search] at most {n:,} candidates ({config.population_size} x {config.num_generations} generations) x "
           f"{seconds:.2f} s (measured) = {training.describe_seconds(n * seconds)} at most")
 
