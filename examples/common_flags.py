@@ -107,6 +107,9 @@ if (not os.environ.get("TF_METAPRUNE_STARTUP_LOGS") and os.environ["TF_CPP_MIN_L
   except OSError:   # no usable fd 2 (closed, or no pipes here): start unfiltered
     _noise_filter = None
 
+# After the filter is in place: importing the library imports TensorFlow (its start-up lines are filtered).
+from tf_metaprune import search as search_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 
 def quiet_tensorflow():
   """Imports TensorFlow and lets it probe its devices behind the start-up filter, then removes the filter.
@@ -266,8 +269,6 @@ def strategy():
 
 
 def define_search_flags(num_generations=20, time_note=""):
-  # Imported here, not at the top: TensorFlow must start after the quiet-start filter above.
-  from tf_metaprune import search as search_lib  # pylint: disable=g-import-not-at-top
   flags.DEFINE_enum("searcher", "evolutionary", list(search_lib.SEARCHERS),  # the searcher registry
                     "evolutionary (MetaPruning), autoslim (slimmable net + greedy slimming), pas (Pruning-as-Search "
                     "channel masks), rl (AMC-style agent) or uniform; the uniform baseline is always reported too.")

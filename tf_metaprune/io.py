@@ -233,7 +233,7 @@ class StateFile:
   def __init__(self, path, format, identity, may_change=(), what=None, labels=None, chief=True):  # pylint: disable=redefined-builtin
     self.path = str(path)
     self.format = str(format)
-    self.identity = dict(identity)
+    self.identity = json.loads(json.dumps(dict(identity)))   # as it reads back (tuples become lists)
     self.may_change = tuple(may_change)
     self.what = what or re.sub(r"(?<!^)(?=[A-Z])", " ", self.format.rsplit(".", 1)[-1]).lower()
     self.labels = dict(labels or {})
@@ -276,6 +276,23 @@ class StateFile:
     """
     if not self.exists():
       return None
+    data = self._read()
+    diff = self.differences(data["identity"])
+    if diff:
+      parts = [f"{self.labels.get(k, k)} differs (saved {_short(a)}, now {_short(b)})" for k, a, b in diff]
+      allowed = f"; only {list(self.may_change)} may change on resume" if self.may_change else ""
+      raise self._refuse(f"belongs to another run: {', '.join(parts)}{allowed}")
+    return {k: v for k, v in data.items() if k not in ("format", "version", "identity")}
+
+  def matches(self) -> bool:
+    """Whether the file holds this run's identity (False: no file, or another run's -- redo the work).
+
+    Raises:
+      ValueError: for a foreign, not-JSON or damaged file (left untouched), as `load`.
+    """
+    return self.exists() and not self.differences(self._read()["identity"])
+
+  def _read(self):
     text = read_text(self.path, self.what)
     try:
       data = json.loads(text)
@@ -286,15 +303,9 @@ class StateFile:
       article = "an" if self.what[:1] in "aeiou" else "a"
       raise self._refuse(f"is not {article} {self.what} file (format={got!r}, expected {self.format!r}): it is "
                          "foreign, or another tool wrote it")
-    saved = data.get("identity")
-    if not isinstance(saved, dict):
+    if not isinstance(data.get("identity"), dict):
       raise self.damaged(KeyError("identity"))
-    diff = self.differences(saved)
-    if diff:
-      parts = [f"{self.labels.get(k, k)} differs (saved {_short(a)}, now {_short(b)})" for k, a, b in diff]
-      allowed = f"; only {list(self.may_change)} may change on resume" if self.may_change else ""
-      raise self._refuse(f"belongs to another run: {', '.join(parts)}{allowed}")
-    return {k: v for k, v in data.items() if k not in ("format", "version", "identity")}
+    return data
 
   def save(self, **payload):
     """Writes the state atomically (chief only): format, version, identity, then `payload`."""

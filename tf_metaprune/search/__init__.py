@@ -35,7 +35,7 @@ from tf_metaprune.search import rl
 from tf_metaprune.search.autoslim import AutoSlimConfig
 from tf_metaprune.search.autoslim import slim
 from tf_metaprune.search._common import SearchContext
-from tf_metaprune.search.dispatch import SEARCHERS
+from tf_metaprune.search import dispatch
 from tf_metaprune.search.dispatch import config_class
 from tf_metaprune.search.dispatch import register
 from tf_metaprune.search.dispatch import run
@@ -62,3 +62,9 @@ __all__ = ["AutoSlimConfig", "Candidate", "EvolutionConfig", "MaskedNet", "PaSCo
            "SearchContext", "SearchResult", "UniformConfig", "autoslim", "config_class", "default_ratio_grid",
            "evolutionary", "largest_uniform", "pas", "plot_pareto", "pruning_as_search", "reinforce", "register",
            "rl", "run", "searcher_class", "slim", "uniform"]
+
+
+def __getattr__(name):
+  if name == "SEARCHERS":   # read from the registry each time, so registered searchers appear
+    return dispatch.SEARCHERS
+  raise AttributeError(f"module 'tf_metaprune.search' has no attribute {name!r}")

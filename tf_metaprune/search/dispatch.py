@@ -25,9 +25,10 @@ its own slimmable network.
 
 What `output_dir` holds (a rerun resumes instead of redoing work):
 
-* `<name>_result.json`: the finished `SearchResult`. A rerun with the same
-  space, budget, config, PruningNet weights (for the searchers scoring with
-  one) and data (`DatasetSplits.get_config()`, when splits are given)
+* `<name>_result.json`: the finished `SearchResult`, and `<name>_run.json`
+  (an `io.StateFile`) the settings it was computed with. A rerun with the
+  same space, budget, config, PruningNet weights (for the searchers scoring
+  with one) and data (`DatasetSplits.get_config()`, when splits are given)
   returns it without searching again; otherwise the search runs again.
 * evolutionary: `evolution_state.json` (resumed per generation).
 * rl: `rl_state.json` (resumed per policy update).
@@ -49,6 +50,7 @@ import dataclasses
 import os
 
 from tf_metaprune import data as data_lib
+from tf_metaprune import io as io_lib
 from tf_metaprune.search import _common
 from tf_metaprune.search import result as result_lib
 from tf_metaprune.search.autoslim import AutoSlimConfig
@@ -164,17 +166,17 @@ def run(name, space, budget, *, train_data=None, search_data=None, pruning_net=N
   data_config = {which: d.get_config() for which, d in (("train", train_data), ("search", search_data))
                  if isinstance(d, data_lib.DatasetSplits)}
   result_path = sub(f"{name}_result.json")
-  if result_path is not None and os.path.exists(result_path):
+  # The settings a finished result was computed with (an io.StateFile beside it): the same ones return it.
+  identity = {"space_fingerprint": space.fingerprint(), "budget": None if budget is None else budget.get_config(),
+              "config": config.get_config() if cls.has_settings else None, "net_fingerprint": net_print,
+              "data_config": data_config}
+  finished = None if output_dir is None else io_lib.StateFile(sub(f"{name}_run.json"), "tf_metaprune.SearchRun",
+                                                               identity, what=f"{name} search run")
+  if finished is not None and os.path.exists(result_path) and finished.matches():
     done = result_lib.SearchResult.load(result_path)
-    same = (done.space_fingerprint == space.fingerprint()
-            and done.budget == (None if budget is None else budget.get_config())
-            and done.config == (config.get_config() if cls.has_settings else None)
-            and done.extra.get("net_fingerprint") == net_print
-            and done.extra.get("data_config") == data_config)
-    if same:
-      if verbose:
-        print(f"[{name}] finished result found in {result_path}: {done.summary()}", flush=True)
-      return done
+    if verbose:
+      print(f"[{name}] finished result found in {result_path}: {done.summary()}", flush=True)
+    return done
   context = _common.SearchContext(space=space, budget=budget, train_data=train_data, search_data=search_data,
                                   pruning_net=pruning_net, output_dir=output_dir, seed=int(seed), verbose=verbose)
   result = config.run(context)
@@ -182,4 +184,5 @@ def run(name, space, budget, *, train_data=None, search_data=None, pruning_net=N
   result.extra["data_config"] = data_config
   if result_path is not None:
     result.save(result_path)
+    finished.save(result=os.path.basename(result_path))
   return result
