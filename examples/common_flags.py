@@ -41,7 +41,12 @@ def define_model_flags(default_model="mobilenet_v2"):
   flags.DEFINE_float("width_multiplier", 1.0, "Base width multiplier of the family (not for small_cnn).")
   flags.DEFINE_float("min_width_ratio", 0.1, "Smallest per-layer width ratio a gene may take (the paper's "
                      "ratios 0.10, 0.13, ..., 1.00 from this value up).")
-  flags.DEFINE_integer("divisor", 8, "Channel counts are rounded to multiples of this.")
+  flags.DEFINE_float("width_step", 0.03, "Step of the width-ratio grid (paper 0.03; 0.01 is finer, so the uniform "
+                     "baseline can land inside a narrow FLOPs window).")
+  flags.DEFINE_integer("divisor", 8, "Channel counts are rounded to multiples of this (1 for small nets: with 8 a "
+                       "16-channel layer can only be 8 or 16 wide).")
+  flags.DEFINE_bool("full_width_classifier_input", False, "Keep the layer feeding the classifier at full width, as "
+                    "the reference does (small_cnn's last conv, mobilenet_v2's last 1x1 conv).")
   flags.DEFINE_bool("small_input", None, "MobileNets / ResNet-50: keep early strides at 1 for small images "
                     "(default: yes under 96 px). --nosmall_input makes small images cheap (stride 32).")
   flags.DEFINE_string("stage_repeats", None, "mobilenet_v2: blocks per stage, e.g. 1,2,2,2,1,1,1 (default: the "
@@ -50,7 +55,8 @@ def define_model_flags(default_model="mobilenet_v2"):
 
 def model_kwargs():
   return dict(model=FLAGS.model, width_multiplier=FLAGS.width_multiplier, min_width_ratio=FLAGS.min_width_ratio,
-              divisor=FLAGS.divisor, small_input=FLAGS.small_input, stage_repeats=FLAGS.stage_repeats)
+              width_step=FLAGS.width_step, divisor=FLAGS.divisor, small_input=FLAGS.small_input,
+              stage_repeats=FLAGS.stage_repeats, full_width_classifier_input=FLAGS.full_width_classifier_input)
 
 
 def define_pruningnet_flags(epochs=8, learning_rate=0.003, optimizer="adam", sampling="random"):
@@ -73,6 +79,9 @@ def pruningnet_kwargs():
 def define_budget_flags():
   flags.DEFINE_float("max_mflops", None, "Budget: at most this many MFLOPs (multiply-adds / 1e6).")
   flags.DEFINE_float("flops_ratio", None, "Budget: at most this fraction of the full-width network's FLOPs.")
+  flags.DEFINE_float("min_flops_ratio", None, "Lower end of the --flops_ratio window, a fraction of the full-width "
+                     "FLOPs: searched and uniform structures both land in [min_flops_ratio, flops_ratio] (default: "
+                     "0.9 x flops_ratio; 0 = no lower bound).")
   flags.DEFINE_integer("max_params", None, "Budget: at most this many parameters.")
   flags.DEFINE_float("max_latency_ms", None, "Budget: at most this predicted latency (needs --latency_table).")
   flags.DEFINE_string("latency_table", None, "LatencyTable JSON for --max_latency_ms (tflite_export."
@@ -80,8 +89,8 @@ def define_budget_flags():
 
 
 def budget_kwargs():
-  return dict(max_mflops=FLAGS.max_mflops, flops_ratio=FLAGS.flops_ratio, max_params=FLAGS.max_params,
-              max_latency_ms=FLAGS.max_latency_ms, latency_table=FLAGS.latency_table)
+  return dict(max_mflops=FLAGS.max_mflops, flops_ratio=FLAGS.flops_ratio, min_flops_ratio=FLAGS.min_flops_ratio,
+              max_params=FLAGS.max_params, max_latency_ms=FLAGS.max_latency_ms, latency_table=FLAGS.latency_table)
 
 
 def define_strategy_flag():
@@ -122,11 +131,16 @@ def define_search_flags():
   flags.DEFINE_integer("population_size", 50, "Evolutionary search: candidates per generation (paper: 50).")
   flags.DEFINE_integer("num_generations", 20, "Evolutionary search: generations (paper: 20).")
   flags.DEFINE_integer("calibration_batches", 4, "Training batches that recalibrate BN statistics per candidate.")
+  flags.DEFINE_integer("search_images", None, "Score search candidates on at most this many search-split images "
+                       "(default: all).")
+  flags.DEFINE_integer("rescore_top_k", 0, "Re-score the search's best k on the whole search split (4x the "
+                       "calibration batches) and pick the best of them (0: off).")
 
 
 def search_kwargs():
   return dict(searcher=FLAGS.searcher, population_size=FLAGS.population_size, num_generations=FLAGS.num_generations,
-              calibration_batches=FLAGS.calibration_batches)
+              calibration_batches=FLAGS.calibration_batches, search_images=FLAGS.search_images,
+              rescore_top_k=FLAGS.rescore_top_k)
 
 
 def define_retrain_flags(epochs=8, learning_rate=0.003, optimizer="adam", prefix="retrain_"):

@@ -536,6 +536,5 @@ def test_idx_missing_file_lists_the_expected_names(tmp_path):
 
 def test_fashion_mnist_missing_names_the_apt_command(monkeypatch, tmp_path):
   monkeypatch.setattr(data, "FASHION_MNIST_DIR", str(tmp_path / "absent"))
-  monkeypatch.setattr(data, "_parse_spec", lambda spec: ("idx", data.FASHION_MNIST_DIR))
   with pytest.raises(ValueError, match=r"apt-get install -y dataset-fashion-mnist"):
     data.load_dataset("fashion_mnist")

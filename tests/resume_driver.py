@@ -70,8 +70,8 @@ class _StepPrinter(keras.callbacks.Callback):
 class _CountingEvaluator(tfmp.Evaluator):
   count = 0
 
-  def accuracy_tensor(self, choices):
-    acc = super().accuracy_tensor(choices)
+  def scores_tensor(self, choices):
+    acc = super().scores_tensor(choices)
     time.sleep(0.03)   # an evaluation takes ~1 ms here: slow down so a kill lands where it is aimed
     _CountingEvaluator.count += 1
     print(f"search eval {_CountingEvaluator.count}", flush=True)
@@ -141,7 +141,7 @@ def _instrument_pipeline():
 
   training.fit = printing_fit
 
-  score = calibration.Evaluator.accuracy_tensor
+  score = calibration.Evaluator.scores_tensor
   evals = [0]
 
   def printing_score(self, choices):
@@ -151,7 +151,7 @@ def _instrument_pipeline():
     print(f"search eval {evals[0]}", flush=True)
     return acc
 
-  calibration.Evaluator.accuracy_tensor = printing_score
+  calibration.Evaluator.scores_tensor = printing_score
 
   steps = [0]
 
