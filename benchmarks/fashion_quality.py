@@ -55,23 +55,26 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("worker", "main", ["main", "ranking", "summary"], "Which share of the work this process does.")
+flags.DEFINE_enum("worker", "main", ["main", "quality", "ranking", "summary"],
+                  "Which share of the work this process does (main: PruningNet, searches, even seeds; quality: odd "
+                  "seeds; ranking: the in-window ranking, then retest and proxy).")
 flags.DEFINE_string("dataset", "fashion_mnist", "Dataset spec (tf_metaprune.data.load_dataset).")
 flags.DEFINE_integer("train_images", 10000, "Training images (a subset of the 54,000 left after the search split).")
 flags.DEFINE_integer("batch_size", 128, "Batch size of every training.")
 flags.DEFINE_integer("pruningnet_epochs", 20, "PruningNet epochs over the training subset (steps = epochs x batches).")
 flags.DEFINE_integer("hidden_units", 8, "Generator hidden size (the pipeline default).")
-flags.DEFINE_integer("retrain_epochs", 3, "Epochs of every retraining (searched, uniform, full, ranked).")
+flags.DEFINE_integer("retrain_epochs", 2, "Epochs of every retraining (searched, uniform, full, ranked).")
 flags.DEFINE_list("ratios", ["0.1", "0.25", "0.5"], "FLOPs budgets, fractions of the full width.")
 flags.DEFINE_float("window", 0.9, "Lower end of every FLOPs window, as a fraction of its limit.")
 flags.DEFINE_integer("seeds", 5, "Retraining seeds of searched and uniform (paired by seed).")
-flags.DEFINE_integer("full_seeds", 3, "Retraining seeds of the full-width plain model.")
-flags.DEFINE_integer("population_size", 16, "Evolution population.")
-flags.DEFINE_integer("num_generations", 8, "Evolution generations.")
+flags.DEFINE_list("first_ratios", ["0.1", "0.25"], "Budgets whose retrainings run first (all seeds), the rest after.")
+flags.DEFINE_integer("full_seeds", 2, "Retraining seeds of the full-width plain model.")
+flags.DEFINE_integer("population_size", 12, "Evolution population.")
+flags.DEFINE_integer("num_generations", 6, "Evolution generations.")
 flags.DEFINE_integer("search_images", 2048, "Search-split images the evolution scores each candidate on.")
 flags.DEFINE_integer("calibration_batches", 4, "BN recalibration batches per candidate during the search.")
-flags.DEFINE_integer("rescore_top_k", 8, "Final top-k re-scored on the whole search split (4x calibration).")
-flags.DEFINE_integer("num_ranked", 20, "Structures of the ranking part (in a +-5% window at 25% FLOPs).")
+flags.DEFINE_integer("rescore_top_k", 6, "Final top-k re-scored on the whole search split (4x calibration).")
+flags.DEFINE_integer("num_ranked", 10, "Structures of the ranking part (in a +-5% window at 25% FLOPs).")
 flags.DEFINE_integer("num_retest", 50, "In-window structures of the test-retest part.")
 flags.DEFINE_integer("num_spread", 30, "Structures spread over the FLOPs range (fitness vs FLOPs).")
 flags.DEFINE_integer("num_proxy", 100, "In-window structures scored for the search-vs-proxy check.")
@@ -302,6 +305,7 @@ def part_search(bench, state, ratio):
 def part_proxy(bench, state):
   if state.get("proxy") or not state.get(f"search/{RANK_RATIO}"):
     return
+  # (the ranking worker holds a copy of the main worker's search result; it is not written back)
   import numpy as np  # pylint: disable=g-import-not-at-top
   from tf_metaprune import space as space_lib  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
@@ -319,22 +323,43 @@ def part_proxy(bench, state):
                       "evaluations_of_search": len(seen), "seconds": time.perf_counter() - start})
 
 
+def _retrain_quality(bench, state, parity, searches):
+  """The quality retrainings of seeds with `seed % 2 == parity`: first budgets seed-major, then the rest."""
+  from tf_metaprune import space as space_lib  # pylint: disable=g-import-not-at-top
+  ratios = [float(r) for r in FLAGS.ratios]
+  first = [r for r in ratios if r in [float(x) for x in FLAGS.first_ratios]]
+  for group in (first, [r for r in ratios if r not in first]):
+    for seed in range(parity, FLAGS.seeds, 2):   # seed-major: a cut-off run still has complete pairs
+      for ratio in group:
+        found = searches(ratio)
+        for kind in ("searched", "uniform"):
+          bench.retrain(state, f"quality/{ratio}/{kind}/{seed}", space_lib.Structure(found[kind]["choices"]), seed)
+      if group is first and seed < FLAGS.full_seeds:
+        bench.retrain(state, f"full/{seed}", bench.space.largest(), seed)
+
+
 def worker_main(bench, state):
   bench.train_net(state)
   ratios = [float(r) for r in FLAGS.ratios]
   order = sorted(ratios, key=lambda r: (r != RANK_RATIO, r))   # 25% first: the proxy check needs it
   for ratio in order:
     part_search(bench, state, ratio)
-  part_proxy(bench, state)
-  part_retest(bench, state)
-  from tf_metaprune import space as space_lib  # pylint: disable=g-import-not-at-top
-  for seed in range(FLAGS.seeds):   # seed-major: a cut-off run still has complete pairs for every budget
-    for ratio in order:
-      found = state.get(f"search/{ratio}")
-      for kind in ("searched", "uniform"):
-        bench.retrain(state, f"quality/{ratio}/{kind}/{seed}", space_lib.Structure(found[kind]["choices"]), seed)
-    if seed < FLAGS.full_seeds:
-      bench.retrain(state, f"full/{seed}", bench.space.largest(), seed)
+  _retrain_quality(bench, state, 0, lambda ratio: state.get(f"search/{ratio}"))
+  if not _load_states().get("retest"):
+    part_retest(bench, state)
+  if not _load_states().get("proxy"):
+    part_proxy(bench, state)
+  summarize()
+
+
+def worker_quality(bench, state):
+  def searches(ratio):
+    while True:
+      found = _load_states().get(f"search/{ratio}")
+      if found:
+        return found
+      time.sleep(20)
+  _retrain_quality(bench, state, 1, searches)
   summarize()
 
 
@@ -348,6 +373,12 @@ def worker_ranking(bench, state):
     if not state.get(f"ranked_fitness/{i}"):
       state.put(f"ranked_fitness/{i}", dict(bench.describe(s), search=bench.scores("search", s),
                                             full=bench.scores("full", s)))
+  if not _load_states().get("retest"):
+    part_retest(bench, state)
+  main_search = _load_states().get(f"search/{RANK_RATIO}")
+  if main_search and not _load_states().get("proxy"):
+    state.runs.setdefault(f"search/{RANK_RATIO}", main_search)   # read-only copy for part_proxy
+    part_proxy(bench, state)
   summarize()
 
 
@@ -386,7 +417,7 @@ def _tau_ci(a, b, rounds=2000, seed=0):
 
 def _load_states():
   runs = {}
-  for worker in ("main", "ranking"):
+  for worker in ("main", "quality", "ranking"):
     path = os.path.join(FLAGS.work_dir, f"state_{worker}.json")
     if os.path.exists(path):
       with open(path) as f:
@@ -563,7 +594,7 @@ def main(argv):
     state.put("meta", meta)
   print(f"{FLAGS.worker}: {bench.splits!r}, full width {bench.full_mflops:.3f} MFLOPs; load {os.getloadavg()}",
         flush=True)
-  (worker_main if FLAGS.worker == "main" else worker_ranking)(bench, state)
+  {"main": worker_main, "quality": worker_quality, "ranking": worker_ranking}[FLAGS.worker](bench, state)
   if meta_state is not None:
     meta = state.get("meta")
     meta["seconds"][f"main_run_{meta.get('runs', 0)}"] = time.perf_counter() - start
@@ -571,8 +602,7 @@ def main(argv):
     meta["finished_utc"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     state.put("meta", meta)
   else:
-    rs = State(os.path.join(FLAGS.work_dir, "state_ranking.json"))
-    rs.put("ranking_seconds", time.perf_counter() - start)
+    state.put(f"{FLAGS.worker}_seconds", time.perf_counter() - start)
   summarize()
 
 
