@@ -74,7 +74,7 @@ flags.DEFINE_integer("num_generations", 6, "Evolution generations.")
 flags.DEFINE_integer("search_images", 2048, "Search-split images the evolution scores each candidate on.")
 flags.DEFINE_integer("calibration_batches", 4, "BN recalibration batches per candidate during the search.")
 flags.DEFINE_integer("rescore_top_k", 6, "Final top-k re-scored on the whole search split (4x calibration).")
-flags.DEFINE_integer("num_ranked", 10, "Structures of the ranking part (in a +-5% window at 25% FLOPs).")
+flags.DEFINE_integer("num_ranked", 20, "Structures of the ranking part (in a +-5% window at 25% FLOPs).")
 flags.DEFINE_integer("num_retest", 50, "In-window structures of the test-retest part.")
 flags.DEFINE_integer("num_spread", 30, "Structures spread over the FLOPs range (fitness vs FLOPs).")
 flags.DEFINE_integer("num_proxy", 100, "In-window structures scored for the search-vs-proxy check.")
@@ -237,7 +237,7 @@ class Bench:
 
   def retrain(self, state, key, structure, seed):
     """Test accuracy of `structure` retrained with the recipe and `seed` (cached in `state` under `key`)."""
-    done = state.get(key)
+    done = state.get(key) or _load_states().get(key)   # done by this worker, or by another one
     if done is not None:
       return done
     start = time.perf_counter()
@@ -360,15 +360,26 @@ def worker_quality(bench, state):
         return found
       time.sleep(20)
   _retrain_quality(bench, state, 1, searches)
+  _retrain_ranked(bench, state, reverse=True)   # then help the ranking worker from the other end
   summarize()
 
 
-def worker_ranking(bench, state):
-  structures = bench.in_window(RANK_RATIO, FLAGS.num_ranked, seed=303, low=RANK_RATIO - RANK_HALF_WIDTH,
-                               high=RANK_RATIO + RANK_HALF_WIDTH)
-  for seed in (0, 1):
-    for i, s in enumerate(structures):
+def _ranked_structures(bench):
+  return bench.in_window(RANK_RATIO, FLAGS.num_ranked, seed=303, low=RANK_RATIO - RANK_HALF_WIDTH,
+                         high=RANK_RATIO + RANK_HALF_WIDTH)
+
+
+def _retrain_ranked(bench, state, reverse=False):
+  """Both seeds of every ranked structure, structure by structure (a cut-off keeps complete pairs)."""
+  structures = list(enumerate(_ranked_structures(bench)))
+  for i, s in (reversed(structures) if reverse else structures):
+    for seed in (0, 1):
       bench.retrain(state, f"ranked/{i}/{seed}", s, 100 + seed)
+
+
+def worker_ranking(bench, state):
+  structures = _ranked_structures(bench)
+  _retrain_ranked(bench, state)
   for i, s in enumerate(structures):
     if not state.get(f"ranked_fitness/{i}"):
       state.put(f"ranked_fitness/{i}", dict(bench.describe(s), search=bench.scores("search", s),
