@@ -269,6 +269,26 @@ def part_retest(bench, state):
                                        bench.evaluator("half_b").data.num_eval_images]})
 
 
+def part_hypernet(bench, state):
+  """What the hypernetwork does: ||generated delta|| / ||base kernel|| per layer at a few width encodings."""
+  if _load_states().get("hypernet"):
+    return
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  net = bench.net(wait=True)
+  rows = []
+  for layer in net.generator_layers:
+    if not getattr(layer, "hidden_units", 0):
+      continue
+    base = np.asarray(layer.base_kernel.numpy())
+    size = int(layer.gen_hidden_kernel.shape[0])
+    ratios = {}
+    for r in (0.25, 0.5, 1.0):
+      delta = np.asarray(layer.generated_kernel(np.full([size], r, np.float32)).numpy()) - base
+      ratios[str(r)] = float(np.linalg.norm(delta) / max(np.linalg.norm(base), 1e-12))
+    rows.append({"layer": layer.name, "encoding_size": size, "delta_over_base": ratios})
+  state.put("hypernet", {"rows": rows, "hidden_units": FLAGS.hidden_units})
+
+
 def part_search(bench, state, ratio):
   from tf_metaprune import search as search_lib  # pylint: disable=g-import-not-at-top
   key = f"search/{ratio}"
@@ -386,6 +406,7 @@ def worker_ranking(bench, state):
                                             full=bench.scores("full", s)))
   if not _load_states().get("retest"):
     part_retest(bench, state)
+  part_hypernet(bench, state)
   main_search = _load_states().get(f"search/{RANK_RATIO}")
   if main_search and not _load_states().get("proxy"):
     state.runs.setdefault(f"search/{RANK_RATIO}", main_search)   # read-only copy for part_proxy
@@ -550,6 +571,14 @@ def summarize():
                   f"\n\nOver {len(sp_f)} structures spread over {min(sp_m):.2f}-{max(sp_m):.2f} MFLOPs, Spearman of "
                   f"the fitness against FLOPs: {r_['spread_spearman_fitness_vs_mflops']:.2f}; the full width scores "
                   f"{100 * r_['full_width_fitness']['accuracy']:.2f}% on the search split.")
+  hn = runs.get("hypernet")
+  if hn:
+    out["hypernet"] = hn
+    tables.append("What the hypernetwork does (hidden_units " + str(hn["hidden_units"]) + "): ||generated delta|| / "
+                  "||base kernel|| per layer, all encoding entries at one width ratio\n\n" + _common.markdown_table(
+                      ["layer", "ratio 0.25", "ratio 0.5", "ratio 1.0"],
+                      [[r["layer"]] + [f"{r['delta_over_base'][k]:.3f}" for k in ("0.25", "0.5", "1.0")]
+                       for r in hn["rows"]]))
   px = runs.get("proxy")
   if px:
     out["proxy"] = {k: v for k, v in px.items()}
