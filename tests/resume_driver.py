@@ -98,8 +98,11 @@ def run(work_dir):
   print("DONE", flush=True)
 
 
+# min_flops_ratio=0: no FLOPs window, so every generation of this tiny space fills its 8 candidates and the kill
+# points (counted in search evaluations) are reached; the window itself is tested in search_test.py.
 PIPELINE = dict(model="small_cnn", divisor=1, max_examples=400, input_size=8, batch_size=32, hidden_units=2,
-                pruningnet_epochs=3, flops_ratio=0.5, population_size=8, num_generations=4, calibration_batches=2,
+                pruningnet_epochs=3, flops_ratio=0.5, min_flops_ratio=0.0, population_size=8, num_generations=4,
+                calibration_batches=2,
                 retrain_epochs=3, export_num_runs=5, export_calibration_batches=2)
 
 
