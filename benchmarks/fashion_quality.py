@@ -343,12 +343,14 @@ def part_proxy(bench, state):
                       "evaluations_of_search": len(seen), "seconds": time.perf_counter() - start})
 
 
-def _retrain_quality(bench, state, parity, searches):
-  """The quality retrainings of seeds with `seed % 2 == parity`: first budgets seed-major, then the rest."""
+def _retrain_quality(bench, state, parity, searches, between=None):
+  """The quality retrainings of seeds with `seed % 2 == parity`: first budgets seed-major, `between()`, the rest."""
   from tf_metaprune import space as space_lib  # pylint: disable=g-import-not-at-top
   ratios = [float(r) for r in FLAGS.ratios]
   first = [r for r in ratios if r in [float(x) for x in FLAGS.first_ratios]]
   for group in (first, [r for r in ratios if r not in first]):
+    if group is not first and between is not None:
+      between()
     for seed in range(parity, FLAGS.seeds, 2):   # seed-major: a cut-off run still has complete pairs
       for ratio in group:
         found = searches(ratio)
@@ -379,8 +381,8 @@ def worker_quality(bench, state):
       if found:
         return found
       time.sleep(20)
-  _retrain_quality(bench, state, 1, searches)
-  _retrain_ranked(bench, state, reverse=True)   # then help the ranking worker from the other end
+  # After the first budgets, help the ranking worker from the other end; the other budgets come last.
+  _retrain_quality(bench, state, 1, searches, between=lambda: _retrain_ranked(bench, state, reverse=True))
   summarize()
 
 
