@@ -55,9 +55,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("worker", "main", ["main", "quality", "ranking", "summary"],
+flags.DEFINE_enum("worker", "main", ["main", "quality", "ranking", "fitness", "summary"],
                   "Which share of the work this process does (main: PruningNet, searches, even seeds; quality: odd "
-                  "seeds; ranking: the in-window ranking, then retest and proxy).")
+                  "seeds; ranking: the in-window ranking, then retest and proxy; fitness: only the no-retraining "
+                  "parts -- the ranked structures' fitness, retest, hypernet, proxy -- once the PruningNet exists).")
 flags.DEFINE_string("dataset", "fashion_mnist", "Dataset spec (tf_metaprune.data.load_dataset).")
 flags.DEFINE_integer("train_images", 10000, "Training images (a subset of the 54,000 left after the search split).")
 flags.DEFINE_integer("batch_size", 128, "Batch size of every training.")
@@ -399,6 +400,22 @@ def _retrain_ranked(bench, state, reverse=False):
       bench.retrain(state, f"ranked/{i}/{seed}", s, 100 + seed)
 
 
+def worker_fitness(bench, state):
+  """The parts that need the PruningNet but no retraining, so a cut-off ranking still has its fitness."""
+  merged = _load_states()
+  for i, s in enumerate(_ranked_structures(bench)):
+    if not merged.get(f"ranked_fitness/{i}"):
+      state.put(f"ranked_fitness/{i}", dict(bench.describe(s), search=bench.scores("search", s),
+                                            full=bench.scores("full", s)))
+  if not _load_states().get("retest"):
+    part_retest(bench, state)
+  part_hypernet(bench, state)
+  main_search = _load_states().get(f"search/{RANK_RATIO}")
+  if main_search and not _load_states().get("proxy"):
+    state.runs.setdefault(f"search/{RANK_RATIO}", main_search)
+    part_proxy(bench, state)
+
+
 def worker_ranking(bench, state):
   structures = _ranked_structures(bench)
   _retrain_ranked(bench, state)
@@ -451,7 +468,7 @@ def _tau_ci(a, b, rounds=2000, seed=0):
 
 def _load_states():
   runs = {}
-  for worker in ("main", "quality", "ranking"):
+  for worker in ("main", "quality", "ranking", "fitness"):
     path = os.path.join(FLAGS.work_dir, f"state_{worker}.json")
     if os.path.exists(path):
       with open(path) as f:
@@ -636,7 +653,8 @@ def main(argv):
     state.put("meta", meta)
   print(f"{FLAGS.worker}: {bench.splits!r}, full width {bench.full_mflops:.3f} MFLOPs; load {os.getloadavg()}",
         flush=True)
-  {"main": worker_main, "quality": worker_quality, "ranking": worker_ranking}[FLAGS.worker](bench, state)
+  {"main": worker_main, "quality": worker_quality, "ranking": worker_ranking,
+   "fitness": worker_fitness}[FLAGS.worker](bench, state)
   if meta_state is not None:
     meta = state.get("meta")
     meta["seconds"][f"main_run_{meta.get('runs', 0)}"] = time.perf_counter() - start
