@@ -47,13 +47,13 @@ bench: venv
 	$(BENCH_PY) benchmarks/report.py --write_readme
 
 # Searched vs uniform on Fashion-MNIST (benchmarks/fashion_quality.py): paired seeds with 95% CIs, in-window
-# ranking vs its noise ceiling, fitness test-retest, search vs proxy. Three workers share the work (resumable:
+# ranking vs its noise ceiling, fitness test-retest, search vs proxy. Four workers share the work (resumable:
 # rerun to continue a cut-off run); then README's Results tables are rebuilt. Needs
 # `apt-get install -y dataset-fashion-mnist`. See README Results for the measured wall time.
 FQ = $(BENCH_PY) benchmarks/fashion_quality.py $(BENCH_FLAGS)
 bench-quality: venv
 	@test -d /usr/share/datasets/fashion-mnist || { echo "Fashion-MNIST is missing: run apt-get install -y dataset-fashion-mnist (as root)"; exit 1; }
-	$(FQ) --worker=main & $(FQ) --worker=quality & $(FQ) --worker=ranking; wait
+	$(FQ) --worker=main & $(FQ) --worker=quality & $(FQ) --worker=ranking & $(FQ) --worker=fitness; wait
 	$(FQ) --worker=summary
 	$(BENCH_PY) benchmarks/report.py --write_readme
 

@@ -28,15 +28,20 @@ The question of issue 14, asked so that the answer can be told from noise:
 
 Compute is the constraint (2 shared cores): every finished run (one search,
 one retraining) is appended to a JSON state file at once, so a cut-off run
-keeps what it has and a rerun of the same command resumes. Two workers can
-share the work: `--worker=main` (PruningNet, retest, searches, proxy,
-quality) and `--worker=ranking` (the ranking retrainings, then the fitness
-of those structures once the main worker's PruningNet exists). Each writes its
-own state file; `--worker=summary` (also done at the end of each) turns
-whatever exists into results/fashion_quality.json + .png.
+keeps what it has and a rerun of the same command resumes. Four workers
+share the work: `--worker=main` (PruningNet, searches, the even seeds of the
+quality part), `--worker=quality` (the odd seeds, then it helps the ranking
+from the other end), `--worker=ranking` (the ranking retrainings) and
+`--worker=fitness` (what needs the PruningNet but no retraining: the ranked
+structures' fitness, retest, hypernet, proxy). Each writes its own state
+file and skips runs another worker finished; `--worker=summary` (also done at
+the end of each) turns whatever exists into results/fashion_quality.json +
+.png. `make bench-quality` starts all four, then the summary and report.py.
 
   python benchmarks/fashion_quality.py --worker=main &
+  python benchmarks/fashion_quality.py --worker=quality &
   python benchmarks/fashion_quality.py --worker=ranking &
+  python benchmarks/fashion_quality.py --worker=fitness; wait
   python benchmarks/fashion_quality.py --worker=summary
 
 Needs Fashion-MNIST: `apt-get install -y dataset-fashion-mnist` (Debian
