@@ -60,7 +60,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("worker", "main", ["main", "quality", "ranking", "fitness", "summary"],
+flags.DEFINE_enum("worker", "main", ["main", "quality", "ranking", "fitness", "proxy", "summary"],
                   "Which share of the work this process does (main: PruningNet, searches, even seeds; quality: odd "
                   "seeds; ranking: the in-window ranking, then retest and proxy; fitness: only the no-retraining "
                   "parts -- the ranked structures' fitness, retest, hypernet, proxy -- once the PruningNet exists).")
@@ -421,6 +421,14 @@ def worker_fitness(bench, state):
     part_proxy(bench, state)
 
 
+def worker_proxy(bench, state):
+  """Only the search-vs-proxy check (a spare process can run it beside the fitness worker)."""
+  main_search = _load_states().get(f"search/{RANK_RATIO}")
+  if main_search and not _load_states().get("proxy"):
+    state.runs.setdefault(f"search/{RANK_RATIO}", main_search)
+    part_proxy(bench, state)
+
+
 def worker_ranking(bench, state):
   structures = _ranked_structures(bench)
   _retrain_ranked(bench, state)
@@ -473,7 +481,7 @@ def _tau_ci(a, b, rounds=2000, seed=0):
 
 def _load_states():
   runs = {}
-  for worker in ("main", "quality", "ranking", "fitness"):
+  for worker in ("main", "quality", "ranking", "fitness", "proxy"):
     path = os.path.join(FLAGS.work_dir, f"state_{worker}.json")
     if os.path.exists(path):
       with open(path) as f:
@@ -659,7 +667,7 @@ def main(argv):
   print(f"{FLAGS.worker}: {bench.splits!r}, full width {bench.full_mflops:.3f} MFLOPs; load {os.getloadavg()}",
         flush=True)
   {"main": worker_main, "quality": worker_quality, "ranking": worker_ranking,
-   "fitness": worker_fitness}[FLAGS.worker](bench, state)
+   "fitness": worker_fitness, "proxy": worker_proxy}[FLAGS.worker](bench, state)
   if meta_state is not None:
     meta = state.get("meta")
     meta["seconds"][f"main_run_{meta.get('runs', 0)}"] = time.perf_counter() - start
