@@ -123,7 +123,8 @@ def fashion_section(results_dir):
     return None
   m, rec = r["machine"], r.get("recipe") or {}
   walls = ", ".join(f"{k} {v / 60:.0f} min" for k, v in (r.get("wall_seconds") or {}).items())
-  lines = [f"Measured {m['date_utc']} UTC on {m['device']} (os.cpu_count() {m['cpus']}, shared with other jobs: "
+  started = f"started {r['started_utc']} UTC, summarized " if r.get("started_utc") else ""
+  lines = [f"Measured ({started}{m['date_utc']} UTC) on {m['device']} (os.cpu_count() {m['cpus']}, shared with other jobs: "
            f"load average {m['load_average'][0]:.1f} at the summary), TF {m['tensorflow']}. Command: "
            "`make bench-quality` (three workers of `benchmarks/fashion_quality.py`, see its docstring)"
            + (f"; wall time of the main worker: {walls}" if walls else "") + ".", ""]
