@@ -479,6 +479,21 @@ def _tau_ci(a, b, rounds=2000, seed=0):
   return _tau(a, b), float(np.percentile(taus, 2.5)), float(np.percentile(taus, 97.5))
 
 
+def _versus_random(rows, mean_acc, res):
+  """Where the 25% searched and uniform structures' retrained means fall among the random in-window ones."""
+  entry = next((e for e in rows if abs(e["ratio"] - RANK_RATIO) < 1e-9 and e["num_pairs"] > 0), None)
+  if entry is None:
+    return ""
+  text = []
+  for kind in ("searched", "uniform"):
+    acc = sum(p[kind] for p in entry["pairs"]) / len(entry["pairs"])
+    above = sum(1 for a in mean_acc if a > acc)
+    res[f"random_above_{kind}"] = above
+    text.append(f"{kind} {100 * acc:.2f}% ({above} of {len(mean_acc)} random structures above it)")
+  return (" Retrained with the same recipe (other seeds), the 25% structures of the first table score: " +
+          "; ".join(text) + ".")
+
+
 def _load_states():
   runs = {}
   for worker in ("main", "quality", "ranking", "fitness", "proxy"):
@@ -574,7 +589,7 @@ def summarize():
                        ["MFLOPs (inside the window)", fmt(res["tau_mflops"])],
                        ["noise ceiling: retrained seed A vs seed B", fmt(res["tau_noise_ceiling_seed_a_vs_b"])]]) +
                   f"\n\nRetrained accuracies span {res['retrained_spread_pt'][0]:.2f}-{res['retrained_spread_pt'][1]:.2f}%"
-                  f"; one retraining's seed-to-seed SD {res['seed_sd_pt']:.2f} pt.")
+                  f"; one retraining's seed-to-seed SD {res['seed_sd_pt']:.2f} pt." + _versus_random(rows, mean_acc, res))
   # Retest and spread.
   rt = runs.get("retest")
   if rt:

@@ -126,10 +126,11 @@ def fashion_section(results_dir):
   started = f"started {r['started_utc']} UTC, summarized " if r.get("started_utc") else ""
   lines = [f"Measured ({started}{m['date_utc']} UTC) on {m['device']} (os.cpu_count() {m['cpus']}, shared with other jobs: "
            f"load average {m['load_average'][0]:.1f} at the summary), TF {m['tensorflow']}. Command: "
-           "`make bench-quality` (three workers of `benchmarks/fashion_quality.py`, see its docstring)"
+           "`make bench-quality` (four workers of `benchmarks/fashion_quality.py`, see its docstring)"
            + (f"; wall time of the main worker: {walls}" if walls else "") + ".", ""]
   if rec:
-    lines += [f"Scale: {rec.get('images')} images; PruningNet {rec.get('pruningnet')}; search: {rec.get('search')}; "
+    images = rec.get("images") or {}
+    lines += [f"Scale: {', '.join(f'{v:,} {k}' for k, v in images.items())} images; PruningNet {rec.get('pruningnet')}; search: {rec.get('search')}; "
               f"window {rec.get('window')}; retraining {rec.get('retrain')}.", ""]
   done = r.get("complete", {})
   lines += [f"Finished runs: {done.get('quality_pairs', 0)} searched/uniform pairs, {done.get('ranked_structures', 0)} "
