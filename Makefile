@@ -49,7 +49,8 @@ bench: venv
 # Searched vs uniform on Fashion-MNIST (benchmarks/fashion_quality.py): paired seeds with 95% CIs, in-window
 # ranking vs its noise ceiling, fitness test-retest, search vs proxy. Four workers share the work (resumable:
 # rerun to continue a cut-off run); then README's Results tables are rebuilt. Needs
-# `apt-get install -y dataset-fashion-mnist`. See README Results for the measured wall time.
+# `apt-get install -y dataset-fashion-mnist`. Measured: 74 min wall on the shared 2-core machine at load 6-16
+# (2026-12-01, README Results); the run is cut-off safe, so a rerun after a cut resumes.
 FQ = $(BENCH_PY) benchmarks/fashion_quality.py $(BENCH_FLAGS)
 bench-quality: venv
 	@test -d /usr/share/datasets/fashion-mnist || { echo "Fashion-MNIST is missing: run apt-get install -y dataset-fashion-mnist (as root)"; exit 1; }
