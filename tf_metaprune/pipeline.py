@@ -339,9 +339,17 @@ def build_budget(space, max_mflops=None, flops_ratio=None, max_params=None, max_
 
 
 def config_budget(config: PipelineConfig, space):
-  return build_budget(space, max_mflops=config.max_mflops, flops_ratio=config.flops_ratio,
-                      max_params=config.max_params, max_latency_ms=config.max_latency_ms,
-                      latency_table=config.latency_table, min_flops_ratio=config.min_flops_ratio)
+  """The run's budget; raises at once (before any training) if the uniform baseline cannot meet it.
+
+  Under a FLOPs window the uniform baseline must land inside it; on a coarse grid (`divisor=8`) it may not,
+  and finding that out after the search would waste the PruningNet's training.
+  """
+  from tf_metaprune.search import largest_uniform  # pylint: disable=g-import-not-at-top
+  budget = build_budget(space, max_mflops=config.max_mflops, flops_ratio=config.flops_ratio,
+                        max_params=config.max_params, max_latency_ms=config.max_latency_ms,
+                        latency_table=config.latency_table, min_flops_ratio=config.min_flops_ratio)
+  largest_uniform(space, budget)
+  return budget
 
 
 def save_model_atomic(model, path):
