@@ -1,25 +1,29 @@
 """The whole MetaPruning job, stage by stage, resumable: data in, int8 TFLite out.
 
-A run lives in one output folder and goes through five stages; each stage
-writes its files, then records itself as done in `stages.json` (atomically),
-so a rerun with the same folder skips every finished stage and continues an
-interrupted one from its own checkpoint (Keras `BackupAndRestore` for
-training, the search's JSON state for the evolution):
+A run lives in one output folder and goes through the five stages of
+`STAGES`; each stage writes its files, then records itself as done in
+`stages.json` (an `io.StateFile`, atomically), so a rerun with the same
+folder skips every finished stage and continues an interrupted one from its
+own checkpoint (`tf_metaprune.training`'s own checkpointer, `backup/state.json`,
+for training; the searcher's JSON state for the search):
 
-  1. pruningnet  train the PruningNet (a random structure per step)
-                 -> pruningnet/pruningnet.keras, pruningnet/space.json
-  2. search      evolutionary search under the budget, and the uniform
-                 baseline at the same budget, both scored on the held-out
-                 search split after BN recalibration, no fine-tuning
-                 -> structure.json, uniform_structure.json, search_state.json,
-                    search_result.json, uniform_result.json, pareto.png
-  3. retrain     both structures rebuilt as plain Keras models and trained
-                 with the same recipe (from scratch, or from the PruningNet's
-                 generated weights) -> model.keras, uniform.keras
-  4. export      both converted to full-integer int8 TFLite, checked against
-                 Keras on the test split and timed on this host
-                 -> model_int8.tflite, uniform_int8.tflite, export.json
-  5. report      report.json and report.md (searched vs uniform)
+  1. pruningnet        train the PruningNet (a random structure per step)
+                       -> pruningnet/pruningnet.keras, pruningnet/space.json
+  2. search            the searcher of `config.searcher` (default: evolutionary)
+                       under the budget, and the uniform baseline at the same
+                       budget, both scored on the held-out search split after BN
+                       recalibration, no fine-tuning
+                       -> structure.json, uniform_structure.json, search_state.json
+                          (evolutionary; searcher_<name>/ for the others),
+                          search_result.json, uniform_result.json, pareto.png
+  3. retrain_searched  the searched structure rebuilt as a plain Keras model
+                       and trained (from scratch, or from the PruningNet's
+                       generated weights) -> model.keras
+  4. retrain_uniform   the uniform one, with the same recipe -> uniform.keras
+  5. export            both converted to full-integer int8 TFLite, checked
+                       against Keras on the test split and timed on this host
+                       -> model_int8.tflite, uniform_int8.tflite, export.json
+  then report.json and report.md (searched vs uniform).
 
 Every stage records the settings it was computed with. A rerun whose settings
 differ for a finished stage stops before any work, naming the settings, so
@@ -38,16 +42,30 @@ import os
 import time
 from typing import Any, Callable, Dict, Optional
 
+import keras
 import numpy as np
+import tensorflow as tf
 
+from tf_metaprune import budgets
+from tf_metaprune import calibration
+from tf_metaprune import data as data_lib
+from tf_metaprune import distribute
 from tf_metaprune import io as io_lib
+from tf_metaprune import models
+from tf_metaprune import pruning_net
+from tf_metaprune import search as search_lib
+from tf_metaprune import space as space_lib
+from tf_metaprune import training
+from tf_metaprune.rebuild import rebuild as rebuild_model
+from tf_metaprune.search import dispatch
+import tflite_export
 
 STAGES = ("pruningnet", "search", "retrain_searched", "retrain_uniform", "export")
 _STAGES_FILE = "stages.json"
 _STAGES_FORMAT = "tf_metaprune.PipelineStages"
 
 # Which settings each stage's results depend on (cumulative along the stages).
-_DATA_KEYS = ("dataset", "input_size", "batch_size", "max_examples", "seed")
+_DATA_KEYS = ("dataset", "input_size", "batch_size", "max_examples", "seed", "skip_bad_images")
 _NET_KEYS = ("model", "width_multiplier", "min_width_ratio", "width_step", "divisor", "small_input",
              "stage_repeats", "full_width_classifier_input", "pruningnet_epochs",
              "pruningnet_learning_rate", "pruningnet_optimizer", "hidden_units", "bn_mode", "sampling")
@@ -79,6 +97,8 @@ class PipelineConfig:
     batch_size: batch size of every stage.
     max_examples: use at most this many examples of the dataset (None: all).
     seed: seed of the data split, structure sampling, search and retraining.
+    skip_bad_images: a folder dataset's unreadable images are skipped with a
+      warning instead of stopping the run before any work.
     model: a family of `tf_metaprune.models` (e.g. "mobilenet_v2").
     width_multiplier: base width multiplier of the family (not small_cnn).
     min_width_ratio: the smallest per-layer width ratio a gene may take; the
@@ -132,6 +152,7 @@ class PipelineConfig:
   batch_size: int = 128
   max_examples: Optional[int] = None
   seed: int = 0
+  skip_bad_images: bool = False
   model: str = "mobilenet_v2"
   width_multiplier: float = 1.0
   min_width_ratio: float = 0.1
@@ -176,6 +197,8 @@ class PipelineConfig:
       v = getattr(self, name)
       if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
         bad(name, "must be an integer >= 1")
+    if not isinstance(self.skip_bad_images, (bool, np.bool_)):
+      bad("skip_bad_images", "must be True or False")
     if self.hidden_units < 0:
       bad("hidden_units", "must be >= 0 (0 = plain weight sharing)")
     for name in ("input_size", "max_examples", "search_images"):
@@ -195,7 +218,6 @@ class PipelineConfig:
       bad("bn_mode", "must be 'shared' or 'switchable'")
     if self.sampling not in ("random", "sandwich"):
       bad("sampling", "must be 'random' or 'sandwich'")
-    from tf_metaprune.search import dispatch  # pylint: disable=g-import-not-at-top
     if self.searcher not in dispatch.SEARCHERS:
       bad("searcher", f"must be one of {dispatch.SEARCHERS}")
     if self.init not in ("scratch", "generated"):
@@ -256,7 +278,6 @@ DEFAULT_WINDOW = 0.9
 
 def width_ratios(min_width_ratio, width_step=0.03):
   """The width ratios 0.10, 0.10 + step, ..., 1.00 (the paper's with step 0.03) from `min_width_ratio` up."""
-  from tf_metaprune import space as space_lib  # pylint: disable=g-import-not-at-top
   if abs(float(width_step) - 0.03) < 1e-12:
     grid = space_lib.PAPER_WIDTH_RATIOS
   else:
@@ -268,14 +289,13 @@ def width_ratios(min_width_ratio, width_step=0.03):
 
 def load_data(config: PipelineConfig):
   """The dataset splits of a run (`tf_metaprune.data.load_dataset`)."""
-  from tf_metaprune import data as data_lib  # pylint: disable=g-import-not-at-top
   return data_lib.load_dataset(config.dataset, batch_size=config.batch_size, input_size=config.input_size,
-                               seed=config.seed, max_examples=config.max_examples)
+                               seed=config.seed, max_examples=config.max_examples,
+                               skip_bad_images=config.skip_bad_images)
 
 
 def build_space(config: PipelineConfig, input_shape, num_classes):
   """The search space of `config.model` for images of `input_shape`."""
-  from tf_metaprune import models  # pylint: disable=g-import-not-at-top
   family = models.get(config.model)
   kwargs = dict(width_ratios=width_ratios(config.min_width_ratio, config.width_step), divisor=config.divisor)
   if config.full_width_classifier_input:
@@ -316,7 +336,6 @@ def build_budget(space, max_mflops=None, flops_ratio=None, max_params=None, max_
     ValueError: for no limit, or a limit below the smallest structure of the
       space (the message gives the minimum).
   """
-  from tf_metaprune import budgets  # pylint: disable=g-import-not-at-top
   parts = []
   if flops_ratio is not None:
     low = DEFAULT_WINDOW * float(flops_ratio) if min_flops_ratio is None else float(min_flops_ratio)
@@ -344,11 +363,10 @@ def config_budget(config: PipelineConfig, space):
   Under a FLOPs window the uniform baseline must land inside it; on a coarse grid (`divisor=8`) it may not,
   and finding that out after the search would waste the PruningNet's training.
   """
-  from tf_metaprune.search import largest_uniform  # pylint: disable=g-import-not-at-top
   budget = build_budget(space, max_mflops=config.max_mflops, flops_ratio=config.flops_ratio,
                         max_params=config.max_params, max_latency_ms=config.max_latency_ms,
                         latency_table=config.latency_table, min_flops_ratio=config.min_flops_ratio)
-  largest_uniform(space, budget)
+  search_lib.largest_uniform(space, budget)
   return budget
 
 
@@ -367,14 +385,12 @@ def save_model_atomic(model, path):
 
 
 def _scope(strategy):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return (strategy or tf.distribute.get_strategy()).scope()
 
 
 def _is_chief(strategy):
   if strategy is None:
     return True
-  from tf_metaprune import distribute  # pylint: disable=g-import-not-at-top
   return distribute.is_chief(strategy)
 
 
@@ -384,9 +400,6 @@ def train_pruning_net(config: PipelineConfig, splits, space, output_dir, verbose
   Returns:
     (net, history dict).
   """
-  import keras  # pylint: disable=g-import-not-at-top
-  from tf_metaprune import pruning_net  # pylint: disable=g-import-not-at-top
-  from tf_metaprune import training  # pylint: disable=g-import-not-at-top
   keras.utils.set_random_seed(config.seed)
   with _scope(strategy):
     net = pruning_net.PruningNet(space, hidden_units=config.hidden_units, bn_mode=config.bn_mode, seed=config.seed,
@@ -414,10 +427,6 @@ def retrain(config: PipelineConfig, splits, space, structure, output_dir, net=No
   Returns:
     (model, {"history", "test_accuracy", "test_loss", "params", "mflops"}).
   """
-  import keras  # pylint: disable=g-import-not-at-top
-  from tf_metaprune import calibration  # pylint: disable=g-import-not-at-top
-  from tf_metaprune.rebuild import rebuild as rebuild_model  # pylint: disable=g-import-not-at-top
-  from tf_metaprune import training  # pylint: disable=g-import-not-at-top
   keras.utils.set_random_seed(config.seed)
   if config.init == "generated":
     if net is None:
@@ -428,17 +437,25 @@ def retrain(config: PipelineConfig, splits, space, structure, output_dir, net=No
   else:
     with _scope(strategy):
       model = rebuild_model(space, structure, bn_momentum=0.9)
+  # fit() recalibrates the batch norms on the training images (fixed order, no augmentation) after training.
   history = training.fit(model, splits.fresh_train(), epochs=config.retrain_epochs,
                          learning_rate=config.retrain_learning_rate, optimizer=config.retrain_optimizer,
-                         output_dir=output_dir, verbose=verbose)
+                         output_dir=output_dir, verbose=verbose, bn_data=splits.calibration)
   loss, acc = model.evaluate(splits.test, verbose=0)
+  # The same training images in inference mode against the last epoch's training accuracy (batch statistics):
+  # batch norms whose statistics lag their weights show as a gap here, whatever the test accuracy.
+  _, train_inference_acc = model.evaluate(splits.calibration, verbose=0)
   return model, {"history": history, "test_accuracy": float(acc), "test_loss": float(loss),
+                 "train_accuracy_inference": float(train_inference_acc),
+                 "train_accuracy_last_epoch": float(history["accuracy"][-1]) if history.get("accuracy") else None,
                  "params": int(model.count_params()), "mflops": float(space.mflops(structure))}
 
 
 def _diff(then, now):
   """"k: old -> new" for every setting of `now` that differs in `then` ('' if none)."""
-  diff = {k: (then.get(k), v) for k, v in now.items() if then.get(k) != v}
+  # A setting added after `then` was recorded counts as its default there (old runs stay resumable).
+  defaults = {f.name: f.default for f in dataclasses.fields(PipelineConfig)}
+  diff = {k: (then.get(k, defaults.get(k)), v) for k, v in now.items() if then.get(k, defaults.get(k)) != v}
   return ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(diff.items()))
 
 
@@ -457,7 +474,7 @@ def _check_writable(folder):
 class TrainingRun:
   """A folder holding one PruningNet training (examples/train_pruningnet.py).
 
-  Files: run.json (settings), backup/ (Keras BackupAndRestore), logs/
+  Files: run.json (settings), backup/ (tf_metaprune.training's checkpoint), logs/
   (TensorBoard), last.weights.h5, history.json, space.json and, once
   finished, pruningnet.keras.
 
@@ -500,7 +517,6 @@ class TrainingRun:
     Under a multi-worker strategy every worker calls this; only the chief
     writes the files (all workers must see the same `output_dir`).
     """
-    import keras  # pylint: disable=g-import-not-at-top
     if self.finished:
       print(f"{self.net_path} is finished already: loading it (delete it to train again)")
       with _scope(strategy):
@@ -529,7 +545,6 @@ def load_training_run(pruningnet_dir, strategy=None):
   Raises:
     ValueError: if the folder holds no finished PruningNet run.
   """
-  import keras  # pylint: disable=g-import-not-at-top
   run_json = os.path.join(str(pruningnet_dir), "run.json")
   net_path = os.path.join(str(pruningnet_dir), "pruningnet.keras")
   if not os.path.exists(net_path) or not os.path.exists(run_json):
@@ -557,11 +572,10 @@ class Run:
     self.config = config
     self.path = os.path.join(self.output_dir, _STAGES_FILE)
     self.stages = {}
-    if os.path.exists(self.path):
-      state = io_lib.read_json(self.path, "pipeline stages file")
-      if not isinstance(state, dict) or state.get("format") != _STAGES_FORMAT:
-        raise ValueError(f"{self.path!r} is not a tf_metaprune pipeline stages file (format "
-                         f"{state.get('format') if isinstance(state, dict) else None!r}); use another output_dir")
+    # Finished stages carry their own settings (checked by `check`), so the file's identity is empty.
+    self.state_file = io_lib.StateFile(self.path, _STAGES_FORMAT, {}, what="pipeline stages file")
+    state = self.state_file.load()
+    if state is not None:
       self.stages = dict(state.get("stages", {}))
     elif os.path.isdir(self.output_dir) and os.listdir(self.output_dir):
       known = set(STAGES) | {"pruningnet", "retrain", "config.json", _STAGES_FILE, "search_state.json"}
@@ -605,7 +619,7 @@ class Run:
   def finish(self, stage, seconds, **extra):
     self.stages[stage] = dict(settings=self.stage_settings(stage), seconds=float(seconds),
                               finished=time.strftime("%Y-%m-%d %H:%M:%S"), **extra)
-    io_lib.write_json_atomic(self.path, {"format": _STAGES_FORMAT, "version": 1, "stages": self.stages})
+    self.state_file.save(stages=self.stages)
 
 
 def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None] = print,
@@ -629,11 +643,8 @@ def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None
       budget below the smallest structure, or an output_dir that holds a run
       with other settings.
   """
-  import keras  # pylint: disable=g-import-not-at-top
-  from tf_metaprune import search as search_lib  # pylint: disable=g-import-not-at-top
 
   t_start = time.perf_counter()
-  from tf_metaprune import distribute  # pylint: disable=g-import-not-at-top
   if strategy is not None and distribute.is_multi_worker(strategy):
     raise ValueError("run() (examples/metaprune.py) works on one machine (strategy default or mirrored); for several "
                      "machines run examples/train_pruningnet.py and examples/retrain.py with --strategy=multi_worker "
@@ -673,8 +684,9 @@ def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None
     found = search_lib.SearchResult.load(state.file("search_result.json"))
     base = search_lib.SearchResult.load(state.file("uniform_result.json"))
   else:
-    log(f"[metaprune] 2/5 search: evolution, population {config.population_size} x {config.num_generations} "
-        "generations, on the held-out search split")
+    how = (f"evolution, population {config.population_size} x {config.num_generations} generations"
+           if config.searcher == "evolutionary" else config.searcher)
+    log(f"[metaprune] 2/5 search: {how}, on the held-out search split")
     t0 = time.perf_counter()
     found, base = search_and_save(net, splits, budget, config, state.output_dir, verbose=verbose)
     state.finish("search", time.perf_counter() - t0)
@@ -700,7 +712,11 @@ def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None
     save_model_atomic(model, state.file(model_file))
     state.finish(stage, time.perf_counter() - t0, result=result)
     retrained[key] = result
-    log(f"[metaprune]   {key}: test accuracy {100 * result['test_accuracy']:.2f}%")
+    full_mflops, full_params = space.mflops(space.largest()), space.params(space.largest())
+    check = bn_check(result)
+    log(f"[metaprune]   {key}: test accuracy {100 * result['test_accuracy']:.2f}%, {result['mflops']:.3f} MFLOPs "
+        f"({times(full_mflops, result['mflops'])} fewer), {result['params']:,} params "
+        f"({times(full_params, result['params'])} fewer)" + ("" if check is None else f"; {check}"))
 
   # 4. Export to int8 TFLite.
   if state.done("export"):
@@ -751,11 +767,12 @@ def search_and_save(net, splits, budget, config: PipelineConfig, output_dir, ver
   Returns:
     (evolutionary SearchResult, uniform SearchResult).
   """
-  from tf_metaprune import search as search_lib  # pylint: disable=g-import-not-at-top
   space = net.space
   _check_writable(output_dir)
   out = lambda name: os.path.join(str(output_dir), name)
   evaluator = _evaluator(net, splits, config)
+  if verbose and config.searcher == "evolutionary" and _is_chief(net.distribute_strategy):
+    print(estimate_search(evaluator, space, config), flush=True)
   if config.searcher == "evolutionary":
     evolution = search_lib.EvolutionConfig(population_size=config.population_size,
                                            num_generations=config.num_generations, seed=config.seed,
@@ -784,9 +801,23 @@ def search_and_save(net, splits, budget, config: PipelineConfig, output_dir, ver
   return found, base
 
 
+def estimate_search(evaluator, space, config: PipelineConfig) -> str:
+  """"[search] N candidates x t s (measured) = about M min": one candidate timed after its trace.
+
+  An upper bound: the evolution scores at most population x generations
+  structures (repeats are not scored again), and the uniform baseline a few more.
+  """
+  evaluator.accuracy(space.largest())          # traces the evaluation once
+  t0 = time.perf_counter()
+  evaluator.accuracy(space.uniform(0.5))
+  seconds = time.perf_counter() - t0
+  n = config.population_size * config.num_generations
+  return (f"[search] at most {n:,} candidates ({config.population_size} x {config.num_generations} generations) x "
+          f"{seconds:.2f} s (measured) = {training.describe_seconds(n * seconds)} at most")
+
+
 def _evaluator(net, splits, config, rescore=False):
   """The search's evaluator (on `search_images` of the search split), or the re-score's (all of it, 4x calibration)."""
-  from tf_metaprune import calibration  # pylint: disable=g-import-not-at-top
   batches = None
   if config.search_images is not None and not rescore:
     batches = max(1, -(-int(config.search_images) // config.batch_size))
@@ -797,8 +828,6 @@ def _evaluator(net, splits, config, rescore=False):
 
 
 def _export(state, splits, config):
-  import keras  # pylint: disable=g-import-not-at-top
-  import tflite_export  # pylint: disable=g-import-not-at-top
   rows = {}
   for key, model_file, tflite_file in (("searched", "model.keras", "model_int8.tflite"),
                                        ("uniform", "uniform.keras", "uniform_int8.tflite")):
@@ -836,7 +865,14 @@ def make_report(config, splits, space, budget, found, base, retrained, exported,
         "test_accuracy": retrained[key]["test_accuracy"],
         "int8_test_accuracy": e["int8_accuracy"], "int8_top1_agreement": e["top1_agreement"],
         "int8_size_bytes": e["size_bytes"], "int8_latency_median_ms": e["latency_median_ms"],
-        "int8_latency_p90_ms": e["latency_p90_ms"]}
+        "int8_latency_p90_ms": e["latency_p90_ms"],
+        # The batch-norm check: training images in inference mode vs the last epoch's training accuracy.
+        "train_accuracy_inference": retrained[key].get("train_accuracy_inference"),
+        "train_accuracy_last_epoch": retrained[key].get("train_accuracy_last_epoch"),
+        # Ratios for reading at a glance: how many times smaller than the full-width network.
+        "mflops_reduction": space.mflops(full) / max(space.mflops(s), 1e-12),
+        "params_reduction": space.params(full) / max(space.params(s), 1),
+        "int8_size_reduction_vs_float32_full": 4 * space.params(full) / max(e["size_bytes"], 1)}
   if base.extra.get("width_ratio") is not None:
     rows["uniform"]["width_ratio"] = base.extra["width_ratio"]
   stage_seconds = {} if state is None else {k: v["seconds"] for k, v in state.stages.items()}
@@ -852,9 +888,59 @@ def make_report(config, splits, space, budget, found, base, retrained, exported,
   }
 
 
+#: Points by which a model's training images may score lower in inference mode than during its last training
+#: epoch (batch statistics) before the report calls its batch norms stale. The epoch average lags the final
+#: weights, so inference mode is usually the higher one; 10% (chance) against 64% is what a lag looks like.
+BN_LAG_WARNING_POINTS = 5.0
+
+
+def times(larger, smaller):
+  """"x4.1" for how many times `smaller` goes into `larger` (two significant digits from x10 up)."""
+  ratio = float(larger) / float(smaller) if smaller else float("inf")
+  return f"x{ratio:.0f}" if ratio >= 10 else f"x{ratio:.1f}"
+
+
+def seed_verdict(difference_points, spread_points=None, num_seeds=1):
+  """Words for a searched-minus-uniform accuracy difference, honest about what one seed can say.
+
+  Args:
+    difference_points: searched minus uniform, in percentage points (a mean over seeds if several).
+    spread_points: the standard deviation of that difference over seeds (None: not measured).
+    num_seeds: how many seeds the difference averages.
+
+  Returns:
+    A sentence: "better"/"worse" only when |difference| exceeds the measured spread.
+  """
+  d = float(difference_points)
+  if spread_points is None or num_seeds < 2:
+    return (f"searched minus uniform: {d:+.2f} pt on one seed; one seed cannot tell which is better (another "
+            "seed or CPU moves this figure by points: `python benchmarks/demo_seeds.py` measures the spread)")
+  if abs(d) > float(spread_points):
+    word = "better" if d > 0 else "worse"
+    return (f"searched minus uniform: {d:+.2f} +- {spread_points:.2f} pt over {num_seeds} seeds: the searched "
+            f"structure is {word} (the difference exceeds the seed-to-seed spread)")
+  return (f"searched minus uniform: {d:+.2f} +- {spread_points:.2f} pt over {num_seeds} seeds: within the "
+          "seed-to-seed spread, so neither is better")
+
+
+def bn_check(row):
+  """One line comparing a retrained model's inference-mode and training accuracy (batch-norm lag guard)."""
+  inference, last_epoch = row.get("train_accuracy_inference"), row.get("train_accuracy_last_epoch")
+  if inference is None or last_epoch is None:
+    return None
+  gap = 100 * (last_epoch - inference)
+  text = (f"train images {100 * inference:.2f}% in inference mode vs {100 * last_epoch:.2f}% in the last "
+          "training epoch (batch statistics)")
+  if gap > BN_LAG_WARNING_POINTS:
+    return (f"WARNING: {text}: {gap:.1f} points lower in inference mode, so its batch-norm statistics do not "
+            "match its weights; recalibrate them (tf_metaprune.training.recalibrate_batch_norm) before using it")
+  return f"{text}: consistent"
+
+
 def format_report(report: Dict[str, Any]) -> str:
-  """The report as a Markdown table (searched vs uniform)."""
+  """The report as Markdown: the searched vs uniform table, sizes as ratios, the seed and batch-norm notes."""
   full = report["full_width"]
+  float32_full_kb = 4 * full["params"] / 1024
   lines = [f"MetaPruning of {report['space']} on {report['dataset'].get('dataset', report['dataset'])}, budget "
            f"{report['budget_repr']} (full width {full['mflops']:.3f} MFLOPs, {full['params']:,} params)", "",
            "| structure | MFLOPs | FLOPs ratio | params | search acc. (PruningNet) | test acc. (retrained) "
@@ -867,6 +953,19 @@ def format_report(report: Dict[str, Any]) -> str:
                  f"{100 * r['search_accuracy']:.2f}% | {100 * r['test_accuracy']:.2f}% | "
                  f"{100 * r['int8_test_accuracy']:.2f}% | {r['int8_size_bytes'] / 1024:.1f} | "
                  f"{r['int8_latency_median_ms']:.3f} |")
+  lines.append("")
+  for key in ("searched", "uniform"):
+    r = report[key]
+    lines.append(f"- {key}: {times(full['mflops'], r['mflops'])} fewer MFLOPs, {times(full['params'], r['params'])} "
+                 f"fewer params than full width; int8 {r['int8_size_bytes'] / 1024:.1f} KB = "
+                 f"{times(4 * full['params'], r['int8_size_bytes'])} smaller than float32 full width "
+                 f"({float32_full_kb:.1f} KB = 4 bytes x {full['params']:,} params)")
+  s, u = report["searched"], report["uniform"]
+  lines.append(f"- {seed_verdict(100 * (s['test_accuracy'] - u['test_accuracy']))}")
+  for key in ("searched", "uniform"):
+    check = bn_check(report[key])
+    if check is not None:
+      lines.append(f"- batch norms, {key}: {check}")
   lines += ["", f"Search: {report['search']['evaluations']} structures evaluated in "
                 f"{report['search']['seconds']:.1f} s. Latency: {report['device']}; {report['latency_note']}."]
   if report.get("stage_seconds"):
