@@ -47,6 +47,8 @@ flags.DEFINE_integer("input_size", None, "Resize images to this square size (def
 flags.DEFINE_string("model", "small_cnn", "Model family (small_cnn and resnet20 learn well with random sampling).")
 flags.DEFINE_float("width_multiplier", 1.0, "Width multiplier (not small_cnn).")
 flags.DEFINE_float("min_width_ratio", 0.1, "Smallest per-layer width ratio.")
+flags.DEFINE_integer("divisor", 1, "Channel rounding (1: the uniform baseline can land in the FLOPs window).")
+flags.DEFINE_float("width_step", 0.01, "Width-ratio grid step (0.01: finer than the paper's 0.03).")
 flags.DEFINE_integer("batch_size", 64, "Batch size of every stage.")
 flags.DEFINE_integer("hidden_units", 8, "Generator hidden size of the main PruningNet (the pipeline default).")
 flags.DEFINE_integer("pruningnet_epochs", 12, "PruningNet training epochs.")
@@ -81,7 +83,8 @@ class Bench:
     self.workdir = workdir
     self.config = pipeline.PipelineConfig(
         dataset=FLAGS.dataset, input_size=FLAGS.input_size, batch_size=FLAGS.batch_size, model=FLAGS.model,
-        width_multiplier=FLAGS.width_multiplier, min_width_ratio=FLAGS.min_width_ratio,
+        width_multiplier=FLAGS.width_multiplier, min_width_ratio=FLAGS.min_width_ratio, divisor=FLAGS.divisor,
+        width_step=FLAGS.width_step,
         pruningnet_epochs=FLAGS.pruningnet_epochs, hidden_units=FLAGS.hidden_units,
         flops_ratio=float(FLAGS.ratios[0]), population_size=FLAGS.population_size,
         num_generations=FLAGS.num_generations, retrain_epochs=FLAGS.retrain_epochs)

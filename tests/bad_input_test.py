@@ -170,9 +170,9 @@ def test_budget_no_structure_can_meet_is_refused_before_any_evaluation(net, eval
   calls = []
 
   class Spy(tfmp.Evaluator):
-    def accuracy_tensor(self, choices):
+    def scores_tensor(self, choices):
       calls.append(choices)
-      return super().accuracy_tensor(choices)
+      return super().scores_tensor(choices)
 
   spy = Spy(net, evaluator.data)
   with pytest.raises(ValueError, match=r"no feasible structure among \d+ random samples for budget AllOf\("

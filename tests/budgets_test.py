@@ -225,3 +225,26 @@ def test_latency_budget_accepts_any_predictor_with_predict_ms(space):
   got = tf.function(lambda c: b.is_feasible_tensor(space, c))(tf.constant(pop)).numpy()
   np.testing.assert_array_equal(got, [2 * space.mflops(s) <= full for s in pop])
   assert budgets.latency_predictor(budgets.AllOf(budgets.FlopsBudget(max_mflops=1.0), b)) is b.lut
+
+
+def test_a_flops_ratio_budget_gets_a_window_by_default_and_zero_turns_it_off(space):
+  from tf_metaprune import pipeline
+  full = space.mflops(space.largest())
+  windowed = pipeline.build_budget(space, flops_ratio=0.5)
+  assert windowed.max_mflops == pytest.approx(0.5 * full)
+  assert windowed.min_mflops == pytest.approx(pipeline.DEFAULT_WINDOW * 0.5 * full)
+  assert pipeline.build_budget(space, flops_ratio=0.5, min_flops_ratio=0.3).min_mflops == pytest.approx(0.3 * full)
+  assert pipeline.build_budget(space, flops_ratio=0.5, min_flops_ratio=0).min_mflops is None
+  with pytest.raises(ValueError, match=r"min_flops_ratio=0.6\): must be in \[0, flops_ratio=0.5\)"):
+    pipeline.PipelineConfig(flops_ratio=0.5, min_flops_ratio=0.6)
+  with pytest.raises(ValueError, match=r"min_flops_ratio=0.2\): needs flops_ratio"):
+    pipeline.PipelineConfig(max_mflops=1.0, min_flops_ratio=0.2)
+
+
+def test_a_window_the_uniform_baseline_cannot_land_in_is_refused_before_any_training():
+  from tf_metaprune import pipeline
+  coarse = pipeline.PipelineConfig(model="small_cnn", flops_ratio=0.5)   # divisor 8: uniform at 42.9%, window 45-50%
+  with pytest.raises(ValueError, match=r"below the window's .*lower min_flops_ratio"):
+    pipeline.config_budget(coarse, pipeline.build_space(coarse, (28, 28, 1), 10))
+  fine = coarse.replace(divisor=1, width_step=0.01)
+  assert pipeline.config_budget(fine, pipeline.build_space(fine, (28, 28, 1), 10)).min_mflops is not None

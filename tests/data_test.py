@@ -453,3 +453,88 @@ def test_synthetic_data_is_learnable_by_a_tiny_linear_model():
     bias -= 1.0 * grad.sum(axis=0)
   accuracy = np.mean(np.argmax(x_test @ weights + bias, axis=1) == y_test)
   assert accuracy > 0.8  # Chance is 0.25.
+
+
+# ---- idx files (MNIST / Fashion-MNIST format), written by the tests -------------------------------------------
+
+
+def _write_idx(path, values, magic=None, gz=False, cut_bytes=0, shape=None):
+  """Writes uint8 `values` as an idx file (big-endian magic, dims, data)."""
+  import gzip as gzip_lib
+  values = np.asarray(values, np.uint8)
+  shape = values.shape if shape is None else shape
+  magic = (0x800 + len(shape)) if magic is None else magic
+  raw = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in shape) + values.tobytes()
+  raw = raw[:len(raw) - cut_bytes]
+  opener = gzip_lib.open if gz else open
+  with opener(str(path) + (".gz" if gz else ""), "wb") as f:
+    f.write(raw)
+
+
+def _write_idx_dataset(folder, gz, num_train=40, num_test=20, **overrides):
+  """A tiny 4-class idx dataset of 6x6 images: train-* and t10k-* pairs."""
+  rng = np.random.default_rng(0)
+  os.makedirs(folder, exist_ok=True)
+  files = {}
+  for prefix, n in (("train", num_train), ("t10k", num_test)):
+    labels = np.arange(n) % 4
+    images = (rng.random((n, 6, 6)) * 50).astype(np.uint8) + (labels * 50)[:, None, None].astype(np.uint8)
+    files[f"{prefix}-images-idx3-ubyte"] = images
+    files[f"{prefix}-labels-idx1-ubyte"] = labels
+  for name, values in files.items():
+    _write_idx(os.path.join(folder, name), values, gz=gz, **overrides.get(name, {}))
+  return files
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_folder_reads_train_and_t10k_gzipped_or_not(tmp_path, gz):
+  files = _write_idx_dataset(tmp_path, gz)
+  splits = data.load_dataset(f"idx:{tmp_path}", batch_size=10, search_fraction=0.25)  # 30 train: full batches
+  assert splits.num_classes == 4 and splits.input_shape == (6, 6, 1)
+  assert splits.num_examples == {"train": 30, "search": 10, "test": 20}
+  test_images, test_labels = _collect(splits.test)
+  np.testing.assert_array_equal(test_labels, files["t10k-labels-idx1-ubyte"])   # t10k is the test split, in order
+  np.testing.assert_allclose(test_images[..., 0], files["t10k-images-idx3-ubyte"] / 255.0, atol=1e-6)
+  train_labels = np.concatenate([_collect(splits.train)[1], _collect(splits.search)[1]])
+  assert sorted(train_labels.tolist()) == sorted(files["train-labels-idx1-ubyte"].tolist())
+
+
+def test_idx_truncated_file_names_the_file(tmp_path):
+  _write_idx_dataset(tmp_path, gz=True, **{"train-images-idx3-ubyte": {"cut_bytes": 7}})
+  with pytest.raises(ValueError, match=r"train-images-idx3-ubyte\.gz.*truncated.*download it again"):
+    data.load_dataset(f"idx:{tmp_path}")
+
+
+def test_idx_wrong_magic_names_the_file(tmp_path):
+  _write_idx_dataset(tmp_path, gz=False, **{"t10k-labels-idx1-ubyte": {"magic": 0x00000803, "shape": (20, 1, 1)}})
+  with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte'.*magic number 0x00000803, expected 0x00000801"):
+    data.load_dataset(f"idx:{tmp_path}")
+
+
+def test_idx_count_mismatch_between_images_and_labels_is_refused(tmp_path):
+  _write_idx_dataset(tmp_path, gz=False)
+  _write_idx(tmp_path / "train-labels-idx1-ubyte", np.arange(39) % 4)   # 39 labels for 40 images
+  with pytest.raises(ValueError, match=r"40 images but .*train-labels-idx1-ubyte' has 39 labels"):
+    data.load_dataset(f"idx:{tmp_path}")
+
+
+def test_idx_label_out_of_range_names_the_label_file(tmp_path):
+  _write_idx_dataset(tmp_path, gz=True)
+  labels = np.arange(20) % 4
+  labels[3] = 200
+  _write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels, gz=True)
+  with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte\.gz' holds label\(s\) up to 200.*out of range"):
+    data.load_dataset(f"idx:{tmp_path}")
+
+
+def test_idx_missing_file_lists_the_expected_names(tmp_path):
+  _write_idx_dataset(tmp_path, gz=False)
+  os.remove(tmp_path / "t10k-images-idx3-ubyte")
+  with pytest.raises(ValueError, match=r"no t10k-images-idx3-ubyte \(nor t10k-images-idx3-ubyte\.gz\)"):
+    data.load_dataset(f"idx:{tmp_path}")
+
+
+def test_fashion_mnist_missing_names_the_apt_command(monkeypatch, tmp_path):
+  monkeypatch.setattr(data, "FASHION_MNIST_DIR", str(tmp_path / "absent"))
+  with pytest.raises(ValueError, match=r"apt-get install -y dataset-fashion-mnist"):
+    data.load_dataset("fashion_mnist")

@@ -70,8 +70,8 @@ class _StepPrinter(keras.callbacks.Callback):
 class _CountingEvaluator(tfmp.Evaluator):
   count = 0
 
-  def accuracy_tensor(self, choices):
-    acc = super().accuracy_tensor(choices)
+  def scores_tensor(self, choices):
+    acc = super().scores_tensor(choices)
     time.sleep(0.03)   # an evaluation takes ~1 ms here: slow down so a kill lands where it is aimed
     _CountingEvaluator.count += 1
     print(f"search eval {_CountingEvaluator.count}", flush=True)
@@ -98,8 +98,11 @@ def run(work_dir):
   print("DONE", flush=True)
 
 
+# min_flops_ratio=0: no FLOPs window, so every generation of this tiny space fills its 8 candidates and the kill
+# points (counted in search evaluations) are reached; the window itself is tested in search_test.py.
 PIPELINE = dict(model="small_cnn", divisor=1, max_examples=400, input_size=8, batch_size=32, hidden_units=2,
-                pruningnet_epochs=3, flops_ratio=0.5, population_size=8, num_generations=4, calibration_batches=2,
+                pruningnet_epochs=3, flops_ratio=0.5, min_flops_ratio=0.0, population_size=8, num_generations=4,
+                calibration_batches=2,
                 retrain_epochs=3, export_num_runs=5, export_calibration_batches=2)
 
 
@@ -141,7 +144,7 @@ def _instrument_pipeline():
 
   training.fit = printing_fit
 
-  score = calibration.Evaluator.accuracy_tensor
+  score = calibration.Evaluator.scores_tensor
   evals = [0]
 
   def printing_score(self, choices):
@@ -151,7 +154,7 @@ def _instrument_pipeline():
     print(f"search eval {evals[0]}", flush=True)
     return acc
 
-  calibration.Evaluator.accuracy_tensor = printing_score
+  calibration.Evaluator.scores_tensor = printing_score
 
   steps = [0]
 

@@ -192,9 +192,9 @@ def test_infeasible_budget_errors_at_once_before_any_evaluation(net, evaluator, 
   calls = []
 
   class Spy(tfmp.Evaluator):
-    def accuracy_tensor(self, choices):
+    def scores_tensor(self, choices):
       calls.append(choices)
-      return super().accuracy_tensor(choices)
+      return super().scores_tensor(choices)
 
   spy = Spy(net, evaluator.data)
   too_small = budgets.FlopsBudget(max_mflops=smallest * 0.5)
@@ -281,3 +281,73 @@ def test_plot_pareto_writes_a_png(net, evaluator, budget, tmp_path):
   with open(path, "rb") as f:
     head = f.read(8)
   assert head == b"\x89PNG\r\n\x1a\n" and os.path.getsize(path) > 10_000
+
+
+# ---- the FLOPs window, the uniform baseline, the fitness --------------------------------------------------------
+
+
+def test_every_candidate_the_evolution_evaluates_lies_inside_the_flops_window(net, evaluator, space):
+  budget = budgets.FlopsBudget.from_ratio(space, 0.5, min_ratio=0.4)
+  scored = []
+
+  class Spy(tfmp.Evaluator):
+    def scores_tensor(self, choices):
+      scored.append(tuple(np.asarray(choices).tolist()))
+      return super().scores_tensor(choices)
+
+  result = search.evolutionary(net, Spy(net, evaluator.data), budget, num_generations=3, verbose=0, **SMALL)
+  assert len(scored) == result.num_evaluations >= 12
+  flops = [space.mflops(tfmp.Structure(c)) for c in scored]
+  assert min(flops) >= budget.min_mflops and max(flops) <= budget.max_mflops
+
+
+def test_uniform_baseline_is_one_ratio_for_every_gene_and_inside_the_window(net, evaluator):
+  # The small CNN's real widths (16-128) on the finer grid: divisor 1, width ratios 0.10, 0.11, ..., 1.00.
+  fine = tfmp.models.small_cnn(input_shape=(28, 28, 1), num_classes=10, divisor=1,
+                               width_ratios=tfmp.pipeline.width_ratios(0.1, 0.01))
+  for ratio in (0.1, 0.25, 0.5):
+    budget = budgets.FlopsBudget.from_ratio(fine, ratio, min_ratio=0.9 * ratio)
+    r, s = search.largest_uniform(fine, budget)
+    assert budget.is_feasible(fine, s)
+    for gene, layer_ratio in search.layer_width_ratios(fine, s).items():
+      base = next(g.base_channels for g in fine.genes if g.name == gene)
+      assert abs(layer_ratio - r) <= 0.5 / base + 1e-9, (gene, layer_ratio, r)   # one ratio, up to a channel
+  base = search.uniform(net, evaluator, budgets.FlopsBudget.from_ratio(net.space, 0.5, min_ratio=0.4))
+  assert set(base.extra["layer_width_ratios"]) == {g.name for g in net.space.genes}
+  assert 0.4 * net.space.mflops(net.space.largest()) <= base.best_mflops
+
+
+def test_uniform_that_cannot_land_in_the_window_says_how_to_widen_it(space):
+  full = space.mflops(space.largest())
+  ratio, s = search.largest_uniform(space, budgets.FlopsBudget.from_ratio(space, 0.5))
+  below = space.mflops(s)   # the largest uniform structure under 50%; a window just above it holds none
+  budget = budgets.FlopsBudget(max_mflops=0.5 * full, min_mflops=min(0.5 * full, below * 1.0001))
+  if budget.is_feasible(space, s):
+    pytest.skip("the uniform structure sits on the limit")
+  with pytest.raises(ValueError, match=r"below the window's .*lower min_flops_ratio .*divisor=1, width_step=0.01"):
+    search.largest_uniform(space, budget)
+
+
+def test_ranking_never_prefers_fewer_flops_on_a_tie():
+  big = search.Candidate(choices=(1, 1), accuracy=0.5, mflops=9.0, params=90, loss=0.7)
+  small = search.Candidate(choices=(0, 0), accuracy=0.5, mflops=1.0, params=10, loss=0.9)
+  assert search.result.rank([small, big])[0] is big   # equal accuracy: the lower loss wins, not fewer FLOPs
+  same_small = search.Candidate(choices=(0, 0), accuracy=0.5, mflops=1.0, params=10, loss=0.7)
+  assert search.result.rank([big, same_small])[0] is big   # a full tie: the earlier evaluated, whatever the FLOPs
+  assert search.result.rank([same_small, big])[0] is same_small
+  better = search.Candidate(choices=(2, 2), accuracy=0.51, mflops=1.0, params=10, loss=2.0)
+  assert search.result.rank([big, better])[0] is better   # accuracy first
+
+
+def test_evolution_records_the_loss_and_rescore_picks_the_best_of_the_top_k_on_more_data(net, evaluator, space,
+                                                                                          splits):
+  budget = budgets.FlopsBudget.from_ratio(space, 0.5, min_ratio=0.4)
+  found = search.evolutionary(net, evaluator, budget, num_generations=2, verbose=0, **SMALL)
+  assert all(c.loss is not None and c.loss > 0 for c in found.candidates)
+  more = tfmp.Evaluator(net, tfmp.EvaluationData.from_dataset(splits.search, num_calibration_batches=4,
+                                                              calibration_dataset=splits.calibration))
+  picked = search.rescore(found, more, top_k=3)
+  assert len(picked.extra["rescored"]) == 3 and picked.extra["search_best"]["choices"] == list(found.best.choices)
+  assert picked.best.choices in {c.choices for c in found.top_k[:3]}
+  assert picked.best.accuracy == max(r["rescored_accuracy"] for r in picked.extra["rescored"])
+  assert search.SearchResult.from_json(picked.to_json()).best.loss == picked.best.loss

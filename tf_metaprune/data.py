@@ -28,6 +28,14 @@ Nothing is ever downloaded. Dataset specs:
 * `"folder:PATH"`: a local folder `PATH/<class>/*.png` (one sub-folder per
   class, names sorted alphabetically give the label ids), or the
   `tfds.ImageFolder` layout `PATH/train/<class>/*` + `PATH/test/<class>/*`.
+* `"idx:DIR"`: the idx files that MNIST, Fashion-MNIST, KMNIST and EMNIST
+  share: `DIR/train-images-idx3-ubyte` + `DIR/train-labels-idx1-ubyte` and
+  `DIR/t10k-images-idx3-ubyte` + `DIR/t10k-labels-idx1-ubyte`, each gzipped
+  (`.gz`) or not. The t10k files are the test split; `search_fraction` of the
+  train files is held out for search.
+* `"fashion_mnist"`: `idx:/usr/share/datasets/fashion-mnist`, where Debian's
+  `dataset-fashion-mnist` package installs Fashion-MNIST (60,000 train +
+  10,000 test, 28x28 grey, 10 classes).
 
 Example:
 
@@ -71,8 +79,20 @@ _MAX_SHUFFLE_BUFFER = 50_000
 _NO_FLIP_KEYWORDS = ("mnist", "svhn", "omniglot")
 _FLIP_OK_NAMES = ("fashion_mnist",)
 
+#: Where Debian's `dataset-fashion-mnist` package puts the idx files.
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST = "fashion_mnist"
+_FASHION_MNIST_FIX = "apt-get install -y dataset-fashion-mnist"
+
+# idx file magic numbers: 0x0000 08 (uint8) then the number of dimensions.
+_IDX_IMAGES_MAGIC = 0x00000803
+_IDX_LABELS_MAGIC = 0x00000801
+_IDX_PREFIXES = ("train", "t10k")
+
 _ACCEPTED_SPECS = (
-    "'mnist_subset' (the offline MNIST subset), 'tfds:NAME' (a prepared TFDS "
+    "'mnist_subset' (the offline MNIST subset), 'fashion_mnist' (Debian's "
+    f"{FASHION_MNIST_DIR}), 'idx:DIR' (train-/t10k- idx files, gzipped or "
+    "not), 'tfds:NAME' (a prepared TFDS "
     "dataset, e.g. 'tfds:cifar10' or 'tfds:mnist:3.0.1'), or 'folder:PATH' "
     "(PATH/<class>/*.png, or PATH/train/<class>/* + PATH/test/<class>/*)")
 
@@ -181,7 +201,7 @@ def load_dataset(dataset: str = MNIST_SUBSET,
   first `test_fraction` of all examples for test, then `search_fraction` of the
   rest for search, the remainder for train (MNIST subset with the defaults:
   train 3,600 / search 400 / test 1,000, equal counts per class). Datasets with
-  a test split (TFDS, a folder with `train/` and `test/`) keep it and hold out
+  a test split (TFDS, idx, a folder with `train/` and `test/`) keep it and hold out
   `search_fraction` of their train split for search (TFDS: `train[:90%]` /
   `train[90%:]`); `test_fraction` is then unused.
 
@@ -192,8 +212,8 @@ def load_dataset(dataset: str = MNIST_SUBSET,
   to 4 pixels (image side // 8) and, if `flip`, flipped left-right.
 
   Args:
-    dataset: `"mnist_subset"`, `"tfds:NAME"` or `"folder:PATH"` (see the module
-      docstring).
+    dataset: `"mnist_subset"`, `"fashion_mnist"`, `"idx:DIR"`, `"tfds:NAME"`
+      or `"folder:PATH"` (see the module docstring).
     batch_size: Examples per batch, >= 1.
     input_size: None to keep the native size, an int for square images, or
       `(height, width)`. Required for TFDS datasets of variable image size.
@@ -208,8 +228,9 @@ def load_dataset(dataset: str = MNIST_SUBSET,
     max_examples: If set, keep at most this many examples of each split (for
       quick runs).
     flip: Random horizontal flips when `augment`. None picks per dataset: off
-      for digits and characters (MNIST, SVHN, Omniglot; not Fashion-MNIST),
-      on for other TFDS datasets and folders.
+      for digits and characters (MNIST, SVHN, Omniglot, an idx folder whose
+      name lacks "fashion"), on for Fashion-MNIST, other TFDS datasets and
+      folders.
     skip_bad_images: folders and TFDS. Every image is decoded once before
       anything else (TFDS: datasets of up to `TFDS_CHECK_MAX_RECORDS` records,
       any size with skip_bad_images=True) (a parallel tf.data pass: 14 s for 70,000 28x28 PNGs on
@@ -254,6 +275,8 @@ def load_dataset(dataset: str = MNIST_SUBSET,
     images, labels = mnist_subset_arrays()
     sources, num_classes, image_shape = _array_sources(
         images, labels, 10, search_fraction, test_fraction, MNIST_SUBSET)
+  elif kind == "idx":
+    sources, num_classes, image_shape = _idx_sources(arg, search_fraction, dataset)
   elif kind == "tfds":
     sources, num_classes, image_shape = _tfds_sources(
         arg, data_dir, search_fraction, test_fraction, size_hw, skip_bad_images=skip_bad_images)
@@ -483,8 +506,11 @@ def _parse_spec(dataset: Any) -> Tuple[str, str]:
         f"dataset={dataset!r} must be a string: {_ACCEPTED_SPECS}")
   if dataset == MNIST_SUBSET:
     return "mnist", ""
+  if dataset == FASHION_MNIST:
+    return "idx", FASHION_MNIST_DIR
   for prefix, kind, what in (("tfds:", "tfds", "NAME"),
-                             ("folder:", "folder", "PATH")):
+                             ("folder:", "folder", "PATH"),
+                             ("idx:", "idx", "DIR")):
     if dataset.startswith(prefix):
       arg = dataset[len(prefix):]
       if not arg.strip():
@@ -561,6 +587,8 @@ def _default_flip(kind: str, arg: str) -> bool:
   """Whether random flips keep the class: not for digits or characters."""
   if kind == "mnist":
     return False
+  if kind == "idx":  # Fashion-MNIST's clothes may flip; digits and letters may not.
+    return "fashion" in os.path.basename(os.path.normpath(arg)).lower()
   if kind == "folder":
     return True
   base = arg.split(":")[0].split("/")[0].lower()
@@ -684,6 +712,127 @@ def _array_sources(images, labels, num_classes, search_fraction,
     ds = tf.data.Dataset.from_tensor_slices((images[idx], labels[idx]))
     sources[split] = _Source(ds, len(idx), lambda image, label: (image, label))
   return sources, int(num_classes), tuple(int(d) for d in images.shape[1:])
+
+
+def idx_arrays(directory: str, prefix: str) -> Tuple[np.ndarray, np.ndarray]:
+  """Reads one idx pair `DIR/<prefix>-images-idx3-ubyte[.gz]` + labels.
+
+  The idx format (LeCun's MNIST files, also Fashion-MNIST, KMNIST, EMNIST):
+  a big-endian uint32 magic number (0x00000803 for uint8 images of 3
+  dimensions, 0x00000801 for uint8 labels), one big-endian uint32 per
+  dimension, then the uint8 values. Every field is checked, so a truncated
+  download or a swapped file fails here, naming the file.
+
+  Args:
+    directory: The folder holding the files.
+    prefix: "train" or "t10k".
+
+  Returns:
+    `(images, labels)`: uint8 (N, H, W, 1) and int32 (N,).
+
+  Raises:
+    ValueError: A file is missing, truncated, has a wrong magic number or
+      shape, the image and label counts differ, or a label exceeds 255 classes
+      (the message names the file and the way out).
+
+  Example:
+
+    images, labels = idx_arrays("/usr/share/datasets/fashion-mnist", "t10k")
+    assert images.shape == (10000, 28, 28, 1)
+  """
+  images = _read_idx(_find_idx(directory, f"{prefix}-images-idx3-ubyte"), _IDX_IMAGES_MAGIC, 3)
+  labels_path = _find_idx(directory, f"{prefix}-labels-idx1-ubyte")
+  labels = _read_idx(labels_path, _IDX_LABELS_MAGIC, 1)
+  if len(images) != len(labels):
+    raise ValueError(
+        f"idx files in {directory!r}: {prefix}-images has {len(images)} images but {labels_path!r} has "
+        f"{len(labels)} labels; one of them is from another dataset or truncated: download both again")
+  return images[..., np.newaxis], labels.astype(np.int32)
+
+
+def _find_idx(directory: str, stem: str) -> str:
+  for name in (stem, stem + ".gz"):
+    path = os.path.join(directory, name)
+    if os.path.isfile(path):
+      return path
+  # The original downloads name some files with a dot instead of a dash (train-images.idx3-ubyte).
+  dotted = stem.replace("-idx", ".idx")
+  for name in (dotted, dotted + ".gz"):
+    path = os.path.join(directory, name)
+    if os.path.isfile(path):
+      return path
+  raise ValueError(
+      f"idx dataset {directory!r} has no {stem} (nor {stem}.gz); expected train-images-idx3-ubyte, "
+      "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (gzipped or not) in that folder")
+
+
+@functools.lru_cache(maxsize=8)
+def _read_idx(path: str, magic: int, ndim: int) -> np.ndarray:
+  """Parses (once per path) one idx file of uint8 values with `ndim` dimensions."""
+  try:
+    if path.endswith(".gz"):
+      with gzip.open(path, "rb") as f:
+        raw = f.read()
+    else:
+      with open(path, "rb") as f:
+        raw = f.read()
+  except (OSError, EOFError) as e:  # gzip raises these for a cut or damaged .gz
+    raise ValueError(f"idx file {path!r} cannot be read ({e}); download it again") from None
+  header = 4 * (1 + ndim)
+  if len(raw) < header:
+    raise ValueError(f"idx file {path!r} is truncated: {len(raw)} bytes, shorter than its {header}-byte header; "
+                     "download it again")
+  found = int.from_bytes(raw[:4], "big")
+  if found != magic:
+    raise ValueError(
+        f"idx file {path!r} has magic number 0x{found:08x}, expected 0x{magic:08x} (uint8, {ndim} dimensions); "
+        "is it an images file where labels are expected (or the reverse), or not an idx file?")
+  shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+  size = int(np.prod(shape))
+  if len(raw) - header != size:
+    raise ValueError(
+        f"idx file {path!r} holds {len(raw) - header} data bytes but its header says {shape} = {size}; the file "
+        "is truncated or damaged: download it again")
+  values = np.frombuffer(raw, np.uint8, count=size, offset=header).reshape(shape)
+  values.flags.writeable = False
+  return values
+
+
+def _idx_sources(directory, search_fraction, spec):
+  """Reads an idx dataset folder and splits its train files into train / search sources."""
+  directory = os.path.expanduser(directory)
+  if not os.path.isdir(directory):
+    if spec == FASHION_MNIST:
+      raise ValueError(f"dataset 'fashion_mnist' reads {directory}, which does not exist; install it with "
+                       f"`{_FASHION_MNIST_FIX}` (as root), or pass 'idx:DIR' for another copy")
+    raise ValueError(f"idx dataset folder {directory!r} does not exist; expected 'idx:DIR' with "
+                     "DIR/train-images-idx3-ubyte[.gz] and the other three idx files")
+  arrays = {prefix: idx_arrays(directory, prefix) for prefix in _IDX_PREFIXES}
+  train_images, train_labels = arrays["train"]
+  test_images, test_labels = arrays["t10k"]
+  if train_images.shape[1:] != test_images.shape[1:]:
+    raise ValueError(f"idx dataset {directory!r}: train images are {train_images.shape[1:3]} but t10k images "
+                     f"{test_images.shape[1:3]}; both must come from the same dataset")
+  num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+  if num_classes < 2:
+    raise ValueError(f"idx dataset {directory!r}: every label is 0; a classifier needs at least 2 classes")
+  # Class ids must be contiguous: a label above a class the train split never uses is out of range (EMNIST
+  # letters start at 1, so an unused class 0 alone is accepted).
+  missing = sorted(set(range(1, num_classes)) - set(np.unique(train_labels).tolist()))
+  if missing:
+    bad_files = [_find_idx(directory, f"{prefix}-labels-idx1-ubyte") for prefix, labels in
+                 (("train", train_labels), ("t10k", test_labels)) if labels.max() > missing[0]]
+    raise ValueError(
+        f"idx label file {' and '.join(repr(f) for f in bad_files)} holds label(s) up to {num_classes - 1}, but "
+        f"the train labels never use class {missing[0]}: labels out of range (damaged or foreign label file); "
+        "download the label files again")
+  sources = {}
+  for split, idx in _split_indices(train_labels, search_fraction, None).items():
+    ds = tf.data.Dataset.from_tensor_slices((train_images[idx], train_labels[idx]))
+    sources[split] = _Source(ds, len(idx), lambda image, label: (image, label))
+  sources["test"] = _Source(tf.data.Dataset.from_tensor_slices((test_images, test_labels)), len(test_labels),
+                            lambda image, label: (image, label))
+  return sources, num_classes, tuple(int(d) for d in train_images.shape[1:])
 
 
 #: A TFDS dataset with at most this many records is decoded once before training (every split); a larger

@@ -77,12 +77,12 @@ _STAGES_FORMAT = "tf_metaprune.PipelineStages"
 
 # Which settings each stage's results depend on (cumulative along the stages).
 _DATA_KEYS = ("dataset", "input_size", "batch_size", "max_examples", "seed", "skip_bad_images")
-_NET_KEYS = ("keras_model", "importance", "model", "width_multiplier", "min_width_ratio", "divisor", "small_input",
-             "stage_repeats",
-             "pruningnet_epochs",
+_NET_KEYS = ("keras_model", "importance", "model", "width_multiplier", "min_width_ratio", "width_step", "divisor",
+             "small_input", "stage_repeats", "full_width_classifier_input", "pruningnet_epochs",
              "pruningnet_learning_rate", "pruningnet_optimizer", "hidden_units", "bn_mode", "sampling")
-_SEARCH_KEYS = ("searcher", "max_mflops", "flops_ratio", "max_params", "max_latency_ms", "latency_table", "population_size",
-                "num_generations", "calibration_batches")
+_SEARCH_KEYS = ("searcher", "max_mflops", "flops_ratio", "min_flops_ratio", "max_params", "max_latency_ms",
+                "latency_table", "population_size", "num_generations", "calibration_batches", "search_images",
+                "rescore_top_k")
 _RETRAIN_KEYS = ("retrain_epochs", "retrain_learning_rate", "retrain_optimizer", "init", "distill",
                  "distill_temperature", "distill_weight")
 _EXPORT_KEYS = ("export_num_runs", "export_num_threads", "export_calibration_batches")
@@ -129,7 +129,14 @@ class PipelineConfig:
     width_multiplier: base width multiplier of the family (not small_cnn).
     min_width_ratio: the smallest per-layer width ratio a gene may take; the
       choices are the paper's ratios 0.10, 0.13, ..., 1.00 from this value up.
-    divisor: channel counts are rounded to multiples of it.
+    width_step: the step of that grid (paper 0.03; 0.01 gives a finer grid,
+      so a uniform width ratio can land inside a narrow FLOPs window).
+    divisor: channel counts are rounded to multiples of it (1 for small nets:
+      with 8, a 16-channel layer can only be 8 or 16 wide).
+    full_width_classifier_input: keep the layer feeding the classifier at
+      full width, as the reference does (small_cnn: the last conv;
+      mobilenet_v2: the last 1x1 conv; resnets and mobilenet_v1 keep their
+      last stage full already).
     small_input: MobileNets / ResNet-50 only: keep early strides at 1 for
       small images (None: decide from the image size, under 96 px = yes).
     stage_repeats: mobilenet_v2 only: blocks per stage as "1,2,2,2,1,1,1"
@@ -142,11 +149,23 @@ class PipelineConfig:
     max_mflops / flops_ratio / max_params / max_latency_ms: the budget; `run`
       needs at least one (flops_ratio is a fraction of the full-width MFLOPs;
       max_latency_ms needs `latency_table`, a LatencyTable JSON file).
+    min_flops_ratio: the lower end of the FLOPs window of a `flops_ratio`
+      budget, also a fraction of the full-width MFLOPs. None (default) means
+      `DEFAULT_WINDOW` (0.9) x flops_ratio; 0 means no lower bound. Searched
+      and uniform structures both land inside [min_flops_ratio, flops_ratio],
+      so "equal FLOPs" holds (the reference's ResNet search uses the window
+      1950-2050 MFLOPs). Without one, a search whose fitness is coarse returned
+      a 21.9%-FLOPs structure for a 50% budget.
     searcher: "evolutionary" (MetaPruning, the default), "autoslim", "pas",
       "rl" or "uniform" (`tf_metaprune.search.SEARCHERS`); the uniform
       baseline is reported beside it whatever the searcher.
     population_size, num_generations: evolutionary search size (paper 50, 20).
     calibration_batches: training batches for BN recalibration per candidate.
+    search_images: score search candidates on at most this many images of the
+      search split (None: all); with `rescore_top_k` the final best few are
+      re-scored on the whole split before the pick.
+    rescore_top_k: re-score the search's best k on the whole search split
+      with 4x the calibration batches and pick the best of them (0: off).
     retrain_epochs, retrain_learning_rate, retrain_optimizer: the recipe that
       trains both the searched and the uniform structure.
     init: "scratch" (fresh weights, the paper), "generated" (start from the
@@ -169,7 +188,9 @@ class PipelineConfig:
   model: str = "mobilenet_v2"
   width_multiplier: float = 1.0
   min_width_ratio: float = 0.1
+  width_step: float = 0.03
   divisor: int = 8
+  full_width_classifier_input: bool = False
   small_input: Optional[bool] = None
   stage_repeats: Optional[str] = None
   pruningnet_epochs: int = 8
@@ -180,6 +201,7 @@ class PipelineConfig:
   sampling: str = "random"
   max_mflops: Optional[float] = None
   flops_ratio: Optional[float] = None
+  min_flops_ratio: Optional[float] = None
   max_params: Optional[int] = None
   max_latency_ms: Optional[float] = None
   latency_table: Optional[str] = None
@@ -187,6 +209,8 @@ class PipelineConfig:
   population_size: int = 50
   num_generations: int = 20
   calibration_batches: int = 4
+  search_images: Optional[int] = None
+  rescore_top_k: int = 0
   retrain_epochs: int = 8
   retrain_learning_rate: float = 0.003
   retrain_optimizer: str = "adam"
@@ -212,7 +236,7 @@ class PipelineConfig:
       bad("skip_bad_images", "must be True or False")
     if self.hidden_units < 0:
       bad("hidden_units", "must be >= 0 (0 = plain weight sharing)")
-    for name in ("input_size", "max_examples"):
+    for name in ("input_size", "max_examples", "search_images"):
       v = getattr(self, name)
       if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
         bad(name, "must be None or an integer >= 1")
@@ -250,6 +274,17 @@ class PipelineConfig:
                        "one of the two FLOPs limits, not both")
     if self.flops_ratio is not None and not 0.0 < float(self.flops_ratio) <= 1.0:
       bad("flops_ratio", "must be in (0, 1]: a fraction of the full-width network's FLOPs")
+    if self.min_flops_ratio is not None:
+      if self.flops_ratio is None:
+        bad("min_flops_ratio", "needs flops_ratio (the window's upper end); set --flops_ratio too, or drop it")
+      if not 0.0 <= float(self.min_flops_ratio) < float(self.flops_ratio):
+        bad("min_flops_ratio", f"must be in [0, flops_ratio={self.flops_ratio}): the lower end of the FLOPs "
+            "window (0 = no lower bound)")
+    if not 0.0 < float(self.width_step) <= 0.9:
+      bad("width_step", "must be in (0, 0.9], e.g. 0.03 (the paper) or 0.01")
+    if isinstance(self.rescore_top_k, bool) or not isinstance(self.rescore_top_k, (int, np.integer)) or (
+        self.rescore_top_k < 0):
+      bad("rescore_top_k", "must be an integer >= 0 (0 = no re-scoring)")
     for name in ("max_mflops", "max_params", "max_latency_ms"):
       v = getattr(self, name)
       if v is not None and not float(v) > 0:
@@ -281,9 +316,21 @@ class PipelineConfig:
 # Building blocks (also used by examples/train_pruningnet.py, search.py and retrain.py).
 
 
-def width_ratios(min_width_ratio):
-  """The paper's width ratios (0.10, 0.13, ..., 1.00) from `min_width_ratio` up."""
-  ratios = tuple(r for r in space_lib.PAPER_WIDTH_RATIOS if r >= float(min_width_ratio) - 1e-9)
+#: The default lower end of a `flops_ratio` budget's window, as a fraction of the limit: 0.9 keeps the
+#: uniform baseline of every built-in family on its default grid inside the window at 25% (and the
+#: small CNN's at 10% too) while leaving the search a band of structures to choose from (measured: 1-7%
+#: of random structures fall in it); the reference's ResNet window is +-2.5%.
+DEFAULT_WINDOW = 0.9
+
+
+def width_ratios(min_width_ratio, width_step=0.03):
+  """The width ratios 0.10, 0.10 + step, ..., 1.00 (the paper's with step 0.03) from `min_width_ratio` up."""
+  if abs(float(width_step) - 0.03) < 1e-12:
+    grid = space_lib.PAPER_WIDTH_RATIOS
+  else:
+    count = int(round(0.9 / float(width_step)))
+    grid = tuple(sorted({round(min(1.0, 0.10 + float(width_step) * i), 4) for i in range(count + 1)} | {1.0}))
+  ratios = tuple(r for r in grid if r >= float(min_width_ratio) - 1e-9)
   return ratios or (1.0,)
 
 
@@ -297,7 +344,13 @@ def load_data(config: PipelineConfig):
 def build_space(config: PipelineConfig, input_shape, num_classes):
   """The search space of `config.model` for images of `input_shape`."""
   family = models.get(config.model)
-  kwargs = dict(width_ratios=width_ratios(config.min_width_ratio), divisor=config.divisor)
+  kwargs = dict(width_ratios=width_ratios(config.min_width_ratio, config.width_step), divisor=config.divisor)
+  if config.full_width_classifier_input:
+    if config.model == "small_cnn":
+      kwargs["prune_last"] = False
+    elif config.model == "mobilenet_v2":
+      kwargs["prune_last_conv"] = False
+    # resnets and mobilenet_v1 keep their last stage at full width by default.
   if config.small_input is not None:
     if config.model not in ("mobilenet_v1", "mobilenet_v2", "resnet50"):
       raise ValueError(f"small_input={config.small_input!r} applies to mobilenet_v1, mobilenet_v2 and resnet50, "
@@ -320,8 +373,11 @@ def build_space(config: PipelineConfig, input_shape, num_classes):
 
 
 def build_budget(space, max_mflops=None, flops_ratio=None, max_params=None, max_latency_ms=None,
-                 latency_table=None):
+                 latency_table=None, min_flops_ratio=None):
   """One budget from the budget settings (several limits -> `AllOf`), checked against `space`.
+
+  `flops_ratio` gets a FLOPs window: at least `min_flops_ratio` of the full
+  width (None: `DEFAULT_WINDOW` x flops_ratio; 0: no lower bound).
 
   Raises:
     ValueError: for no limit, or a limit below the smallest structure of the
@@ -329,7 +385,8 @@ def build_budget(space, max_mflops=None, flops_ratio=None, max_params=None, max_
   """
   parts = []
   if flops_ratio is not None:
-    parts.append(budgets.FlopsBudget.from_ratio(space, flops_ratio))
+    low = DEFAULT_WINDOW * float(flops_ratio) if min_flops_ratio is None else float(min_flops_ratio)
+    parts.append(budgets.FlopsBudget.from_ratio(space, flops_ratio, min_ratio=low if low > 0 else None))
   if max_mflops is not None:
     parts.append(budgets.FlopsBudget(max_mflops=max_mflops))
   if max_params is not None:
@@ -348,9 +405,16 @@ def build_budget(space, max_mflops=None, flops_ratio=None, max_params=None, max_
 
 
 def config_budget(config: PipelineConfig, space):
-  return build_budget(space, max_mflops=config.max_mflops, flops_ratio=config.flops_ratio,
-                      max_params=config.max_params, max_latency_ms=config.max_latency_ms,
-                      latency_table=config.latency_table)
+  """The run's budget; raises at once (before any training) if the uniform baseline cannot meet it.
+
+  Under a FLOPs window the uniform baseline must land inside it; on a coarse grid (`divisor=8`) it may not,
+  and finding that out after the search would waste the PruningNet's training.
+  """
+  budget = build_budget(space, max_mflops=config.max_mflops, flops_ratio=config.flops_ratio,
+                        max_params=config.max_params, max_latency_ms=config.max_latency_ms,
+                        latency_table=config.latency_table, min_flops_ratio=config.min_flops_ratio)
+  search_lib.largest_uniform(space, budget)
+  return budget
 
 
 def save_model_atomic(model, path):
@@ -825,6 +889,8 @@ def search_and_save(net, splits, budget, config: PipelineConfig, output_dir, ver
     found = search_lib.run(config.searcher, space, budget, train_data=splits,
                            search_data=splits if own_net else evaluator, pruning_net=None if own_net else net,
                            output_dir=out("searcher_" + config.searcher), seed=config.seed, verbose=verbose)
+  if config.rescore_top_k and found.top_k and found.method != "uniform":
+    found = search_lib.rescore(found, _evaluator(net, splits, config, rescore=True), top_k=config.rescore_top_k)
   base = search_lib.uniform(net, evaluator, budget, verbose=verbose)
   if not _is_chief(net.distribute_strategy):
     return found, base   # the chief writes the files
@@ -853,9 +919,14 @@ def estimate_search(evaluator, space, config: PipelineConfig) -> str:
           f"{seconds:.2f} s (measured) = {training.describe_seconds(n * seconds)} at most")
 
 
-def _evaluator(net, splits, config):
-  data = calibration.EvaluationData.from_dataset(splits.search, num_calibration_batches=config.calibration_batches,
-                                                 calibration_dataset=splits.calibration)
+def _evaluator(net, splits, config, rescore=False):
+  """The search's evaluator (on `search_images` of the search split), or the re-score's (all of it, 4x calibration)."""
+  batches = None
+  if config.search_images is not None and not rescore:
+    batches = max(1, -(-int(config.search_images) // config.batch_size))
+  data = calibration.EvaluationData.from_dataset(
+      splits.search, num_calibration_batches=config.calibration_batches * (4 if rescore else 1),
+      calibration_dataset=splits.calibration, max_eval_batches=batches)
   return calibration.Evaluator(net, data)
 
 

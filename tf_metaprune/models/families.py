@@ -26,7 +26,7 @@ def _check_multiplier(width_multiplier):
 
 
 def small_cnn(input_shape=(28, 28, 1), num_classes=10, channels=(16, 32, 64, 128), width_ratios=None,
-              divisor=8):
+              divisor=8, prune_last=True):
   """A plain 4-conv CNN (for tests and quick experiments).
 
   conv3x3 (stride 1) -> conv3x3 (stride 2) -> conv3x3 (stride 2) -> conv3x3
@@ -39,6 +39,8 @@ def small_cnn(input_shape=(28, 28, 1), num_classes=10, channels=(16, 32, 64, 128
     channels: full widths of the convs (one gene each).
     width_ratios: each gene's width choices (default: the paper's 31 ratios).
     divisor: channel counts are multiples of this (1 = any count).
+    prune_last: make the last conv (the classifier's input) a gene; False
+      keeps it at full width, as MetaPruning keeps the last stage.
 
   Returns:
     A `SearchSpace`.
@@ -48,7 +50,9 @@ def small_cnn(input_shape=(28, 28, 1), num_classes=10, channels=(16, 32, 64, 128
   strides = (1, 2, 2, 1) + (1,) * max(0, len(channels) - 4)
   for i, c in enumerate(channels):
     name = f"conv{i + 1}"
-    x = b.conv(name, x, out=b.gene(name, c), kernel_size=3, strides=strides[i], activation="relu")
+    last = i == len(channels) - 1
+    out = c if (last and not prune_last) else b.gene(name, c)
+    x = b.conv(name, x, out=out, kernel_size=3, strides=strides[i], activation="relu")
   x = b.gap("pool", x)
   b.dense("logits", x, out=num_classes)
   return b.build()

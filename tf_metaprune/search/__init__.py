@@ -18,6 +18,8 @@
   with action clipping, or a Lagrangian penalty for budgets it cannot clip.
 * `uniform(net, search_data, budget)`: the baseline every result is reported
   beside -- the largest single width ratio that meets the budget.
+* `rescore(result, evaluator, top_k)`: re-scores a search's best few on more
+  data and picks the best of them.
 * `plot_pareto(result, path, uniform_result=...)`: accuracy vs MFLOPs PNG.
 
 Example:
@@ -46,6 +48,7 @@ from tf_metaprune.search.pas import MaskedNet
 from tf_metaprune.search.pas import PaSConfig
 from tf_metaprune.search.pas import pruning_as_search
 from tf_metaprune.search.plot import plot_pareto
+from tf_metaprune.search.rescore import rescore
 from tf_metaprune.search.result import Candidate
 from tf_metaprune.search.result import SearchResult
 from tf_metaprune.search.rl import RLConfig
@@ -53,6 +56,7 @@ from tf_metaprune.search.rl import reinforce
 from tf_metaprune.search.uniform import default_ratio_grid
 from tf_metaprune.search.uniform import UniformConfig
 from tf_metaprune.search.uniform import largest_uniform
+from tf_metaprune.search.uniform import layer_width_ratios
 from tf_metaprune.search.uniform import uniform
 
 # Note: `search.uniform` is the function; the module is `tf_metaprune.search.uniform`
@@ -60,8 +64,8 @@ from tf_metaprune.search.uniform import uniform
 # modules (their searchers are `slim`, `pruning_as_search` and `reinforce`).
 __all__ = ["AutoSlimConfig", "Candidate", "EvolutionConfig", "MaskedNet", "PaSConfig", "RLConfig", "SEARCHERS",
            "SearchContext", "SearchResult", "UniformConfig", "autoslim", "config_class", "default_ratio_grid",
-           "evolutionary", "largest_uniform", "pas", "plot_pareto", "pruning_as_search", "reinforce", "register",
-           "rl", "run", "searcher_class", "slim", "uniform"]
+           "evolutionary", "largest_uniform", "layer_width_ratios", "pas", "plot_pareto", "pruning_as_search",
+           "reinforce", "register", "rescore", "rl", "run", "searcher_class", "slim", "uniform"]
 
 
 def __getattr__(name):

@@ -89,12 +89,13 @@ def latency_lut(budget, latency_table, space):
   return lut
 
 
-def measure(space, choices, accuracy, lut=None, generation=0) -> result_lib.Candidate:
-  """A `Candidate` with accuracy, MFLOPs, params (and predicted latency) of `choices`."""
+def measure(space, choices, accuracy, lut=None, generation=0, loss=None) -> result_lib.Candidate:
+  """A `Candidate` with accuracy (and loss), MFLOPs, params (and predicted latency) of `choices`."""
   s = space.validate(choices)
   latency = None if lut is None else float(lut.predict_ms(space, s))
   return result_lib.Candidate(choices=s.choices, accuracy=float(accuracy), mflops=space.mflops(s),
-                              params=space.params(s), latency_ms=latency, generation=generation)
+                              params=space.params(s), latency_ms=latency, generation=generation,
+                              loss=None if loss is None else float(loss))
 
 
 def net_fingerprint(net) -> str:

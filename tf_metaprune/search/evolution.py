@@ -23,7 +23,8 @@ One generation, with the paper's defaults (`EvolutionConfig()`):
   on with fewer. 20 generations is about 1000 evaluations.
 
 Fitness is top-1 accuracy on the held-out search split (never the test
-split), after exact BN recalibration, with the PruningNet's generated weights
+split), ties broken by the lower cross-entropy loss (never by FLOPs: see
+`result.rank`), after exact BN recalibration, with the PruningNet's generated weights
 and no fine-tuning (`calibration.Evaluator`: one `tf.function` trace for all
 candidates). Every evaluation is cached by its choices.
 
@@ -312,9 +313,10 @@ _LABELS = {"space_fingerprint": "the search space", "net_fingerprint": "the Prun
 
 
 def _score(evaluator, choices, state_path):
-  """The evaluator's accuracy of `choices`; a lost worker becomes a `WorkerLostError` saying how to resume."""
+  """The evaluator's (accuracy, loss) of `choices`; a lost worker becomes a `WorkerLostError` saying how to resume."""
   try:
-    return evaluator.accuracy_tensor(tf.constant(choices, tf.int32))
+    acc, loss = evaluator.scores_tensor(tf.constant(choices, tf.int32)).numpy().tolist()
+    return acc, loss
   except Exception as e:  # pylint: disable=broad-except
     hint = (f"the search resumes from {state_path!r} at its last finished generation" if state_path
             else "pass state_path so that a rerun resumes instead of starting over")
@@ -434,8 +436,8 @@ def evolutionary(net, search_data, budget=None, config: Optional[EvolutionConfig
           f"{space.mflops(space.largest()):.4g}); raise the budget, or use "
           "random_sampling='scaled' / a larger max_tries_factor")
     for choices in new:
-      acc = _score(evaluator, choices, state_path)
-      cand = _common.measure(space, choices, float(acc), lut, generation)
+      acc, loss = _score(evaluator, choices, state_path)
+      cand = _common.measure(space, choices, acc, lut, generation, loss=loss)
       candidates.append(cand)
       cache[cand.choices] = cand
     population = new

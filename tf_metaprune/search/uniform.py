@@ -3,7 +3,10 @@
 The reference point of every pruning paper (MetaPruning Tables 1-3): the
 largest single width ratio `r` such that `space.uniform(r)` -- every gene at
 `round(base * r)` channels, snapped to its nearest choice -- meets the
-budget. It is scored exactly like a searched candidate (BN recalibration +
+budget. Under a FLOPs window (`FlopsBudget(max_mflops, min_mflops)`) that is
+the largest `r` landing inside the window, so searched and uniform are
+compared at (nearly) the same FLOPs; `extra["layer_width_ratios"]` shows how
+close every layer is to `r` (a coarse grid, `divisor=8`, is far from it). It is scored exactly like a searched candidate (BN recalibration +
 top-1 accuracy on the held-out search split with the PruningNet's generated
 weights), so the two are compared at equal budget and equal evaluation.
 
@@ -60,9 +63,28 @@ def largest_uniform(space, budget, width_ratios=None):
     s = space.uniform(r)
     if budget is None or budget.is_feasible(space, s):
       return r, s
+  window = ""
+  if getattr(budget, "min_mflops", None) is not None:
+    below = next((space.mflops(space.uniform(r)) for r in grid
+                  if space.mflops(space.uniform(r)) <= budget.max_mflops), None)
+    window = (f"; the largest uniform structure under the limit has {below:.4g} MFLOPs, below the window's "
+              f"{budget.min_mflops:.4g}: lower min_flops_ratio (widen the window) or make the width grid finer "
+              "(divisor=1, width_step=0.01)" if below is not None else "")
   raise ValueError(f"no uniform width ratio in [{grid[-1]}, {grid[0]}] meets {budget!r} (the smallest "
-                   f"uniform structure has {space.mflops(space.uniform(grid[-1])):.4g} MFLOPs); raise the budget "
-                   "or pass finer width_ratios")
+                   f"uniform structure has {space.mflops(space.uniform(grid[-1])):.4g} MFLOPs){window}; raise the "
+                   "budget or pass finer width_ratios")
+
+
+def layer_width_ratios(space, structure):
+  """{gene name: its channels / its base channels} of `structure`: how uniform a "uniform" structure is.
+
+  With `divisor=8` a 16-channel layer can only be 8 or 16 wide, so the
+  uniform x0.68 structure of the small CNN cuts that layer to 0.5; with
+  `divisor=1` and a 0.01 width grid every layer is within half a channel of
+  the one ratio.
+  """
+  channels = space.gene_channels(structure)
+  return {g.name: float(c) / g.base_channels for g, c in zip(space.genes, channels)}
 
 
 def uniform(net, search_data, budget=None, *, width_ratios=None, latency_table=None, calibration_data=None,
@@ -95,8 +117,8 @@ def uniform(net, search_data, budget=None, *, width_ratios=None, latency_table=N
   t0 = time.perf_counter()
   ratio, s = largest_uniform(space, budget, width_ratios)
   evaluator = _common.make_evaluator(net, search_data, calibration_data, num_calibration_batches, "uniform")
-  acc = evaluator.accuracy_tensor(tf.constant(s.choices, tf.int32))
-  cand = _common.measure(space, s.choices, float(acc), lut, 0)
+  acc, loss = evaluator.scores_tensor(tf.constant(s.choices, tf.int32)).numpy().tolist()
+  cand = _common.measure(space, s.choices, acc, lut, 0, loss=loss)
   seconds = time.perf_counter() - t0
   result = result_lib.SearchResult(
       method="uniform", space_name=space.name, space_fingerprint=space.fingerprint(), best=cand, top_k=[cand],
@@ -106,7 +128,8 @@ def uniform(net, search_data, budget=None, *, width_ratios=None, latency_table=N
       budget=None if budget is None else budget.get_config(),
       config={"width_ratios": None if width_ratios is None else [float(r) for r in width_ratios]},
       trace_counts={"evaluator": evaluator.trace_count}, seconds=seconds,
-      extra={"width_ratio": float(ratio), "num_eval_images": evaluator.data.num_eval_images,
+      extra={"width_ratio": float(ratio), "layer_width_ratios": layer_width_ratios(space, s),
+             "num_eval_images": evaluator.data.num_eval_images,
              "num_calibration_images": int(np.prod(evaluator.data.calibration_images.shape[:2]))})
   if verbose:
     print(f"[uniform] width ratio {ratio:g}: {result.summary()}", flush=True)
