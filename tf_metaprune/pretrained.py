@@ -272,8 +272,8 @@ def global_magnitude_structure(space, scores, budget):
   global threshold would empty the thin layers first), then every channel at
   or above one threshold is kept; a gene keeps the largest of its width
   choices not above its count. The threshold is the lowest that meets
-  `budget` (bisection over the sorted scores: the structure shrinks as the
-  threshold rises).
+  `budget` (the structure shrinks as the threshold rises; with a FLOPs window
+  the first structure from the top that lands inside it).
 
   Args:
     space: the `SearchSpace`.
@@ -284,7 +284,8 @@ def global_magnitude_structure(space, scores, budget):
     (threshold, Structure).
 
   Raises:
-    ValueError: if even the smallest structure misses the budget.
+    ValueError: if no threshold's structure meets the budget (e.g. a window
+      narrower than the jumps between thresholds).
   """
   normalized = {g.name: scores[g.name] / max(float(np.mean(scores[g.name])), 1e-30) for g in space.genes}
   levels = np.unique(np.concatenate(list(normalized.values())))
@@ -297,21 +298,21 @@ def global_magnitude_structure(space, scores, budget):
       choices.append(fits[-1] if fits else 0)
     return space_lib.Structure(choices)
 
-  lo, hi = 0, len(levels) - 1   # find the lowest level index whose structure is feasible
-  if not budget.is_feasible(space, structure_at(levels[hi] + 1.0)):
-    raise ValueError(f"{budget!r} is below the smallest structure of space {space.name!r} "
-                     f"({space.mflops(space.smallest()):.4g} MFLOPs); raise the budget")
-  if budget.is_feasible(space, structure_at(levels[lo])):
-    return float(levels[lo]), structure_at(levels[lo])
-  hi += 1   # levels[hi] may be infeasible too; index len(levels) stands for "above every score"
-  while hi - lo > 1:
-    mid = (lo + hi) // 2
-    if budget.is_feasible(space, structure_at(levels[mid])):
-      hi = mid
-    else:
-      lo = mid
-  threshold = float(levels[hi]) if hi < len(levels) else float(levels[-1] + 1.0)
-  return threshold, structure_at(threshold)
+  # The structure shrinks as the threshold rises; with a FLOPs window (a lower bound too) feasibility is not
+  # monotone in the threshold, so walk the distinct structures from the largest down and take the first
+  # feasible one (a few hundred to a few thousand levels: cheap next to one training step).
+  tried = []
+  for threshold in list(levels) + [float(levels[-1]) + 1.0]:
+    structure = structure_at(threshold)
+    if tried and structure.choices == tried[-1][1].choices:
+      continue
+    if budget.is_feasible(space, structure):
+      return float(threshold), structure
+    tried.append((float(threshold), structure))
+  sizes = sorted({round(space.mflops(s), 6) for _, s in tried})
+  raise ValueError(f"no single global threshold lands in {budget!r} on space {space.name!r}: its structures "
+                   f"have {', '.join(f'{m:.4g}' for m in sizes[:3])} ... {sizes[-1]:.4g} MFLOPs; widen the "
+                   "budget's window (min_flops_ratio / --min_flops_ratio) or raise the budget")
 
 
 # ---------------------------------------------------------------------------------------------
