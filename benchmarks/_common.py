@@ -69,6 +69,18 @@ def interleaved(contenders, rounds, warmup=1):
   return {name: {"median_s": float(np.median(t)), "all_s": [float(x) for x in t]} for name, t in times.items()}
 
 
+def cached_batches(batch_size, steps):
+  """`steps` batches of MNIST-subset images (28x28x1) as a cached dataset."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tf_metaprune as tfmp  # pylint: disable=g-import-not-at-top
+  images, labels = tfmp.data.mnist_subset_arrays()
+  rng = np.random.default_rng(0)
+  idx = rng.permutation(len(images))[:batch_size * steps]
+  x = images[idx].astype(np.float32).reshape(-1, 28, 28, 1) / 255.0
+  return tf.data.Dataset.from_tensor_slices((x, labels[idx])).batch(batch_size, drop_remainder=True).cache()
+
+
 def markdown_table(headers, rows):
   """A Markdown table from a header list and row lists (already formatted strings)."""
   lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in

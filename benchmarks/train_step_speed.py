@@ -39,6 +39,10 @@ flags.DEFINE_integer("hidden_units", 32, "PruningNet generator hidden size (pape
 flags.DEFINE_enum("small_input", "auto", ["auto", "yes", "no"],
                   "MobileNets: keep early strides at 1 for 28x28 images (auto: yes under 96 px; no = stride 32 as in "
                   "make demo, much cheaper).")
+flags.DEFINE_enum("sampling", "random", ["random", "sandwich"],
+                  "PruningNet sampling: 'random' (MetaPruning, one structure a step) or 'sandwich' (AutoSlim: "
+                  "largest + smallest + random ones, --structures_per_step of them).")
+flags.DEFINE_integer("structures_per_step", 4, "Structures per step with --sampling=sandwich.")
 flags.DEFINE_bool("quick", False, "Smoke run: batch 16, 2 steps, 1 round.")
 flags.DEFINE_string("output_dir", _common.RESULTS_DIR, "Where results go.")
 
@@ -54,19 +58,7 @@ def parse_model(text):
     raise ValueError(f"--models entry {text!r}: write family[:width_multiplier], e.g. mobilenet_v2:0.5") from None
 
 
-def cached_batches(batch_size, steps):
-  """`steps` batches of MNIST-subset images (28x28x1) as a cached dataset."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import tf_metaprune as tfmp  # pylint: disable=g-import-not-at-top
-  images, labels = tfmp.data.mnist_subset_arrays()
-  rng = np.random.default_rng(0)
-  idx = rng.permutation(len(images))[:batch_size * steps]
-  x = images[idx].astype(np.float32).reshape(-1, 28, 28, 1) / 255.0
-  return tf.data.Dataset.from_tensor_slices((x, labels[idx])).batch(batch_size, drop_remainder=True).cache()
-
-
-def step_times(space, ds, steps, rounds, hidden_units, seed=0):
+def step_times(space, ds, steps, rounds, hidden_units, seed=0, sampling="random", structures_per_step=4):
   """PruningNet vs plain full-width training step, interleaved in this process.
 
   Returns:
@@ -76,7 +68,8 @@ def step_times(space, ds, steps, rounds, hidden_units, seed=0):
   import keras  # pylint: disable=g-import-not-at-top
   import tf_metaprune as tfmp  # pylint: disable=g-import-not-at-top
   keras.utils.set_random_seed(seed)
-  net = tfmp.PruningNet(space, hidden_units=hidden_units, seed=seed)
+  net = tfmp.PruningNet(space, hidden_units=hidden_units, seed=seed, sampling=sampling,
+                        structures_per_step=structures_per_step)
   traced = []
   forward = net.forward
 
@@ -92,7 +85,8 @@ def step_times(space, ds, steps, rounds, hidden_units, seed=0):
   times = _common.interleaved({k: (lambda m=m: m.fit(ds, epochs=1, verbose=0)) for k, m in models.items()},
                               rounds=rounds)
   row = {"space": space.name, "batch_size": int(next(iter(ds))[0].shape[0]), "steps_per_round": steps,
-         "rounds": rounds, "hidden_units": hidden_units,
+         "rounds": rounds, "hidden_units": hidden_units, "sampling": sampling,
+         "structures_per_step": structures_per_step if sampling == "sandwich" else 1,
          "pruning_net_ms_per_step": 1000 * times["pruning_net"]["median_s"] / steps,
          "plain_ms_per_step": 1000 * times["plain_full_width"]["median_s"] / steps,
          "pruning_net_round_s": times["pruning_net"]["all_s"], "plain_round_s": times["plain_full_width"]["all_s"],
@@ -109,14 +103,15 @@ def main(argv):
   import tf_metaprune as tfmp  # pylint: disable=g-import-not-at-top
   batch, steps, rounds = (16, 2, 1) if FLAGS.quick else (FLAGS.batch_size, FLAGS.steps, FLAGS.rounds)
   report = _common.Report(FLAGS.name, FLAGS.output_dir)
-  ds = cached_batches(batch, steps)
+  ds = _common.cached_batches(batch, steps)
   rows = []
   for text in FLAGS.models:
     family, kwargs = parse_model(text)
     if family.startswith("mobilenet") and FLAGS.small_input != "auto":
       kwargs["small_input"] = FLAGS.small_input == "yes"
     space = tfmp.models.get(family)((28, 28, 1), 10, **kwargs)
-    row = step_times(space, ds, steps, rounds, FLAGS.hidden_units)
+    row = step_times(space, ds, steps, rounds, FLAGS.hidden_units, sampling=FLAGS.sampling,
+                     structures_per_step=FLAGS.structures_per_step)
     row.update({"model": text, "family": family, "space_kwargs": kwargs})
     rows.append(row)
     print(f"{text:<18} PruningNet {row['pruning_net_ms_per_step']:8.1f} ms/step  plain "
