@@ -66,7 +66,7 @@ flags.DEFINE_string("output_dir", _common.RESULTS_DIR, "Where results go.")
 CATEGORIES = ["convolutions", "generator fwd", "generator bwd", "optimizer", "batch norm", "slicing/shapes",
               "data input", "other"]
 _CONV_TYPES = re.compile(r"^(_Fused)?(Conv2D|DepthwiseConv2dNative|MatMul|BatchMatMul)")
-_BN = re.compile(r"(^|/)(moments|batchnorm|batch_norm|batch_normalization|[^/]*_bn(_\d+)?)(/|$)")
+_BN = re.compile(r"(^|/)(moments|batchnorm|batch_norm|batch_norm_grad|batch_normalization|[^/]*_bn(_\d+)?)(/|$)")
 _BN_TYPES = re.compile(r"^FusedBatchNorm")
 _SHAPE_TYPES = {"Slice", "Pad", "PadV2", "Shape", "ShapeN", "StridedSlice", "StridedSliceGrad", "GatherV2",
                 "GatherNd", "ConcatV2", "Pack", "Unpack", "Fill", "Range", "ScatterNd", "BroadcastArgs",
@@ -134,11 +134,17 @@ def profile_model(model, ds, steps):
   for (name, op_type), (ms, _) in ops.items():
     per_cat[categorize(name, op_type)] += ms / steps
   total = sum(per_cat.values())
-  top = sorted(((ms / steps, f"{name}:{op_type}", categorize(name, op_type)) for (name, op_type), (ms, _) in
-                ops.items()), reverse=True)[:25]
+  by_cat = collections.defaultdict(list)
+  for (name, op_type), (ms, _) in ops.items():
+    by_cat[categorize(name, op_type)].append((ms / steps, f"{name}:{op_type}"))
+  top = [(t, n, c) for c, items in by_cat.items() for t, n in sorted(items, reverse=True)[:8]]  # 8 per category
+  by_type = collections.defaultdict(float)
+  for (name, op_type), (ms, _) in ops.items():
+    by_type[f"{categorize(name, op_type)}: {op_type}"] += ms / steps
   return {"wall_ms_per_step": 1000 * wall_s / steps, "op_ms_per_step": total, "category_ms_per_step": per_cat,
           "category_share": {c: (v / total if total else 0.0) for c, v in per_cat.items()},
-          "top_ops": [{"ms_per_step": t, "op": n, "category": c} for t, n, c in top]}
+          "top_ops": [{"ms_per_step": t, "op": n, "category": c} for t, n, c in top],
+          "op_type_ms_per_step": dict(sorted(by_type.items(), key=lambda kv: -kv[1])[:40])}
 
 
 def main(argv):

@@ -447,19 +447,21 @@ def _normalize_with_batch_moments(x, gamma, beta, epsilon):
     y = x * k + shift
 
     def grad(dy):
-      n = tf.cast(tf.size(x) // tf.shape(x)[-1], x.dtype)
-      dbeta = tf.reduce_sum(dy, axes)
-      dgamma = rstd * (tf.reduce_sum(dy * x, axes) - mean * dbeta)
-      a = -k * rstd * dgamma / n
-      c = k * (mean * rstd * dgamma - dbeta) / n
-      dx = dy * k + (x * a + c)
-      return (dx, dgamma, dbeta) if affine else dx
+      with tf.name_scope("batch_norm_grad"):  # (TF names custom-gradient ops at the top level otherwise)
+        n = tf.cast(tf.size(x) // tf.shape(x)[-1], x.dtype)
+        dbeta = tf.reduce_sum(dy, axes)
+        dgamma = rstd * (tf.reduce_sum(dy * x, axes) - mean * dbeta)
+        a = -k * rstd * dgamma / n
+        c = k * (mean * rstd * dgamma - dbeta) / n
+        dx = dy * k + (x * a + c)
+        return (dx, dgamma, dbeta) if affine else dx
 
     return y, grad
 
-  if affine:
-    return tf.custom_gradient(forward)(x, gamma, beta)
-  return tf.custom_gradient(lambda x: forward(x, None, None))(x)
+  with tf.name_scope("batch_norm"):
+    if affine:
+      return tf.custom_gradient(forward)(x, gamma, beta)
+    return tf.custom_gradient(lambda x: forward(x, None, None))(x)
 
 
 def _num_replicas():
