@@ -34,7 +34,7 @@ flags.DEFINE_list("models", ["small_cnn", "mobilenet_v2:0.35", "resnet20"],
 flags.DEFINE_string("name", "train_step_speed", "Result file name (benchmarks/results/<name>.json).")
 flags.DEFINE_integer("batch_size", 128, "Batch size.")
 flags.DEFINE_integer("steps", 8, "Steps per timed round (one model.fit epoch).")
-flags.DEFINE_integer("rounds", 3, "Alternating timed rounds per model.")
+flags.DEFINE_integer("rounds", 5, "Alternating timed rounds per model (medians; 5 for a loaded machine).")
 flags.DEFINE_integer("hidden_units", 32, "PruningNet generator hidden size (paper: 32).")
 flags.DEFINE_enum("small_input", "auto", ["auto", "yes", "no"],
                   "MobileNets: keep early strides at 1 for 28x28 images (auto: yes under 96 px; no = stride 32 as in "
