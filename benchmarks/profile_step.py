@@ -66,7 +66,7 @@ flags.DEFINE_string("output_dir", _common.RESULTS_DIR, "Where results go.")
 CATEGORIES = ["convolutions", "generator fwd", "generator bwd", "optimizer", "batch norm", "slicing/shapes",
               "data input", "other"]
 _CONV_TYPES = re.compile(r"^(_Fused)?(Conv2D|DepthwiseConv2dNative|MatMul|BatchMatMul)")
-_BN = re.compile(r"(^|/)(moments|batchnorm|batch_norm|batch_norm_grad|batch_normalization|[^/]*_bn(_\d+)?)(/|$)")
+_BN = re.compile(r"(^|/)(moments|batchnorm|batch_norm|batch_norm_grad|batch_normalization|[^/]*_bn)(_\d+)?(/|$)")
 _BN_TYPES = re.compile(r"^FusedBatchNorm")
 _SHAPE_TYPES = {"Slice", "Pad", "PadV2", "Shape", "ShapeN", "StridedSlice", "StridedSliceGrad", "GatherV2",
                 "GatherNd", "ConcatV2", "Pack", "Unpack", "Fill", "Range", "ScatterNd", "BroadcastArgs",
