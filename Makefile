@@ -22,8 +22,8 @@ $(STAMP): setup.py tf_metaprune/__init__.py tflite_export/__init__.py
 
 # MetaPruning of a 10-block MobileNetV2-style net (width 0.5, stride 32) to 25% of its FLOPs on the MNIST
 # subset: PruningNet, evolutionary search + uniform baseline, retraining of both, int8 TFLite, report.md.
-DEMO_FLAGS = --model=mobilenet_v2 --width_multiplier=0.5 --nosmall_input --stage_repeats=1,2,2,2,1,1,1 \
-	--min_width_ratio=0.3 --batch_size=32 --epochs=15 --flops_ratio=0.25 --num_generations=12 --retrain_epochs=8
+# These are examples/metaprune.py's defaults; add flags here, e.g. `make demo DEMO_FLAGS=--seed=1`.
+DEMO_FLAGS ?=
 
 demo: venv
 	$(VENV)/bin/python examples/metaprune.py $(DEMO_FLAGS) --output_dir=$(DEMO_DIR)

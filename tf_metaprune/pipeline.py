@@ -47,7 +47,7 @@ _STAGES_FILE = "stages.json"
 _STAGES_FORMAT = "tf_metaprune.PipelineStages"
 
 # Which settings each stage's results depend on (cumulative along the stages).
-_DATA_KEYS = ("dataset", "input_size", "batch_size", "max_examples", "seed")
+_DATA_KEYS = ("dataset", "input_size", "batch_size", "max_examples", "seed", "skip_bad_images")
 _NET_KEYS = ("model", "width_multiplier", "min_width_ratio", "divisor", "small_input", "stage_repeats",
              "pruningnet_epochs",
              "pruningnet_learning_rate", "pruningnet_optimizer", "hidden_units", "bn_mode", "sampling")
@@ -78,6 +78,8 @@ class PipelineConfig:
     batch_size: batch size of every stage.
     max_examples: use at most this many examples of the dataset (None: all).
     seed: seed of the data split, structure sampling, search and retraining.
+    skip_bad_images: a folder dataset's unreadable images are skipped with a
+      warning instead of stopping the run before any work.
     model: a family of `tf_metaprune.models` (e.g. "mobilenet_v2").
     width_multiplier: base width multiplier of the family (not small_cnn).
     min_width_ratio: the smallest per-layer width ratio a gene may take; the
@@ -112,6 +114,7 @@ class PipelineConfig:
   batch_size: int = 128
   max_examples: Optional[int] = None
   seed: int = 0
+  skip_bad_images: bool = False
   model: str = "mobilenet_v2"
   width_multiplier: float = 1.0
   min_width_ratio: float = 0.1
@@ -151,6 +154,8 @@ class PipelineConfig:
       v = getattr(self, name)
       if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
         bad(name, "must be an integer >= 1")
+    if not isinstance(self.skip_bad_images, (bool, np.bool_)):
+      bad("skip_bad_images", "must be True or False")
     if self.hidden_units < 0:
       bad("hidden_units", "must be >= 0 (0 = plain weight sharing)")
     for name in ("input_size", "max_examples"):
@@ -222,7 +227,8 @@ def load_data(config: PipelineConfig):
   """The dataset splits of a run (`tf_metaprune.data.load_dataset`)."""
   from tf_metaprune import data as data_lib  # pylint: disable=g-import-not-at-top
   return data_lib.load_dataset(config.dataset, batch_size=config.batch_size, input_size=config.input_size,
-                               seed=config.seed, max_examples=config.max_examples)
+                               seed=config.seed, max_examples=config.max_examples,
+                               skip_bad_images=config.skip_bad_images)
 
 
 def build_space(config: PipelineConfig, input_shape, num_classes):
@@ -362,17 +368,25 @@ def retrain(config: PipelineConfig, splits, space, structure, output_dir, net=No
   else:
     with _scope(strategy):
       model = rebuild_model(space, structure, bn_momentum=0.9)
+  # fit() recalibrates the batch norms on the training images (fixed order, no augmentation) after training.
   history = training.fit(model, splits.fresh_train(), epochs=config.retrain_epochs,
                          learning_rate=config.retrain_learning_rate, optimizer=config.retrain_optimizer,
-                         output_dir=output_dir, verbose=verbose)
+                         output_dir=output_dir, verbose=verbose, bn_data=splits.calibration)
   loss, acc = model.evaluate(splits.test, verbose=0)
+  # The same training images in inference mode against the last epoch's training accuracy (batch statistics):
+  # batch norms whose statistics lag their weights show as a gap here, whatever the test accuracy.
+  _, train_inference_acc = model.evaluate(splits.calibration, verbose=0)
   return model, {"history": history, "test_accuracy": float(acc), "test_loss": float(loss),
+                 "train_accuracy_inference": float(train_inference_acc),
+                 "train_accuracy_last_epoch": float(history["accuracy"][-1]) if history.get("accuracy") else None,
                  "params": int(model.count_params()), "mflops": float(space.mflops(structure))}
 
 
 def _diff(then, now):
   """"k: old -> new" for every setting of `now` that differs in `then` ('' if none)."""
-  diff = {k: (then.get(k), v) for k, v in now.items() if then.get(k) != v}
+  # A setting added after `then` was recorded counts as its default there (old runs stay resumable).
+  defaults = {f.name: f.default for f in dataclasses.fields(PipelineConfig)}
+  diff = {k: (then.get(k, defaults.get(k)), v) for k, v in now.items() if then.get(k, defaults.get(k)) != v}
   return ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(diff.items()))
 
 
@@ -634,7 +648,11 @@ def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None
     save_model_atomic(model, state.file(model_file))
     state.finish(stage, time.perf_counter() - t0, result=result)
     retrained[key] = result
-    log(f"[metaprune]   {key}: test accuracy {100 * result['test_accuracy']:.2f}%")
+    full_mflops, full_params = space.mflops(space.largest()), space.params(space.largest())
+    check = bn_check(result)
+    log(f"[metaprune]   {key}: test accuracy {100 * result['test_accuracy']:.2f}%, {result['mflops']:.3f} MFLOPs "
+        f"({times(full_mflops, result['mflops'])} fewer), {result['params']:,} params "
+        f"({times(full_params, result['params'])} fewer)" + ("" if check is None else f"; {check}"))
 
   # 4. Export to int8 TFLite.
   if state.done("export"):
@@ -690,6 +708,8 @@ def search_and_save(net, splits, budget, config: PipelineConfig, output_dir, ver
   _check_writable(output_dir)
   out = lambda name: os.path.join(str(output_dir), name)
   evaluator = _evaluator(net, splits, config)
+  if verbose and config.searcher == "evolutionary" and _is_chief(net.distribute_strategy):
+    print(estimate_search(evaluator, space, config), flush=True)
   if config.searcher == "evolutionary":
     evolution = search_lib.EvolutionConfig(population_size=config.population_size,
                                            num_generations=config.num_generations, seed=config.seed,
@@ -714,6 +734,22 @@ def search_and_save(net, splits, budget, config: PipelineConfig, output_dir, ver
                        width_ratio=base.extra["width_ratio"])
   search_lib.plot_pareto(found, out("pareto.png"), uniform_result=base)
   return found, base
+
+
+def estimate_search(evaluator, space, config: PipelineConfig) -> str:
+  """"[search] N candidates x t s (measured) = about M min": one candidate timed after its trace.
+
+  An upper bound: the evolution scores at most population x generations
+  structures (repeats are not scored again), and the uniform baseline a few more.
+  """
+  evaluator.accuracy(space.largest())          # traces the evaluation once
+  t0 = time.perf_counter()
+  evaluator.accuracy(space.uniform(0.5))
+  seconds = time.perf_counter() - t0
+  n = config.population_size * config.num_generations
+  from tf_metaprune import training  # pylint: disable=g-import-not-at-top
+  return (f"[search] at most {n:,} candidates ({config.population_size} x {config.num_generations} generations) x "
+          f"{seconds:.2f} s (measured) = {training.describe_seconds(n * seconds)} at most")
 
 
 def _evaluator(net, splits, config):
@@ -763,7 +799,14 @@ def make_report(config, splits, space, budget, found, base, retrained, exported,
         "test_accuracy": retrained[key]["test_accuracy"],
         "int8_test_accuracy": e["int8_accuracy"], "int8_top1_agreement": e["top1_agreement"],
         "int8_size_bytes": e["size_bytes"], "int8_latency_median_ms": e["latency_median_ms"],
-        "int8_latency_p90_ms": e["latency_p90_ms"]}
+        "int8_latency_p90_ms": e["latency_p90_ms"],
+        # The batch-norm check: training images in inference mode vs the last epoch's training accuracy.
+        "train_accuracy_inference": retrained[key].get("train_accuracy_inference"),
+        "train_accuracy_last_epoch": retrained[key].get("train_accuracy_last_epoch"),
+        # Ratios for reading at a glance: how many times smaller than the full-width network.
+        "mflops_reduction": space.mflops(full) / max(space.mflops(s), 1e-12),
+        "params_reduction": space.params(full) / max(space.params(s), 1),
+        "int8_size_reduction_vs_float32_full": 4 * space.params(full) / max(e["size_bytes"], 1)}
   if base.extra.get("width_ratio") is not None:
     rows["uniform"]["width_ratio"] = base.extra["width_ratio"]
   stage_seconds = {} if state is None else {k: v["seconds"] for k, v in state.stages.items()}
@@ -779,9 +822,59 @@ def make_report(config, splits, space, budget, found, base, retrained, exported,
   }
 
 
+#: Points by which a model's training images may score lower in inference mode than during its last training
+#: epoch (batch statistics) before the report calls its batch norms stale. The epoch average lags the final
+#: weights, so inference mode is usually the higher one; 10% (chance) against 64% is what a lag looks like.
+BN_LAG_WARNING_POINTS = 5.0
+
+
+def times(larger, smaller):
+  """"x4.1" for how many times `smaller` goes into `larger` (two significant digits from x10 up)."""
+  ratio = float(larger) / float(smaller) if smaller else float("inf")
+  return f"x{ratio:.0f}" if ratio >= 10 else f"x{ratio:.1f}"
+
+
+def seed_verdict(difference_points, spread_points=None, num_seeds=1):
+  """Words for a searched-minus-uniform accuracy difference, honest about what one seed can say.
+
+  Args:
+    difference_points: searched minus uniform, in percentage points (a mean over seeds if several).
+    spread_points: the standard deviation of that difference over seeds (None: not measured).
+    num_seeds: how many seeds the difference averages.
+
+  Returns:
+    A sentence: "better"/"worse" only when |difference| exceeds the measured spread.
+  """
+  d = float(difference_points)
+  if spread_points is None or num_seeds < 2:
+    return (f"searched minus uniform: {d:+.2f} pt on one seed; one seed cannot tell which is better (another "
+            "seed or CPU moves this figure by points: `python benchmarks/demo_seeds.py` measures the spread)")
+  if abs(d) > float(spread_points):
+    word = "better" if d > 0 else "worse"
+    return (f"searched minus uniform: {d:+.2f} +- {spread_points:.2f} pt over {num_seeds} seeds: the searched "
+            f"structure is {word} (the difference exceeds the seed-to-seed spread)")
+  return (f"searched minus uniform: {d:+.2f} +- {spread_points:.2f} pt over {num_seeds} seeds: within the "
+          "seed-to-seed spread, so neither is better")
+
+
+def bn_check(row):
+  """One line comparing a retrained model's inference-mode and training accuracy (batch-norm lag guard)."""
+  inference, last_epoch = row.get("train_accuracy_inference"), row.get("train_accuracy_last_epoch")
+  if inference is None or last_epoch is None:
+    return None
+  gap = 100 * (last_epoch - inference)
+  text = (f"train images {100 * inference:.2f}% in inference mode vs {100 * last_epoch:.2f}% in the last "
+          "training epoch (batch statistics)")
+  if gap > BN_LAG_WARNING_POINTS:
+    return (f"WARNING: {text}: {gap:.1f} points lower in inference mode, so its batch-norm statistics do not "
+            "match its weights; recalibrate them (tf_metaprune.training.recalibrate_batch_norm) before using it")
+  return f"{text}: consistent"
+
+
 def format_report(report: Dict[str, Any]) -> str:
-  """The report as a Markdown table (searched vs uniform)."""
+  """The report as Markdown: the searched vs uniform table, sizes as ratios, the seed and batch-norm notes."""
   full = report["full_width"]
+  float32_full_kb = 4 * full["params"] / 1024
   lines = [f"MetaPruning of {report['space']} on {report['dataset'].get('dataset', report['dataset'])}, budget "
            f"{report['budget_repr']} (full width {full['mflops']:.3f} MFLOPs, {full['params']:,} params)", "",
            "| structure | MFLOPs | FLOPs ratio | params | search acc. (PruningNet) | test acc. (retrained) "
@@ -794,6 +887,19 @@ def format_report(report: Dict[str, Any]) -> str:
                  f"{100 * r['search_accuracy']:.2f}% | {100 * r['test_accuracy']:.2f}% | "
                  f"{100 * r['int8_test_accuracy']:.2f}% | {r['int8_size_bytes'] / 1024:.1f} | "
                  f"{r['int8_latency_median_ms']:.3f} |")
+  lines.append("")
+  for key in ("searched", "uniform"):
+    r = report[key]
+    lines.append(f"- {key}: {times(full['mflops'], r['mflops'])} fewer MFLOPs, {times(full['params'], r['params'])} "
+                 f"fewer params than full width; int8 {r['int8_size_bytes'] / 1024:.1f} KB = "
+                 f"{times(4 * full['params'], r['int8_size_bytes'])} smaller than float32 full width "
+                 f"({float32_full_kb:.1f} KB = 4 bytes x {full['params']:,} params)")
+  s, u = report["searched"], report["uniform"]
+  lines.append(f"- {seed_verdict(100 * (s['test_accuracy'] - u['test_accuracy']))}")
+  for key in ("searched", "uniform"):
+    check = bn_check(report[key])
+    if check is not None:
+      lines.append(f"- batch norms, {key}: {check}")
   lines += ["", f"Search: {report['search']['evaluations']} structures evaluated in "
                 f"{report['search']['seconds']:.1f} s. Latency: {report['device']}; {report['latency_note']}."]
   if report.get("stage_seconds"):

@@ -127,6 +127,13 @@ def format_report(report: Dict[str, Any]) -> str:
     lines.append(f"{r['file']:<34} {r['size_bytes'] / 1024:8.1f} {pct(r['keras_accuracy']):>7} "
                  f"{pct(r['tflite_accuracy']):>7} {pct(r['top1_agreement']):>7} {diff:>11} "
                  f"{r['latency_median_ms']:9.3f} {r['latency_p90_ms']:7.3f}")
+  reference = next((r for r in report["files"] if r.get("quantization") == "float32"), None)
+  if reference is not None:
+    for r in report["files"]:
+      if r is not reference and r["size_bytes"]:
+        ratio = reference["size_bytes"] / r["size_bytes"]
+        lines.append(f"{r['file']}: x{ratio:.1f} smaller than {reference['file']} "
+                     f"({r['size_bytes'] / 1024:.1f} KB vs {reference['size_bytes'] / 1024:.1f} KB)")
   lines.append(f"device: {report['device']}, {report['num_threads']} thread(s)")
   lines.append(f"note: {report['note']}")
   return "\n".join(lines)
