@@ -102,10 +102,13 @@ def goals(results):
 
 def step_speed_summary(results_dir):
   """Markdown table: PruningNet step / plain full-width step, before and after issue 17, per model."""
-  rows = []
+  rows, stale = [], []
   for name, setting, goal in STEP_SPEED:
     after, before = _load(results_dir, name), _load(results_dir, name + "_before")
     if not after:
+      continue
+    if not all("sampled_mflops_fraction" in r for r in after["rows"]):   # written by the script before issue 17
+      stale.append(f"{setting} (`results/{name}.json`, {after['machine']['date_utc']})")
       continue
     old = {r["model"]: r for r in before["rows"]} if before else {}
     for r in after["rows"]:
@@ -116,17 +119,21 @@ def step_speed_summary(results_dir):
                    f"{r['sampled_mflops_fraction']:.2f}" if "sampled_mflops_fraction" in r else "-",
                    f"{r['pruning_net_ms_per_step']:.0f} / {r['plain_ms_per_step']:.0f}",
                    "-" if goal is None else f"<= {goal}",
+                   f"{before['machine']['load_average'][0]:.1f} -> {before['load_average_after'][0]:.1f}" if before
+                   else "-",
                    f"{after['machine']['load_average'][0]:.1f} -> {after['load_average_after'][0]:.1f}"])
   if not rows:
     return []
   table = _common.markdown_table(
       ["model", "setting", f"ratio before ({BEFORE_COMMIT})", "ratio now (median)", "now, fastest rounds",
-       "sampled / full MFLOPs", "now ms/step PruningNet / plain", "goal", "load average"], rows)
+       "sampled / full MFLOPs", "now ms/step PruningNet / plain", "goal", "load before", "load now"], rows)
+  note = ([f"Not re-measured since the optimization (their tables below are older): {'; '.join(stale)}.", ""]
+          if stale else [])
   return ["### PruningNet step / plain full-width step: before and after the step optimization", "",
           "Ratios of medians over alternating rounds in one process (`train_step_speed.py`, commands below); "
           f"\"before\" is the same command with `PYTHONPATH` at a checkout of {BEFORE_COMMIT} (the library before "
           "the optimization; `results/<name>_before.json`). \"sampled / full MFLOPs\" is what the sampled "
-          "structures compute: the ratio a step made of nothing but convolutions would have.", "", table, ""]
+          "structures compute: the ratio a step made of nothing but convolutions would have.", "", table, ""] + note
 
 
 def section(results_dir):
