@@ -107,6 +107,9 @@ if (not os.environ.get("TF_METAPRUNE_STARTUP_LOGS") and os.environ["TF_CPP_MIN_L
   except OSError:   # no usable fd 2 (closed, or no pipes here): start unfiltered
     _noise_filter = None
 
+# After the filter is in place: importing the library imports TensorFlow (its start-up lines are filtered).
+from tf_metaprune import search as search_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 
 def quiet_tensorflow():
   """Imports TensorFlow and lets it probe its devices behind the start-up filter, then removes the filter.
@@ -266,7 +269,7 @@ def strategy():
 
 
 def define_search_flags(num_generations=20, time_note=""):
-  flags.DEFINE_enum("searcher", "evolutionary", ["evolutionary", "autoslim", "pas", "rl", "uniform"],
+  flags.DEFINE_enum("searcher", "evolutionary", list(search_lib.SEARCHERS),  # the searcher registry
                     "evolutionary (MetaPruning), autoslim (slimmable net + greedy slimming), pas (Pruning-as-Search "
                     "channel masks), rl (AMC-style agent) or uniform; the uniform baseline is always reported too.")
   flags.DEFINE_integer("population_size", 50, "Evolutionary search: candidates per generation (paper: 50).")
@@ -284,14 +287,32 @@ def define_retrain_flags(epochs=8, learning_rate=0.003, optimizer="adam", prefix
   flags.DEFINE_integer(prefix + "epochs", epochs, "Retraining epochs (searched and uniform alike)." + time_note)
   flags.DEFINE_float(prefix + "learning_rate", learning_rate, "Retraining peak learning rate (cosine decay).")
   flags.DEFINE_enum(prefix + "optimizer", optimizer, ["sgd", "adam"], "Retraining optimizer.")
-  flags.DEFINE_enum("init", "scratch", ["scratch", "generated"], "Retrain from fresh weights (the paper) or from "
-                    "the PruningNet's generated weights.")
+  flags.DEFINE_enum("init", "scratch", ["scratch", "generated", "pretrained"], "Retrain from fresh weights (the "
+                    "paper), from the PruningNet's generated weights, or from the trained --keras_model's most "
+                    "important channels (metaprune.py --keras_model).")
 
 
 def retrain_kwargs(prefix="retrain_"):
   return dict(retrain_epochs=getattr(FLAGS, prefix + "epochs"),
               retrain_learning_rate=getattr(FLAGS, prefix + "learning_rate"),
               retrain_optimizer=getattr(FLAGS, prefix + "optimizer"), init=FLAGS.init)
+
+
+def define_pretrained_flags():
+  flags.DEFINE_string("keras_model", None, "Prune this trained Keras model (.keras) instead of a --model family: "
+                      "its channels are ranked by --importance, the PruningNet starts from its weights, and the "
+                      "report adds L1-uniform, global-magnitude and uniform-from-scratch baselines and each row's "
+                      "accuracy drop. Use with --init=pretrained (and --distill).")
+  flags.DEFINE_enum("importance", "l1", ["l1", "bn_gamma"], "How a trained model's channels are ranked: L1 norm "
+                    "of the output filters (Li et al. 2017) or batch-norm |gamma|.")
+  flags.DEFINE_bool("distill", False, "Retrain with knowledge distillation from --keras_model.")
+  flags.DEFINE_float("distill_temperature", 4.0, "Distillation temperature T (the loss is scaled by T^2).")
+  flags.DEFINE_float("distill_weight", 0.5, "Distillation share of the loss, in [0, 1] (the rest: labels).")
+
+
+def pretrained_kwargs():
+  return dict(keras_model=FLAGS.keras_model, importance=FLAGS.importance, distill=FLAGS.distill,
+              distill_temperature=FLAGS.distill_temperature, distill_weight=FLAGS.distill_weight)
 
 
 def fail(message):

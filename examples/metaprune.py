@@ -4,6 +4,8 @@ One command, one output folder, every stage resumable:
 
   python examples/metaprune.py --output_dir=runs/metaprune   # = make demo; 2 cores: about 6 min idle, 12 under load
   python examples/metaprune.py --model=resnet20 --dataset=tfds:cifar10 --max_mflops=20 --output_dir=runs/r20
+  python examples/metaprune.py --keras_model=my_cnn.keras --init=pretrained --distill --flops_ratio=0.25 \
+      --dataset=folder:my_images --output_dir=runs/mine     # prune a model you trained
 
 Writes to --output_dir: pruningnet/ (the trained PruningNet, TensorBoard logs,
 checkpoints), structure.json and uniform_structure.json (the searched and the
@@ -15,6 +17,15 @@ TFLite latency). Rerun the same command to resume an interrupted run; finished
 stages are never recomputed. Settings are checked before any training: an
 unknown model or dataset, a budget below the smallest structure, or a folder
 holding a run with other settings stop at once.
+
+With --keras_model the run prunes your trained model (any model
+`SearchSpace.from_keras_model` reads): the PruningNet starts from its weights
+reordered by channel importance, the structures are retrained from its most
+important channels (--init=pretrained) and optionally distilled from it
+(--distill), and the report adds the peers' methods at the same budget and
+recipe -- L1-norm pruning at uniform width, global magnitude pruning, the
+uniform structure from scratch -- with the original model's accuracy and
+each row's drop.
 """
 
 from absl import app
@@ -35,6 +46,7 @@ flags.FLAGS["flops_ratio"].help += " Default when no budget flag is given: 0.25.
 common_flags.define_search_flags(num_generations=12, time_note=" Default 12 x population 50: about 3 min on the "
                                  "MNIST subset.")
 common_flags.define_retrain_flags(time_note=" Default 8: about 3 min per structure on the MNIST subset.")
+common_flags.define_pretrained_flags()
 flags.DEFINE_integer("num_runs", 100, "Timed TFLite invokes per model.")
 flags.DEFINE_integer("num_threads", 1, "TFLite interpreter threads for the latency figures.")
 common_flags.define_strategy_flag()
@@ -48,7 +60,8 @@ def main(argv):
   try:
     config = pipeline.PipelineConfig(
         **common_flags.dataset_kwargs(), **common_flags.model_kwargs(), **common_flags.pruningnet_kwargs(),
-        **common_flags.budget_kwargs(default_flops_ratio=0.25), **common_flags.search_kwargs(), **common_flags.retrain_kwargs(),
+        **common_flags.budget_kwargs(default_flops_ratio=0.25), **common_flags.search_kwargs(),
+        **common_flags.retrain_kwargs(), **common_flags.pretrained_kwargs(),
         export_num_runs=FLAGS.num_runs, export_num_threads=FLAGS.num_threads)
   except ValueError as e:
     common_flags.fail(str(e).replace("PipelineConfig(", "settings (").replace("PipelineConfig", "settings"))

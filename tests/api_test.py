@@ -17,6 +17,16 @@ def test_documented_entry_points_exist():
     assert callable(getattr(tfmp.models, family))
 
 
+def test_the_door_is_at_most_30_names_and_the_rest_is_reachable_by_module():
+  assert len(tfmp.__all__) <= 30, tfmp.__all__
+  for name in ("io", "distribute", "training", "Gene", "Node", "GeneratedConv2D", "EvolutionConfig"):
+    assert name not in tfmp.__all__
+  # Names that left the door still resolve, from the module that defines them (for existing callers).
+  from tf_metaprune import layers, space, training  # pylint: disable=g-import-not-at-top
+  assert tfmp.Gene is space.Gene and tfmp.GeneratedConv2D is layers.GeneratedConv2D and tfmp.training is training
+  assert tfmp.EvolutionConfig is tfmp.search.EvolutionConfig
+
+
 def test_version_is_a_string_matching_setup():
   assert isinstance(tfmp.__version__, str) and tfmp.__version__.count(".") == 2
 

@@ -184,6 +184,6 @@ def test_run_trains_once_and_a_rerun_reuses_the_trained_network(space, splits, r
   os.remove(os.path.join(run_dir, "autoslim_result.json"))
   redo = search.run("autoslim", space, budget, train_data=splits, config=CONFIG, output_dir=run_dir, verbose=0)
   assert redo.best.choices == first.best.choices and redo.extra["train_seconds"] < first.extra["train_seconds"]
-  with pytest.raises(ValueError, match=r"holds a slimmable network of another run \(\[.config.\] differ"):
+  with pytest.raises(ValueError, match=r"slimmable network identity '.*identity\.json' belongs to another run: config differs"):
     search.run("autoslim", space, budget, train_data=splits, config=CONFIG.get_config() | {"epochs": 2},
                output_dir=run_dir, verbose=0)

@@ -11,6 +11,7 @@ import pytest
 import tf_metaprune as tfmp
 from tf_metaprune import budgets
 from tf_metaprune import search
+from tf_metaprune.search import dispatch
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +70,21 @@ def test_missing_network_or_data_and_mismatches_are_named_with_the_way_out(net, 
     search.run("uniform", other, None, search_data=splits, pruning_net=net)
   with pytest.raises(ValueError, match=r"searcher 'ga' is not one of"):
     search.run("ga", space, budget, search_data=splits, pruning_net=net)
+
+
+def test_a_registered_searcher_is_run_by_name_through_its_config_object(net, space, splits, monkeypatch):
+  monkeypatch.setattr(dispatch, "_REGISTRY", dict(dispatch._REGISTRY))  # pylint: disable=protected-access
+  monkeypatch.setattr(dispatch, "SEARCHERS", dispatch.SEARCHERS)
+  seen = []
+
+  class Recorded(search.UniformConfig):
+    def run(self, context):
+      seen.append(context)
+      return super().run(context)
+
+  search.register("recorded", Recorded)
+  assert "recorded" in search.SEARCHERS and search.searcher_class("recorded") is Recorded
+  result = search.run("recorded", space, None, search_data=splits, pruning_net=net, verbose=0)
+  assert result.method == "uniform" and seen[0].space is space and seen[0].pruning_net is net
+  with pytest.raises(TypeError, match="has no run\\(context\\) method"):
+    search.register("broken", object)

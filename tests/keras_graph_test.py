@@ -214,10 +214,17 @@ def test_input_without_a_fixed_image_size_is_rejected():
     tfmp.SearchSpace.from_keras_model(keras.Model(inp, keras.layers.Dense(3)(x)))
 
 
-def test_latency_table_refuses_a_space_read_from_a_model():
+def test_latency_table_covers_a_space_read_from_a_model_but_not_in_graph_across_a_concat():
   _, space = _model_and_space("branchy")
-  with pytest.raises(ValueError, match="read from a Keras model.*FlopsBudget or ParamsBudget"):
-    tfmp.LatencyTable.required_keys(space)
+  required = tfmp.LatencyTable.required_keys(space)
+  assert {"stem", "branch_a", "branch_b_dw", "branch_b", "sep", "se_reduce", "down", "logits"} <= set(required)
+  table = tfmp.LatencyTable.from_function(space, lambda node, cin, cout: 0.001 * cin * cout)
+  s = space.smallest()
+  ch = space.node_channels(s)
+  assert table.predict_ms(space, s) == pytest.approx(sum(0.001 * ch[space.node_by_name[n].inputs[0]] * ch[n]
+                                                         for n in required))
+  with pytest.raises(ValueError, match="concatenation of several widths.*predict_ms covers it"):
+    table.predict_ms_tensor(space, np.array([s.choices], np.int32))
 
 
 def _gene(space, name):

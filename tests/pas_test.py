@@ -111,7 +111,7 @@ def test_rerun_skips_finished_phases_and_rejects_other_settings(outcome, space, 
   again, model, _ = search.pruning_as_search(space, splits, budget, CONFIG, output_dir=out)
   assert again.best == result.best and model.count_params() == space.params(result.best_structure)
   assert again.history[:-1] == result.history[:-1]       # the search epochs' mask history is kept
-  with pytest.raises(ValueError, match=r"holds a Pruning-as-Search run of another run \(\['budget'\] differ"):
+  with pytest.raises(ValueError, match=r"Pruning-as-Search run identity '.*identity\.json' belongs to another run: budget differs"):
     search.pruning_as_search(space, splits, budgets.FlopsBudget.from_ratio(space, 0.5), CONFIG, output_dir=out)
 
 

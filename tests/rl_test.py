@@ -154,7 +154,7 @@ def test_resumed_search_ends_where_an_uninterrupted_one_does(net, evaluator, bud
   assert resumed.candidates[:first.num_evaluations] == first.candidates
   assert resumed.extra["episodes"] == straight.extra["episodes"]
   assert resumed.best == straight.best
-  with pytest.raises(ValueError, match=r"belongs to another search \(\['config'\] differ"):
+  with pytest.raises(ValueError, match=r"belongs to another run: config\.seed differs \(saved 0, now 3\)"):
     search.reinforce(net, evaluator, budget, episodes=30, state_path=path, seed=3, verbose=0)
 
 

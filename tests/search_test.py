@@ -211,7 +211,8 @@ def test_resumed_search_ends_with_the_same_result_as_an_uninterrupted_one(net, e
   first = search.evolutionary(net, evaluator, budget, num_generations=2, state_path=path, verbose=0, **SMALL)
   state = json.load(open(path))
   assert state["generation"] == 2 and len(state["cache"]) == first.num_evaluations
-  assert {"rng", "population", "config", "budget", "space_fingerprint", "history"} <= set(state)
+  assert {"rng", "population", "history"} <= set(state)   # the payload; what must match to resume:
+  assert {"config", "budget", "space_fingerprint"} <= set(state["identity"]) and state["format"].endswith("State")
   resumed = search.evolutionary(net, evaluator, budget, num_generations=4, state_path=path, verbose=0, **SMALL)
   straight = search.evolutionary(net, evaluator, budget, num_generations=4, verbose=0, **SMALL)
   assert resumed.candidates[:first.num_evaluations] == first.candidates
@@ -227,9 +228,9 @@ def test_state_file_of_another_search_is_rejected_and_left_untouched(net, evalua
   search.evolutionary(net, evaluator, budget, num_generations=1, state_path=path, verbose=0, **SMALL)
   before = open(path).read()
   other_budget = budgets.FlopsBudget.from_ratio(space, 0.5)
-  with pytest.raises(ValueError, match=r"belongs to another search: the budget differs .*FlopsBudget"):
+  with pytest.raises(ValueError, match=r"belongs to another run: the budget differs .*FlopsBudget"):
     search.evolutionary(net, evaluator, other_budget, num_generations=2, state_path=path, verbose=0, **SMALL)
-  with pytest.raises(ValueError, match=r"settings differ .*'seed': \(0, 1\)"):
+  with pytest.raises(ValueError, match=r"config\.seed differs \(saved 0, now 1\); only \['config\.num_generations'\] may change"):
     search.evolutionary(net, evaluator, budget, num_generations=2, state_path=path, verbose=0, seed=1, **SMALL)
   other_space = tfmp.models.small_cnn(input_shape=(12, 12, 1), num_classes=4, channels=(8, 8, 16, 12), divisor=1)
   other_net = tfmp.PruningNet(other_space, hidden_units=4)

@@ -1,4 +1,4 @@
-"""Tests for tflite_export.latency_lut: measuring, assembling and checking latency tables.
+"""Tests for tf_metaprune.latency_lut (formerly tflite_export.latency_lut): measuring, assembling, checking tables.
 
 One tiny residual space (stem conv -> max pool -> expand conv -> depthwise ->
 project conv + add -> pooling -> dense, 8x8x1 input, 3 width choices per gene)
@@ -17,7 +17,7 @@ import pytest
 import tf_metaprune as tfmp
 import tflite_export
 from tf_metaprune import budgets
-from tflite_export import latency_lut
+from tf_metaprune import latency_lut
 
 
 def _residual_space():
@@ -41,7 +41,7 @@ def space():
 
 @pytest.fixture(scope="module")
 def table(space):
-  return tflite_export.measure_latency_table(space, quantization="int8", grid_size=2, num_runs=30,
+  return latency_lut.measure_latency_table(space, quantization="int8", grid_size=2, num_runs=30,
                                              num_warmup_runs=5, num_rounds=2, progress=False,
                                              validation_structures=[space.smallest(), space.largest()])
 
@@ -167,7 +167,7 @@ def test_every_pair_is_measured_without_a_grid(space):
 
 def test_prediction_error_reports_each_structure(space, table):
   structures = [space.smallest(), space.largest()]
-  report = tflite_export.prediction_error(space, table, structures, num_runs=20, num_rounds=1)
+  report = latency_lut.prediction_error(space, table, structures, num_runs=20, num_rounds=1)
   assert [r["choices"] for r in report["structures"]] == [list(s.choices) for s in structures]
   for row, s in zip(report["structures"], structures):
     assert row["predicted_ms"] == pytest.approx(table.predict_ms(space, s))
@@ -181,13 +181,13 @@ def test_prediction_error_reports_each_structure(space, table):
 
 def test_phone_route_builds_the_table_from_benchmark_model_logs(tmp_path):
   space = _single_conv_space()
-  manifest_path = tflite_export.write_layer_models(space, str(tmp_path), quantization="float32", progress=False)
+  manifest_path = latency_lut.write_layer_models(space, str(tmp_path), quantization="float32", progress=False)
   manifest = json.loads(open(manifest_path).read())
   assert {"empty", "overhead", "reference"} <= set(manifest["models"])
   for name in manifest["models"]:
     assert os.path.getsize(os.path.join(tmp_path, name + ".tflite")) > 0
   with pytest.raises(ValueError, match=r"logs are missing"):
-    tflite_export.latency_table_from_logs(space, str(tmp_path))
+    latency_lut.latency_table_from_logs(space, str(tmp_path))
   # Fake phone logs: 100 us per model plus 10 us per output channel.
   for name in manifest["models"]:
     cout = int(name.split("to")[1].split("_")[0]) if "to" in name else 0
@@ -196,13 +196,13 @@ def test_phone_route_builds_the_table_from_benchmark_model_logs(tmp_path):
       f.write("INFO: count=100 first=1 curr=1 min=1 max=1 avg=1 std=0\n"
               f"INFO: Inference timings in us: Init: 3000, First inference: 500, Warmup (avg): {us}, "
               f"Inference (avg): {us}\n")
-  table = tflite_export.latency_table_from_logs(space, str(tmp_path), device="test phone")
+  table = latency_lut.latency_table_from_logs(space, str(tmp_path), device="test phone")
   assert table.device == "test phone" and table.measurement["method"] == "benchmark_model_logs"
   assert table.entries["conv"] == {"1,2": pytest.approx(0.02), "1,4": pytest.approx(0.04)}
   assert table.overhead_ms == pytest.approx(0.1)
   other = tfmp.models.small_cnn(input_shape=(8, 8, 1), num_classes=3, channels=(4, 4, 4, 4), divisor=1)
   with pytest.raises(ValueError, match=r"written for space 'one_conv'"):
-    tflite_export.latency_table_from_logs(other, str(tmp_path))
+    latency_lut.latency_table_from_logs(other, str(tmp_path))
 
 
 def _op_profile_log(rows, total_us):
@@ -224,14 +224,14 @@ def test_profile_entries_maps_a_phone_op_profile_to_table_entries(space):
                          ("Convolution (NHWC, QC8) DWConv", 0.005), ("Convolution (NHWC, QC8) GEMM", 0.030),
                          ("Add (ND, QS8)", 0.003), ("Mean (ND, QS8)", 0.004),
                          ("Fully Connected (NC, QS8) GEMM", 0.006), ("DEQUANTIZE", 0.001)], total_us=85)
-  profile = tflite_export.profile_entries(space, s, log)
+  profile = latency_lut.profile_entries(space, s, log)
   assert profile["entries"] == {"stem": {"1,4": pytest.approx(0.012)}, "expand": {"4,8": pytest.approx(0.020)},
                                 "dw": {"8,8": pytest.approx(0.005)}, "project": {"8,4": pytest.approx(0.033)},
                                 "logits": {"4,3": pytest.approx(0.010)}}
   assert profile["unattributed_ms"] == pytest.approx(0.002)
   assert profile["total_ms"] == pytest.approx(0.085)
   with pytest.raises(ValueError, match="do not line up"):
-    tflite_export.profile_entries(space, s, _op_profile_log([("TfLiteXNNPackDelegate", 0.08)], 85))
+    latency_lut.profile_entries(space, s, _op_profile_log([("TfLiteXNNPackDelegate", 0.08)], 85))
 
 
 def test_validation_structures_are_timed_with_the_table_and_compared(space, table):
@@ -247,13 +247,13 @@ def test_validation_structures_are_timed_with_the_table_and_compared(space, tabl
 
 def test_bad_arguments_are_quoted_with_the_way_out(space, table):
   with pytest.raises(ValueError, match=r"quantization='int4'"):
-    tflite_export.measure_latency_table(space, quantization="int4")
+    latency_lut.measure_latency_table(space, quantization="int4")
   with pytest.raises(ValueError, match=r"grid_size=1 must be an int >= 2"):
-    tflite_export.measure_latency_table(space, grid_size=1)
+    latency_lut.measure_latency_table(space, grid_size=1)
   with pytest.raises(ValueError, match=r"num_rounds=0"):
-    tflite_export.measure_latency_table(space, num_rounds=0)
+    latency_lut.measure_latency_table(space, num_rounds=0)
   other = _single_conv_space()
   with pytest.raises(ValueError, match="measure a table for this space"):
-    tflite_export.prediction_error(other, table, [other.largest()])
+    latency_lut.prediction_error(other, table, [other.largest()])
   with pytest.raises(ValueError, match="at least one structure"):
-    tflite_export.prediction_error(space, table, [])
+    latency_lut.prediction_error(space, table, [])

@@ -37,7 +37,9 @@ from typing import Any, Dict, Optional
 import numpy as np
 import tensorflow as tf
 
+from tf_metaprune import flops
 from tf_metaprune import io as io_lib
+from tf_metaprune import ops
 from tf_metaprune import space as space_lib
 
 _TABLE_FORMAT = "tf_metaprune.LatencyTable"
@@ -67,7 +69,6 @@ def _fmt(value):
 
 def _counter_of(counter_or_space):
   """A `flops.SpaceCounter` for a counter (returned as is) or a `SearchSpace`."""
-  from tf_metaprune import flops  # pylint: disable=g-import-not-at-top
   if isinstance(counter_or_space, flops.SpaceCounter):
     return counter_or_space
   if isinstance(counter_or_space, space_lib.SearchSpace):
@@ -398,21 +399,15 @@ class LatencyTable:
   # ---- building ------------------------------------------------------------------------------
   @staticmethod
   def required_keys(space) -> Dict[str, list]:
-    """{node name: [(cin, cout), ...]} every conv/dwconv/dense node of `space` can take.
+    """{node name: [(cin, cout), ...]} every node with its own entries can take.
 
-    Raises:
-      ValueError: for a space read by `SearchSpace.from_keras_model` (its
-        layers -- separate batch norms, biases, valid padding, concatenations
-        -- are not what the per-layer tables time).
+    The nodes whose op has `latency_role == "table"` in `tf_metaprune.ops`
+    (conv, dwconv, sepconv, dense). An input concatenated from several widths
+    takes every sum of their channel choices.
     """
-    derived = [n.name for n in space.nodes if n.layer is not None]
-    if derived:
-      raise ValueError(f"LatencyTable does not cover space {space.name!r}: it was read from a Keras model "
-                       f"(layers such as {derived[:3]}), and latency tables are made for the built-in families; "
-                       "constrain it with FlopsBudget or ParamsBudget instead")
     out = {}
     for node in space.nodes:
-      if node.op not in ("conv", "dwconv", "dense"):
+      if ops.get(node.op).latency_role != "table":
         continue
       out[node.name] = [(ci, co) for ci, co in _node_pairs(space, node)]
     return out
@@ -490,6 +485,10 @@ class LatencyTable:
       table = self.entries.get(node.name)
       if table is None or node.op == "input":
         continue
+      if node.inputs[0] not in space.source or node.name not in space.source:
+        raise ValueError(f"node {node.name!r} reads or writes a concatenation of several widths, which the "
+                         "in-graph latency lookup (predict_ms_tensor) does not index; predict_ms covers it, or "
+                         "constrain this space with FlopsBudget or ParamsBudget")
       cin_src, cout_src = space.source[node.inputs[0]], space.source[node.name]
       cin_opts = _source_channels(space, cin_src)
       cout_opts = _source_channels(space, cout_src)
@@ -588,11 +587,19 @@ def _source_channels(space, source):
   return space.genes[v].channels if kind == "gene" else (v,)
 
 
+def _layout_channels(space, layout):
+  """Every channel count of a layout: a source's choices, or the sums of a concatenation's."""
+  sums = {0}
+  for source in layout:
+    sums = {a + c for a in sums for c in _source_channels(space, source)}
+  return tuple(sorted(sums))
+
+
 def _node_pairs(space, node):
-  cin_src, cout_src = space.source[node.inputs[0]], space.source[node.name]
-  if cin_src == cout_src:
-    return [(c, c) for c in _source_channels(space, cin_src)]
-  return [(ci, co) for ci in _source_channels(space, cin_src) for co in _source_channels(space, cout_src)]
+  cin_lay, cout_lay = space.layout[node.inputs[0]], space.layout[node.name]
+  if cin_lay == cout_lay:
+    return [(c, c) for c in _layout_channels(space, cin_lay)]
+  return [(ci, co) for ci in _layout_channels(space, cin_lay) for co in _layout_channels(space, cout_lay)]
 
 
 class LatencyBudget(_RangeBudget):

@@ -26,7 +26,11 @@ Example:
   True
 """
 
+import keras
 import numpy as np
+import tensorflow as tf
+
+from tf_metaprune import ops
 
 
 def _terms(space):
@@ -40,35 +44,9 @@ def _terms(space):
   one = len(space.genes) + len(space.fixed_widths)
   flops, params = [], []
   for node in space.nodes:
-    if node.op == "bn":  # a BatchNormalization layer of a model read by from_keras_model
-      per_channel = 2 + int(bool(node.layer["config"].get("center", True))) + int(
-          bool(node.layer["config"].get("scale", True)))
-      params += [(per_channel, c, one) for c in space.layout_indices(node.name)]
-      continue
-    if node.op not in ("conv", "dwconv", "dense", "sepconv"):
-      continue
-    cins = space.layout_indices(node.inputs[0])   # several after a concat: kernel rows split per input
-    couts = space.layout_indices(node.name)
-    if node.op == "dense":
-      flops += [(1, ci, co) for ci in cins for co in couts]
-      params += [(1, ci, co) for ci in cins for co in couts]
-    else:
-      oh, ow = space.spatial[node.name]
-      kh, kw = node.kernel_hw
-      k2 = kh * kw
-      if node.op == "conv":
-        flops += [(oh * ow * k2, ci, co) for ci in cins for co in couts]
-        params += [(k2, ci, co) for ci in cins for co in couts]
-      elif node.op == "sepconv":  # depthwise k x k on the input, then pointwise 1x1
-        flops += [(oh * ow * k2, ci, one) for ci in cins] + [(oh * ow, ci, co) for ci in cins for co in couts]
-        params += [(k2, ci, one) for ci in cins] + [(1, ci, co) for ci in cins for co in couts]
-      else:  # depthwise: one k x k filter per channel (cin == cout)
-        flops += [(oh * ow * k2, co, one) for co in couts]
-        params += [(k2, co, one) for co in couts]
-    if node.layer is None and node.op != "dense" and node.bn:
-      params += [(4, co, one) for co in couts]  # the implied BN: gamma, beta, mean, var
-    elif node.has_bias:
-      params += [(1, co, one) for co in couts]  # bias
+    node_flops, node_params = ops.get(node.op).count_terms(space, node, one)
+    flops += node_flops
+    params += node_params
   result = (np.array(flops, np.int64).reshape(-1, 3), np.array(params, np.int64).reshape(-1, 3))
   space._tfmp_terms = result  # pylint: disable=protected-access
   return result
@@ -105,12 +83,14 @@ class SpaceCounter:
 
   Example:
 
+    >>> space = tf_metaprune.models.small_cnn((28, 28, 1), 10)
     >>> counter = SpaceCounter(space)
-    >>> counter.mflops(tf.constant([[0, 1, 2], [3, 3, 3]]))   # a population of two
+    >>> population = tf.constant([space.smallest().choices, space.largest().choices])   # a population of two
+    >>> float(counter.mflops(population)[1]) == space.mflops(space.largest())
+    True
   """
 
   def __init__(self, space):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     self._tf = tf
     self.space = space
     max_c = max(g.num_choices for g in space.genes)
@@ -179,7 +159,6 @@ class SpaceCounter:
 
 def _layer_flops(layer):
   """Multiply-adds of one Keras layer for one example (0 for layers without any)."""
-  import keras  # pylint: disable=g-import-not-at-top
   if isinstance(layer, keras.Model):
     return count_flops(layer)
   if isinstance(layer, keras.layers.SeparableConv2D):

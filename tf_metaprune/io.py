@@ -181,3 +181,134 @@ def read_json_object(path, what, file_format):
                      "it is foreign, or another tool wrote it. It is left untouched: pass another path, "
                      "or move it away to start over.")
   return data
+
+
+_LEFT_UNTOUCHED = "It is left untouched: pass another path, or move it away to start over."
+
+
+def _short(value, limit=160):
+  text = repr(value)
+  return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+class StateFile:
+  """A resumable JSON state: its format, the identity that must match to resume, what may change.
+
+  Every resumable file of tf_metaprune (the evolution and RL search states,
+  the training checkpoint's state, the identity of a searcher's output
+  folder, the pipeline's stages file) goes through this one helper, so a
+  foreign, damaged or other-run file is refused with one message shape and
+  left untouched, and a save is atomic and written by the chief only.
+
+  On disk: `{"format": format, "version": 1, "identity": identity, **payload}`.
+
+  Args:
+    path: the JSON file.
+    format: its "format" value, e.g. "tf_metaprune.EvolutionState".
+    identity: JSON-able dict of what must be equal to resume (settings,
+      fingerprints of space, weights and data).
+    may_change: identity keys that may differ on resume, or "key.field" for
+      one field of a dict-valued key (e.g. "config.num_generations").
+    what: the file's kind in messages (default: the format's last part).
+    labels: {identity key: words} naming keys in messages, e.g.
+      {"budget": "the budget"}.
+    chief: whether this process writes (`save` does nothing elsewhere).
+
+  Example:
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "state.json")
+    >>> state = StateFile(path, "demo.State", {"seed": 0, "config": {"steps": 10}}, may_change=("config.steps",))
+    >>> state.load() is None                      # nothing saved yet
+    True
+    >>> state.save(step=3)
+    >>> StateFile(path, "demo.State", {"seed": 0, "config": {"steps": 20}}, may_change=("config.steps",)).load()
+    {'step': 3}
+    >>> StateFile(path, "demo.State", {"seed": 1, "config": {"steps": 10}}).load()
+    Traceback (most recent call last):
+    ...
+    ValueError: state '...' belongs to another run: seed differs (saved 0, now 1). It is left untouched: ...
+  """
+
+  def __init__(self, path, format, identity, may_change=(), what=None, labels=None, chief=True):  # pylint: disable=redefined-builtin
+    self.path = str(path)
+    self.format = str(format)
+    self.identity = json.loads(json.dumps(dict(identity)))   # as it reads back (tuples become lists)
+    self.may_change = tuple(may_change)
+    self.what = what or re.sub(r"(?<!^)(?=[A-Z])", " ", self.format.rsplit(".", 1)[-1]).lower()
+    self.labels = dict(labels or {})
+    self.chief = bool(chief)
+
+  def exists(self) -> bool:
+    return os.path.exists(self.path)
+
+  def _refuse(self, why):
+    return ValueError(f"{self.what} {self.path!r} {why}. {_LEFT_UNTOUCHED}")
+
+  def damaged(self, error) -> ValueError:
+    """The error for a payload the caller cannot read (raise it): names the file and the cause."""
+    return self._refuse(f"is damaged ({type(error).__name__}: {error})")
+
+  def _flat(self, identity):
+    nested = {m.split(".", 1)[0] for m in self.may_change if "." in m}
+    flat = {}
+    for key, value in identity.items():
+      if key in nested and isinstance(value, dict):
+        flat.update({f"{key}.{k}": v for k, v in value.items()})
+      else:
+        flat[key] = value
+    return flat
+
+  def differences(self, saved_identity):
+    """[(key, saved, now)] of the identity fields that differ and may not change."""
+    saved, now = self._flat(saved_identity), self._flat(self.identity)
+    keys = list(dict.fromkeys([k for k in now] + [k for k in saved]))
+    return [(k, saved.get(k), now.get(k)) for k in keys
+            if k not in self.may_change and saved.get(k) != now.get(k)]
+
+  def load(self):
+    """The saved payload (a dict, without format/version/identity), or None if there is no file.
+
+    Raises:
+      ValueError: one message shape, the file left untouched, if it is not
+        JSON, not of this format ("foreign"), has no identity ("damaged"), or
+        belongs to another run (names each differing field, saved and now).
+    """
+    if not self.exists():
+      return None
+    data = self._read()
+    diff = self.differences(data["identity"])
+    if diff:
+      parts = [f"{self.labels.get(k, k)} differs (saved {_short(a)}, now {_short(b)})" for k, a, b in diff]
+      allowed = f"; only {list(self.may_change)} may change on resume" if self.may_change else ""
+      raise self._refuse(f"belongs to another run: {', '.join(parts)}{allowed}")
+    return {k: v for k, v in data.items() if k not in ("format", "version", "identity")}
+
+  def matches(self) -> bool:
+    """Whether the file holds this run's identity (False: no file, or another run's -- redo the work).
+
+    Raises:
+      ValueError: for a foreign, not-JSON or damaged file (left untouched), as `load`.
+    """
+    return self.exists() and not self.differences(self._read()["identity"])
+
+  def _read(self):
+    text = read_text(self.path, self.what)
+    try:
+      data = json.loads(text)
+    except json.JSONDecodeError as e:
+      raise self._refuse(f"is not valid JSON ({e}): it is truncated or foreign") from None
+    if not isinstance(data, dict) or data.get("format") != self.format:
+      got = data.get("format") if isinstance(data, dict) else type(data).__name__
+      article = "an" if self.what[:1] in "aeiou" else "a"
+      raise self._refuse(f"is not {article} {self.what} file (format={got!r}, expected {self.format!r}): it is "
+                         "foreign, or another tool wrote it")
+    if not isinstance(data.get("identity"), dict):
+      raise self.damaged(KeyError("identity"))
+    return data
+
+  def save(self, **payload):
+    """Writes the state atomically (chief only): format, version, identity, then `payload`."""
+    if not self.chief:
+      return
+    write_json_atomic(self.path, {"format": self.format, "version": 1, "identity": self.identity, **payload})

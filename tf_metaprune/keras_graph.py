@@ -7,7 +7,7 @@ Sequential Keras 3 CNN by walking its graph:
   * every Conv2D, SeparableConv2D (its pointwise part) and Dense layer starts
     a *channel group* of its output width;
   * DepthwiseConv2D, BatchNormalization, activations, dropout, pooling,
-    zero-padding and global pooling keep their input's group (a depthwise
+    zero-padding, upsampling and global pooling keep their input's group (a depthwise
     conv follows its input);
   * Add and Multiply join the groups of their inputs into one (residual and
     squeeze-and-excitation branches move together);
@@ -27,7 +27,7 @@ Example:
 
   >>> model = keras.applications.MobileNetV2((32, 32, 3), alpha=0.35, weights=None, classes=10,
   ...                                        classifier_activation=None)
-  >>> space = tf_metaprune.SearchSpace.from_keras_model(model, divisor=8)
+  >>> space = tf_metaprune.SearchSpace.from_keras_model(model, divisor=8)    # reads it with read_keras_model
   >>> space.params(space.largest()) == model.count_params()
   True
 """
@@ -35,19 +35,8 @@ Example:
 import warnings
 
 import keras
-import numpy as np
 
-from tf_metaprune import space as space_lib
-
-L = keras.layers
-# Parameter-free layers that act on each channel alone (width and shape unchanged).
-_ELEMENTWISE = (L.ReLU, L.Activation, L.LeakyReLU, L.ELU, L.Softmax, L.Dropout, L.SpatialDropout2D,
-                L.GaussianNoise, L.GaussianDropout, L.AlphaDropout, L.ActivityRegularization, L.Identity)
-_SUPPORTED = ("InputLayer, Conv2D, DepthwiseConv2D, SeparableConv2D, Dense, BatchNormalization, "
-              "ReLU/Activation/LeakyReLU/ELU/Softmax, Rescaling (scalar), Dropout/SpatialDropout2D/GaussianNoise/GaussianDropout, "
-              "MaxPooling2D, AveragePooling2D, ZeroPadding2D, GlobalAveragePooling2D, GlobalMaxPooling2D, "
-              "Flatten, Reshape, Add, Multiply, Concatenate")
-
+from tf_metaprune import ops
 
 class _Groups:
   """Union-find over channel groups; a group is fixed if any member is."""
@@ -126,41 +115,42 @@ def _serialize(layer):
   return config
 
 
-def _window(layer):
-  kernel = getattr(layer, "kernel_size", None) or getattr(layer, "pool_size", None)
-  strides = layer.strides if layer.strides is not None else kernel
-  return space_lib._pair(kernel), space_lib._pair(strides)  # pylint: disable=protected-access
+class KerasGraph:
+  """A Keras model read as plain data: what `SearchSpace.from_keras_model` turns into a space.
+
+  Attributes:
+    name: the model's name.
+    input_shape: (H, W, C) of its image input.
+    num_classes: its output width.
+    genes: [(gene name, full width)] of the prunable channel groups, in order.
+    nodes: one dict of `Node` fields per layer, topologically ordered; `out`
+      names a gene of `genes` or a fixed width.
+  """
+
+  def __init__(self, name, input_shape, num_classes, genes, nodes):
+    self.name, self.input_shape, self.num_classes = name, tuple(input_shape), int(num_classes)
+    self.genes, self.nodes = list(genes), list(nodes)
 
 
-def _compact(pair):
-  return pair[0] if pair[0] == pair[1] else tuple(pair)
+def read_keras_model(model) -> KerasGraph:
+  """The channel groups and layers of a Keras CNN (see the module docstring for how groups are found).
 
-
-def space_from_keras_model(model, width_ratios=None, divisor=8, name=None) -> space_lib.SearchSpace:
-  """The `SearchSpace` of a Keras CNN: its prunable channel groups as genes.
-
-  See the module docstring for how groups are found. The full-width
-  structure (`space.largest()`) is the original model: same parameter count,
-  same multiply-adds (`tf_metaprune.count_flops`).
+  `SearchSpace.from_keras_model(model, width_ratios, divisor)` makes the
+  space of it; its full-width structure is the original model (same
+  parameter count, same multiply-adds).
 
   Args:
     model: a built Keras 3 functional or Sequential model with one
       channels-last image input and one output (the classifier, never pruned).
-    width_ratios: each gene's width choices as fractions of its full width
-      (default: MetaPruning's 31 ratios 0.10 ... 1.00).
-    divisor: channel counts are rounded to multiples of this (8 suits phone
-      kernels; 1 for tiny models).
-    name: the space's name (default: the model's name).
 
   Returns:
-    A `SearchSpace`; `PruningNet(space)`, the searches and `rebuild(space, s)`
-    work on it as on the built-in families.
+    A `KerasGraph`.
 
   Raises:
     ValueError: a layer that cannot be read (its name and type are quoted,
       with the supported list), shared layers, nested models, channels-first
       data, Concatenate on another axis than channels, grouped convolutions,
-      depth multipliers other than 1.
+      depth multipliers other than 1, or a model with no prunable channels.
   """
   model = _functional(model)
   graph = _graph_nodes(model)
@@ -178,7 +168,7 @@ def space_from_keras_model(model, width_ratios=None, divisor=8, name=None) -> sp
     node = nodes[0]
     if not isinstance(op, keras.layers.Layer):
       raise ValueError(f"operation {op.name!r} ({type(op).__name__}) is a Keras op applied to a tensor, not a "
-                       f"layer; write it as a layer ({_SUPPORTED} are supported)")
+                       f"layer; write it as a layer ({ops.supported_keras_layers()} are supported)")
     if isinstance(op, keras.Model):
       raise ValueError(f"layer {op.name!r} is a nested model ({type(op).__name__}); call its layers on the "
                        "outer model's tensors instead (e.g. build it with the outer Input)")
@@ -194,118 +184,18 @@ def space_from_keras_model(model, width_ratios=None, divisor=8, name=None) -> sp
                          "are not supported")
       in_names.append(src.name)
     out = node.output_tensors[0]
-    rank = len(out.shape)
     if getattr(op, "data_format", "channels_last") != "channels_last":
       raise ValueError(f"layer {op.name!r} ({type(op).__name__}) uses data_format={op.data_format!r}; "
                        "only channels_last models are supported (rebuild the model channels_last)")
     in_lay = [layout[id(t)] for t in ins]
-    fields, out_group, kind = {}, None, type(op)
-    if kind is L.InputLayer:
-      if len(out.shape) != 4:
-        raise ValueError(f"input {op.name!r} has shape {tuple(out.shape)}; from_keras_model reads image models "
-                         "with (batch, height, width, channels) inputs")
-      if any(d is None for d in out.shape[1:]):
-        raise ValueError(f"input {op.name!r} has shape {tuple(out.shape)} with unknown sizes; FLOPs depend on the "
-                         "image size: build the model with a fixed input, e.g. keras.Input((32, 32, 3)) or "
-                         "keras.applications.MobileNetV2(input_shape=(32, 32, 3), ...)")
-      lay, optype = (groups.new(out.shape[-1], op.name, fixed=True),), "input"
-    elif kind in (L.Conv2D, L.SeparableConv2D, L.Dense):
-      if kind is L.Conv2D and op.groups != 1:
-        raise ValueError(f"layer {op.name!r} (Conv2D) has groups={op.groups}; grouped convolutions are not "
-                         "supported")
-      if kind is L.SeparableConv2D and op.depth_multiplier != 1:
-        raise ValueError(f"layer {op.name!r} (SeparableConv2D) has depth_multiplier={op.depth_multiplier}; only 1 "
-                         "is supported")
-      if kind is L.Dense and (len(ins[0].shape) != 2):
-        raise ValueError(f"layer {op.name!r} (Dense) reads a rank-{len(ins[0].shape)} tensor; put a Flatten or "
-                         "global pooling before it (or use a 1x1 Conv2D)")
-      optype = {L.Conv2D: "conv", L.SeparableConv2D: "sepconv", L.Dense: "dense"}[kind]
-      out_group = groups.new(out.shape[-1], op.name)
-      lay = (out_group,)
-      fields["use_bias"] = bool(op.use_bias)
-      if kind is not L.Dense:
-        k, s = _window(op)
-        fields.update(kernel_size=_compact(k), strides=_compact(s), padding=op.padding,
-                      dilation=_compact(space_lib._pair(op.dilation_rate)))  # pylint: disable=protected-access
-    elif kind is L.DepthwiseConv2D:
-      if op.depth_multiplier != 1:
-        raise ValueError(f"layer {op.name!r} (DepthwiseConv2D) has depth_multiplier={op.depth_multiplier}; only "
-                         "1 is supported")
-      k, s = _window(op)
-      lay, optype = in_lay[0], "dwconv"
-      fields.update(kernel_size=_compact(k), strides=_compact(s), padding=op.padding, use_bias=bool(op.use_bias),
-                    dilation=_compact(space_lib._pair(op.dilation_rate)))  # pylint: disable=protected-access
-    elif kind is L.BatchNormalization:
-      axis = op.axis if isinstance(op.axis, int) else (op.axis[0] if len(op.axis) == 1 else None)
-      if axis not in (-1, rank - 1):
-        raise ValueError(f"layer {op.name!r} (BatchNormalization) normalizes axis={op.axis!r}; only the channel "
-                         "axis (-1) is supported")
-      lay, optype = in_lay[0], "bn"
-    elif kind is L.Rescaling:
-      if np.ndim(op.scale) or np.ndim(op.offset):
-        raise ValueError(f"layer {op.name!r} (Rescaling) has per-channel scale/offset; only scalars are "
-                         "supported (or move it into the input pipeline)")
-      lay, optype = in_lay[0], "act"
-    elif kind in _ELEMENTWISE:
-      if kind is L.Softmax and op.axis not in (-1, rank - 1):
-        raise ValueError(f"layer {op.name!r} (Softmax) over axis={op.axis!r} is not supported; use axis=-1")
-      lay, optype = in_lay[0], "act"
-    elif kind in (L.MaxPooling2D, L.AveragePooling2D):
-      k, s = _window(op)
-      lay, optype = in_lay[0], "maxpool" if kind is L.MaxPooling2D else "avgpool"
-      fields.update(kernel_size=_compact(k), strides=_compact(s), padding=op.padding)
-    elif kind is L.ZeroPadding2D:
-      lay, optype = in_lay[0], "pad"
-      fields["padding"] = tuple(tuple(int(v) for v in p) for p in op.padding)
-    elif kind in (L.GlobalAveragePooling2D, L.GlobalMaxPooling2D):
-      lay, optype = in_lay[0], "gap" if kind is L.GlobalAveragePooling2D else "gmp"
-      fields["keepdims"] = bool(op.keepdims)
-    elif kind in (L.Flatten, L.Reshape):
-      optype = "flatten" if kind is L.Flatten else "reshape"
-      in_shape, out_shape = tuple(ins[0].shape[1:]), tuple(out.shape[1:])
-      if kind is L.Reshape:
-        if len(out_shape) not in (1, 3):
-          raise ValueError(f"layer {op.name!r} (Reshape) outputs shape {out_shape}; only (C,) or (H, W, C) "
-                           "targets are supported")
-        fields["target_shape"] = tuple(int(d) for d in out_shape)
-      channels_only = in_shape[-1] == out_shape[-1] and all(d == 1 for d in in_shape[:-1] + out_shape[:-1])
-      if channels_only:
-        lay = in_lay[0]
-      else:
-        if any(not groups.fixed[groups.find(g)] for g in in_lay[0]):
-          warnings.warn(f"layer {op.name!r} ({type(op).__name__}) turns a {in_shape} tensor into {out_shape}: "
-                        "the channels feeding it stay at full width (fixed)", stacklevel=3)
-        for g in in_lay[0]:
-          groups.freeze(g)
-        lay = (groups.new(out_shape[-1], op.name, fixed=True),)
-        out_group = lay[0]
-    elif kind in (L.Add, L.Multiply):
-      optype = "add" if kind is L.Add else "multiply"
-      shapes = [tuple(t.shape[1:]) for t in ins]
-      if len({s[-1] for s in shapes}) != 1:
-        raise ValueError(f"layer {op.name!r} ({type(op).__name__}) broadcasts over channels {shapes}; only inputs "
-                         "with equal channel counts are supported")
-      width = lambda g: groups.width[groups.find(g)]  # pylint: disable=unnecessary-lambda-assignment
-      if all(len(l) == len(in_lay[0]) and all(width(a) == width(b) for a, b in zip(l, in_lay[0])) for l in in_lay):
-        for other in in_lay[1:]:
-          for a, b in zip(in_lay[0], other):
-            groups.union(a, b, op)
-      else:  # differently concatenated inputs: no per-slice tie fits, keep them all at full width
-        warnings.warn(f"layer {op.name!r} ({type(op).__name__}) joins differently concatenated tensors: their "
-                      "channels stay at full width (fixed)", stacklevel=3)
-        for lay_i in in_lay:
-          for g in lay_i:
-            groups.freeze(g)
-      lay = in_lay[0]
-    elif kind is L.Concatenate:
-      if op.axis not in (-1, rank - 1):
-        raise ValueError(f"layer {op.name!r} (Concatenate) joins axis={op.axis!r}; only the channel axis (-1) "
-                         "is supported")
-      lay, optype = tuple(g for l in in_lay for g in l), "concat"
-    else:
+    reader = ops.for_keras_layer(op)
+    if reader is None:
       raise ValueError(
           f"layer {op.name!r} of type {type(op).__name__} cannot be read by from_keras_model: it is not one of "
-          f"the supported layers ({_SUPPORTED}); replace it with supported layers, or prune the model without it")
+          f"the supported layers ({ops.supported_keras_layers()}); replace it with supported layers, or prune "
+          "the model without it")
+    lay, fields, out_group = reader.read_keras(op, ins, out, in_lay, groups)
+    optype = reader.name
     layout[id(out)] = lay
     records.append((op, optype, in_names, fields, out_group, out))
   out_tensor = model.outputs[0]
@@ -315,19 +205,16 @@ def space_from_keras_model(model, width_ratios=None, divisor=8, name=None) -> sp
   for g in layout[id(out_tensor)]:
     groups.freeze(g)  # the classifier output is never pruned
   last = records[-1][0]
-  if type(last) is L.Softmax or last.get_config().get("activation") == "softmax":  # pylint: disable=unidiomatic-typecheck
+  if type(last) is keras.layers.Softmax or last.get_config().get("activation") == "softmax":  # pylint: disable=unidiomatic-typecheck
     warnings.warn(f"model {model.name!r} ends with a softmax (layer {last.name!r}): the PruningNet will output "
                   "probabilities, but tf_metaprune.training and the searches expect logits (from_logits=True); "
                   "build the model without it (keras.applications: classifier_activation=None)", stacklevel=3)
-  return _to_space(model, records, groups, width_ratios, divisor, name)
+  return _describe(model, records, groups)
 
 
-def _to_space(model, records, groups, width_ratios, divisor, name):
-  """Turns the grouped records into genes and nodes."""
-  builder = space_lib.SpaceBuilder(name or model.name, tuple(model.inputs[0].shape[1:]),
-                                   int(model.outputs[0].shape[-1]), width_ratios, divisor)
-  gene_of_root = {}
-  nodes = []
+def _describe(model, records, groups):
+  """Turns the grouped records into genes and node fields."""
+  genes, gene_of_root, nodes = [], {}, []
   for op, optype, in_names, fields, out_group, out in records:
     node_fields = dict(fields)
     if optype == "input":
@@ -338,11 +225,12 @@ def _to_space(model, records, groups, width_ratios, divisor, name):
         node_fields["out"] = groups.width[root]
       else:
         if root not in gene_of_root:
-          gene_of_root[root] = builder.gene(groups.first[root], groups.width[root])
+          gene_of_root[root] = groups.first[root]
+          genes.append((groups.first[root], groups.width[root]))
         node_fields["out"] = gene_of_root[root]
-    nodes.append(space_lib.Node(op.name, optype, tuple(in_names), bn=False,
-                                layer=None if optype == "input" else _serialize(op), **node_fields))
-  if not builder.genes:
+    nodes.append(dict(name=op.name, op=optype, inputs=tuple(in_names), bn=False,
+                      layer=None if optype == "input" else _serialize(op), **node_fields))
+  if not genes:
     raise ValueError(f"model {model.name!r} has no prunable channels: every channel group touches the input, "
                      "the classifier output or a Flatten/Reshape; there is nothing to search")
-  return space_lib.SearchSpace(builder.name, builder.input_shape, builder.num_classes, builder.genes, nodes)
+  return KerasGraph(model.name, tuple(model.inputs[0].shape[1:]), int(model.outputs[0].shape[-1]), genes, nodes)

@@ -1,25 +1,29 @@
 """The whole MetaPruning job, stage by stage, resumable: data in, int8 TFLite out.
 
-A run lives in one output folder and goes through five stages; each stage
-writes its files, then records itself as done in `stages.json` (atomically),
-so a rerun with the same folder skips every finished stage and continues an
-interrupted one from its own checkpoint (Keras `BackupAndRestore` for
-training, the search's JSON state for the evolution):
+A run lives in one output folder and goes through the five stages of
+`STAGES`; each stage writes its files, then records itself as done in
+`stages.json` (an `io.StateFile`, atomically), so a rerun with the same
+folder skips every finished stage and continues an interrupted one from its
+own checkpoint (`tf_metaprune.training`'s own checkpointer, `backup/state.json`,
+for training; the searcher's JSON state for the search):
 
-  1. pruningnet  train the PruningNet (a random structure per step)
-                 -> pruningnet/pruningnet.keras, pruningnet/space.json
-  2. search      evolutionary search under the budget, and the uniform
-                 baseline at the same budget, both scored on the held-out
-                 search split after BN recalibration, no fine-tuning
-                 -> structure.json, uniform_structure.json, search_state.json,
-                    search_result.json, uniform_result.json, pareto.png
-  3. retrain     both structures rebuilt as plain Keras models and trained
-                 with the same recipe (from scratch, or from the PruningNet's
-                 generated weights) -> model.keras, uniform.keras
-  4. export      both converted to full-integer int8 TFLite, checked against
-                 Keras on the test split and timed on this host
-                 -> model_int8.tflite, uniform_int8.tflite, export.json
-  5. report      report.json and report.md (searched vs uniform)
+  1. pruningnet        train the PruningNet (a random structure per step)
+                       -> pruningnet/pruningnet.keras, pruningnet/space.json
+  2. search            the searcher of `config.searcher` (default: evolutionary)
+                       under the budget, and the uniform baseline at the same
+                       budget, both scored on the held-out search split after BN
+                       recalibration, no fine-tuning
+                       -> structure.json, uniform_structure.json, search_state.json
+                          (evolutionary; searcher_<name>/ for the others),
+                          search_result.json, uniform_result.json, pareto.png
+  3. retrain_searched  the searched structure rebuilt as a plain Keras model
+                       and trained (from scratch, or from the PruningNet's
+                       generated weights) -> model.keras
+  4. retrain_uniform   the uniform one, with the same recipe -> uniform.keras
+  5. export            both converted to full-integer int8 TFLite, checked
+                       against Keras on the test split and timed on this host
+                       -> model_int8.tflite, uniform_int8.tflite, export.json
+  then report.json and report.md (searched vs uniform).
 
 Every stage records the settings it was computed with. A rerun whose settings
 differ for a finished stage stops before any work, naming the settings, so
@@ -38,33 +42,64 @@ import os
 import time
 from typing import Any, Callable, Dict, Optional
 
+import keras
 import numpy as np
+import tensorflow as tf
 
+from tf_metaprune import budgets
+from tf_metaprune import calibration
+from tf_metaprune import data as data_lib
+from tf_metaprune import distribute
+from tf_metaprune import flops
 from tf_metaprune import io as io_lib
+from tf_metaprune import models
+from tf_metaprune import pretrained
+from tf_metaprune import pruning_net
+from tf_metaprune import search as search_lib
+from tf_metaprune import space as space_lib
+from tf_metaprune import training
+from tf_metaprune.rebuild import rebuild as rebuild_model
+from tf_metaprune.search import dispatch
+import tflite_export
 
 STAGES = ("pruningnet", "search", "retrain_searched", "retrain_uniform", "export")
+# A run that prunes a trained model (`keras_model`) also retrains the peers' baselines.
+PRETRAINED_STAGES = ("pruningnet", "search", "retrain_searched", "retrain_uniform", "retrain_global_magnitude",
+                     "retrain_uniform_scratch", "export")
+# The retrained rows of a report: (key, structure file, model file, TFLite file).
+_ROWS = (("searched", "structure.json", "model.keras", "model_int8.tflite"),
+         ("uniform", "uniform_structure.json", "uniform.keras", "uniform_int8.tflite"))
+_PRETRAINED_ROWS = _ROWS + (
+    ("global_magnitude", "global_magnitude_structure.json", "global_magnitude.keras", "global_magnitude_int8.tflite"),
+    ("uniform_scratch", "uniform_structure.json", "uniform_scratch.keras", "uniform_scratch_int8.tflite"))
 _STAGES_FILE = "stages.json"
 _STAGES_FORMAT = "tf_metaprune.PipelineStages"
 
 # Which settings each stage's results depend on (cumulative along the stages).
 _DATA_KEYS = ("dataset", "input_size", "batch_size", "max_examples", "seed", "skip_bad_images")
-_NET_KEYS = ("model", "width_multiplier", "min_width_ratio", "divisor", "small_input", "stage_repeats",
+_NET_KEYS = ("keras_model", "importance", "model", "width_multiplier", "min_width_ratio", "divisor", "small_input",
+             "stage_repeats",
              "pruningnet_epochs",
              "pruningnet_learning_rate", "pruningnet_optimizer", "hidden_units", "bn_mode", "sampling")
 _SEARCH_KEYS = ("searcher", "max_mflops", "flops_ratio", "max_params", "max_latency_ms", "latency_table", "population_size",
                 "num_generations", "calibration_batches")
-_RETRAIN_KEYS = ("retrain_epochs", "retrain_learning_rate", "retrain_optimizer", "init")
+_RETRAIN_KEYS = ("retrain_epochs", "retrain_learning_rate", "retrain_optimizer", "init", "distill",
+                 "distill_temperature", "distill_weight")
 _EXPORT_KEYS = ("export_num_runs", "export_num_threads", "export_calibration_batches")
 _STAGE_KEYS = {
     "pruningnet": _DATA_KEYS + _NET_KEYS,
     "search": _DATA_KEYS + _NET_KEYS + _SEARCH_KEYS,
     "retrain_searched": _DATA_KEYS + _NET_KEYS + _SEARCH_KEYS + _RETRAIN_KEYS,
     "retrain_uniform": _DATA_KEYS + _NET_KEYS + _SEARCH_KEYS + _RETRAIN_KEYS,
+    "retrain_global_magnitude": _DATA_KEYS + _NET_KEYS + _SEARCH_KEYS + _RETRAIN_KEYS,
+    "retrain_uniform_scratch": _DATA_KEYS + _NET_KEYS + _SEARCH_KEYS + _RETRAIN_KEYS,
     "export": _DATA_KEYS + _NET_KEYS + _SEARCH_KEYS + _RETRAIN_KEYS + _EXPORT_KEYS,
 }
 # Where an unfinished stage keeps what it has done so far.
 _CHECKPOINTS = {"pruningnet": ("pruningnet",), "search": ("search_state.json",),
                 "retrain_searched": ("retrain", "searched"), "retrain_uniform": ("retrain", "uniform"),
+                "retrain_global_magnitude": ("retrain", "global_magnitude"),
+                "retrain_uniform_scratch": ("retrain", "uniform_scratch"),
                 "export": ("export.json",)}
 
 
@@ -80,6 +115,16 @@ class PipelineConfig:
     seed: seed of the data split, structure sampling, search and retraining.
     skip_bad_images: a folder dataset's unreadable images are skipped with a
       warning instead of stopping the run before any work.
+    keras_model: path of a trained Keras model (.keras) to prune instead of
+      a family: its space is `SearchSpace.from_keras_model`, its channels are
+      reordered by `importance`, the PruningNet starts from its weights
+      (`tf_metaprune.pretrained`), and the peers' baselines are retrained
+      beside the searched structure: L1-norm pruning at uniform width (the
+      "uniform" row, with init="pretrained"), global magnitude pruning and
+      the uniform structure from scratch. `model`, `width_multiplier`,
+      `small_input` and `stage_repeats` do not apply then.
+    importance: "l1" (filter L1 norms, default) or "bn_gamma" (batch-norm
+      |gamma|): how a trained model's channels are ranked.
     model: a family of `tf_metaprune.models` (e.g. "mobilenet_v2").
     width_multiplier: base width multiplier of the family (not small_cnn).
     min_width_ratio: the smallest per-layer width ratio a gene may take; the
@@ -104,8 +149,12 @@ class PipelineConfig:
     calibration_batches: training batches for BN recalibration per candidate.
     retrain_epochs, retrain_learning_rate, retrain_optimizer: the recipe that
       trains both the searched and the uniform structure.
-    init: "scratch" (fresh weights, the paper) or "generated" (start from the
-      PruningNet's generated weights).
+    init: "scratch" (fresh weights, the paper), "generated" (start from the
+      PruningNet's generated weights) or "pretrained" (the trained model's
+      most important channels; needs `keras_model`).
+    distill: retrain with knowledge distillation from `keras_model`
+      (`tf_metaprune.training.Distiller`); distill_temperature and
+      distill_weight are its T and its share of the loss.
     export_num_runs, export_num_threads: TFLite latency timing.
     export_calibration_batches: training batches calibrating int8 ranges.
   """
@@ -115,6 +164,8 @@ class PipelineConfig:
   max_examples: Optional[int] = None
   seed: int = 0
   skip_bad_images: bool = False
+  keras_model: Optional[str] = None
+  importance: str = "l1"
   model: str = "mobilenet_v2"
   width_multiplier: float = 1.0
   min_width_ratio: float = 0.1
@@ -140,6 +191,9 @@ class PipelineConfig:
   retrain_learning_rate: float = 0.003
   retrain_optimizer: str = "adam"
   init: str = "scratch"
+  distill: bool = False
+  distill_temperature: float = 4.0
+  distill_weight: float = 0.5
   export_num_runs: int = 100
   export_num_threads: int = 1
   export_calibration_batches: int = 8
@@ -175,11 +229,22 @@ class PipelineConfig:
       bad("bn_mode", "must be 'shared' or 'switchable'")
     if self.sampling not in ("random", "sandwich"):
       bad("sampling", "must be 'random' or 'sandwich'")
-    from tf_metaprune.search import dispatch  # pylint: disable=g-import-not-at-top
     if self.searcher not in dispatch.SEARCHERS:
       bad("searcher", f"must be one of {dispatch.SEARCHERS}")
-    if self.init not in ("scratch", "generated"):
-      bad("init", "must be 'scratch' (fresh weights) or 'generated' (the PruningNet's weights)")
+    if self.init not in ("scratch", "generated", "pretrained"):
+      bad("init", "must be 'scratch' (fresh weights), 'generated' (the PruningNet's weights) or 'pretrained' (the "
+          "trained keras_model's most important channels)")
+    if self.keras_model is None and (self.init == "pretrained" or self.distill):
+      raise ValueError(f"PipelineConfig(init={self.init!r}, distill={self.distill!r}): init='pretrained' and "
+                       "distillation start from a trained model; give keras_model (--keras_model=PATH.keras)")
+    if self.keras_model is not None and not os.path.isfile(self.keras_model):
+      bad("keras_model", "no such file; save your trained model with model.save('model.keras')")
+    if self.importance not in ("l1", "bn_gamma"):
+      bad("importance", "must be 'l1' (filter L1 norms) or 'bn_gamma' (batch-norm |gamma|)")
+    if not float(self.distill_temperature) > 0:
+      bad("distill_temperature", "must be > 0")
+    if not 0.0 <= float(self.distill_weight) <= 1.0:
+      bad("distill_weight", "must be in [0, 1] (the distillation term's share of the loss)")
     if self.max_mflops is not None and self.flops_ratio is not None:
       raise ValueError(f"PipelineConfig(max_mflops={self.max_mflops!r}, flops_ratio={self.flops_ratio!r}): give "
                        "one of the two FLOPs limits, not both")
@@ -218,14 +283,12 @@ class PipelineConfig:
 
 def width_ratios(min_width_ratio):
   """The paper's width ratios (0.10, 0.13, ..., 1.00) from `min_width_ratio` up."""
-  from tf_metaprune import space as space_lib  # pylint: disable=g-import-not-at-top
   ratios = tuple(r for r in space_lib.PAPER_WIDTH_RATIOS if r >= float(min_width_ratio) - 1e-9)
   return ratios or (1.0,)
 
 
 def load_data(config: PipelineConfig):
   """The dataset splits of a run (`tf_metaprune.data.load_dataset`)."""
-  from tf_metaprune import data as data_lib  # pylint: disable=g-import-not-at-top
   return data_lib.load_dataset(config.dataset, batch_size=config.batch_size, input_size=config.input_size,
                                seed=config.seed, max_examples=config.max_examples,
                                skip_bad_images=config.skip_bad_images)
@@ -233,7 +296,6 @@ def load_data(config: PipelineConfig):
 
 def build_space(config: PipelineConfig, input_shape, num_classes):
   """The search space of `config.model` for images of `input_shape`."""
-  from tf_metaprune import models  # pylint: disable=g-import-not-at-top
   family = models.get(config.model)
   kwargs = dict(width_ratios=width_ratios(config.min_width_ratio), divisor=config.divisor)
   if config.small_input is not None:
@@ -265,7 +327,6 @@ def build_budget(space, max_mflops=None, flops_ratio=None, max_params=None, max_
     ValueError: for no limit, or a limit below the smallest structure of the
       space (the message gives the minimum).
   """
-  from tf_metaprune import budgets  # pylint: disable=g-import-not-at-top
   parts = []
   if flops_ratio is not None:
     parts.append(budgets.FlopsBudget.from_ratio(space, flops_ratio))
@@ -307,30 +368,30 @@ def save_model_atomic(model, path):
 
 
 def _scope(strategy):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return (strategy or tf.distribute.get_strategy()).scope()
 
 
 def _is_chief(strategy):
   if strategy is None:
     return True
-  from tf_metaprune import distribute  # pylint: disable=g-import-not-at-top
   return distribute.is_chief(strategy)
 
 
-def train_pruning_net(config: PipelineConfig, splits, space, output_dir, verbose=1, strategy=None):
+def train_pruning_net(config: PipelineConfig, splits, space, output_dir, verbose=1, strategy=None, trained=None):
   """Trains a PruningNet of `space` into `output_dir` (resumes an interrupted run).
+
+  Args:
+    trained: a `tf_metaprune.pretrained.TrainedModel`: the net starts from
+      its reordered weights (at full width it is that model).
 
   Returns:
     (net, history dict).
   """
-  import keras  # pylint: disable=g-import-not-at-top
-  from tf_metaprune import pruning_net  # pylint: disable=g-import-not-at-top
-  from tf_metaprune import training  # pylint: disable=g-import-not-at-top
   keras.utils.set_random_seed(config.seed)
+  net_kwargs = dict(hidden_units=config.hidden_units, bn_mode=config.bn_mode, seed=config.seed,
+                    sampling=config.sampling)
   with _scope(strategy):
-    net = pruning_net.PruningNet(space, hidden_units=config.hidden_units, bn_mode=config.bn_mode, seed=config.seed,
-                                 sampling=config.sampling)
+    net = (pruning_net.PruningNet(space, **net_kwargs) if trained is None else trained.pruning_net(**net_kwargs))
   # A fresh copy of the training split: its order must not depend on what this process read before (a
   # resumed run may skip earlier stages).
   history = training.fit(net, splits.fresh_train(), epochs=config.pruningnet_epochs,
@@ -339,7 +400,8 @@ def train_pruning_net(config: PipelineConfig, splits, space, output_dir, verbose
   return net, history
 
 
-def retrain(config: PipelineConfig, splits, space, structure, output_dir, net=None, verbose=1, strategy=None):
+def retrain(config: PipelineConfig, splits, space, structure, output_dir, net=None, verbose=1, strategy=None,
+            trained=None, init=None):
   """Rebuilds `structure` as a plain Keras model and trains it with the run's recipe.
 
   Args:
@@ -348,18 +410,23 @@ def retrain(config: PipelineConfig, splits, space, structure, output_dir, net=No
     space, structure: what to rebuild.
     output_dir: the training checkpoints (an interrupted retraining resumes).
     net: the trained PruningNet, needed for `init="generated"`.
+    trained: the `tf_metaprune.pretrained.TrainedModel` of `config.keras_model`,
+      needed for `init="pretrained"` and `config.distill` (the teacher).
+    init: overrides `config.init` (the uniform-from-scratch baseline).
     strategy: a `tf.distribute` strategy the model is built under (None:
       the default one).
 
   Returns:
     (model, {"history", "test_accuracy", "test_loss", "params", "mflops"}).
   """
-  import keras  # pylint: disable=g-import-not-at-top
-  from tf_metaprune import calibration  # pylint: disable=g-import-not-at-top
-  from tf_metaprune.rebuild import rebuild as rebuild_model  # pylint: disable=g-import-not-at-top
-  from tf_metaprune import training  # pylint: disable=g-import-not-at-top
   keras.utils.set_random_seed(config.seed)
-  if config.init == "generated":
+  init = init or config.init
+  if (init == "pretrained" or config.distill) and trained is None:
+    raise ValueError("init='pretrained' and distill need the trained model (keras_model) to start from")
+  if init == "pretrained":
+    with _scope(strategy):
+      model = trained.rebuild(structure, bn_momentum=0.9)
+  elif init == "generated":
     if net is None:
       raise ValueError("init='generated' needs the trained PruningNet to take the weights from")
     calibration.recalibrate(net, structure, splits.calibration, num_batches=config.calibration_batches)
@@ -368,10 +435,12 @@ def retrain(config: PipelineConfig, splits, space, structure, output_dir, net=No
   else:
     with _scope(strategy):
       model = rebuild_model(space, structure, bn_momentum=0.9)
+  distill = dict(teacher=trained.model, distill_temperature=config.distill_temperature,
+                 distill_weight=config.distill_weight) if config.distill else {}
   # fit() recalibrates the batch norms on the training images (fixed order, no augmentation) after training.
   history = training.fit(model, splits.fresh_train(), epochs=config.retrain_epochs,
                          learning_rate=config.retrain_learning_rate, optimizer=config.retrain_optimizer,
-                         output_dir=output_dir, verbose=verbose, bn_data=splits.calibration)
+                         output_dir=output_dir, verbose=verbose, bn_data=splits.calibration, **distill)
   loss, acc = model.evaluate(splits.test, verbose=0)
   # The same training images in inference mode against the last epoch's training accuracy (batch statistics):
   # batch norms whose statistics lag their weights show as a gap here, whatever the test accuracy.
@@ -405,7 +474,7 @@ def _check_writable(folder):
 class TrainingRun:
   """A folder holding one PruningNet training (examples/train_pruningnet.py).
 
-  Files: run.json (settings), backup/ (Keras BackupAndRestore), logs/
+  Files: run.json (settings), backup/ (tf_metaprune.training's checkpoint), logs/
   (TensorBoard), last.weights.h5, history.json, space.json and, once
   finished, pruningnet.keras.
 
@@ -442,13 +511,12 @@ class TrainingRun:
   def finished(self):
     return os.path.exists(self.net_path)
 
-  def train(self, splits, space, verbose=1, strategy=None):
+  def train(self, splits, space, verbose=1, strategy=None, trained=None):
     """Trains (or resumes, or loads the finished) PruningNet; returns it.
 
     Under a multi-worker strategy every worker calls this; only the chief
     writes the files (all workers must see the same `output_dir`).
     """
-    import keras  # pylint: disable=g-import-not-at-top
     if self.finished:
       print(f"{self.net_path} is finished already: loading it (delete it to train again)")
       with _scope(strategy):
@@ -464,7 +532,7 @@ class TrainingRun:
                                 "dataset": splits.get_config()})
       io_lib.write_text_atomic(os.path.join(self.output_dir, "space.json"), space.to_json())
     net, history = train_pruning_net(self.config, splits, space, self.output_dir, verbose=verbose,
-                                     strategy=strategy)
+                                     strategy=strategy, trained=trained)
     if chief:
       io_lib.write_json_atomic(os.path.join(self.output_dir, "history.json"), history)
       save_model_atomic(net, self.net_path)
@@ -477,7 +545,6 @@ def load_training_run(pruningnet_dir, strategy=None):
   Raises:
     ValueError: if the folder holds no finished PruningNet run.
   """
-  import keras  # pylint: disable=g-import-not-at-top
   run_json = os.path.join(str(pruningnet_dir), "run.json")
   net_path = os.path.join(str(pruningnet_dir), "pruningnet.keras")
   if not os.path.exists(net_path) or not os.path.exists(run_json):
@@ -505,11 +572,10 @@ class Run:
     self.config = config
     self.path = os.path.join(self.output_dir, _STAGES_FILE)
     self.stages = {}
-    if os.path.exists(self.path):
-      state = io_lib.read_json(self.path, "pipeline stages file")
-      if not isinstance(state, dict) or state.get("format") != _STAGES_FORMAT:
-        raise ValueError(f"{self.path!r} is not a tf_metaprune pipeline stages file (format "
-                         f"{state.get('format') if isinstance(state, dict) else None!r}); use another output_dir")
+    # Finished stages carry their own settings (checked by `check`), so the file's identity is empty.
+    self.state_file = io_lib.StateFile(self.path, _STAGES_FORMAT, {}, what="pipeline stages file")
+    state = self.state_file.load()
+    if state is not None:
       self.stages = dict(state.get("stages", {}))
     elif os.path.isdir(self.output_dir) and os.listdir(self.output_dir):
       known = set(STAGES) | {"pruningnet", "retrain", "config.json", _STAGES_FILE, "search_state.json"}
@@ -535,7 +601,7 @@ class Run:
             f"{self.output_dir!r} holds a run whose finished stage {stage!r} used other settings ({listed}); "
             f"rerun with the same settings to resume, or use a new output_dir (or delete "
             f"{self.output_dir!r} to start over)")
-    pending = [s for s in STAGES if s not in self.stages]
+    pending = [s for s in stage_names(self.config) if s not in self.stages]
     started = self.file("config.json")
     if pending and os.path.exists(started) and os.path.exists(self.file(*_CHECKPOINTS[pending[0]])):
       recorded = io_lib.read_json(started, "pipeline config file").get("config", {})
@@ -553,7 +619,23 @@ class Run:
   def finish(self, stage, seconds, **extra):
     self.stages[stage] = dict(settings=self.stage_settings(stage), seconds=float(seconds),
                               finished=time.strftime("%Y-%m-%d %H:%M:%S"), **extra)
-    io_lib.write_json_atomic(self.path, {"format": _STAGES_FORMAT, "version": 1, "stages": self.stages})
+    self.state_file.save(stages=self.stages)
+
+
+def stage_names(config: PipelineConfig):
+  """The stages of a run of `config` (a trained `keras_model` adds the baselines' retrainings)."""
+  return PRETRAINED_STAGES if config.keras_model else STAGES
+
+
+def load_trained_model(config: PipelineConfig):
+  """The `tf_metaprune.pretrained.TrainedModel` of `config.keras_model` (its space, reordered channels)."""
+  try:
+    model = keras.saving.load_model(config.keras_model)
+  except Exception as e:  # pylint: disable=broad-except  (Keras raises many types for a bad file)
+    raise ValueError(f"keras_model={config.keras_model!r} cannot be loaded ({type(e).__name__}: "
+                     f"{str(e).splitlines()[0] if str(e) else ''}); save it with model.save('model.keras')") from None
+  return pretrained.TrainedModel(model, importance=config.importance, width_ratios=width_ratios(config.min_width_ratio),
+                                 divisor=config.divisor)
 
 
 def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None] = print,
@@ -577,20 +659,27 @@ def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None
       budget below the smallest structure, or an output_dir that holds a run
       with other settings.
   """
-  import keras  # pylint: disable=g-import-not-at-top
-  from tf_metaprune import search as search_lib  # pylint: disable=g-import-not-at-top
 
   t_start = time.perf_counter()
-  from tf_metaprune import distribute  # pylint: disable=g-import-not-at-top
   if strategy is not None and distribute.is_multi_worker(strategy):
     raise ValueError("run() (examples/metaprune.py) works on one machine (strategy default or mirrored); for several "
                      "machines run examples/train_pruningnet.py and examples/retrain.py with --strategy=multi_worker "
                      "and examples/search.py on the chief")
   state = Run(output_dir, config)
   splits = load_data(config)
-  space = build_space(config, splits.input_shape, splits.num_classes)
+  trained = load_trained_model(config) if config.keras_model else None
+  if trained is not None:
+    space = trained.space
+    if tuple(splits.input_shape) != tuple(space.input_shape) or splits.num_classes != space.num_classes:
+      raise ValueError(f"keras_model {config.keras_model!r} takes {space.input_shape} images and has "
+                       f"{space.num_classes} classes, but dataset {config.dataset!r} gives {splits.input_shape} and "
+                       f"{splits.num_classes}; pick the dataset it was trained on (--input_size to resize)")
+  else:
+    space = build_space(config, splits.input_shape, splits.num_classes)
   budget = config_budget(config, space)
   state.check()
+  stages = stage_names(config)
+  n_stages = len(stages)
   full = space.largest()
   io_lib.write_json_atomic(state.file("config.json"), {"config": config.get_config(),
                                                        "dataset": splits.get_config()})
@@ -600,14 +689,15 @@ def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None
   # 1. PruningNet (its folder is a TrainingRun: examples/search.py can read it too).
   net_dir = state.file("pruningnet")
   if state.done("pruningnet"):
-    log(f"[metaprune] 1/5 pruningnet: done already ({net_dir}/pruningnet.keras), loading it")
+    log(f"[metaprune] 1/{n_stages} pruningnet: done already ({net_dir}/pruningnet.keras), loading it")
     with _scope(strategy):
       net = keras.saving.load_model(os.path.join(net_dir, "pruningnet.keras"))
   else:
-    log(f"[metaprune] 1/5 pruningnet: training {config.pruningnet_epochs} epochs ({config.sampling} structures "
-        f"per step) -> {net_dir}")
+    log(f"[metaprune] 1/{n_stages} pruningnet: training {config.pruningnet_epochs} epochs ({config.sampling} "
+        f"structures per step{', from the trained model' if trained is not None else ''}) -> {net_dir}")
     t0 = time.perf_counter()
-    net = TrainingRun(net_dir, config, resume=True).train(splits, space, verbose=verbose, strategy=strategy)
+    net = TrainingRun(net_dir, config, resume=True).train(splits, space, verbose=verbose, strategy=strategy,
+                                                          trained=trained)
     history = io_lib.read_json(os.path.join(net_dir, "history.json"), "training history")
     state.finish("pruningnet", time.perf_counter() - t0, final_loss=float(history["loss"][-1]))
   if net.space.fingerprint() != space.fingerprint():
@@ -617,12 +707,13 @@ def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None
 
   # 2. Search + uniform baseline.
   if state.done("search"):
-    log("[metaprune] 2/5 search: done already, loading structure.json and uniform_structure.json")
+    log(f"[metaprune] 2/{n_stages} search: done already, loading structure.json and uniform_structure.json")
     found = search_lib.SearchResult.load(state.file("search_result.json"))
     base = search_lib.SearchResult.load(state.file("uniform_result.json"))
   else:
-    log(f"[metaprune] 2/5 search: evolution, population {config.population_size} x {config.num_generations} "
-        "generations, on the held-out search split")
+    how = (f"evolution, population {config.population_size} x {config.num_generations} generations"
+           if config.searcher == "evolutionary" else config.searcher)
+    log(f"[metaprune] 2/{n_stages} search: {how}, on the held-out search split")
     t0 = time.perf_counter()
     found, base = search_and_save(net, splits, budget, config, state.output_dir, verbose=verbose)
     state.finish("search", time.perf_counter() - t0)
@@ -631,20 +722,30 @@ def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None
   log(f"[metaprune]   searched: {found.summary()}")
   log(f"[metaprune]   uniform:  {base.summary()}")
 
-  # 3. Retrain both with one recipe.
+  # 3. Retrain every structure with one recipe (a trained model adds the peers' baselines).
+  structures = {"searched": searched_s, "uniform": uniform_s}
+  inits = {}
+  if trained is not None:
+    structures["global_magnitude"] = _global_magnitude_structure(state, trained, budget)
+    structures["uniform_scratch"] = uniform_s
+    inits["uniform_scratch"] = "scratch"
+  rows = _PRETRAINED_ROWS if trained is not None else _ROWS
   retrained = {}
-  for i, (key, structure, model_file) in enumerate((("searched", searched_s, "model.keras"),
-                                                     ("uniform", uniform_s, "uniform.keras"))):
+  for key, _, model_file, _ in rows:
+    structure = structures[key]
     stage = f"retrain_{key}"
+    number = stages.index(stage) + 1
+    init = inits.get(key, config.init)
     if state.done(stage):
-      log(f"[metaprune] {3 + i}/5 {stage}: done already ({model_file})")
+      log(f"[metaprune] {number}/{n_stages} {stage}: done already ({model_file})")
       retrained[key] = state.stages[stage]["result"]
       continue
-    log(f"[metaprune] {3 + i}/5 {stage}: {config.retrain_epochs} epochs from {config.init} "
-        f"({space.mflops(structure):.3f} MFLOPs)")
+    log(f"[metaprune] {number}/{n_stages} {stage}: {config.retrain_epochs} epochs from {init}"
+        f"{' with distillation' if config.distill else ''} ({space.mflops(structure):.3f} MFLOPs)")
     t0 = time.perf_counter()
     model, result = retrain(config, splits, space, structure, state.file("retrain", key),
-                            net=net if config.init == "generated" else None, verbose=verbose, strategy=strategy)
+                            net=net if init == "generated" else None, verbose=verbose, strategy=strategy,
+                            trained=trained, init=init)
     save_model_atomic(model, state.file(model_file))
     state.finish(stage, time.perf_counter() - t0, result=result)
     retrained[key] = result
@@ -656,16 +757,18 @@ def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None
 
   # 4. Export to int8 TFLite.
   if state.done("export"):
-    log("[metaprune] 5/5 export: done already (model_int8.tflite)")
+    log(f"[metaprune] {n_stages}/{n_stages} export: done already (model_int8.tflite)")
     exported = io_lib.read_json(state.file("export.json"), "export report")
   else:
-    log("[metaprune] 5/5 export: int8 TFLite, parity on the test split, latency on this host")
+    log(f"[metaprune] {n_stages}/{n_stages} export: int8 TFLite, parity on the test split, latency on this host")
     t0 = time.perf_counter()
-    exported = _export(state, splits, config)
+    exported = _export(state, splits, config, rows)
     io_lib.write_json_atomic(state.file("export.json"), exported)
     state.finish("export", time.perf_counter() - t0)
 
-  report = make_report(config, splits, space, budget, found, base, retrained, exported, state)
+  original = _original_accuracy(state, trained, splits) if trained is not None else None
+  report = make_report(config, splits, space, budget, found, base, retrained, exported, state,
+                       structures=structures, original=original)
   report["total_seconds_this_run"] = time.perf_counter() - t_start
   io_lib.write_json_atomic(state.file("report.json"), report)
   io_lib.write_text_atomic(state.file("report.md"), format_report(report) + "\n")
@@ -703,7 +806,6 @@ def search_and_save(net, splits, budget, config: PipelineConfig, output_dir, ver
   Returns:
     (evolutionary SearchResult, uniform SearchResult).
   """
-  from tf_metaprune import search as search_lib  # pylint: disable=g-import-not-at-top
   space = net.space
   _check_writable(output_dir)
   out = lambda name: os.path.join(str(output_dir), name)
@@ -747,24 +849,43 @@ def estimate_search(evaluator, space, config: PipelineConfig) -> str:
   evaluator.accuracy(space.uniform(0.5))
   seconds = time.perf_counter() - t0
   n = config.population_size * config.num_generations
-  from tf_metaprune import training  # pylint: disable=g-import-not-at-top
   return (f"[search] at most {n:,} candidates ({config.population_size} x {config.num_generations} generations) x "
           f"{seconds:.2f} s (measured) = {training.describe_seconds(n * seconds)} at most")
 
 
 def _evaluator(net, splits, config):
-  from tf_metaprune import calibration  # pylint: disable=g-import-not-at-top
   data = calibration.EvaluationData.from_dataset(splits.search, num_calibration_batches=config.calibration_batches,
                                                  calibration_dataset=splits.calibration)
   return calibration.Evaluator(net, data)
 
 
-def _export(state, splits, config):
-  import keras  # pylint: disable=g-import-not-at-top
-  import tflite_export  # pylint: disable=g-import-not-at-top
+def _global_magnitude_structure(state, trained, budget):
+  """The global-magnitude baseline's structure, saved as global_magnitude_structure.json (read back on resume)."""
+  path = state.file("global_magnitude_structure.json")
+  if os.path.exists(path):
+    return trained.space.load_structure(path)
+  threshold, structure = trained.global_magnitude(budget)
+  trained.space.save_structure(structure, path, threshold=threshold)
+  return structure
+
+
+def _original_accuracy(state, trained, splits):
+  """Test accuracy of the trained keras_model (original.json caches it)."""
+  path = state.file("original.json")
+  if os.path.exists(path):
+    return io_lib.read_json(path, "original model record")
+  model = trained.model
+  model.compile(loss=training.SparseCrossentropyWithSmoothing(), metrics=["accuracy"])
+  _, acc = model.evaluate(splits.test, verbose=0)
+  record = {"test_accuracy": float(acc), "mflops": float(flops.count_mflops(model)),
+            "params": int(model.count_params()), "importance": trained.importance}
+  io_lib.write_json_atomic(path, record)
+  return record
+
+
+def _export(state, splits, config, table_rows=_ROWS):
   rows = {}
-  for key, model_file, tflite_file in (("searched", "model.keras", "model_int8.tflite"),
-                                       ("uniform", "uniform.keras", "uniform_int8.tflite")):
+  for key, _, model_file, tflite_file in table_rows:
     model = keras.saving.load_model(state.file(model_file))
     # The calibration split (train images in a fixed order): `splits.train` reshuffles on every pass, so its
     # first batches -- and the int8 ranges -- would depend on how many passes this process made before.
@@ -784,18 +905,30 @@ def _export(state, splits, config):
                   "float32 on x86 -- time on the phone with benchmark_model for absolute figures"}
 
 
-def make_report(config, splits, space, budget, found, base, retrained, exported, state=None):
-  """The report dict: searched vs uniform side by side, with the settings that made them."""
+def make_report(config, splits, space, budget, found, base, retrained, exported, state=None, structures=None,
+                original=None):
+  """The report dict: every retrained structure side by side, with the settings that made them.
+
+  Args:
+    structures: key -> Structure of the rows beyond "searched" and "uniform"
+      (a pruned trained model's baselines).
+    original: the trained model's record (its test accuracy): each row then
+      gets its accuracy drop.
+  """
   full = space.largest()
   rows = {}
-  for key, result in (("searched", found), ("uniform", base)):
-    s = result.best_structure
+  searched = {"searched": found, "uniform": base}
+  structures = dict(structures or {})
+  files = {key: structure_file for key, structure_file, _, _ in _PRETRAINED_ROWS}
+  for key in retrained:
+    result = searched.get(key)
+    s = result.best_structure if (result is not None and key != "uniform_scratch") else structures[key]
     e = exported["files"][key]
     rows[key] = {
-        "structure_file": "structure.json" if key == "searched" else "uniform_structure.json",
+        "structure_file": files[key],
         "channels": space.channels(s),
         "mflops": space.mflops(s), "flops_ratio": space.mflops(s) / space.mflops(full), "params": space.params(s),
-        "search_accuracy": result.best_accuracy,
+        "search_accuracy": result.best_accuracy if (result is not None and key != "uniform_scratch") else None,
         "test_accuracy": retrained[key]["test_accuracy"],
         "int8_test_accuracy": e["int8_accuracy"], "int8_top1_agreement": e["top1_agreement"],
         "int8_size_bytes": e["size_bytes"], "int8_latency_median_ms": e["latency_median_ms"],
@@ -807,19 +940,30 @@ def make_report(config, splits, space, budget, found, base, retrained, exported,
         "mflops_reduction": space.mflops(full) / max(space.mflops(s), 1e-12),
         "params_reduction": space.params(full) / max(space.params(s), 1),
         "int8_size_reduction_vs_float32_full": 4 * space.params(full) / max(e["size_bytes"], 1)}
+    if original is not None:
+      rows[key]["accuracy_drop_pt"] = 100 * (original["test_accuracy"] - retrained[key]["test_accuracy"])
   if base.extra.get("width_ratio") is not None:
-    rows["uniform"]["width_ratio"] = base.extra["width_ratio"]
+    for key in ("uniform", "uniform_scratch"):
+      if key in rows:
+        rows[key]["width_ratio"] = base.extra["width_ratio"]
   stage_seconds = {} if state is None else {k: v["seconds"] for k, v in state.stages.items()}
-  return {
+  report = {
       "format": "tf_metaprune.PipelineReport", "version": 1,
       "space": space.name, "space_fingerprint": space.fingerprint(),
       "full_width": {"mflops": space.mflops(full), "params": space.params(full)},
       "budget": budget.get_config(), "budget_repr": repr(budget),
       "dataset": splits.get_config(), "config": config.get_config(),
-      "searched": rows["searched"], "uniform": rows["uniform"],
+      "rows": list(rows), **rows,
       "search": {"evaluations": found.num_evaluations, "seconds": found.seconds},
       "device": exported["device"], "latency_note": exported["note"], "stage_seconds": stage_seconds,
   }
+  if original is not None:
+    report["original"] = original
+  return report
+
+
+_ROW_LABELS = {"searched": "searched", "global_magnitude": "global magnitude (one L1 threshold)",
+               "uniform_scratch": "uniform x{ratio:.2f} from scratch"}
 
 
 #: Points by which a model's training images may score lower in inference mode than during its last training
@@ -872,23 +1016,37 @@ def bn_check(row):
 
 
 def format_report(report: Dict[str, Any]) -> str:
-  """The report as Markdown: the searched vs uniform table, sizes as ratios, the seed and batch-norm notes."""
+  """The report as Markdown: every retrained structure (and a trained model's baselines), sizes as ratios,
+  the seed and batch-norm notes."""
   full = report["full_width"]
   float32_full_kb = 4 * full["params"] / 1024
+  original = report.get("original")
+  pretrained = report["config"].get("keras_model") is not None
   lines = [f"MetaPruning of {report['space']} on {report['dataset'].get('dataset', report['dataset'])}, budget "
-           f"{report['budget_repr']} (full width {full['mflops']:.3f} MFLOPs, {full['params']:,} params)", "",
-           "| structure | MFLOPs | FLOPs ratio | params | search acc. (PruningNet) | test acc. (retrained) "
-           "| int8 test acc. | int8 size KB | int8 latency ms (median) |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-  for key in ("searched", "uniform"):
+           f"{report['budget_repr']} (full width {full['mflops']:.3f} MFLOPs, {full['params']:,} params)"]
+  if original is not None:
+    lines.append(f"Original model {report['config']['keras_model']}: test accuracy "
+                 f"{100 * original['test_accuracy']:.2f}%; channels ranked by {original['importance']}, structures "
+                 f"retrained from {report['config']['init']}{' with distillation' if report['config'].get('distill') else ''}.")
+  drop = original is not None
+  lines += ["", "| structure | MFLOPs | FLOPs ratio | params | search acc. (PruningNet) | test acc. (retrained) "
+            + ("| drop vs original (pt) " if drop else "") + "| int8 test acc. | int8 size KB | int8 latency ms (median) |",
+            "|---|---:|---:|---:|---:|---:|" + ("---:|" if drop else "") + "---:|---:|---:|"]
+  for key in report.get("rows", ["searched", "uniform"]):
     r = report[key]
-    label = key if key == "searched" else f"uniform x{r.get('width_ratio', float('nan')):.2f}"
+    if key == "uniform":
+      label = (f"L1 uniform x{r.get('width_ratio', float('nan')):.2f} (Li et al.)" if pretrained
+               and report["config"].get("init") == "pretrained" else f"uniform x{r.get('width_ratio', float('nan')):.2f}")
+    else:
+      label = _ROW_LABELS.get(key, key).format(ratio=r.get("width_ratio", float("nan")))
+    search = "-" if r.get("search_accuracy") is None else f"{100 * r['search_accuracy']:.2f}%"
     lines.append(f"| {label} | {r['mflops']:.3f} | {100 * r['flops_ratio']:.1f}% | {r['params']:,} | "
-                 f"{100 * r['search_accuracy']:.2f}% | {100 * r['test_accuracy']:.2f}% | "
-                 f"{100 * r['int8_test_accuracy']:.2f}% | {r['int8_size_bytes'] / 1024:.1f} | "
+                 f"{search} | {100 * r['test_accuracy']:.2f}% | "
+                 + (f"{r['accuracy_drop_pt']:+.2f} | " if drop else "")
+                 + f"{100 * r['int8_test_accuracy']:.2f}% | {r['int8_size_bytes'] / 1024:.1f} | "
                  f"{r['int8_latency_median_ms']:.3f} |")
   lines.append("")
-  for key in ("searched", "uniform"):
+  for key in report.get("rows", ["searched", "uniform"]):
     r = report[key]
     lines.append(f"- {key}: {times(full['mflops'], r['mflops'])} fewer MFLOPs, {times(full['params'], r['params'])} "
                  f"fewer params than full width; int8 {r['int8_size_bytes'] / 1024:.1f} KB = "
@@ -896,7 +1054,7 @@ def format_report(report: Dict[str, Any]) -> str:
                  f"({float32_full_kb:.1f} KB = 4 bytes x {full['params']:,} params)")
   s, u = report["searched"], report["uniform"]
   lines.append(f"- {seed_verdict(100 * (s['test_accuracy'] - u['test_accuracy']))}")
-  for key in ("searched", "uniform"):
+  for key in report.get("rows", ["searched", "uniform"]):
     check = bn_check(report[key])
     if check is not None:
       lines.append(f"- batch norms, {key}: {check}")

@@ -47,7 +47,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_metaprune import calibration
 from tf_metaprune import layers as tfmp_layers
+from tf_metaprune import ops
 from tf_metaprune import space as space_lib
 
 
@@ -145,83 +147,48 @@ class PruningNet(keras.Model):
   # ---- construction ------------------------------------------------------------------------
   def _build_layers(self):
     sp = self.space
-    gen, bns, self._layer_of, self._bn_of, self._dw_of = [], [], {}, {}, {}
+    self.generator_layers, self.bn_layers, self._layer_of, self._bn_of, self._dw_of = [], [], {}, {}, {}
     self._layouts, self._layout_id = [], {}
-    enc_rows = []  # per generator layer: layout ids of (input, output)
-
-    def layout_id(name):
-      lay = sp.layout_indices(name)
-      if lay not in self._layout_id:
-        self._layout_id[lay] = len(self._layouts)
-        self._layouts.append(lay)
-      return self._layout_id[lay]
-
-    def add_generator(layer, key, table, rows):
-      layer.build()
-      table[key] = len(gen)
-      gen.append(layer)
-      enc_rows.append(rows)
-
+    self._enc_rows = []  # per generator layer: layout ids of (input, output)
     self._op_layers, self._activations = {}, {}
     for node in sp.nodes:
-      derived = node.layer is not None
-      if node.op in ("act", "pad", "avgpool", "gmp", "flatten") or (
-          derived and node.op in ("maxpool", "gap")):
-        # Parameter-free Keras layers of a model read by from_keras_model: run as they are.
-        self._op_layers[node.name] = _stateless_layer(node)
-        continue
-      if derived and node.op in space_lib.WEIGHT_OPS:
-        self._activations[node.name] = keras.activations.get(node.layer["config"].get("activation"))
-      if node.op not in space_lib.WEIGHT_OPS and node.op != "bn":
-        continue
-      rows = (layout_id(node.inputs[0]), layout_id(node.name))
-      cin_max = sp.max_channels(node.inputs[0])
-      cout_max = sp.max_channels(node.name)
-      common = dict(hidden_units=self.hidden_units)
-      if derived and node.op != "bn":
-        common.update(use_bias=node.has_bias)
-        if node.op != "dense":
-          common.update(padding=node.padding, dilation_rate=node.dilation)
-      if node.op == "conv":
-        add_generator(tfmp_layers.GeneratedConv2D(cin_max, cout_max, node.kernel_size, node.strides,
-                                                  name=node.name, **common), node.name, self._layer_of, rows)
-      elif node.op == "sepconv":
-        add_generator(tfmp_layers.GeneratedDepthwiseConv2D(
-            cin_max, node.kernel_size, node.strides, name=node.name + "_depthwise", padding=node.padding,
-            dilation_rate=node.dilation, hidden_units=self.hidden_units), node.name, self._dw_of,
-                      (rows[0], rows[0]))
-        add_generator(tfmp_layers.GeneratedConv2D(cin_max, cout_max, 1, 1, name=node.name,
-                                                  hidden_units=self.hidden_units, use_bias=node.has_bias),
-                      node.name, self._layer_of, rows)
-      elif node.op == "dwconv":
-        add_generator(tfmp_layers.GeneratedDepthwiseConv2D(cout_max, node.kernel_size, node.strides,
-                                                           name=node.name, **common), node.name, self._layer_of, rows)
-      elif node.op == "dense":
-        add_generator(tfmp_layers.GeneratedDense(cin_max, cout_max, name=node.name, **common), node.name,
-                      self._layer_of, rows)
-      if (node.op != "dense" and node.bn and not derived) or node.op == "bn":
-        g = sp.gene_of(node.name)
-        affine, epsilon = self.bn_affine, 1e-3
-        if node.op == "bn":
-          cfg = node.layer["config"]
-          affine = affine and cfg.get("center", True) and cfg.get("scale", True)
-          epsilon = cfg.get("epsilon", 1e-3)
-        bn = tfmp_layers.WidthBatchNorm(cout_max, sp.genes[g].num_choices if g is not None else 1,
-                                        mode=self.bn_mode, affine=affine, epsilon=epsilon,
-                                        name=node.name if node.op == "bn" else node.name + "_bn")
-        bn.build()
-        self._bn_of[node.name] = len(bns)
-        bns.append(bn)
-    self.generator_layers = gen
-    self.bn_layers = bns
+      if node.op != "input":
+        ops.get(node.op).build_pruning(self, node)  # generators, width batch norms, parameter-free layers
     # Per generator layer: layout ids of (input width, output width); per BN layer: the gene
     # of its width (num_genes = the constant choice 0 of fixed or concatenated widths).
-    self._enc_index = np.array(enc_rows, np.int32).reshape(-1, 2)
+    self._enc_index = np.array(self._enc_rows, np.int32).reshape(-1, 2)
     self._width_index = self._enc_index[:, 1].copy()
     bn_nodes = sorted(self._bn_of, key=self._bn_of.get)
     self._bn_gene = [len(sp.genes) if sp.gene_of(n) is None else sp.gene_of(n) for n in bn_nodes]
     # Layouts that concatenate several widths need an index of their channels in the full layout.
     self._multi_layouts = {lay for lay in (sp.layout_indices(n.name) for n in sp.nodes) if len(lay) > 1}
+
+  # Called by the ops' `build_pruning` (tf_metaprune.ops).
+  def _layout_number(self, name):
+    lay = self.space.layout_indices(name)
+    if lay not in self._layout_id:
+      self._layout_id[lay] = len(self._layouts)
+      self._layouts.append(lay)
+    return self._layout_id[lay]
+
+  def _layout_rows(self, node):
+    """Layout ids of (input, output) of a node with weights (registers them)."""
+    return (self._layout_number(node.inputs[0]), self._layout_number(node.name))
+
+  def _add_generator(self, layer, key, table, rows):
+    layer.build()
+    table[key] = len(self.generator_layers)
+    self.generator_layers.append(layer)
+    self._enc_rows.append(rows)
+
+  def _add_width_bn(self, node, affine, epsilon, name):
+    g = self.space.gene_of(node.name)
+    bn = tfmp_layers.WidthBatchNorm(self.space.max_channels(node.name),
+                                    self.space.genes[g].num_choices if g is not None else 1,
+                                    mode=self.bn_mode, affine=affine, epsilon=epsilon, name=name)
+    bn.build()
+    self._bn_of[node.name] = len(self.bn_layers)
+    self.bn_layers.append(bn)
 
   def get_config(self):
     config = super().get_config()
@@ -308,53 +275,13 @@ class PruningNet(keras.Model):
         moments.append(m)
       return y
 
+    call = _Call(encodings, widths, batch_norm)
     for node in sp.nodes:
       if node.op == "input":
         values[node.name] = x
         continue
-      inp = values[node.inputs[0]]
-      idx = index_of.get(sp.layout_indices(node.inputs[0])) if self._multi_layouts else None
-      if node.op == "reshape":  # the target's channel count follows the structure
-        y = tf.reshape(inp, tf.concat([tf.shape(inp)[:1], list(node.target_shape[:-1]), [-1]], axis=0))
-      elif node.name in self._op_layers:
-        y = self._op_layers[node.name](inp, training=False)
-      elif node.op in space_lib.WEIGHT_OPS:
-        li = self._layer_of[node.name]
-        layer = self.generator_layers[li]
-        if node.op == "dwconv":
-          y = layer(inp, encoding=encodings[li][1:], in_index=idx)
-        elif node.op == "sepconv":
-          di = self._dw_of[node.name]
-          y = self.generator_layers[di](inp, encoding=encodings[di][1:], in_index=idx)
-          y = layer(y, encoding=encodings[li], out_channels=widths[li], in_index=idx)
-        elif idx is not None:
-          y = layer(inp, encoding=encodings[li], out_channels=widths[li], in_index=idx)
-        else:
-          y = layer(inp, encoding=encodings[li], out_channels=widths[li])
-        if node.layer is not None:
-          y = self._activations[node.name](y)
-        elif node.op != "dense":
-          if node.bn:
-            y = batch_norm(y, node.name)
-          y = _activation(y, node.activation)
-      elif node.op == "bn":
-        y = batch_norm(inp, node.name, in_index=idx)
-      elif node.op == "add":
-        y = tf.add_n([values[i] for i in node.inputs])
-        y = _activation(y, node.activation)
-      elif node.op == "multiply":
-        y = values[node.inputs[0]]
-        for i in node.inputs[1:]:
-          y = y * values[i]
-      elif node.op == "concat":
-        y = tf.concat([values[i] for i in node.inputs], axis=-1)
-      elif node.op == "maxpool":
-        y = tf.nn.max_pool2d(inp, node.kernel_size, node.strides, "SAME")
-      elif node.op == "gap":
-        y = tf.reduce_mean(inp, axis=[1, 2])
-      else:  # pragma: no cover - the space validates ops
-        raise ValueError(f"unknown op {node.op!r}")
-      values[node.name] = y
+      call.in_index = index_of.get(sp.layout_indices(node.inputs[0])) if self._multi_layouts else None
+      values[node.name] = ops.get(node.op).pruning_call(self, node, [values[i] for i in node.inputs], call)
     logits = values[sp.nodes[-1].name]
     return (logits, moments) if return_moments else logits
 
@@ -466,7 +393,6 @@ class PruningNet(keras.Model):
     Returns:
       The number of images used.
     """
-    from tf_metaprune import calibration  # pylint: disable=g-import-not-at-top
     return calibration.recalibrate(self, structure, data, num_batches=num_batches)
 
   def generated_weights(self, structure):
@@ -492,43 +418,30 @@ class PruningNet(keras.Model):
 
     out = {}
     for node in sp.nodes:
-      if node.op not in space_lib.WEIGHT_OPS and node.op != "bn":
+      if node.op == "input":
         continue
-      w = {}
-      cout = int(sum(ext[i] for i in sp.layout_indices(node.name)))
-      if node.op in space_lib.WEIGHT_OPS:
-        li = self._layer_of[node.name]
-        layer = self.generator_layers[li]
-        enc = tf.constant(layout_ratio[self._enc_index[li]])
-        idx = index(node.inputs[0])
-        cin = int(sum(ext[i] for i in sp.layout_indices(node.inputs[0])))
-        if node.op == "dwconv":
-          w["kernel"] = layer.sliced_kernel(enc[1:], cout, idx).numpy()  # encoded by its own width
-          if layer.use_bias:
-            w["bias"] = layer.sliced_bias(cout, idx).numpy()
-        elif node.op == "sepconv":
-          di = self._dw_of[node.name]
-          dw = self.generator_layers[di]
-          w["depthwise_kernel"] = dw.sliced_kernel(tf.constant(layout_ratio[self._enc_index[di]])[1:], cin,
-                                                   idx).numpy()
-          w["pointwise_kernel"] = layer.sliced_kernel(enc, cin, cout, idx).numpy()
-        else:
-          w["kernel"] = layer.sliced_kernel(enc, cin, cout, idx).numpy()
-        if node.op != "dwconv" and getattr(layer, "use_bias", False):
-          w["bias"] = layer.bias.numpy()[:cout]
-      if (node.op != "dense" and node.bn and node.layer is None) or node.op == "bn":
-        bn = self.bn_layers[self._bn_of[node.name]]
-        g = sp.gene_of(node.name)
-        idx = index(node.name)
-        gamma, beta = bn.affine_params(s[g] if g is not None else 0, cout,
-                                       None if idx is None else tf.constant(idx))
-        w["gamma"] = np.ones(cout, np.float32) if gamma is None else gamma.numpy()
-        w["beta"] = np.zeros(cout, np.float32) if beta is None else beta.numpy()
-        take = (lambda v: v[:cout]) if idx is None else (lambda v: v[idx])
-        w["moving_mean"] = take(bn.moving_mean.numpy())
-        w["moving_variance"] = take(bn.moving_variance.numpy())
-      out[node.name] = w
+      gen = _Generated(sp, s, layout_ratio, index, cin=int(sum(ext[i] for i in sp.layout_indices(node.inputs[0]))),
+                       cout=int(sum(ext[i] for i in sp.layout_indices(node.name))))
+      w = ops.get(node.op).generated_weights(self, node, gen)
+      if w is not None:
+        out[node.name] = w
     return out
+
+
+class _Call:
+  """What an op's `pruning_call` reads of the structure being run (see `PruningNet.forward`)."""
+
+  def __init__(self, encodings, widths, batch_norm):
+    self.encodings, self.widths, self.batch_norm = encodings, widths, batch_norm
+    self.in_index = None  # int32 [c]: full-layout channels of a concatenated input, else None
+
+
+class _Generated:
+  """What an op's `generated_weights` reads of the structure (see `PruningNet.generated_weights`)."""
+
+  def __init__(self, space, structure, layout_ratio, index, cin, cout):
+    self.space, self.structure, self.layout_ratio, self.index = space, structure, layout_ratio, index
+    self.cin, self.cout = cin, cout
 
 
 def _layout_channel_index(ext, layout, max_ext):
@@ -543,16 +456,3 @@ def _layout_channel_index(ext, layout, max_ext):
     parts.append(tf.range(ext[i], dtype=tf.int32) + offset)
     offset += int(max_ext[i])
   return tf.concat(parts, axis=0)
-
-
-def _stateless_layer(node):
-  """A fresh instance of a node's parameter-free Keras layer (pooling, padding, activation...)."""
-  return keras.layers.deserialize(node.layer)
-
-
-def _activation(y, name):
-  if name == "relu":
-    return tf.nn.relu(y)
-  if name == "relu6":
-    return tf.nn.relu6(y)
-  return y

@@ -34,16 +34,19 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from tf_metaprune import flops
+from tf_metaprune import io
+from tf_metaprune import keras_graph
+from tf_metaprune import ops
+
 # The reference's 31 width ratios: 0.10, 0.13, ..., 1.00.
 PAPER_WIDTH_RATIOS = tuple(round(0.10 + 0.03 * i, 2) for i in range(31))
 
 _STRUCTURE_FORMAT = "tf_metaprune.Structure"
 _SPACE_FORMAT = "tf_metaprune.SearchSpace"
-_OPS = ("input", "conv", "dwconv", "add", "maxpool", "gap", "dense",
-        # ops of spaces read from a Keras model (`SearchSpace.from_keras_model`):
-        "sepconv", "bn", "act", "multiply", "concat", "avgpool", "pad", "gmp", "flatten", "reshape")
+_OPS = ops.names()
 # Ops whose node owns weights the PruningNet generates.
-WEIGHT_OPS = ("conv", "dwconv", "dense", "sepconv")
+WEIGHT_OPS = ops.weight_op_names()
 # Node fields added after the first release: left out of get_config at their default, so the
 # fingerprints of spaces that do not use them stay what they were.
 _OPTIONAL_FIELDS = {"padding": "same", "dilation": 1, "use_bias": None, "keepdims": False,
@@ -129,7 +132,9 @@ class Node:
       spaces read from a Keras model also use "sepconv" (depthwise then
       pointwise), "bn" (a BatchNormalization layer), "act" (a parameter-free
       elementwise layer), "multiply", "concat" (channel axis), "avgpool",
-      "pad" (zero padding), "gmp" (global max pooling), "flatten", "reshape".
+      "pad" (zero padding), "gmp" (global max pooling), "flatten", "reshape",
+      "upsample" (its `strides` is the factor). What each op means lives in
+      its class in `tf_metaprune.ops` (`ops.names()` lists them).
     inputs: names of the input nodes (empty for "input").
     out: for "conv"/"dense"/"sepconv": a gene name (prunable) or an int (fixed
       width); for a "flatten"/"reshape" that moves positions into channels:
@@ -206,27 +211,7 @@ class Node:
     return cls(**config)
 
 
-def _pair(v) -> Tuple[int, int]:
-  return (int(v), int(v)) if isinstance(v, (int, np.integer)) else (int(v[0]), int(v[1]))
-
-
-def _merge_fixed(sources):
-  """A concatenation's layout: adjacent fixed widths are one fixed width (never pruned, never sliced)."""
-  out = []
-  for kind, v in sources:
-    if kind == "fixed" and out and out[-1][0] == "fixed":
-      out[-1] = ("fixed", out[-1][1] + v)
-    else:
-      out.append((kind, v))
-  return tuple(out)
-
-
-def _window_out(size, kernel, stride, dilation, padding):
-  """Output length of a conv/pool window along one axis (Keras' rule)."""
-  if padding == "same":
-    return -(-size // stride)
-  effective = dilation * (kernel - 1) + 1
-  return (size - effective) // stride + 1
+_pair = ops.pair  # kept for callers of the former private helper
 
 
 class Structure:
@@ -334,39 +319,18 @@ class SearchSpace:
           raise ValueError(f"node {node.name!r} reads {i!r}, which is not defined before it")
       lays = [self.layout[i] for i in node.inputs]
       ins = [self.spatial[i] for i in node.inputs]
-      if node.op != "input" and node.op not in ("add", "multiply", "concat") and len(node.inputs) != 1:
+      op = ops.get(node.op)
+      if node.op != "input" and not op.multi_input and len(node.inputs) != 1:
         raise ValueError(f"node {node.name!r} ({node.op}) needs exactly one input, got {node.inputs}")
+      layout = op.layout(self, node, lays, lambda node=node: self._out_source(node, used_genes))
       if node.op == "input":
-        layout = (("fixed", self.input_shape[-1]),)
         self.spatial[node.name] = (h, w)
-      elif node.op in ("conv", "dense", "sepconv"):
-        layout = (self._out_source(node, used_genes),)
-      elif node.op in ("add", "multiply", "concat"):
-        if len(node.inputs) < 2:
-          raise ValueError(f"{node.op} node {node.name!r} needs at least two inputs")
-        if node.op == "concat":
-          layout = _merge_fixed(src for lay in lays for src in lay)
-        else:
-          if len(set(lays)) != 1:
-            raise ValueError(
-                f"{node.op} node {node.name!r} joins inputs of different widths {dict(zip(node.inputs, lays))}; "
-                "residual-joined layers must read the same gene (or the same fixed width)")
-          layout = lays[0]
-      elif node.op in ("flatten", "reshape") and node.out is not None:
-        if any(kind != "fixed" for kind, _ in lays[0]):
-          raise ValueError(f"{node.op} node {node.name!r} changes the channel count, so its input must have a "
-                           f"fixed width, got {lays[0]}")
-        if not isinstance(node.out, (int, np.integer)) or int(node.out) < 1:
-          raise ValueError(f"node {node.name!r}: out={node.out!r} must be a positive int (the fixed width)")
-        layout = (("fixed", int(node.out)),)
-      else:
-        layout = lays[0]
       self.layout[node.name] = layout
       if len(layout) == 1:
         self.source[node.name] = layout[0]
       if node.op != "input":
         self.in_spatial[node.name] = ins[0]
-        self.spatial[node.name] = self._out_spatial(node, ins)
+        self.spatial[node.name] = op.out_spatial(self, node, ins)
       self.node_by_name[node.name] = node
     unused = [g.name for g in self.genes if g.name not in used_genes]
     if unused:
@@ -392,57 +356,6 @@ class SearchSpace:
     if isinstance(node.out, (int, np.integer)) and int(node.out) >= 1:
       return ("fixed", int(node.out))
     raise ValueError(f"node {node.name!r}: out={node.out!r} must be a gene name or a positive int")
-
-  def _out_spatial(self, node, ins):
-    """Output (H, W) of `node` (None for a flat vector), checking the input's rank."""
-    op, x = node.op, ins[0]
-    if op in ("conv", "dwconv", "sepconv", "maxpool", "avgpool", "pad"):
-      if x is None:
-        raise ValueError(f"node {node.name!r} ({op}) needs a feature map but comes after global pooling")
-    if op in ("conv", "dwconv", "sepconv", "maxpool", "avgpool"):
-      (kh, kw), (sh, sw), (dh, dw) = node.kernel_hw, node.strides_hw, _pair(node.dilation)
-      ih, iw = x
-      if max(sh, sw) > 1 and min(ih, iw) < max(sh, sw):
-        raise ValueError(
-            f"input_shape={self.input_shape} is too small for {self.name!r}: node {node.name!r} "
-            f"(stride {node.strides}) receives a {ih}x{iw} feature map; use a larger input "
-            "(or the model's small_input=True option, which removes early strides)")
-      out = (_window_out(ih, kh, sh, dh, node.padding), _window_out(iw, kw, sw, dw, node.padding))
-      if min(out) < 1:
-        raise ValueError(f"input_shape={self.input_shape} is too small for {self.name!r}: node {node.name!r} "
-                         f"({op}, kernel {node.kernel_size}, padding {node.padding!r}) receives a {ih}x{iw} "
-                         "feature map; use a larger input")
-      return out
-    if op == "pad":
-      (t, b), (l, r) = node.padding
-      return (x[0] + t + b, x[1] + l + r)
-    if op in ("gap", "gmp"):
-      return (1, 1) if node.keepdims else None
-    if op == "dense":
-      if x is not None:
-        raise ValueError(f"dense node {node.name!r} must follow a 'gap' node (it reads a {x} feature map; "
-                         "flatten or pool it first)")
-      return None
-    if op == "flatten":
-      if node.out is None and x not in (None, (1, 1)):
-        raise ValueError(f"flatten node {node.name!r} of a {x} feature map mixes positions into channels: give "
-                         "it a fixed out=H*W*C (its input must then have a fixed width)")
-      return None
-    if op == "reshape":
-      target = node.target_shape
-      if target is None or len(target) not in (1, 3):
-        raise ValueError(f"reshape node {node.name!r}: target_shape={target!r} must be (C,) or (H, W, C)")
-      if node.out is None:
-        if x not in (None, (1, 1)) or tuple(target[:-1]) not in ((), (1, 1)):
-          raise ValueError(f"reshape node {node.name!r} ({x} -> {target}) moves positions into channels: give "
-                           "it a fixed out= width (its input must then have a fixed width)")
-      return None if len(target) == 1 else (target[0], target[1])
-    if op in ("add", "multiply", "concat"):
-      maps = [s for s in ins if s != (1, 1)] if op == "multiply" else list(ins)
-      if len(set(maps)) > 1:
-        raise ValueError(f"{op} node {node.name!r} joins feature maps of different sizes {ins}")
-      return maps[0] if maps else ins[0]
-    return x  # bn, act: shape-preserving
 
   def ext_index(self, node_name: str) -> int:
     """Index of `node_name`'s output width in the extended channel vector.
@@ -556,12 +469,10 @@ class SearchSpace:
     Counts conv, depthwise conv and dense multiply-adds; batch norm, activations,
     pooling and additions are not counted (the MetaPruning/AutoSlim convention).
     """
-    from tf_metaprune import flops  # pylint: disable=g-import-not-at-top
     return flops.structure_mflops(self, structure)
 
   def params(self, structure) -> int:
     """Number of weights of the rebuilt plain Keras model (what `model.count_params()` says)."""
-    from tf_metaprune import flops  # pylint: disable=g-import-not-at-top
     return flops.structure_params(self, structure)
 
   # ---- from a Keras model -------------------------------------------------------------------
@@ -599,8 +510,12 @@ class SearchSpace:
       >>> space = SearchSpace.from_keras_model(model)
       >>> pruned = tf_metaprune.rebuild(space, space.uniform(0.5))
     """
-    from tf_metaprune import keras_graph  # pylint: disable=g-import-not-at-top
-    return keras_graph.space_from_keras_model(model, width_ratios=width_ratios, divisor=divisor, name=name)
+    graph = keras_graph.read_keras_model(model)
+    builder = SpaceBuilder(name or graph.name, graph.input_shape, graph.num_classes, width_ratios, divisor)
+    for gene_name, width in graph.genes:
+      builder.gene(gene_name, width)
+    nodes = [Node(**fields) for fields in graph.nodes]
+    return cls(builder.name, builder.input_shape, builder.num_classes, builder.genes, nodes)
 
   # ---- serialization -----------------------------------------------------------------------
   def get_config(self):
@@ -674,7 +589,6 @@ class SearchSpace:
 
   def save_structure(self, structure, path: str, **extra):
     """Writes `structure_to_json` atomically to `path`."""
-    from tf_metaprune import io  # pylint: disable=g-import-not-at-top
     io.write_text_atomic(path, self.structure_to_json(structure, **extra))
 
   def load_structure(self, path: str) -> Structure:
@@ -684,7 +598,6 @@ class SearchSpace:
       ValueError: naming the file, if it is missing, not JSON, not a structure,
         or a structure of another space.
     """
-    from tf_metaprune import io  # pylint: disable=g-import-not-at-top
     text = io.read_text(path, "structure file")
     try:
       return self.structure_from_json(text)

@@ -21,6 +21,11 @@ uses 0.1), and checkpoints that make long runs safe to interrupt:
 * A state file of another run (other model, epochs, learning rate, ...) or a
   damaged one is a ValueError naming the file, which is left untouched.
 
+Knowledge distillation (Hinton et al. 2015) for a pruned model:
+`fit(pruned, data, epochs, teacher=original)` trains on
+(1 - w) * label loss + w * T^2 * KL(teacher || student) at temperature T
+(`distillation_loss`, `Distiller`; `distill_temperature`, `distill_weight`).
+
 Distributed training: build the model under `strategy.scope()` (see
 `tf_metaprune.distribute`) and call `fit` the same way on every worker, with
 `train_data` batched by the *global* batch size; Keras splits each batch across
@@ -92,6 +97,85 @@ class SparseCrossentropyWithSmoothing(keras.losses.Loss):
 
   def get_config(self):
     return {"label_smoothing": self.label_smoothing, "name": self.name}
+
+
+def distillation_loss(student_logits, teacher_logits, temperature=4.0):
+  """Knowledge distillation: T^2 * KL(softmax(teacher / T) || softmax(student / T)), batch mean.
+
+  Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network"
+  (2015): the temperature T softens both distributions so the student also
+  learns how the teacher ranks the wrong classes; the T^2 factor keeps the
+  gradient's scale independent of T, so the weight against the label loss
+  means the same at every temperature.
+
+  Args:
+    student_logits, teacher_logits: float [batch, classes].
+    temperature: T > 0 (1 = plain probabilities).
+
+  Returns:
+    A scalar tensor.
+  """
+  if not float(temperature) > 0:
+    raise ValueError(f"temperature={temperature!r} must be > 0")
+  t = float(temperature)
+  student = tf.cast(student_logits, tf.float32) / t
+  teacher = tf.cast(teacher_logits, tf.float32) / t
+  kl = tf.reduce_sum(tf.nn.softmax(teacher) * (tf.nn.log_softmax(teacher) - tf.nn.log_softmax(student)), axis=-1)
+  return t * t * tf.reduce_mean(kl)
+
+
+@keras.saving.register_keras_serializable(package="tf_metaprune")
+class Distiller(keras.Model):
+  """Trains `student` on (1 - weight) * label loss + weight * `distillation_loss` against `teacher`.
+
+  The model calls the student (so `evaluate` and `predict` are the
+  student's); the loss adds the distillation term against the frozen
+  teacher's logits (batch norm in inference mode). `fit(..., teacher=...)`
+  builds one for you, freezing the teacher only while it trains.
+
+  Args:
+    student: the Keras model to train (logits out).
+    teacher: the Keras model to learn from (logits out, same classes); set
+      `teacher.trainable = False` before training (fit() does).
+    temperature: T of `distillation_loss` (Hinton et al.: 2-20; 4 is common
+      for pruning recovery, e.g. in Torch-Pruning's and NNI's examples).
+    weight: share of the distillation term, in [0, 1] (0 = labels only).
+  """
+
+  def __init__(self, student, teacher, temperature=4.0, weight=0.5, **kwargs):
+    super().__init__(**kwargs)
+    if not 0.0 <= float(weight) <= 1.0:
+      raise ValueError(f"distillation weight={weight!r} must be in [0, 1] (the distillation term's share of the loss)")
+    if not float(temperature) > 0:
+      raise ValueError(f"distillation temperature={temperature!r} must be > 0")
+    self.student = student
+    self.teacher = teacher
+    self.temperature = float(temperature)
+    self.weight = float(weight)
+    self.built = bool(student.built and teacher.built)   # so a checkpoint loads before the first step
+
+  def call(self, inputs, training=None):
+    return self.student(inputs, training=training)
+
+  def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    label_loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+    if self.weight == 0.0:
+      return label_loss
+    teacher_logits = tf.stop_gradient(self.teacher(x, training=False))
+    kd = distillation_loss(y_pred, teacher_logits, self.temperature)
+    return (1.0 - self.weight) * label_loss + self.weight * kd
+
+  def get_config(self):
+    return {"student": keras.saving.serialize_keras_object(self.student),
+            "teacher": keras.saving.serialize_keras_object(self.teacher),
+            "temperature": self.temperature, "weight": self.weight, "name": self.name}
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    student = keras.saving.deserialize_keras_object(config.pop("student"))
+    teacher = keras.saving.deserialize_keras_object(config.pop("teacher"))
+    return cls(student, teacher, **config)
 
 
 def steps_per_epoch(dataset):
@@ -360,30 +444,22 @@ class _Checkpointer(keras.callbacks.Callback):
     self._batches = 0
 
   # ---- loading -------------------------------------------------------------------------------
+  def state_file(self):
+    """The `io.StateFile` of `backup/state.json` (the identity is this run's settings)."""
+    return io_lib.StateFile(self.state_path, _STATE_FORMAT, self.identity, what="training state",
+                            chief=self.chief)
+
   def load(self):
     """Reads the state (None if there is none); raises ValueError for a foreign or damaged one."""
-    if not os.path.exists(self.state_path):
+    state = self.state_file().load()
+    if state is None:
       return None
-    state = io_lib.read_json_object(self.state_path, "training state", _STATE_FORMAT)
-    saved = state.get("run")
-    if not isinstance(saved, dict):
-      raise ValueError(f"training state {self.state_path!r} is damaged (no 'run' record); move it away to start "
-                       "over")
-    if saved != self.identity:
-      keys = sorted(k for k in set(saved) | set(self.identity) if saved.get(k) != self.identity.get(k))
-      diff = {k: (saved.get(k), self.identity.get(k)) for k in keys if k != "weight_shapes"}
-      if "weight_shapes" in keys:
-        diff["weight_shapes"] = "differ"
-      raise ValueError(f"training state {self.state_path!r} belongs to another run: {diff} (saved, now). It is "
-                       "left untouched: pass another output_dir, or rerun with the same model and settings to "
-                       "resume it")
     try:
       epoch = int(state["epoch"])
       weights = os.path.join(self.backup_dir, os.path.basename(str(state["weights"])))
       history = {str(k): [float(x) for x in v] for k, v in dict(state["history"]).items()}
     except (KeyError, TypeError, ValueError) as e:
-      raise ValueError(f"training state {self.state_path!r} is damaged ({type(e).__name__}: {e}); move it away "
-                       "to start over") from None
+      raise self.state_file().damaged(e) from None
     if not os.path.exists(weights):
       raise ValueError(f"training state {self.state_path!r} names {weights!r}, which is missing; move the "
                        "backup folder away to start over")
@@ -414,9 +490,7 @@ class _Checkpointer(keras.callbacks.Callback):
     self.model.save_weights(tmp)
     _fsync(tmp)
     os.replace(tmp, final)
-    io_lib.write_json_atomic(self.state_path, {
-        "format": _STATE_FORMAT, "version": 1, "run": self.identity, "epoch": self.epoch, "weights": name,
-        "history": self.history})
+    self.state_file().save(epoch=self.epoch, weights=name, history=self.history)
     link_tmp = io_lib.temp_path_for(self.last_path, ".weights.h5")
     try:
       os.link(final, link_tmp)
@@ -514,7 +588,8 @@ class _NonFiniteLossGuard(keras.callbacks.Callback):
 
 
 def fit(model, train_data, epochs, learning_rate=0.05, output_dir=None, validation_data=None, verbose=1,
-        callbacks=None, recalibrate_bn=True, bn_data=None, **compile_kwargs):
+        callbacks=None, recalibrate_bn=True, bn_data=None, teacher=None, distill_temperature=4.0, distill_weight=0.5,
+        **compile_kwargs):
   """Compiles and trains `model` with the shared recipe; resumable.
 
   With `output_dir`, the run keeps `output_dir/backup/` (a checkpoint of the
@@ -552,6 +627,12 @@ def fit(model, train_data, epochs, learning_rate=0.05, output_dir=None, validati
     bn_data: the images for that (default `train_data`; pass an unaugmented,
       fixed-order copy such as `DatasetSplits.calibration` for a result that
       does not depend on the shuffle order).
+    teacher: a Keras model to distill from (e.g. the trained model a pruned
+      one came from): the loss becomes (1 - distill_weight) * label loss +
+      distill_weight * `distillation_loss` (see `Distiller`). The teacher is
+      frozen while `model` trains and left as it was.
+    distill_temperature: T of the distillation term.
+    distill_weight: its share of the loss, in [0, 1].
     **compile_kwargs: passed to `compile_model`.
 
   Returns:
@@ -580,6 +661,36 @@ def fit(model, train_data, epochs, learning_rate=0.05, output_dir=None, validati
   check_training_data(model, train_data)
   if isinstance(validation_data, tf.data.Dataset):
     check_training_data(model, validation_data, "validation_data")
+  if teacher is not None:
+    n_student, n_teacher = num_classes_of(model), num_classes_of(teacher)
+    if n_student is not None and n_teacher is not None and n_student != n_teacher:
+      raise ValueError(f"teacher {teacher.name!r} has {n_teacher} classes but {_model_name(model)} has {n_student}; "
+                       "distill from a model of the same task")
+    was_trainable = teacher.trainable
+    teacher.trainable = False
+    try:
+      with model.distribute_strategy.scope():
+        distiller = Distiller(model, teacher, distill_temperature, distill_weight, name=f"{model.name}_distiller")
+      identity_extra = dict(distill_temperature=float(distill_temperature), distill_weight=float(distill_weight))
+      history = _train(distiller, train_data, epochs, steps, learning_rate, output_dir, validation_data, verbose,
+                       callbacks, identity_extra, compile_kwargs, recalibrate_bn, bn_data, bn_model=model)
+      # The student is compiled with the same recipe, so model.evaluate works as after a plain fit.
+      compile_model(model, learning_rate=learning_rate, total_steps=steps * epochs, **compile_kwargs)
+      return history
+    finally:
+      teacher.trainable = was_trainable
+  return _train(model, train_data, epochs, steps, learning_rate, output_dir, validation_data, verbose, callbacks, {},
+                compile_kwargs, recalibrate_bn, bn_data, bn_model=model)
+
+
+def _train(model, train_data, epochs, steps, learning_rate, output_dir, validation_data, verbose, callbacks,
+           identity_extra, compile_kwargs, recalibrate_bn, bn_data, bn_model):
+  """`fit` after its argument checks.
+
+  `identity_extra` joins the run identity (distillation settings); `bn_model`
+  is the model whose batch norms are recalibrated afterwards (the student,
+  when `model` is a `Distiller`).
+  """
   if output_dir:
     if distribute.is_chief(model.distribute_strategy):   # only the chief writes (multi-worker)
       output_dir = io_lib.check_writable_dir(output_dir, "output_dir")
@@ -596,8 +707,8 @@ def fit(model, train_data, epochs, learning_rate=0.05, output_dir=None, validati
   strategy = model.distribute_strategy
   chief = distribute.is_chief(strategy)
   if output_dir:
-    checkpointer = _Checkpointer(output_dir, run_identity(model, epochs, steps, learning_rate, compile_kwargs),
-                                 chief=chief)
+    checkpointer = _Checkpointer(output_dir, run_identity(model, epochs, steps, learning_rate,
+                                                          dict(compile_kwargs, **identity_extra)), chief=chief)
     checkpointer.set_model(model)
     state = checkpointer.load()
     if state is not None:
@@ -613,7 +724,7 @@ def fit(model, train_data, epochs, learning_rate=0.05, output_dir=None, validati
           if bn_data is None:   # the order an uninterrupted run recalibrates in: after `epochs` passes
             for _ in range(epochs):
               iter(train_data)
-          _recalibrate_after_fit(model, train_data if bn_data is None else bn_data)
+          _recalibrate_after_fit(bn_model, train_data if bn_data is None else bn_data)
         return {k: list(v) for k, v in checkpointer.history.items()}
     cbs.append(checkpointer)
     if chief:
@@ -669,7 +780,7 @@ def fit(model, train_data, epochs, learning_rate=0.05, output_dir=None, validati
     raise FloatingPointError(f"training stopped at {where}: the loss became {b['loss']}. Lower the learning rate "
                              f"(was {learning_rate}) or check the data. {kept}")
   if recalibrate_bn:
-    _recalibrate_after_fit(model, train_data if bn_data is None else bn_data)
+    _recalibrate_after_fit(bn_model, train_data if bn_data is None else bn_data)
   if checkpointer is not None:
     return {k: list(v) for k, v in checkpointer.history.items()}
   return history.history

@@ -14,7 +14,8 @@ One door for the whole export path:
   `benchmark_model` run on a phone, with its per-operator profile.
 - `quantization_aware_train(model, train_ds)`: QAT through
   tensorflow-model-optimization in a child process, to int8 TFLite.
-- `measure_latency_table(space)`: a per-layer latency lookup table
+- (moved to `tf_metaprune.latency_lut`, still reachable here)
+  `measure_latency_table(space)`: a per-layer latency lookup table
   (`tf_metaprune.budgets.LatencyTable`) for latency budgets, timed on this
   host; `prediction_error` checks it against whole models;
   `write_layer_models` / `latency_table_from_logs` build one on a phone.
@@ -42,15 +43,6 @@ from tflite_export.convert import QUANTIZATION_MODES
 from tflite_export.convert import save
 from tflite_export.convert import tensor_dtypes
 from tflite_export.export_report import export_and_report
-from tflite_export.latency_lut import latency_table_from_logs
-from tflite_export.latency_lut import layer_signatures
-from tflite_export.latency_lut import LayerSignature
-from tflite_export.latency_lut import measure_latency_table
-from tflite_export.latency_lut import MeasuredLatencyTable
-from tflite_export.latency_lut import prediction_error
-from tflite_export.latency_lut import profile_entries
-from tflite_export.latency_lut import table_from_timings
-from tflite_export.latency_lut import write_layer_models
 from tflite_export.parity import AccuracyDropWarning
 from tflite_export.parity import check_parity
 from tflite_export.parity import ParityReport
@@ -60,8 +52,6 @@ from tflite_export.qat import quantization_aware_train
 __all__ = [
     "AccuracyDropWarning",
     "LatencyResult",
-    "LayerSignature",
-    "MeasuredLatencyTable",
     "NodeTypeSummary",
     "OpProfileEntry",
     "ParityReport",
@@ -72,15 +62,22 @@ __all__ = [
     "convert",
     "device_description",
     "export_and_report",
-    "latency_table_from_logs",
-    "layer_signatures",
-    "measure_latency_table",
     "parse_benchmark_model_output",
-    "prediction_error",
-    "profile_entries",
     "quantization_aware_train",
     "save",
-    "table_from_timings",
     "tensor_dtypes",
-    "write_layer_models",
 ]
+
+# The space-aware latency table moved to `tf_metaprune.latency_lut` (this package is generic: Keras ->
+# TFLite, quantize, parity, benchmark, and knows no search space). Its names still resolve here, on
+# first use, for callers of the old place; new code imports them from tf_metaprune.latency_lut.
+_MOVED_TO_TF_METAPRUNE = ("LayerSignature", "MeasuredLatencyTable", "latency_table_from_logs", "layer_signatures",
+                          "measure_latency_table", "prediction_error", "profile_entries", "table_from_timings",
+                          "write_layer_models")
+
+
+def __getattr__(name):
+  if name in _MOVED_TO_TF_METAPRUNE:
+    import importlib  # pylint: disable=g-import-not-at-top  (the one lazy edge back, on first use only)
+    return getattr(importlib.import_module("tf_metaprune.latency_lut"), name)
+  raise AttributeError(f"module 'tflite_export' has no attribute {name!r}")

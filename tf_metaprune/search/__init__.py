@@ -1,7 +1,8 @@
 """Searchers: a search space and a budget in, a `SearchResult` out.
 
 * `run(name, space, budget, ...)`: one entry point for every searcher of
-  `SEARCHERS` = ("evolutionary", "autoslim", "pas", "rl", "uniform"); says
+  `SEARCHERS` = ("evolutionary", "autoslim", "pas", "rl", "uniform"), each a
+  config object with `run(SearchContext) -> SearchResult`; says
   which need a trained PruningNet and which train their own network, and
   resumes from `output_dir` (see `tf_metaprune.search.dispatch`).
 * `evolutionary(net, search_data, budget, ...)`: MetaPruning's evolutionary
@@ -33,9 +34,12 @@ from tf_metaprune.search import pas
 from tf_metaprune.search import rl
 from tf_metaprune.search.autoslim import AutoSlimConfig
 from tf_metaprune.search.autoslim import slim
-from tf_metaprune.search.dispatch import SEARCHERS
+from tf_metaprune.search._common import SearchContext
+from tf_metaprune.search import dispatch
 from tf_metaprune.search.dispatch import config_class
+from tf_metaprune.search.dispatch import register
 from tf_metaprune.search.dispatch import run
+from tf_metaprune.search.dispatch import searcher_class
 from tf_metaprune.search.evolution import EvolutionConfig
 from tf_metaprune.search.evolution import evolutionary
 from tf_metaprune.search.pas import MaskedNet
@@ -47,6 +51,7 @@ from tf_metaprune.search.result import SearchResult
 from tf_metaprune.search.rl import RLConfig
 from tf_metaprune.search.rl import reinforce
 from tf_metaprune.search.uniform import default_ratio_grid
+from tf_metaprune.search.uniform import UniformConfig
 from tf_metaprune.search.uniform import largest_uniform
 from tf_metaprune.search.uniform import uniform
 
@@ -54,5 +59,12 @@ from tf_metaprune.search.uniform import uniform
 # in sys.modules (its helpers are re-exported here). `autoslim`, `pas` and `rl` are the
 # modules (their searchers are `slim`, `pruning_as_search` and `reinforce`).
 __all__ = ["AutoSlimConfig", "Candidate", "EvolutionConfig", "MaskedNet", "PaSConfig", "RLConfig", "SEARCHERS",
-           "SearchResult", "autoslim", "config_class", "default_ratio_grid", "evolutionary", "largest_uniform", "pas",
-           "plot_pareto", "pruning_as_search", "reinforce", "rl", "run", "slim", "uniform"]
+           "SearchContext", "SearchResult", "UniformConfig", "autoslim", "config_class", "default_ratio_grid",
+           "evolutionary", "largest_uniform", "pas", "plot_pareto", "pruning_as_search", "reinforce", "register",
+           "rl", "run", "searcher_class", "slim", "uniform"]
+
+
+def __getattr__(name):
+  if name == "SEARCHERS":   # read from the registry each time, so registered searchers appear
+    return dispatch.SEARCHERS
+  raise AttributeError(f"module 'tf_metaprune.search' has no attribute {name!r}")

@@ -1,6 +1,9 @@
 """Helpers shared by the searchers: the evaluator, candidate measurement, fingerprints."""
 
+import dataclasses
 import hashlib
+import os
+from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -8,6 +11,7 @@ import tensorflow as tf
 from tf_metaprune import budgets as budgets_lib
 from tf_metaprune import calibration
 from tf_metaprune import data as data_lib
+from tf_metaprune import io as io_lib
 from tf_metaprune import pruning_net
 from tf_metaprune.search import result as result_lib
 
@@ -113,16 +117,86 @@ def data_fingerprint(data) -> str:
   return h.hexdigest()[:16]
 
 
+@dataclasses.dataclass
+class SearchContext:
+  """What every searcher's `run(context)` receives: the one searcher contract.
+
+  Each searcher is a config object (`EvolutionConfig`, `AutoSlimConfig`,
+  `PaSConfig`, `RLConfig`, `UniformConfig`) whose `run(context)` returns a
+  `SearchResult`; `tf_metaprune.search.run(name, ...)` only looks the config
+  class up by name and builds the context (optax's one
+  `GradientTransformation` for every optimizer).
+
+  Attributes:
+    space: the `SearchSpace`.
+    budget: a `Budget` or None.
+    train_data: the training split (`DatasetSplits` or a batched dataset), for
+      searchers that train their own network.
+    search_data: the held-out split (a `DatasetSplits`, dataset,
+      `EvaluationData` or `Evaluator`).
+    pruning_net: a trained `PruningNet` (or None).
+    output_dir: where states and trained networks go (None: nothing written).
+    state_path: overrides the searcher's state file in `output_dir`.
+    seed: seeds the initialization of networks a searcher trains.
+    verbose: 0 silent, 1 progress lines, 2 also Keras' progress.
+  """
+  space: Any
+  budget: Any = None
+  train_data: Any = None
+  search_data: Any = None
+  pruning_net: Any = None
+  output_dir: Optional[str] = None
+  state_path: Optional[str] = None
+  seed: int = 0
+  verbose: int = 1
+
+  def file(self, *parts):
+    """A path in `output_dir`, or None without one."""
+    return None if self.output_dir is None else os.path.join(self.output_dir, *parts)
+
+  def state_file(self, default_name):
+    """`state_path`, or `default_name` in `output_dir` (None without either)."""
+    return self.state_path if self.state_path is not None else self.file(default_name)
+
+  def train_split(self):
+    return self.train_data.train if isinstance(self.train_data, data_lib.DatasetSplits) else self.train_data
+
+  def search_split(self):
+    """`search_data`, or the `.search` split of a `DatasetSplits`."""
+    return self.search_data.search if isinstance(self.search_data, data_lib.DatasetSplits) else self.search_data
+
+  @property
+  def progress(self) -> int:
+    """Verbosity of the searcher's own progress lines (0 or 1)."""
+    return int(bool(self.verbose))
+
+  @property
+  def keras_verbose(self) -> int:
+    """Verbosity of Keras training inside a searcher (1 only at verbose > 1)."""
+    return 1 if self.verbose > 1 else 0
+
+
 class FrozenConfig:
+  """`get_config` / `from_config` for the searchers' frozen dataclass configs.
+
+  Class attributes of the searcher contract (see `SearchContext`):
+  `needs_pruning_net` (it scores structures with a trained PruningNet) and
+  `has_settings` (False for the uniform baseline).
+  """
+  needs_pruning_net = False
+  has_settings = True
+
+  def trains_own_network(self, pruning_net) -> bool:  # pylint: disable=unused-argument
+    """Whether `run` trains a network of its own (then it needs `train_data`)."""
+    return False
+
   """`get_config` / `from_config` for the searchers' frozen dataclass configs."""
 
   def get_config(self):
-    import dataclasses  # pylint: disable=g-import-not-at-top
     return dataclasses.asdict(self)
 
   @classmethod
   def from_config(cls, config):
-    import dataclasses  # pylint: disable=g-import-not-at-top
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(config) - known)
     if unknown:
@@ -151,7 +225,6 @@ def check_float(owner, name, value, low, high, low_open=True):
 
 def resolve_config(cls, config, overrides, who):
   """`config` (None, an instance or its dict) with `overrides` applied, as a `cls`."""
-  import dataclasses  # pylint: disable=g-import-not-at-top
   if config is None:
     config = cls()
   elif isinstance(config, dict):
@@ -180,21 +253,14 @@ def history_entry(step, new, candidates, best, seconds, elapsed, top_k=5, **extr
 def check_run_identity(output_dir, identity, what):
   """Writes `identity` to `output_dir/identity.json`, or checks it against the one there.
 
-  Keeps a rerun from loading weights trained with other settings.
+  Keeps a rerun from loading weights trained with other settings (an
+  `io.StateFile` whose payload is empty).
 
   Raises:
     ValueError: if `output_dir` holds the files of another run.
   """
-  import os  # pylint: disable=g-import-not-at-top
-  from tf_metaprune import io as io_lib  # pylint: disable=g-import-not-at-top
-  path = os.path.join(output_dir, "identity.json")
-  if os.path.exists(path):
-    saved = io_lib.read_json(path, f"{what} identity")
-    if saved != identity:
-      diff = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
-      raise ValueError(f"output_dir={output_dir!r} holds a {what} of another run ({diff} differ: saved "
-                       f"{ {k: saved.get(k) for k in diff} }, now { {k: identity.get(k) for k in diff} }); pass "
-                       "another output_dir, or delete it to start over")
-  else:
+  state = io_lib.StateFile(os.path.join(output_dir, "identity.json"), "tf_metaprune.RunIdentity", identity,
+                           what=f"{what} identity")
+  if state.load() is None:
     os.makedirs(output_dir, exist_ok=True)
-    io_lib.write_json_atomic(path, identity)
+    state.save()

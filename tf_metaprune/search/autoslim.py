@@ -41,6 +41,7 @@ import os
 import time
 from typing import Callable, List, Optional, Sequence
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -93,6 +94,27 @@ class AutoSlimConfig(_common.FrozenConfig):
     object.__setattr__(self, "structures_per_step", _common.check_int(
         "AutoSlimConfig", "structures_per_step", self.structures_per_step, 2))
     object.__setattr__(self, "seed", _common.check_int("AutoSlimConfig", "seed", self.seed, 0))
+
+  def trains_own_network(self, pruning_net) -> bool:
+    return pruning_net is None
+
+  def run(self, context: _common.SearchContext) -> result_lib.SearchResult:
+    """The searcher contract: slims `context.pruning_net`, or trains a slimmable network first.
+
+    The trained network is kept in `slimmable/` of the output folder;
+    `extra["train_seconds"]` is its training time (not in `seconds`).
+    """
+    train_seconds = 0.0
+    net = context.pruning_net
+    if net is None:
+      keras.utils.set_random_seed(int(context.seed))
+      t0 = time.perf_counter()
+      net = train_slimmable(context.space, context.train_split(), self, output_dir=context.file("slimmable"),
+                            verbose=context.keras_verbose)
+      train_seconds = time.perf_counter() - t0
+    result = autoslim(net, context.search_data, context.budget, self, verbose=context.progress)
+    result.extra["train_seconds"] = train_seconds
+    return result
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,6 +5,11 @@ The binaries' `--searcher=evolutionary|autoslim|pas|rl|uniform` flag maps to
 returns the same `SearchResult`, so rebuilding, retraining, export and the
 benchmark tables work unchanged.
 
+Every searcher is a config object with `run(context) -> SearchResult`
+(`_common.SearchContext`: space, budget, data splits, PruningNet, output
+folder); `run(name, ...)` looks its class up in a registry (`SEARCHERS`,
+`register`) and never branches on the name.
+
 What each searcher needs:
 
 | name           | scores structures with                  | `pruning_net` | trains                       |
@@ -20,9 +25,10 @@ its own slimmable network.
 
 What `output_dir` holds (a rerun resumes instead of redoing work):
 
-* `<name>_result.json`: the finished `SearchResult`. A rerun with the same
-  space, budget, config, PruningNet weights (for the searchers scoring with
-  one) and data (`DatasetSplits.get_config()`, when splits are given)
+* `<name>_result.json`: the finished `SearchResult`, and `<name>_run.json`
+  (an `io.StateFile`) the settings it was computed with. A rerun with the
+  same space, budget, config, PruningNet weights (for the searchers scoring
+  with one) and data (`DatasetSplits.get_config()`, when splits are given)
   returns it without searching again; otherwise the search runs again.
 * evolutionary: `evolution_state.json` (resumed per generation).
 * rl: `rl_state.json` (resumed per policy update).
@@ -42,45 +48,54 @@ Example:
 
 import dataclasses
 import os
-import time
-
-import keras
 
 from tf_metaprune import data as data_lib
+from tf_metaprune import io as io_lib
 from tf_metaprune.search import _common
 from tf_metaprune.search import result as result_lib
 from tf_metaprune.search.autoslim import AutoSlimConfig
-from tf_metaprune.search.autoslim import autoslim
-from tf_metaprune.search.autoslim import train_slimmable
 from tf_metaprune.search.evolution import EvolutionConfig
-from tf_metaprune.search.evolution import evolutionary
 from tf_metaprune.search.pas import PaSConfig
-from tf_metaprune.search.pas import pruning_as_search
 from tf_metaprune.search.rl import RLConfig
-from tf_metaprune.search.rl import reinforce
-from tf_metaprune.search.uniform import uniform
+from tf_metaprune.search.uniform import UniformConfig
 
-SEARCHERS = ("evolutionary", "autoslim", "pas", "rl", "uniform")
-_CONFIGS = {"evolutionary": EvolutionConfig, "autoslim": AutoSlimConfig, "pas": PaSConfig, "rl": RLConfig,
-            "uniform": None}
-_NEEDS_NET = ("evolutionary", "uniform", "rl")
+# The searcher registry: name -> config class with `run(context) -> SearchResult`.
+_REGISTRY = {"evolutionary": EvolutionConfig, "autoslim": AutoSlimConfig, "pas": PaSConfig, "rl": RLConfig,
+             "uniform": UniformConfig}
+SEARCHERS = tuple(_REGISTRY)
+
+
+def register(name, config_class_):
+  """Adds a searcher: `config_class_` is a `FrozenConfig` dataclass with `run(context) -> SearchResult`.
+
+  The binaries' `--searcher` choices and `SEARCHERS` come from this registry.
+  """
+  global SEARCHERS  # pylint: disable=global-statement
+  if name in _REGISTRY:
+    raise ValueError(f"searcher {name!r} is already registered ({_REGISTRY[name].__name__})")
+  if not callable(getattr(config_class_, "run", None)):
+    raise TypeError(f"{config_class_.__name__} has no run(context) method; searchers are config objects with "
+                    "run(context) -> SearchResult")
+  _REGISTRY[name] = config_class_
+  SEARCHERS = tuple(_REGISTRY)
 
 
 def config_class(name):
   """The config class of searcher `name` (None for "uniform", which has no settings)."""
   _check_name(name)
-  return _CONFIGS[name]
+  cls = _REGISTRY[name]
+  return cls if cls.has_settings else None
+
+
+def searcher_class(name):
+  """The class whose instances run searcher `name` (`UniformConfig` for "uniform")."""
+  _check_name(name)
+  return _REGISTRY[name]
 
 
 def _check_name(name):
-  if name not in SEARCHERS:
-    raise ValueError(f"searcher {name!r} is not one of {SEARCHERS}")
-
-
-def _train_split(data):
-  if isinstance(data, data_lib.DatasetSplits):
-    return data.train
-  return data
+  if name not in _REGISTRY:
+    raise ValueError(f"searcher {name!r} is not one of {tuple(_REGISTRY)}")
 
 
 def run(name, space, budget, *, train_data=None, search_data=None, pruning_net=None, config=None,
@@ -120,14 +135,15 @@ def run(name, space, budget, *, train_data=None, search_data=None, pruning_net=N
     ValueError: unknown searcher, missing `pruning_net` / data, or any error
       of the searcher itself (bad budget, state of another search).
   """
-  _check_name(name)
-  cls = _CONFIGS[name]
-  if cls is not None:
+  cls = searcher_class(name)
+  if cls.has_settings:
     config = _common.resolve_config(cls, config, {}, f"run({name!r})")
     config = dataclasses.replace(config, seed=int(seed))
   elif config is not None:
-    raise ValueError(f"run('uniform', config={config!r}): the uniform baseline has no settings; drop config")
-  if name in _NEEDS_NET and pruning_net is None:
+    raise ValueError(f"run({name!r}, config={config!r}): the uniform baseline has no settings; drop config")
+  else:
+    config = cls()
+  if cls.needs_pruning_net and pruning_net is None:
     raise ValueError(f"searcher {name!r} scores structures with a trained PruningNet; pass pruning_net= "
                      "(train one with tf_metaprune.training.fit(tf_metaprune.PruningNet(space), ...))")
   if pruning_net is not None and pruning_net.space.fingerprint() != space.fingerprint():
@@ -140,8 +156,7 @@ def run(name, space, budget, *, train_data=None, search_data=None, pruning_net=N
     else:
       raise ValueError(f"run({name!r}): pass search_data= (the held-out search split) or a DatasetSplits as "
                        "train_data")
-  trains = name == "pas" or (name == "autoslim" and pruning_net is None)
-  if trains and train_data is None:
+  if config.trains_own_network(pruning_net) and train_data is None:
     raise ValueError(f"run({name!r}) trains its own network: pass train_data= (the training split)")
   budget = _common.check_budget(budget, space)
   sub = (lambda *p: None) if output_dir is None else (lambda *p: os.path.join(output_dir, *p))
@@ -151,43 +166,23 @@ def run(name, space, budget, *, train_data=None, search_data=None, pruning_net=N
   data_config = {which: d.get_config() for which, d in (("train", train_data), ("search", search_data))
                  if isinstance(d, data_lib.DatasetSplits)}
   result_path = sub(f"{name}_result.json")
-  if result_path is not None and os.path.exists(result_path):
+  # The settings a finished result was computed with (an io.StateFile beside it): the same ones return it.
+  identity = {"space_fingerprint": space.fingerprint(), "budget": None if budget is None else budget.get_config(),
+              "config": config.get_config() if cls.has_settings else None, "net_fingerprint": net_print,
+              "data_config": data_config}
+  finished = None if output_dir is None else io_lib.StateFile(sub(f"{name}_run.json"), "tf_metaprune.SearchRun",
+                                                               identity, what=f"{name} search run")
+  if finished is not None and os.path.exists(result_path) and finished.matches():
     done = result_lib.SearchResult.load(result_path)
-    same = (done.space_fingerprint == space.fingerprint()
-            and done.budget == (None if budget is None else budget.get_config())
-            and done.config == (None if cls is None else config.get_config())
-            and done.extra.get("net_fingerprint") == net_print
-            and done.extra.get("data_config") == data_config)
-    if same:
-      if verbose:
-        print(f"[{name}] finished result found in {result_path}: {done.summary()}", flush=True)
-      return done
-  quiet = 1 if verbose > 1 else 0
-  if name == "evolutionary":
-    result = evolutionary(pruning_net, search_data, budget, config, state_path=sub("evolution_state.json"),
-                          verbose=int(bool(verbose)))
-  elif name == "uniform":
-    result = uniform(pruning_net, search_data, budget, verbose=int(bool(verbose)))
-  elif name == "rl":
-    result = reinforce(pruning_net, search_data, budget, config, state_path=sub("rl_state.json"),
-                       verbose=int(bool(verbose)))
-  elif name == "autoslim":
-    train_seconds = 0.0
-    net = pruning_net
-    if net is None:
-      keras.utils.set_random_seed(int(seed))
-      t0 = time.perf_counter()
-      net = train_slimmable(space, _train_split(train_data), config, output_dir=sub("slimmable"), verbose=quiet)
-      train_seconds = time.perf_counter() - t0
-    result = autoslim(net, search_data, budget, config, verbose=int(bool(verbose)))
-    result.extra["train_seconds"] = train_seconds
-  else:  # pas
-    keras.utils.set_random_seed(int(seed))
-    search = search_data.search if isinstance(search_data, data_lib.DatasetSplits) else search_data
-    result, _, _ = pruning_as_search(space, _train_split(train_data), budget, config, search_data=search,
-                                     output_dir=sub("pas"), verbose=quiet)
+    if verbose:
+      print(f"[{name}] finished result found in {result_path}: {done.summary()}", flush=True)
+    return done
+  context = _common.SearchContext(space=space, budget=budget, train_data=train_data, search_data=search_data,
+                                  pruning_net=pruning_net, output_dir=output_dir, seed=int(seed), verbose=verbose)
+  result = config.run(context)
   result.extra["net_fingerprint"] = net_print
   result.extra["data_config"] = data_config
   if result_path is not None:
     result.save(result_path)
+    finished.save(result=os.path.basename(result_path))
   return result

@@ -46,11 +46,11 @@ that they agree on it before going on).
 
 Example:
 
-  >>> budget = tf_metaprune.budgets.FlopsBudget.from_ratio(space, 0.5)
-  >>> result = tf_metaprune.search.evolutionary(net, splits.search, budget,
+  >>> budget = tf_metaprune.budgets.FlopsBudget.from_ratio(space, 0.5)          # doctest: +SKIP
+  >>> result = tf_metaprune.search.evolutionary(net, splits.search, budget,  # doctest: +SKIP
   ...                                           state_path="/tmp/evo_state.json")
-  >>> print(result.summary())
-  >>> model = tf_metaprune.rebuild(space, result.structure(space))
+  >>> print(result.summary())                                                 # doctest: +SKIP
+  >>> model = tf_metaprune.rebuild(space, result.structure(space))            # doctest: +SKIP
 """
 
 import dataclasses
@@ -74,7 +74,7 @@ _RESUMABLE_CHANGES = ("num_generations",)
 
 
 @dataclasses.dataclass(frozen=True)
-class EvolutionConfig:
+class EvolutionConfig(_common.FrozenConfig):
   """Settings of the evolutionary search; the defaults are the paper's.
 
   Attributes:
@@ -138,16 +138,12 @@ class EvolutionConfig:
       object.__setattr__(self, name, int(getattr(self, name)))
     object.__setattr__(self, "mutation_prob", float(self.mutation_prob))
 
-  def get_config(self):
-    return dataclasses.asdict(self)
+  needs_pruning_net = True
 
-  @classmethod
-  def from_config(cls, config):
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(config) - known)
-    if unknown:
-      raise ValueError(f"EvolutionConfig.from_config: unknown settings {unknown}; known ones are {sorted(known)}")
-    return cls(**config)
+  def run(self, context: _common.SearchContext) -> result_lib.SearchResult:
+    """The searcher contract: `evolutionary` with these settings, resuming `evolution_state.json`."""
+    return evolutionary(context.pruning_net, context.search_data, context.budget, self,
+                        state_path=context.state_file("evolution_state.json"), verbose=context.progress)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,25 +306,9 @@ def _identity(space, net, evaluator, budget, config):
           "config": config.get_config()}
 
 
-def _check_state(state, identity, path):
-  if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
-    raise ValueError(f"state_path={path!r} holds a file that is not an evolution search state; "
-                     "pass another state_path (it is not overwritten)")
-  why = {"space_fingerprint": "the search space", "net_fingerprint": "the PruningNet's weights",
-         "data_fingerprint": "the search data (calibration or evaluation images)", "budget": "the budget"}
-  for key, what in why.items():
-    if state.get(key) != identity[key]:
-      saved, now = state.get(key), identity[key]
-      if key == "budget":
-        saved, now = _budget_repr(saved), _budget_repr(now)
-      raise ValueError(f"state_path={path!r} belongs to another search: {what} differs (saved {saved}, now "
-                       f"{now}); pass another state_path, or delete the file to start over")
-  saved = {k: v for k, v in state.get("config", {}).items() if k not in _RESUMABLE_CHANGES}
-  now = {k: v for k, v in identity["config"].items() if k not in _RESUMABLE_CHANGES}
-  if saved != now:
-    diff = {k: (saved.get(k), now.get(k)) for k in set(saved) | set(now) if saved.get(k) != now.get(k)}
-    raise ValueError(f"state_path={path!r} belongs to another search: settings differ {diff} (saved, now); only "
-                     f"{list(_RESUMABLE_CHANGES)} may change on resume. Pass another state_path or delete the file")
+# How the identity fields of a state file are named in the "belongs to another run" message.
+_LABELS = {"space_fingerprint": "the search space", "net_fingerprint": "the PruningNet's weights",
+           "data_fingerprint": "the search data (calibration or evaluation images)", "budget": "the budget"}
 
 
 def _score(evaluator, choices, state_path):
@@ -342,16 +322,6 @@ def _score(evaluator, choices, state_path):
     if lost is None:
       raise
     raise lost from e
-
-
-def _budget_repr(config):
-  if config is None:
-    return "no budget"
-  from tf_metaprune import budgets  # pylint: disable=g-import-not-at-top
-  try:
-    return repr(budgets.budget_from_config(config))
-  except Exception:  # pylint: disable=broad-except
-    return str(config)[:200]
 
 
 def evolutionary(net, search_data, budget=None, config: Optional[EvolutionConfig] = None, *, state_path=None,
@@ -412,9 +382,11 @@ def evolutionary(net, search_data, budget=None, config: Optional[EvolutionConfig
   candidates, history, generation, elapsed = [], [], 0, 0.0
   if state_path is not None:
     io_lib.check_writable_dir(os.path.dirname(os.path.abspath(state_path)), "the folder of state_path")
-  if state_path is not None and os.path.exists(state_path):
-    state = io_lib.read_json(state_path, "evolution search state")
-    _check_state(state, identity, state_path)
+  state_file = None if state_path is None else io_lib.StateFile(
+      state_path, _STATE_FORMAT, identity, may_change=tuple(f"config.{k}" for k in _RESUMABLE_CHANGES),
+      what="evolution search state", labels=_LABELS, chief=chief)
+  state = None if state_file is None else state_file.load()
+  if state is not None:
     try:
       candidates = [result_lib.Candidate.from_dict(c) for c in state["cache"]]
       history = list(state["history"])
@@ -424,8 +396,7 @@ def evolutionary(net, search_data, budget=None, config: Optional[EvolutionConfig
       for cand in candidates:
         space.validate(cand.choices)
     except (KeyError, TypeError, ValueError, tf.errors.InvalidArgumentError) as e:
-      raise ValueError(f"evolution search state {state_path!r} is damaged ({type(e).__name__}: {e}); it is left "
-                       "untouched: move it away to start over, or pass another state_path") from None
+      raise state_file.damaged(e) from None
     if verbose and chief:
       print(f"[evolution] resuming {state_path} at generation {generation} ({len(candidates)} evaluated)",
             flush=True)
@@ -482,11 +453,10 @@ def evolutionary(net, search_data, budget=None, config: Optional[EvolutionConfig
       print(f"[evolution] generation {generation}/{c.num_generations}: best {h['best_accuracy']:.4f} "
             f"({h['best_mflops']:.4g} MFLOPs), top-{len(top)} mean {h['mean_top_k_accuracy']:.4f}, "
             f"{len(candidates)} evaluated{short}, {seconds:.1f} s ({elapsed:.1f} s total)", flush=True)
-    if state_path is not None and chief:
-      state = dict(identity, format=_STATE_FORMAT, version=1, generation=generation, rng=ops.rng_state(),
-                   population=[list(p) for p in population], top_k=[list(x.choices) for x in top],
-                   cache=[x.to_dict() for x in candidates], history=history, elapsed_seconds=elapsed)
-      io_lib.write_json_atomic(state_path, state)
+    if state_file is not None:
+      state_file.save(generation=generation, rng=ops.rng_state(), population=[list(p) for p in population],
+                      top_k=[list(x.choices) for x in top], cache=[x.to_dict() for x in candidates],
+                      history=history, elapsed_seconds=elapsed)
 
   ranked = result_lib.rank(candidates)
   return result_lib.SearchResult(

@@ -16,7 +16,12 @@ Here:
   `ChannelMask` per gene, applied after every conv and depthwise conv that
   produces that gene's channels (residual-tied layers share one mask, so they
   keep the same channels and every add stays aligned). A mask never drops
-  below its gene's smallest width choice (its top channels stay on).
+  below its gene's smallest width choice (its top channels stay on). For a
+  space read from a Keras model the layers are the user's own at full width,
+  and every layer whose output carries a gene is masked (after batch norm
+  and biases too, so a removed channel is exactly 0 wherever it is read; a
+  concatenation is masked slice by slice). Each op's part lives in its class
+  in `tf_metaprune.ops`.
 * Loss = cross-entropy + `alpha * ((MACs(masks) - target) / MACs_full)^2`
   per FLOPs (or params) bound of the budget, with `MACs(masks)` the one
   counter's formula (`flops.SpaceCounter.flops_of_widths`) on the
@@ -36,9 +41,9 @@ the search split (inference mode), not a PruningNet's recalibrated accuracy.
 
 Example:
 
-  >>> found, model, masked = pruning_as_search(space, splits, FlopsBudget.from_ratio(space, 0.5),
+  >>> found, model, masked = pruning_as_search(space, splits, FlopsBudget.from_ratio(space, 0.5),  # doctest: +SKIP
   ...                                          PaSConfig(search_epochs=4))
-  >>> model.evaluate(...)            # the exported plain model, already trained
+  >>> model.evaluate(...)            # the exported plain model, already trained   # doctest: +SKIP
 """
 
 import dataclasses
@@ -55,6 +60,7 @@ from tf_metaprune import calibration
 from tf_metaprune import data as data_lib
 from tf_metaprune import flops as flops_lib
 from tf_metaprune import io as io_lib
+from tf_metaprune import ops
 from tf_metaprune.rebuild import rebuild as rebuild_fn
 from tf_metaprune import space as space_lib
 from tf_metaprune import training as training_lib
@@ -116,6 +122,17 @@ class PaSConfig(_common.FrozenConfig):
     object.__setattr__(self, "bn_momentum", _common.check_float(own, "bn_momentum", self.bn_momentum, 0.0, 1.0,
                                                                 low_open=False))
     object.__setattr__(self, "seed", _common.check_int(own, "seed", self.seed, 0))
+
+  def trains_own_network(self, pruning_net) -> bool:
+    return True
+
+  def run(self, context: _common.SearchContext) -> result_lib.SearchResult:
+    """The searcher contract: `pruning_as_search` trains, scores on the search split, exports to `pas/`."""
+    keras.utils.set_random_seed(int(context.seed))
+    result, _, _ = pruning_as_search(context.space, context.train_split(), context.budget, self,
+                                     search_data=context.search_split(), output_dir=context.file("pas"),
+                                     verbose=context.keras_verbose)
+    return result
 
 
 @keras.saving.register_keras_serializable(package="tf_metaprune")
@@ -229,56 +246,36 @@ class MaskedNet(keras.Model):
     self.node_layers = []
     self._index = {}
     for node in space.nodes:
-      if node.op not in ("conv", "dwconv", "dense"):
-        continue
-      cout = space.max_channels(node.name)
-      if node.op == "conv":
-        layer = keras.layers.Conv2D(cout, node.kernel_size, strides=node.strides, padding="same",
-                                    use_bias=not node.bn, name=node.name)
-      elif node.op == "dwconv":
-        layer = keras.layers.DepthwiseConv2D(node.kernel_size, strides=node.strides, padding="same",
-                                             use_bias=not node.bn, name=node.name)
-      else:
-        layer = keras.layers.Dense(cout, name=node.name)
-      bn = None
-      if node.op != "dense" and node.bn:
-        bn = keras.layers.BatchNormalization(momentum=self.bn_momentum, epsilon=1e-3, name=node.name + "_bn")
-      self._index[node.name] = len(self.node_layers)
-      self.node_layers.append(layer)
-      if bn is not None:
-        self.node_layers.append(bn)
+      if node.op != "input":
+        ops.get(node.op).build_masked(self, node)  # full-width plain layers (tf_metaprune.ops)
     self._build_layers()
 
   def _build_layers(self):
     self(tf.zeros((1,) + tuple(self.space.input_shape)))
 
+  def _add_node_layers(self, node, layers):
+    """Called by the ops' `build_masked`: a node's full-width layers, in call order."""
+    self._index[node.name] = len(self.node_layers)
+    self.node_layers.extend(layers)
+
+  def _mask(self, y, node_name, training):
+    """`y` (a node's output) times the masks of the genes in its channel layout (fixed widths: ones)."""
+    layout = self.space.layout[node_name]
+    if len(layout) == 1:
+      return self.masks[layout[0][1]](y, training=training)
+    parts = [self.masks[v].soft(bool(training)) if kind == "gene" else tf.ones([v]) for kind, v in layout]
+    return y * tf.cast(tf.concat(parts, 0), y.dtype)
+
   def call(self, inputs, training=None):
     sp = self.space
     values = {}
+    mask = lambda y, name: self._mask(y, name, training)  # pylint: disable=unnecessary-lambda-assignment
     for node in sp.nodes:
       if node.op == "input":
         values[node.name] = tf.cast(inputs, tf.float32)
         continue
-      x = values[node.inputs[0]]
-      if node.op in ("conv", "dwconv", "dense"):
-        i = self._index[node.name]
-        y = self.node_layers[i](x)
-        if node.op != "dense" and node.bn:
-          y = self.node_layers[i + 1](y, training=training)
-        if node.op != "dense":
-          y = _activation(y, node.activation)
-          g = sp.gene_of(node.name)
-          if g is not None:
-            y = self.masks[g](y, training=training)
-      elif node.op == "add":
-        y = _activation(tf.add_n([values[i] for i in node.inputs]), node.activation)
-      elif node.op == "maxpool":
-        y = tf.nn.max_pool2d(x, node.kernel_size, node.strides, "SAME")
-      elif node.op == "gap":
-        y = tf.reduce_mean(x, axis=[1, 2])
-      else:  # pragma: no cover - the space validates ops
-        raise ValueError(f"unknown op {node.op!r}")
-      values[node.name] = y
+      values[node.name] = ops.get(node.op).masked_call(self, node, [values[i] for i in node.inputs], training,
+                                                       mask)
     return values[sp.nodes[-1].name]
 
   # ---- the penalty ---------------------------------------------------------------------------
@@ -390,14 +387,6 @@ class MaskedNet(keras.Model):
     return cls(config.pop("space"), **config)
 
 
-def _activation(y, name):
-  if name == "relu":
-    return tf.nn.relu(y)
-  if name == "relu6":
-    return tf.nn.relu6(y)
-  return y
-
-
 def export(net: MaskedNet, name=None, bn_momentum=0.99) -> keras.Model:
   """The plain Keras model of a frozen `MaskedNet`: masked channels removed, weights copied.
 
@@ -428,26 +417,17 @@ def export(net: MaskedNet, name=None, bn_momentum=0.99) -> keras.Model:
   s = sp.from_channels(counts)
   model = rebuild_fn(sp, s, copy_weights=False, name=name or f"{sp.name}_pas", bn_momentum=bn_momentum)
 
-  def idx(node_name):
-    g = sp.gene_of(node_name)
-    return np.arange(sp.max_channels(node_name)) if g is None else kept[g]
+  def idx(node_name):  # full-width positions of a node's kept output channels
+    parts, offset = [], 0
+    for kind, v in sp.layout[node_name]:
+      width = sp.genes[v].base_channels if kind == "gene" else v
+      parts.append(offset + (kept[v] if kind == "gene" else np.arange(width)))
+      offset += width
+    return np.concatenate(parts).astype(np.int64)
 
   for node in sp.nodes:
-    if node.op not in ("conv", "dwconv", "dense"):
-      continue
-    i = net._index[node.name]  # pylint: disable=protected-access
-    src = net.node_layers[i].get_weights()
-    cin, cout = idx(node.inputs[0]), idx(node.name)
-    if node.op == "conv":
-      arrays = [src[0][:, :, cin][:, :, :, cout]] + ([] if node.bn else [src[1][cout]])
-    elif node.op == "dwconv":
-      arrays = [src[0][:, :, cout, :]] + ([] if node.bn else [src[1][cout]])
-    else:
-      arrays = [src[0][cin][:, cout], src[1][cout]]
-    model.get_layer(node.name).set_weights(arrays)
-    if node.op != "dense" and node.bn:
-      bn = net.node_layers[i + 1].get_weights()
-      model.get_layer(node.name + "_bn").set_weights([w[cout] for w in bn])
+    if node.op != "input":
+      ops.get(node.op).masked_export(net, node, model, idx(node.inputs[0]), idx(node.name))
   return model
 
 

@@ -42,7 +42,6 @@ Example:
 """
 
 import dataclasses
-import os
 import time
 from typing import Optional
 
@@ -118,6 +117,13 @@ class RLConfig(_common.FrozenConfig):
       raise ValueError(f"RLConfig(constraint={self.constraint!r}): choose one of {_CONSTRAINTS}")
     object.__setattr__(self, "lagrange_lr", _common.check_float(own, "lagrange_lr", self.lagrange_lr, 0.0,
                                                                 float("inf"), low_open=False))
+
+  needs_pruning_net = True
+
+  def run(self, context: _common.SearchContext) -> result_lib.SearchResult:
+    """The searcher contract: `reinforce` with these settings, resuming `rl_state.json`."""
+    return reinforce(context.pruning_net, context.search_data, context.budget, self,
+                     state_path=context.state_file("rl_state.json"), verbose=context.progress)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,26 +351,20 @@ def reinforce(net, search_data, budget=None, config: Optional[RLConfig] = None, 
 
   candidates, cache, history = [], {}, []
   episodes, baseline, lam, elapsed = [], None, 0.0, 0.0
-  if state_path is not None and os.path.exists(state_path):
-    state = io_lib.read_json(state_path, "RL search state")
-    if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
-      raise ValueError(f"state_path={state_path!r} holds a file that is not an RL search state; pass another "
-                       "state_path (it is not overwritten)")
-    saved = dict(state["identity"])
-    now = dict(identity)
-    saved["config"] = {k: v for k, v in saved["config"].items() if k != "episodes"}
-    now["config"] = {k: v for k, v in now["config"].items() if k != "episodes"}
-    if saved != now:
-      diff = sorted(k for k in now if saved.get(k) != now[k])
-      raise ValueError(f"state_path={state_path!r} belongs to another search ({diff} differ); pass another "
-                       "state_path, or delete the file to start over")
-    policy.set_state(state["policy"])
-    rng.bit_generator.state = state["rng"]
-    candidates = [result_lib.Candidate.from_dict(c) for c in state["candidates"]]
-    cache = {c.choices: c for c in candidates}
-    history = list(state["history"])
-    episodes = [dict(e) for e in state["episodes"]]
-    baseline, lam, elapsed = state["baseline"], float(state["lambda"]), float(state["elapsed_seconds"])
+  state_file = None if state_path is None else io_lib.StateFile(
+      state_path, _STATE_FORMAT, identity, may_change=("config.episodes",), what="RL search state")
+  state = None if state_file is None else state_file.load()
+  if state is not None:
+    try:
+      policy.set_state(state["policy"])
+      rng.bit_generator.state = state["rng"]
+      candidates = [result_lib.Candidate.from_dict(c) for c in state["candidates"]]
+      cache = {c.choices: c for c in candidates}
+      history = list(state["history"])
+      episodes = [dict(e) for e in state["episodes"]]
+      baseline, lam, elapsed = state["baseline"], float(state["lambda"]), float(state["elapsed_seconds"])
+    except (KeyError, TypeError, ValueError) as e:
+      raise state_file.damaged(e) from None
 
   n_updates = -(-config.episodes // config.episodes_per_update)
   update = len(history)
@@ -424,11 +424,10 @@ def reinforce(net, search_data, budget=None, config: Optional[RLConfig] = None, 
       print(f"[rl] update {update}/{n_updates}: mean reward {np.mean(rewards):.4f}, best {best.accuracy:.4f} "
             f"({best.mflops:.4g} MFLOPs), sigma {sigma:.3f}, lambda {lam:.3f}, {len(candidates)} evaluated, "
             f"{elapsed:.1f} s", flush=True)
-    if state_path is not None:
-      io_lib.write_json_atomic(state_path, {
-          "format": _STATE_FORMAT, "version": 1, "identity": identity, "policy": policy.get_state(),
-          "rng": rng.bit_generator.state, "candidates": [c.to_dict() for c in candidates], "history": history,
-          "episodes": episodes, "baseline": baseline, "lambda": lam, "elapsed_seconds": elapsed})
+    if state_file is not None:
+      state_file.save(policy=policy.get_state(), rng=rng.bit_generator.state,
+                      candidates=[c.to_dict() for c in candidates], history=history, episodes=episodes,
+                      baseline=baseline, **{"lambda": lam, "elapsed_seconds": elapsed})
 
   feasible = [c for c in candidates if env.feasible(c.structure)]
   if not feasible:

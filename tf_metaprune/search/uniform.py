@@ -14,6 +14,7 @@ Example:
   >>> found.best_accuracy >= base.best_accuracy
 """
 
+import dataclasses
 import time
 
 import numpy as np
@@ -21,6 +22,16 @@ import tensorflow as tf
 
 from tf_metaprune.search import _common
 from tf_metaprune.search import result as result_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class UniformConfig(_common.FrozenConfig):
+  """The uniform baseline as a searcher (it has no settings): `run(context)` calls `uniform`."""
+  needs_pruning_net = True
+  has_settings = False
+
+  def run(self, context: _common.SearchContext) -> result_lib.SearchResult:
+    return uniform(context.pruning_net, context.search_data, context.budget, verbose=context.progress)
 
 
 def default_ratio_grid(space):

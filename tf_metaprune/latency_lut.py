@@ -1,4 +1,4 @@
-"""Measures a per-layer latency lookup table (LUT) for a search space.
+"""Measures a per-layer latency lookup table (LUT) for a search space (tf_metaprune.latency_lut).
 
 The idea (NetAdapt, AMC; MetaPruning Sec. 4.3): a network of plain layers
 takes about as long as the sum of its layers, each timed alone. So time every
@@ -38,6 +38,16 @@ How each entry is measured
 
 Layers with the same signature (op, kernel, stride, input size, activation,
 cin, cout) are measured once: the blocks of a MobileNet stage share theirs.
+
+Spaces read from a Keras model (`SearchSpace.from_keras_model`) are timed the
+same way with the user's own layers: each conv, depthwise, separable and
+dense layer is re-created from its config at (cin, cout) (a dense layer on its
+flat input); pools, adds and upsampling are folded into the layer that sets
+their width, walking back through batch norm, activations and padding, which
+are not timed (the converter fuses batch norm, and usually the activation,
+into the conv). A pool or add of a concatenation's several widths is timed
+once at full width into `overhead_ms`. Which op is timed how is its
+`latency_role` in `tf_metaprune.ops`.
 
 Grid and interpolation
 ----------------------
@@ -89,27 +99,38 @@ back to the layers of a structure, to check a table against a phone.
 Example:
 
   import tf_metaprune as tfmp
-  import tflite_export
+  from tf_metaprune import latency_lut
 
   space = tfmp.models.mobilenet_v2((32, 32, 1), 10, width_multiplier=0.35)
-  table = tflite_export.measure_latency_table(space, quantization="int8")
+  table = latency_lut.measure_latency_table(space, quantization="int8")
   table.save("host_int8.json")
   budget = tfmp.budgets.LatencyBudget(max_ms=0.8, lut=table)
-  print(tflite_export.prediction_error(space, table, [space.uniform(0.5)]))
+  print(latency_lut.prediction_error(space, table, [space.uniform(0.5)]))
+
+(This module was `tflite_export.latency_lut`; it lives on the tf_metaprune side
+because it reads search spaces, while tflite_export only converts, quantizes
+and times Keras models. `tflite_export.measure_latency_table` etc. still
+resolve, for old callers.)
 """
 
+import contextlib
 import dataclasses
+import hashlib
+import io
 import json
 import os
 import sys
 import time
+import warnings
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tf_metaprune import budgets as budgets_lib
 from tf_metaprune import io as io_lib
+from tf_metaprune import ops
 from tf_metaprune.rebuild import rebuild
 from tf_metaprune import space as space_lib
 # Not `from tflite_export import convert`: the package hands out the functions
@@ -123,8 +144,8 @@ from tflite_export.convert import convert
 from tflite_export.convert import QUANTIZATION_MODES
 from tflite_export.convert import save
 
-_TABLE_OPS = ("conv", "dwconv", "dense")
-_FOLDED_OPS = ("add", "maxpool")
+_TABLE_OPS = tuple(n for n in ops.names() if ops.get(n).latency_role == "table")
+_FOLDED_OPS = tuple(n for n in ops.names() if ops.get(n).latency_role == "folded")
 _MANIFEST = "manifest.json"
 _MANIFEST_FORMAT = "tflite_export.LayerModels"
 EMPTY_MODEL = "empty"
@@ -154,6 +175,9 @@ class LayerSignature:
     activation: None, "relu" or "relu6", after batch norm (or after the add).
     bn: batch normalization after the conv (then the conv has no bias).
     num_inputs: inputs of an "add".
+    layer: for a node of a space read by `SearchSpace.from_keras_model`, its
+      serialized Keras layer (re-created at `cout`); None for the built-in
+      families. `in_hw` (0, 0) means a flat (cin,) input.
   """
   op: str
   in_hw: Tuple[int, int]
@@ -164,6 +188,7 @@ class LayerSignature:
   activation: Optional[str] = None
   bn: bool = False
   num_inputs: int = 1
+  layer: Optional[Dict[str, Any]] = dataclasses.field(default=None, hash=False)
 
   @property
   def name(self) -> str:
@@ -177,48 +202,25 @@ class LayerSignature:
       parts.append(self.activation)
     if self.num_inputs != 1:
       parts.append(f"in{self.num_inputs}")
+    if self.layer is not None:  # the user's layer: its class and a hash of its settings
+      blob = json.dumps(self.layer, sort_keys=True, default=str).encode()
+      parts += [self.layer.get("class_name", "layer"), hashlib.sha256(blob).hexdigest()[:8]]
     return "_".join(parts)
 
   def build_model(self) -> keras.Model:
-    """The one-layer Keras model of this signature (batch size 1 when converted)."""
-    h, w = self.in_hw
-    if self.op == "add":
-      inputs = [keras.Input((h, w, self.cin)) for _ in range(self.num_inputs)]
-      y = keras.layers.Add()(inputs)
-      return keras.Model(inputs, _activation(y, self.activation), name=self.name)
-    x = keras.Input((h, w, self.cin))
-    if self.op == "conv":
-      y = keras.layers.Conv2D(self.cout, self.kernel_size, strides=self.strides, padding="same",
-                              use_bias=not self.bn)(x)
-    elif self.op == "dwconv":
-      y = keras.layers.DepthwiseConv2D(self.kernel_size, strides=self.strides, padding="same",
-                                       use_bias=not self.bn)(x)
-    elif self.op == "dense":
-      y = keras.layers.Dense(self.cout)(keras.layers.GlobalAveragePooling2D()(x))
-    elif self.op == "maxpool":
-      y = keras.layers.MaxPooling2D(self.kernel_size, strides=self.strides, padding="same")(x)
-    else:
-      raise ValueError(f"LayerSignature(op={self.op!r}) is not one of conv, dwconv, dense, add, maxpool")
-    if self.bn and self.op in ("conv", "dwconv"):
-      y = keras.layers.BatchNormalization(epsilon=1e-3)(y)
-    return keras.Model(x, _activation(y, self.activation), name=self.name)
+    """The one-layer Keras model of this signature (batch size 1 when converted): its op's `latency_model`."""
+    return ops.get(self.op).latency_model(self)
 
   def get_config(self) -> Dict[str, Any]:
     config = dataclasses.asdict(self)
     config["in_hw"] = list(self.in_hw)
+    if config["layer"] is None:
+      del config["layer"]
     return config
 
   @classmethod
   def from_config(cls, config: Dict[str, Any]) -> "LayerSignature":
     return cls(**{**config, "in_hw": tuple(config["in_hw"])})
-
-
-def _activation(y, activation):
-  if activation == "relu":
-    return keras.layers.ReLU()(y)
-  if activation == "relu6":
-    return keras.layers.ReLU(max_value=6.0)(y)
-  return y
 
 
 class MeasuredLatencyTable(budgets_lib.LatencyTable):
@@ -342,21 +344,28 @@ def _plan(space: space_lib.SearchSpace, grid_size: Optional[int]) -> _Plan:
     c = space.max_channels(node.name)
     extra = LayerSignature(op=node.op, in_hw=tuple(space.in_spatial[node.name]), cin=c, cout=c,
                            kernel_size=node.kernel_size if node.op == "maxpool" else 1,
-                           strides=node.strides if node.op == "maxpool" else 1,
+                           strides=node.strides if node.op in ("maxpool", "upsample") else 1,
                            activation=node.activation if node.op == "add" else None,
-                           num_inputs=len(node.inputs) if node.op == "add" else 1)
+                           num_inputs=len(node.inputs) if node.op == "add" else 1, layer=_layer_of(node))
     owner = node.inputs[-1]
-    while by_name[owner].op in _FOLDED_OPS:
+    # Walk back to the node that sets this width: through folded ops and untimed one-input ops
+    # (batch norm, activations, padding of a model read from Keras).
+    while owner not in required and by_name[owner].op != "input" and (
+        by_name[owner].op in _FOLDED_OPS or not ops.get(by_name[owner].op).multi_input):
       owner = by_name[owner].inputs[-1]
-    if owner in required and space.source[owner] == space.source[node.name]:
+    if owner in required and node.name in space.source and space.source.get(owner) == space.source[node.name]:
       folded[owner].append((node.name, extra))
-    else:  # fed by the input (fixed width): a constant
+    else:  # fed by the input (fixed width), or of several widths: a constant at full width
       fixed_extras.append((node.name, extra))
 
   nodes = []
   for name, pairs in required.items():
     node = by_name[name]
-    if node.op == "dense":
+    if node.layer is not None:  # the user's own layer at its input size (flat: in_hw (0, 0))
+      in_hw = space.in_spatial[name]
+      template = LayerSignature(op=node.op, in_hw=(0, 0) if in_hw is None else tuple(in_hw), cin=0, cout=0,
+                                kernel_size=node.kernel_size, strides=node.strides, layer=_layer_of(node))
+    elif node.op == "dense":
       gap = by_name[node.inputs[0]]
       in_hw = tuple(space.in_spatial[gap.name])
       template = LayerSignature(op="dense", in_hw=in_hw, cin=0, cout=0)
@@ -364,11 +373,19 @@ def _plan(space: space_lib.SearchSpace, grid_size: Optional[int]) -> _Plan:
       template = LayerSignature(op=node.op, in_hw=tuple(space.in_spatial[name]), cin=0, cout=0,
                                 kernel_size=node.kernel_size, strides=node.strides,
                                 activation=node.activation, bn=node.bn)
-    diagonal = all(ci == co for ci, co in pairs) and space.source[node.inputs[0]] == space.source[name]
+    diagonal = all(ci == co for ci, co in pairs) and space.layout[node.inputs[0]] == space.layout[name]
     cin_grid = _grid([ci for ci, _ in pairs], grid_size)
     cout_grid = cin_grid if diagonal else _grid([co for _, co in pairs], grid_size)
     nodes.append(_NodePlan(name, template, list(pairs), diagonal, cin_grid, cout_grid, folded[name]))
   return _Plan(space.fingerprint(), nodes, fixed_extras, tuple(space.input_shape), grid_size)
+
+
+def _layer_of(node):
+  """A node's serialized Keras layer without its name (identical layers share a timing), or None."""
+  if node.layer is None:
+    return None
+  layer = {**node.layer, "config": {k: v for k, v in node.layer["config"].items() if k != "name"}}
+  return layer
 
 
 def _interp_1d(grid: Sequence[int], values: np.ndarray, x: int) -> float:
@@ -504,7 +521,6 @@ def _convert(model: keras.Model, quantization: str, int8_io: bool, rng: np.rando
 
 
 def _convert_multi_input_int8(model, rng, int8_io):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   shapes = [(1,) + tuple(t.shape[1:]) for t in model.inputs]
 
   def representative():
@@ -522,9 +538,6 @@ def _convert_multi_input_int8(model, rng, int8_io):
 
 
 def _quiet_convert(converter):
-  import contextlib  # pylint: disable=g-import-not-at-top
-  import io  # pylint: disable=g-import-not-at-top
-  import warnings  # pylint: disable=g-import-not-at-top
   with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
     warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
     return converter.convert()

@@ -1,0 +1,507 @@
+"""Pruning a trained model: MetaPruning from its weights vs the peers' methods, with and without distillation.
+
+On Fashion-MNIST (the idx files of /usr/share/datasets/fashion-mnist, read
+here with numpy + gzip):
+
+1. The "user's model": the small CNN (`tfmp.models.small_cnn`, 4 convs
+   16-32-64-128 + BN + ReLU, 28x28x1, 5.5 MFLOPs) trained on a stratified
+   subset of the training images, saved as .keras and read back through
+   `tfmp.pretrained.TrainedModel` (`SearchSpace.from_keras_model` + L1
+   reordering), as `examples/metaprune.py --keras_model` does.
+2. Methods, each at every FLOPs ratio (`--ratios`), each structure fine-tuned
+   with one recipe (`--finetune_epochs`), with and without distillation from
+   the original model, for every seed (`--seeds`):
+   * `metaprune`: a PruningNet started from the trained weights, trained
+     `--pruningnet_pre_epochs`, evolutionary search on the held-out search
+     split, the found structure fine-tuned from the trained weights
+     (init="pretrained");
+   * `l1_uniform`: one width ratio for every gene, the highest-L1 filters
+     kept (Li et al. 2017);
+   * `global_magnitude`: one threshold on mean-normalized L1 importance over
+     all genes (Torch-Pruning's global pruning);
+   * `uniform_scratch`: the uniform structure from fresh weights.
+3. PruningNet steps: a PruningNet from the trained model vs one from scratch
+   (`--pruningnet_scratch_epochs`, the pipeline's recipe), both probed every
+   few steps with one search-quality figure: the mean recalibrated
+   search-split accuracy of a fixed set of structures in the FLOPs window of
+   the ratios (no fine-tuning). Reported: the steps the trained-start net
+   needs to reach the scratch net's final quality.
+
+Every finished run is checkpointed to results/pretrained.json at once (a
+rerun skips it); the models and PruningNets live in runs/pretrained_bench/.
+One PruningNet and one search per ratio (seed 0); the seeds vary the
+fine-tuning (weights of the scratch model, data order).
+
+  python benchmarks/pretrained.py            # ~35 min on 2 shared cores
+  python benchmarks/pretrained.py --quick    # smoke run, figures meaningless
+"""
+
+import gzip
+import json
+import os
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data_dir", "/usr/share/datasets/fashion-mnist", "Folder of the Fashion-MNIST idx .gz files.")
+flags.DEFINE_integer("train_examples", 12000, "Training images used (stratified subset; includes the search split).")
+flags.DEFINE_integer("search_examples", 1000, "Of those, held out for the search and the quality probes.")
+flags.DEFINE_integer("test_examples", 10000, "Test images (the official test set).")
+flags.DEFINE_integer("batch_size", 128, "Batch size of every training.")
+flags.DEFINE_integer("original_epochs", 6, "Epochs that train the user's model (Adam 3e-3 cosine).")
+flags.DEFINE_integer("finetune_epochs", 3, "Epochs of the one fine-tuning recipe (every method, with and without KD).")
+flags.DEFINE_float("finetune_learning_rate", 1e-3, "Peak learning rate of the fine-tuning (Adam, cosine).")
+flags.DEFINE_integer("pruningnet_pre_epochs", 2, "PruningNet epochs from the trained model.")
+flags.DEFINE_float("pruningnet_pre_learning_rate", 1e-3, "Peak Adam learning rate of the PruningNet from the trained "
+                   "model (cosine over its epochs).")
+flags.DEFINE_bool("steps_only", False, "Only the PruningNet step comparison (no search, no fine-tuning); use another "
+                  "--name, e.g. --name=pretrained_steps --pruningnet_pre_epochs=8 --pruningnet_pre_learning_rate=3e-3.")
+flags.DEFINE_integer("pruningnet_scratch_epochs", 8, "PruningNet epochs from scratch (the pipeline's default: 8).")
+flags.DEFINE_integer("hidden_units", 8, "Generator hidden size (the pipeline's default).")
+flags.DEFINE_integer("probe_structures", 10, "Structures of the search-quality probe.")
+flags.DEFINE_integer("probes_per_epoch", 4, "Quality probes per epoch of the PruningNet from the trained model.")
+flags.DEFINE_integer("probes_per_epoch_scratch", 1, "Quality probes per epoch of the PruningNet from scratch.")
+flags.DEFINE_integer("population_size", 16, "Evolution population.")
+flags.DEFINE_integer("num_generations", 6, "Evolution generations.")
+flags.DEFINE_list("ratios", ["0.25", "0.1"], "FLOPs ratios of the full model.")
+flags.DEFINE_integer("seeds", 3, "Fine-tuning seeds.")
+flags.DEFINE_float("distill_temperature", 4.0, "KD temperature.")
+flags.DEFINE_float("distill_weight", 0.5, "KD share of the loss.")
+flags.DEFINE_bool("quick", False, "Smoke run: tiny data, 1-epoch trainings.")
+flags.DEFINE_string("workdir", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runs",
+                                            "pretrained_bench"), "Models and nets (for resuming).")
+flags.DEFINE_string("output_dir", _common.RESULTS_DIR, "Where pretrained.json/.png go.")
+flags.DEFINE_string("name", "pretrained", "Result file name.")
+
+METHODS = ("metaprune", "l1_uniform", "global_magnitude", "uniform_scratch")
+T_95 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776}   # two-sided 95% Student t quantiles by sample count
+
+
+def _apply_quick():
+  for name, value in (("train_examples", 1200), ("search_examples", 200), ("test_examples", 500),
+                      ("original_epochs", 1), ("finetune_epochs", 1), ("pruningnet_pre_epochs", 1),
+                      ("pruningnet_scratch_epochs", 1), ("probe_structures", 3), ("probes_per_epoch", 1), ("probes_per_epoch_scratch", 1),
+                      ("population_size", 6), ("num_generations", 2), ("seeds", 2)):
+    FLAGS[name].value = value
+  FLAGS["name"].value = FLAGS.name + "_quick"
+  FLAGS["workdir"].value = FLAGS.workdir + "_quick"
+
+
+def read_idx(path):
+  """An idx file (gzip) as a numpy array (magic 0x0803 images, 0x0801 labels)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  with gzip.open(path, "rb") as f:
+    data = f.read()
+  magic = int.from_bytes(data[:4], "big")
+  ndim = magic & 0xFF
+  dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+  return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def load_splits():
+  """Fashion-MNIST: a stratified training subset, its held-out search split, the official test set."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tf_metaprune import data as data_lib  # pylint: disable=g-import-not-at-top
+  d = FLAGS.data_dir
+  x = read_idx(os.path.join(d, "train-images-idx3-ubyte.gz"))
+  y = read_idx(os.path.join(d, "train-labels-idx1-ubyte.gz")).astype(np.int32)
+  xt = read_idx(os.path.join(d, "t10k-images-idx3-ubyte.gz"))[:FLAGS.test_examples]
+  yt = read_idx(os.path.join(d, "t10k-labels-idx1-ubyte.gz")).astype(np.int32)[:FLAGS.test_examples]
+  rng = np.random.default_rng(0)
+  per_class = FLAGS.train_examples // 10
+  search_per_class = FLAGS.search_examples // 10
+  train_idx, search_idx = [], []
+  for c in range(10):
+    idx = rng.permutation(np.flatnonzero(y == c))[:per_class]
+    search_idx += list(idx[:search_per_class])
+    train_idx += list(idx[search_per_class:])
+  train_idx, search_idx = rng.permutation(train_idx), np.array(search_idx)
+
+  def arrays(images, labels):
+    return (images[..., None].astype(np.float32) / 255.0), labels
+
+  xtr, ytr = arrays(x[train_idx], y[train_idx])
+  xs, ys = arrays(x[search_idx], y[search_idx])
+  xte, yte = arrays(xt, yt)
+  b = FLAGS.batch_size
+
+  def make_train(seed=0):
+    return (tf.data.Dataset.from_tensor_slices((xtr, ytr)).shuffle(len(xtr), seed=seed, reshuffle_each_iteration=True)
+            .batch(b, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+
+  def fixed(xa, ya):
+    return tf.data.Dataset.from_tensor_slices((xa, ya)).batch(b).prefetch(tf.data.AUTOTUNE)
+
+  config = {"dataset": "fashion_mnist (idx files)", "train_examples": len(xtr), "search_examples": len(xs),
+            "test_examples": len(xte), "batch_size": b, "subset_seed": 0}
+  return data_lib.DatasetSplits(
+      train=make_train(), search=fixed(xs, ys), test=fixed(xte, yte), num_classes=10, input_shape=(28, 28, 1),
+      num_examples={"train": len(xtr), "search": len(xs), "test": len(xte)}, name="fashion_mnist", config=config,
+      calibration=fixed(xtr[:8 * b], ytr[:8 * b]), make_train=make_train)
+
+
+class Store:
+  """results JSON: every finished run is written at once; a rerun skips what is there."""
+
+  def __init__(self, path):
+    self.path = path
+    self.data = {"runs": {}}
+    if os.path.exists(path):
+      with open(path) as f:
+        self.data = json.load(f)
+      self.data.setdefault("runs", {})
+
+  def get(self, key):
+    return self.data["runs"].get(key)
+
+  def put(self, key, value):
+    value = dict(value, load_average=list(os.getloadavg()), finished_utc=time.strftime("%H:%M:%S", time.gmtime()))
+    self.data["runs"][key] = value
+    self.save()
+
+  def save(self):
+    os.makedirs(os.path.dirname(self.path), exist_ok=True)
+    tmp = self.path + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(_common._jsonable(self.data), f, indent=1)  # pylint: disable=protected-access
+    os.replace(tmp, self.path)
+
+
+def main(argv):
+  del argv
+  if FLAGS.quick:
+    _apply_quick()
+  import keras  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tf_metaprune as tfmp  # pylint: disable=g-import-not-at-top
+  from tf_metaprune import pretrained  # pylint: disable=g-import-not-at-top
+
+  t_start = time.time()
+  os.makedirs(FLAGS.workdir, exist_ok=True)
+  store = Store(os.path.join(FLAGS.output_dir, FLAGS.name + ".json"))
+  store.data.update(benchmark=FLAGS.name, command=_common.command_line(),
+                    machine=store.data.get("machine") or _common.machine())
+  splits = load_splits()
+  store.data["data"] = splits.get_config()
+  ratios = [float(r) for r in FLAGS.ratios]
+  ft = dict(epochs=FLAGS.finetune_epochs, learning_rate=FLAGS.finetune_learning_rate, optimizer="adam", verbose=0)
+  store.data["recipe"] = {
+      "original": f"small_cnn (16-32-64-128), {FLAGS.original_epochs} epochs Adam 3e-3 cosine, batch "
+                  f"{FLAGS.batch_size}",
+      "finetune": f"{FLAGS.finetune_epochs} epochs Adam {FLAGS.finetune_learning_rate:g} cosine, BN momentum 0.9; KD: "
+                  f"T={FLAGS.distill_temperature:g}, weight {FLAGS.distill_weight:g}",
+      "pruningnet_pretrained": f"{FLAGS.pruningnet_pre_epochs} epochs Adam {FLAGS.pruningnet_pre_learning_rate:g} "
+                               f"cosine, hidden_units "
+                               f"{FLAGS.hidden_units}, from the L1-reordered trained weights",
+      "pruningnet_scratch": f"{FLAGS.pruningnet_scratch_epochs} epochs Adam 3e-3 cosine (the pipeline's default), "
+                            f"hidden_units {FLAGS.hidden_units}",
+      "search": f"evolution population {FLAGS.population_size} x {FLAGS.num_generations} generations, 4 "
+                "calibration batches, search split", "seeds": FLAGS.seeds, "ratios": ratios}
+  store.save()
+
+  def log(msg):
+    print(f"[{time.strftime('%H:%M:%S', time.gmtime())} load {os.getloadavg()[0]:.1f}] {msg}", flush=True)
+
+  # 1. The user's trained model.
+  space0 = tfmp.models.small_cnn((28, 28, 1), 10)
+  model_path = os.path.join(FLAGS.workdir, "original.keras")
+  if not os.path.exists(model_path):
+    keras.utils.set_random_seed(0)
+    model = tfmp.rebuild(space0, space0.largest(), name="user_cnn", bn_momentum=0.9)
+    t0 = time.perf_counter()
+    tfmp.training.fit(model, splits.fresh_train(), epochs=FLAGS.original_epochs, learning_rate=3e-3,
+                      optimizer="adam", verbose=0)
+    seconds = time.perf_counter() - t0
+    model.save(model_path)
+    store.put("original_training", {"seconds": seconds})
+  model = keras.saving.load_model(model_path)
+  model.compile(loss=tfmp.training.SparseCrossentropyWithSmoothing(), metrics=["accuracy"])
+  if store.get("original") is None:
+    _, acc = model.evaluate(splits.test, verbose=0)
+    store.put("original", {"test_accuracy": float(acc), "mflops": tfmp.count_mflops(model),
+                           "params": model.count_params()})
+  original_acc = store.get("original")["test_accuracy"]
+  log(f"original model: test accuracy {100 * original_acc:.2f}%")
+
+  t0 = time.perf_counter()
+  trained = pretrained.TrainedModel(model, divisor=8)
+  reorder_seconds = time.perf_counter() - t0
+  space = trained.space
+  full_mflops = space.mflops(space.largest())
+  store.data["space"] = {"genes": [g.name for g in space.genes], "full_mflops": full_mflops,
+                         "reorder_seconds": reorder_seconds}
+  x_check = next(iter(splits.test))[0][:64]
+  ref = model(x_check, training=False).numpy()
+  got = trained.reordered_model()(x_check, training=False).numpy()
+  store.data["space"]["reordered_max_rel_logit_diff"] = float(np.abs(ref - got).max() / np.abs(ref).max())
+  store.save()
+
+  # The probe: a fixed set of structures inside the FLOPs window of the ratios.
+  rng = np.random.default_rng(123)
+  lo, hi = min(ratios) * full_mflops, max(ratios) * full_mflops
+  probe = []
+  for r in ratios:
+    probe.append(pretrained.l1_uniform_structure(space, tfmp.FlopsBudget(max_mflops=r * full_mflops))[1])
+  tries = 0
+  while len(probe) < FLAGS.probe_structures and tries < 100000:
+    tries += 1
+    cap = rng.uniform(0.1, 1.0)   # a width cap per structure, so the window is reached
+    s = tfmp.Structure([int(rng.integers(0, max(1, int(round(cap * g.num_choices))))) for g in space.genes])
+    if lo <= space.mflops(s) <= hi and s not in probe:
+      probe.append(s)
+  store.data["probe"] = {"structures": [list(s.choices) for s in probe],
+                         "mflops": [space.mflops(s) for s in probe]}
+
+  def probe_quality(net):
+    evaluator = tfmp.Evaluator(net, tfmp.EvaluationData.from_dataset(
+        splits.search, num_calibration_batches=4, calibration_dataset=splits.calibration))
+    return float(np.mean([float(evaluator.accuracy_tensor(tf.constant(s.choices, tf.int32))) for s in probe]))
+
+  class Probe(keras.callbacks.Callback):
+    """Search quality every `every` steps (its own time is not counted as training time)."""
+
+    def __init__(self, every):
+      super().__init__()
+      self.every, self.step, self.points, self.probe_seconds = every, 0, [], 0.0
+      self.t0 = None
+
+    def record(self):
+      t = time.perf_counter()
+      q = probe_quality(self.model)
+      self.probe_seconds += time.perf_counter() - t
+      train_s = time.perf_counter() - self.t0 - self.probe_seconds
+      self.points.append({"step": self.step, "quality": q, "train_seconds": train_s})
+
+    def on_train_begin(self, logs=None):
+      self.t0 = time.perf_counter()
+      self.record()
+
+    def on_train_batch_end(self, batch, logs=None):
+      self.step += 1
+      if self.step % self.every == 0:
+        self.record()
+
+  steps_per_epoch = int(splits.train.cardinality())
+
+  def train_pruning_net(key, from_trained, epochs, lr, probes_per_epoch):
+    path = os.path.join(FLAGS.workdir, key + ".keras" if FLAGS.name == "pretrained" else f"{FLAGS.name}_{key}.keras")
+    if store.get(key) is not None and os.path.exists(path):
+      return keras.saving.load_model(path)
+    keras.utils.set_random_seed(0)
+    if from_trained:
+      net = trained.pruning_net(hidden_units=FLAGS.hidden_units, seed=0)
+    else:
+      net = tfmp.PruningNet(space, hidden_units=FLAGS.hidden_units, seed=0)
+    probe_cb = Probe(max(1, steps_per_epoch // probes_per_epoch))
+    t0 = time.perf_counter()
+    tfmp.training.fit(net, splits.fresh_train(), epochs=epochs, learning_rate=lr, optimizer="adam", verbose=0,
+                      callbacks=[probe_cb])
+    seconds = time.perf_counter() - t0 - probe_cb.probe_seconds
+    net.save(path)
+    store.put(key, {"epochs": epochs, "steps": epochs * steps_per_epoch, "train_seconds": seconds,
+                    "probe": probe_cb.points, "final_quality": probe_cb.points[-1]["quality"]})
+    log(f"{key}: {epochs * steps_per_epoch} steps in {seconds:.0f} s, probe quality "
+        f"{probe_cb.points[0]['quality']:.3f} -> {probe_cb.points[-1]['quality']:.3f}")
+    return net
+
+  # 2. MetaPruning from the trained model: PruningNet + one search per ratio.
+  net = train_pruning_net("pruningnet_pretrained", True, FLAGS.pruningnet_pre_epochs, FLAGS.pruningnet_pre_learning_rate,
+                          FLAGS.probes_per_epoch)
+  if FLAGS.steps_only:
+    main_run = Store(os.path.join(FLAGS.output_dir, "pretrained.json")).get("pruningnet_scratch")
+    if store.get("pruningnet_scratch") is None and main_run and main_run["epochs"] == FLAGS.pruningnet_scratch_epochs:
+      store.put("pruningnet_scratch", dict(main_run, note="the scratch run of pretrained.json (same data and recipe)"))
+    else:
+      train_pruning_net("pruningnet_scratch", False, FLAGS.pruningnet_scratch_epochs, 3e-3,
+                        FLAGS.probes_per_epoch_scratch)
+    summarize_steps(store)
+    return
+  structures = {}
+  for r in ratios:
+    budget = tfmp.FlopsBudget.from_ratio(space, r)
+    key = f"search_{r:g}"
+    if store.get(key) is None:
+      t0 = time.perf_counter()
+      found = tfmp.search.evolutionary(net, splits, budget, population_size=FLAGS.population_size,
+                                       num_generations=FLAGS.num_generations, top_k=min(10, FLAGS.population_size // 2),
+                                       num_mutations=FLAGS.population_size // 2,
+                                       num_crossovers=FLAGS.population_size // 2, seed=0, verbose=0)
+      store.put(key, {"choices": list(found.best_structure.choices), "search_accuracy": found.best_accuracy,
+                      "seconds": time.perf_counter() - t0, "evaluations": found.num_evaluations})
+    t0 = time.perf_counter()
+    ratio_u, s_u = trained.l1_uniform(budget)
+    thr, s_g = trained.global_magnitude(budget)
+    pick_seconds = time.perf_counter() - t0
+    structures[r] = {"metaprune": tfmp.Structure(store.get(key)["choices"]), "l1_uniform": s_u,
+                     "global_magnitude": s_g, "uniform_scratch": s_u}
+    store.data.setdefault("structures", {})[f"{r:g}"] = {
+        m: {"choices": list(s.choices), "channels": space.channels(s), "mflops": space.mflops(s),
+            "flops_ratio": space.mflops(s) / full_mflops, "params": space.params(s)} for m, s in structures[r].items()}
+    store.data["structures"][f"{r:g}"]["uniform_width_ratio"] = ratio_u
+    store.data["structures"][f"{r:g}"]["global_threshold"] = thr
+    store.data["structures"][f"{r:g}"]["baseline_pick_seconds"] = pick_seconds
+    store.save()
+    log(f"ratio {r:g}: " + ", ".join(f"{m} {space.mflops(s):.3f} MFLOPs" for m, s in structures[r].items()))
+
+  # 3. Fine-tuning: seed-major, so a cut-off run has every method at the first seeds.
+  def finetune(r, method, distill, seed):
+    key = f"finetune_{r:g}_{method}_{'kd' if distill else 'plain'}_seed{seed}"
+    if store.get(key) is not None:
+      return
+    s = structures[r][method]
+    keras.utils.set_random_seed(seed)
+    if method == "uniform_scratch":
+      student = tfmp.rebuild(space, s, bn_momentum=0.9)
+    else:
+      student = trained.rebuild(s, bn_momentum=0.9)
+    student.compile(loss=tfmp.training.SparseCrossentropyWithSmoothing(), metrics=["accuracy"])
+    _, acc_before = student.evaluate(splits.test, verbose=0)
+    kd = dict(teacher=model, distill_temperature=FLAGS.distill_temperature,
+              distill_weight=FLAGS.distill_weight) if distill else {}
+    t0 = time.perf_counter()
+    tfmp.training.fit(student, splits.make_train(seed), **ft, **kd)   # the seed sets the data order too
+    seconds = time.perf_counter() - t0
+    _, acc = student.evaluate(splits.test, verbose=0)
+    store.put(key, {"ratio": r, "method": method, "distill": distill, "seed": seed, "test_accuracy": float(acc),
+                    "test_accuracy_before_finetune": float(acc_before), "drop_pt": 100 * (original_acc - acc),
+                    "finetune_seconds": seconds, "mflops": space.mflops(s), "params": space.params(s)})
+    log(f"{key}: {100 * acc_before:.2f}% -> {100 * acc:.2f}% ({seconds:.0f} s)")
+
+  for seed in range(FLAGS.seeds):
+    for r in ratios:
+      for method in METHODS:
+        for distill in (False, True):
+          finetune(r, method, distill, seed)
+    if seed == 0:   # 4. the step comparison, once the first seed of every method is in
+      train_pruning_net("pruningnet_scratch", False, FLAGS.pruningnet_scratch_epochs, 3e-3,
+                        FLAGS.probes_per_epoch_scratch)
+
+  summarize(store, ratios, original_acc, t_start)
+
+
+def _ci(values):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  v = np.asarray(values, float)
+  if v.size < 2:
+    return float(v.mean()), float("nan")
+  return float(v.mean()), float(T_95.get(v.size, 2.0) * v.std(ddof=1) / np.sqrt(v.size))
+
+
+def steps_to_reach(points, target):
+  for p in points:
+    if p["quality"] >= target:
+      return p["step"], p["train_seconds"]
+  return None, None
+
+
+def summarize_steps(store):
+  """The step comparison alone (--steps_only)."""
+  runs = store.data["runs"]
+  pre, scratch = runs["pruningnet_pretrained"], runs["pruningnet_scratch"]
+  target = scratch["final_quality"]
+  step, secs = steps_to_reach(pre["probe"], target)
+  store.data["steps"] = {"scratch_steps": scratch["steps"], "scratch_final_quality": target,
+                         "pretrained_steps_trained": pre["steps"], "pretrained_final_quality": pre["final_quality"],
+                         "pretrained_steps_to_scratch_quality": step, "pretrained_seconds_to_scratch_quality": secs,
+                         "fraction_of_scratch_steps": None if step is None else step / scratch["steps"]}
+  store.data["load_average_after"] = list(os.getloadavg())
+  store.save()
+  print(json.dumps(store.data["steps"], indent=1))
+
+
+def summarize(store, ratios, original_acc, t_start):
+  """Tables, the step comparison, the figure."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  runs = store.data["runs"]
+  pre, scratch = runs.get("pruningnet_pretrained"), runs.get("pruningnet_scratch")
+  search_seconds = {f"{r:g}": runs.get(f"search_{r:g}", {}).get("seconds", float("nan")) for r in ratios}
+  rows, summary = [], {}
+  for r in ratios:
+    st = store.data["structures"][f"{r:g}"]
+    for method in METHODS:
+      for distill in (False, True):
+        sel = [v for k, v in runs.items() if k.startswith("finetune_") and v["ratio"] == r and v["method"] == method
+               and v["distill"] == distill]
+        if not sel:
+          continue
+        drop, drop_ci = _ci([v["drop_pt"] for v in sel])
+        acc, _ = _ci([100 * v["test_accuracy"] for v in sel])
+        ft_s = float(np.mean([v["finetune_seconds"] for v in sel]))
+        select_s = {"metaprune": store.data["space"]["reorder_seconds"] + (pre or {}).get("train_seconds", np.nan)
+                                 + search_seconds[f"{r:g}"],
+                    "l1_uniform": store.data["space"]["reorder_seconds"] + st["baseline_pick_seconds"],
+                    "global_magnitude": store.data["space"]["reorder_seconds"] + st["baseline_pick_seconds"],
+                    "uniform_scratch": 0.0}[method]
+        before = float(np.mean([100 * v["test_accuracy_before_finetune"] for v in sel]))
+        label = f"{method}{' + KD' if distill else ''}"
+        summary[f"{r:g}/{label}"] = {"ratio": r, "method": method, "distill": distill, "n": len(sel),
+                                     "test_accuracy_mean": acc, "drop_pt_mean": drop, "drop_pt_ci95": drop_ci,
+                                     "accuracy_before_finetune": before, "select_seconds": select_s,
+                                     "finetune_seconds": ft_s, "mflops": st[method]["mflops"],
+                                     "flops_ratio": st[method]["flops_ratio"], "params": st[method]["params"]}
+        rows.append([f"{100 * r:g}%", label, f"{st[method]['mflops']:.3f} ({100 * st[method]['flops_ratio']:.1f}%)",
+                     f"{st[method]['params']:,}", f"{before:.2f}%", f"{acc:.2f}%",
+                     f"{drop:+.2f} ± {drop_ci:.2f}", str(len(sel)), f"{select_s:.0f} + {ft_s:.0f}"])
+  table = _common.markdown_table(
+      ["FLOPs budget", "method", "MFLOPs (of full)", "params", "test acc. before fine-tuning", "test acc. after",
+       "drop vs original, pt (95% CI)", "seeds", "wall s: select + fine-tune"], rows)
+  steps = {}
+  if pre and scratch:
+    target = scratch["final_quality"]
+    step, secs = steps_to_reach(pre["probe"], target)
+    steps = {"scratch_steps": scratch["steps"], "scratch_final_quality": target,
+             "scratch_train_seconds": scratch["train_seconds"], "pretrained_steps_trained": pre["steps"],
+             "pretrained_quality_at_step0": pre["probe"][0]["quality"], "pretrained_final_quality": pre["final_quality"],
+             "pretrained_steps_to_scratch_quality": step, "pretrained_seconds_to_scratch_quality": secs,
+             "fraction_of_scratch_steps": None if step is None else step / scratch["steps"]}
+  store.data["summary"] = summary
+  store.data["steps"] = steps
+  store.data["table_md"] = table
+  store.data["load_average_after"] = list(os.getloadavg())
+  store.data["seconds_this_run"] = time.time() - t_start
+  store.save()
+  print(f"\noriginal test accuracy {100 * original_acc:.2f}%\n\n{table}\n\nPruningNet steps: {json.dumps(steps)}")
+  try:
+    plot(store, ratios)
+  except Exception as e:  # pylint: disable=broad-except  (a figure must not lose the JSON)
+    print(f"no figure: {e}")
+
+
+def plot(store, ratios):
+  plt = _common.pyplot()
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+  summary = store.data["summary"]
+  ax = axes[0]
+  labels = sorted({v["method"] + (" + KD" if v["distill"] else "") for v in summary.values()},
+                  key=lambda l: (METHODS.index(l.split(" ")[0]), l))
+  width = 0.8 / max(1, len(ratios))
+  for i, r in enumerate(ratios):
+    vals = [summary.get(f"{r:g}/{l}", {}) for l in labels]
+    ax.bar([j + i * width for j in range(len(labels))], [v.get("drop_pt_mean", 0) for v in vals], width,
+           yerr=[v.get("drop_pt_ci95", 0) for v in vals], label=f"{100 * r:g}% FLOPs", capsize=3)
+  ax.set_xticks([j + width * (len(ratios) - 1) / 2 for j in range(len(labels))])
+  ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+  ax.set_ylabel("accuracy drop vs original (pt, 95% CI)")
+  ax.legend()
+  ax = axes[1]
+  for key, label in (("pruningnet_pretrained", "from the trained model"), ("pruningnet_scratch", "from scratch")):
+    run = store.data["runs"].get(key)
+    if run:
+      ax.plot([p["step"] for p in run["probe"]], [p["quality"] for p in run["probe"]], marker="o", label=label)
+  ax.set_xlabel("PruningNet steps")
+  ax.set_ylabel("search quality (mean recalibrated search acc.)")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(os.path.join(FLAGS.output_dir, FLAGS.name + ".png"), dpi=100)
+
+
+if __name__ == "__main__":
+  app.run(main)
