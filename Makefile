@@ -32,15 +32,24 @@ test: venv
 	$(VENV)/bin/python -m pytest tests
 
 # Benchmarks (not tests): each prints its table and writes benchmarks/results/<name>.json + .png.
-# ~39 min on 2 idle cores (34 min 45 s measured 2026-11-29 before the 3.6-min hidden_units 8 run was added); `make bench BENCH_FLAGS=--quick` is a few-minute smoke run.
+# ~39 min on 2 idle cores (34 min 45 s measured 2026-11-29 before the 3.6-min hidden_units 8 run was added), plus
+# the step profile, the stride-32 and sandwich speed tables and 5 instead of 3 speed rounds added 2026-12-01 (not yet
+# timed on an idle machine); `make bench BENCH_FLAGS=--quick` is a few-minute smoke run.
 BENCH_FLAGS ?=
 BENCH_PY = PYTHONPATH=$(CURDIR) $(VENV)/bin/python
 SCALING_FLAGS = --name=scaling --models=resnet20,resnet56,mobilenet_v2:0.5,mobilenet_v2:1.0 --small_input=no \
 	--batch_size=32 --steps=4
 
+STRIDE32_FLAGS = --name=train_step_speed_stride32_h8 --hidden_units=8 --models=mobilenet_v2:0.5,mobilenet_v2:1.0 \
+	--small_input=no --batch_size=32
+SANDWICH_FLAGS = --name=train_step_speed_sandwich_h8 --hidden_units=8 --sampling=sandwich --steps=4 --rounds=3
+
 bench: venv
+	$(BENCH_PY) benchmarks/profile_step.py $(BENCH_FLAGS)
 	$(BENCH_PY) benchmarks/train_step_speed.py $(BENCH_FLAGS)
 	$(BENCH_PY) benchmarks/train_step_speed.py --hidden_units=8 --name=train_step_speed_h8 $(BENCH_FLAGS)
+	$(BENCH_PY) benchmarks/train_step_speed.py $(STRIDE32_FLAGS) $(BENCH_FLAGS)
+	$(BENCH_PY) benchmarks/train_step_speed.py $(SANDWICH_FLAGS) $(BENCH_FLAGS)
 	$(BENCH_PY) benchmarks/train_step_speed.py $(SCALING_FLAGS) $(BENCH_FLAGS)
 	$(BENCH_PY) benchmarks/search_speed.py $(BENCH_FLAGS)
 	$(BENCH_PY) benchmarks/quality.py $(BENCH_FLAGS)

@@ -50,7 +50,8 @@ def interleaved(contenders, rounds, warmup=1):
     warmup: untimed calls of each contender first (tracing, caches).
 
   Returns:
-    dict name -> {"median_s", "all_s"}.
+    dict name -> {"median_s", "all_s", "min_s", "median_cpu_s"} (cpu: this process's CPU seconds,
+    less sensitive to other jobs than wall time but counting idle-spinning threads too).
   """
   import numpy as np  # pylint: disable=g-import-not-at-top
   if rounds < 1:
@@ -59,14 +60,29 @@ def interleaved(contenders, rounds, warmup=1):
     for _ in range(warmup):
       fn()
   times = {name: [] for name in contenders}
+  cpu = {name: [] for name in contenders}
   for r in range(rounds):
     # Alternate the order as well, so neither contender always runs right after the other.
     order = list(contenders) if r % 2 == 0 else list(reversed(list(contenders)))
     for name in order:
-      start = time.perf_counter()
+      start, start_cpu = time.perf_counter(), time.process_time()
       contenders[name]()
       times[name].append(time.perf_counter() - start)
-  return {name: {"median_s": float(np.median(t)), "all_s": [float(x) for x in t]} for name, t in times.items()}
+      cpu[name].append(time.process_time() - start_cpu)
+  return {name: {"median_s": float(np.median(t)), "all_s": [float(x) for x in t], "min_s": float(np.min(t)),
+                 "median_cpu_s": float(np.median(cpu[name]))} for name, t in times.items()}
+
+
+def cached_batches(batch_size, steps):
+  """`steps` batches of MNIST-subset images (28x28x1) as a cached dataset."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tf_metaprune as tfmp  # pylint: disable=g-import-not-at-top
+  images, labels = tfmp.data.mnist_subset_arrays()
+  rng = np.random.default_rng(0)
+  idx = rng.permutation(len(images))[:batch_size * steps]
+  x = images[idx].astype(np.float32).reshape(-1, 28, 28, 1) / 255.0
+  return tf.data.Dataset.from_tensor_slices((x, labels[idx])).batch(batch_size, drop_remainder=True).cache()
 
 
 def markdown_table(headers, rows):

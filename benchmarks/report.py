@@ -22,10 +22,19 @@ FLAGS = flags.FLAGS
 flags.DEFINE_bool("write_readme", False, "Replace the Benchmarks section of README.md.")
 flags.DEFINE_string("results_dir", _common.RESULTS_DIR, "Where the JSON results are.")
 
-ORDER = ["train_step_speed", "train_step_speed_h8", "scaling", "search_speed", "ablation", "quality", "ranking", "tflite_quality"]
+ORDER = ["profile_step_before", "profile_step", "train_step_speed", "train_step_speed_h8",
+         "train_step_speed_stride32_h8", "train_step_speed_sandwich_h8", "scaling", "search_speed", "ablation", "quality", "ranking", "tflite_quality"]
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 # The Fashion-MNIST quality tables (benchmarks/fashion_quality.py, `make bench-quality`) lead README's Results.
 FASHION_START, FASHION_END = "<!-- fashion_quality:start -->", "<!-- fashion_quality:end -->"
+# The step-speed tables measured before the step was optimized (issue 17): the same scripts, run with
+# PYTHONPATH at a checkout of this commit's library; results/<name>_before.json.
+BEFORE_COMMIT = "c682a4d"
+# (result name, setting, goal for the ratio or None)
+STEP_SPEED = [("train_step_speed_h8", "hidden 8 (pipeline default), batch 128", 0.7),
+              ("train_step_speed_stride32_h8", "hidden 8, stride 32, batch 32", 1.5),
+              ("train_step_speed", "hidden 32 (paper), batch 128", None),
+              ("train_step_speed_sandwich_h8", "hidden 8, sandwich (AutoSlim), batch 128", None)]
 
 
 def _load(results_dir, name):
@@ -41,14 +50,14 @@ def goals(results):
   """One line per issue goal: the figure and whether it is met."""
   lines = []
   speeds = []
-  for name in ("train_step_speed", "train_step_speed_h8"):
+  for name, goal in (("train_step_speed", 0.7), ("train_step_speed_h8", 0.7), ("train_step_speed_stride32_h8", 1.5)):
     r = results.get(name)
     if r:
-      parts = [f"{row['model']} {row['ratio']:.2f}x" + (" (met)" if row["ratio"] <= 0.7 else " (not met)")
+      parts = [f"{row['model']} {row['ratio']:.2f}x (goal <= {goal}: " + ("met)" if row["ratio"] <= goal else "not met)")
                for row in r["rows"]]
       speeds.append(f"hidden_units {r['hidden_units']}: " + ", ".join(parts))
   if speeds:
-    lines.append("1. PruningNet step vs plain full-width step, goal <= 0.7x: " + "; ".join(speeds) + ".")
+    lines.append("1. PruningNet step vs plain full-width step: " + "; ".join(speeds) + ".")
   r = results.get("search_speed")
   if r:
     ratio = r["median_ratio_evaluator_to_plain"]
@@ -93,6 +102,42 @@ def goals(results):
   return lines
 
 
+def step_speed_summary(results_dir):
+  """Markdown table: PruningNet step / plain full-width step, before and after issue 17, per model."""
+  rows, stale = [], []
+  for name, setting, goal in STEP_SPEED:
+    after, before = _load(results_dir, name), _load(results_dir, name + "_before")
+    if not after:
+      continue
+    if not all("sampled_mflops_fraction" in r for r in after["rows"]):   # written by the script before issue 17
+      stale.append(f"{setting} (`results/{name}.json`, {after['machine']['date_utc']})")
+      continue
+    old = {r["model"]: r for r in before["rows"]} if before else {}
+    for r in after["rows"]:
+      b = old.get(r["model"])
+      met = "" if goal is None else (" (met)" if r["ratio"] <= goal else " (not met)")
+      rows.append([r["model"], setting, f"{b['ratio']:.2f}" if b else "-", f"{r['ratio']:.2f}" + met,
+                   f"{r['ratio_of_fastest_rounds']:.2f}" if "ratio_of_fastest_rounds" in r else "-",
+                   f"{r['sampled_mflops_fraction']:.2f}" if "sampled_mflops_fraction" in r else "-",
+                   f"{r['pruning_net_ms_per_step']:.0f} / {r['plain_ms_per_step']:.0f}",
+                   "-" if goal is None else f"<= {goal}",
+                   f"{before['machine']['load_average'][0]:.1f} -> {before['load_average_after'][0]:.1f}" if before
+                   else "-",
+                   f"{after['machine']['load_average'][0]:.1f} -> {after['load_average_after'][0]:.1f}"])
+  if not rows:
+    return []
+  table = _common.markdown_table(
+      ["model", "setting", f"ratio before ({BEFORE_COMMIT})", "ratio now (median)", "now, fastest rounds",
+       "sampled / full MFLOPs", "now ms/step PruningNet / plain", "goal", "load before", "load now"], rows)
+  note = ([f"Not re-measured since the optimization (their tables below are older): {'; '.join(stale)}.", ""]
+          if stale else [])
+  return ["### PruningNet step / plain full-width step: before and after the step optimization", "",
+          "Ratios of medians over alternating rounds in one process (`train_step_speed.py`, commands below); "
+          f"\"before\" is the same command with `PYTHONPATH` at a checkout of {BEFORE_COMMIT} (the library before "
+          "the optimization; `results/<name>_before.json`). \"sampled / full MFLOPs\" is what the sampled "
+          "structures compute: the ratio a step made of nothing but convolutions would have.", "", table, ""] + note
+
+
 def section(results_dir):
   results = {name: _load(results_dir, name) for name in ORDER}
   results = {k: v for k, v in results.items() if v}
@@ -106,9 +151,11 @@ def section(results_dir):
   if quick:
     out += [f"**Smoke-run figures (--quick) in: {', '.join(quick)}** -- tiny settings, not the real measurement.",
             ""]
+  out += step_speed_summary(results_dir)
   for name, r in results.items():
     m = r["machine"]
-    out += [f"### {r['title']}", "",
+    title = r["title"] if not name.endswith("_before") else f"Before the step optimization ({BEFORE_COMMIT}): {r['title']}"
+    out += [f"### {title}", "",
             f"Measured {m['date_utc']} UTC on {m['device']} (os.cpu_count() {m['cpus']}), TF {m['tensorflow']} / Keras "
             f"{m['keras']}; load average {m['load_average'][0]:.1f} -> {r['load_average_after'][0]:.1f}; "
             f"{r['seconds'] / 60:.1f} min. Command: `{r['command']}`", "", r["table_md"], ""]

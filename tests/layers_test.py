@@ -80,3 +80,32 @@ def test_bn_inference_uses_leading_moving_statistics():
   bn.moving_variance.assign([4.0, 4.0, 4.0, 4.0])
   y = bn(tf.constant([[3.0, 4.0]]), training=False)
   np.testing.assert_allclose(y.numpy(), [[2 / np.sqrt(4.001), 2 / np.sqrt(4.001)]], rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape, affine", [((4, 5, 5, 6), True), ((4, 5, 5, 6), False), ((7, 6), True)])
+def test_training_bn_matches_tf_moments_and_its_autodiff_gradient(shape, affine):
+  # WidthBatchNorm's training path has a hand-written gradient; it must equal TF's own.
+  bn = tfmp.layers.WidthBatchNorm(8, affine=affine)
+  bn.build()
+  if affine:
+    bn.gamma.assign(np.random.RandomState(1).uniform(0.5, 2, (1, 8)))
+    bn.beta.assign(np.random.RandomState(2).randn(1, 8))
+  x = tf.constant(np.random.RandomState(0).randn(*shape) * 3 + 1, tf.float32)
+  w = tf.constant(np.random.RandomState(3).randn(*shape), tf.float32)
+  c = shape[-1]
+
+  def reference(x):
+    mean, var = tf.nn.moments(x, list(range(len(shape) - 1)))
+    gamma, beta = (bn.gamma[0, :c], bn.beta[0, :c]) if affine else (None, None)
+    return tf.nn.batch_normalization(x, mean, var, beta, gamma, bn.epsilon)
+
+  results = []
+  for f in (lambda x: bn(x, training=True), reference):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      y = f(x)
+      loss = tf.reduce_sum(tf.sin(y) * w)
+    results.append([y] + tape.gradient(loss, [x] + bn.trainable_weights))
+  assert len(results[0]) == (4 if affine else 2)
+  for got, want in zip(*results):
+    np.testing.assert_allclose(tf.convert_to_tensor(got).numpy(), tf.convert_to_tensor(want).numpy(), atol=1e-5)

@@ -26,6 +26,31 @@ def test_pruning_net_learns_synthetic_data_above_chance(tmp_path):
   assert os.path.exists(tmp_path / "last.weights.h5")
 
 
+def _sine_gradient_step(opt, var):
+  return tf.function(lambda i: opt.apply_gradients([(tf.sin(var * (i + 1.0)), var)]))
+
+
+@pytest.mark.parametrize("fused, keras_cls, kwargs, atol", [
+    ("FusedSGD", "SGD", dict(momentum=0.9, nesterov=True, weight_decay=5e-5), 0.0),   # bit for bit
+    ("FusedSGD", "SGD", dict(momentum=0.9, nesterov=False), 0.0),
+    ("FusedAdam", "Adam", {}, 1e-5),                                                   # float rounding
+    ("FusedAdamW", "AdamW", dict(weight_decay=5e-5), 1e-5),
+])
+def test_fused_optimizers_update_like_keras_own(fused, keras_cls, kwargs, atol):
+  results = []
+  for cls in (getattr(tfmp.training, fused), getattr(keras.optimizers, keras_cls)):
+    var = keras.Variable(np.random.RandomState(0).randn(6, 5).astype(np.float32))
+    opt = cls(keras.optimizers.schedules.CosineDecay(0.05, 100), **kwargs)
+
+    step = _sine_gradient_step(opt, var)
+    for i in range(4):
+      step(tf.constant(i, tf.float32))
+    results.append([var.numpy()] + [w.numpy() for w in opt.variables[1:]])   # weights, then slots
+  for got, want in zip(*results):
+    np.testing.assert_allclose(got, want, rtol=0, atol=atol)
+  assert not np.allclose(results[0][0], np.random.RandomState(0).randn(6, 5))   # it did move
+
+
 def test_label_smoothing_loss_matches_categorical_crossentropy():
   loss = tfmp.training.SparseCrossentropyWithSmoothing(0.1)
   logits = np.array([[2.0, 0.5, -1.0]], np.float32)

@@ -99,14 +99,17 @@ class _Generator(keras.layers.Layer):
     """The full-size kernel for `encoding` (float [encoding_size])."""
     if not self.hidden_units:
       return self.base_kernel
-    enc = tf.reshape(tf.cast(encoding, self.base_kernel.dtype), [1, self._encoding_size])
-    hidden = tf.nn.relu(tf.matmul(enc, self.gen_hidden_kernel) + self.gen_hidden_bias)
-    # Scaled by 1/sqrt(h): without it, every generated weight moves sqrt(h) to h times
-    # faster than a plain kernel under the same learning rate (SGD: by |hidden|^2; Adam:
-    # by h * lr per step), which made deep PruningNets diverge (measured on MobileNetV2).
-    delta = tf.matmul(hidden, self.gen_out_kernel) * (1.0 / math.sqrt(self.hidden_units))
-    delta = tf.reshape(delta, self._kernel_shape)
-    return self.base_kernel + delta
+    with tf.name_scope("generator"):  # benchmarks/profile_step.py files these ops under the generator
+      enc = tf.reshape(tf.cast(encoding, self.base_kernel.dtype), [1, self._encoding_size])
+      hidden = tf.nn.relu(tf.matmul(enc, self.gen_hidden_kernel) + self.gen_hidden_bias)
+      # Scaled by 1/sqrt(h): without it, every generated weight moves sqrt(h) to h times
+      # faster than a plain kernel under the same learning rate (SGD: by |hidden|^2; Adam:
+      # by h * lr per step), which made deep PruningNets diverge (measured on MobileNetV2).
+      # The scale is applied to the h hidden units, not to the kernel-sized product: the same
+      # delta (up to rounding) without a pass over the whole kernel forward and backward.
+      hidden = hidden * (1.0 / math.sqrt(self.hidden_units))
+      delta = tf.reshape(tf.matmul(hidden, self.gen_out_kernel), self._kernel_shape)
+      return self.base_kernel + delta
 
   def generator_params(self):
     """Weights of the hypernetwork (0 when hidden_units=0)."""
@@ -376,6 +379,8 @@ class WidthBatchNorm(keras.layers.Layer):
       mean, var = _take(stats[0], channels, in_index), _take(stats[1], channels, in_index)
     elif training and synchronized and _num_replicas() > 1:
       mean, var = self._global_moments(x, axes, channels)
+    elif training and not return_moments:
+      return _normalize_with_batch_moments(x, gamma, beta, self.epsilon)
     elif training:
       mean, var = tf.nn.moments(x, axes)
     else:
@@ -414,6 +419,49 @@ class WidthBatchNorm(keras.layers.Layer):
     config.update(max_channels=self.max_channels, num_choices=self.num_choices, mode=self.mode,
                   affine=self.affine, epsilon=self.epsilon)
     return config
+
+
+def _normalize_with_batch_moments(x, gamma, beta, epsilon):
+  """Training-mode batch norm of `x` over all axes but the last, with a hand-written gradient.
+
+  The forward pass is `tf.nn.moments` + `tf.nn.batch_normalization`, op for op
+  (same values). The gradient is the closed form
+    dbeta = sum(dy),  dgamma = rstd * (sum(dy * x) - mean * sum(dy)),
+    dx = k * dy + a * x + c  with k = gamma * rstd, a = -k * rstd * dgamma / n,
+         c = k * (mean * rstd * dgamma - dbeta) / n,
+  which reads and writes the activations about half as often as the gradient
+  TF derives from the forward ops (that one broadcasts the per-channel terms
+  back to full size several times): batch norm was 17-46% of a PruningNet
+  step's op time (`python benchmarks/profile_step.py`). `gamma`/`beta` may be
+  None (non-affine: 1 and 0).
+  """
+  axes = list(range(len(x.shape) - 1))
+  affine = gamma is not None
+
+  def forward(x, gamma, beta):
+    mean = tf.reduce_mean(x, axes)
+    var = tf.reduce_mean(tf.math.squared_difference(x, mean), axes)
+    rstd = tf.math.rsqrt(var + epsilon)
+    k = rstd * gamma if affine else rstd
+    shift = beta - mean * k if affine else -mean * k
+    y = x * k + shift
+
+    def grad(dy):
+      with tf.name_scope("batch_norm_grad"):  # (TF names custom-gradient ops at the top level otherwise)
+        n = tf.cast(tf.size(x) // tf.shape(x)[-1], x.dtype)
+        dbeta = tf.reduce_sum(dy, axes)
+        dgamma = rstd * (tf.reduce_sum(dy * x, axes) - mean * dbeta)
+        a = -k * rstd * dgamma / n
+        c = k * (mean * rstd * dgamma - dbeta) / n
+        dx = dy * k + (x * a + c)
+        return (dx, dgamma, dbeta) if affine else dx
+
+    return y, grad
+
+  with tf.name_scope("batch_norm"):
+    if affine:
+      return tf.custom_gradient(forward)(x, gamma, beta)
+    return tf.custom_gradient(lambda x: forward(x, None, None))(x)
 
 
 def _num_replicas():
