@@ -133,7 +133,7 @@ class Report:
            "table_md": table_md, **data}
     tmp = self.path(".json.tmp")
     with open(tmp, "w") as f:
-      json.dump(_jsonable(out), f, indent=1)
+      json.dump(jsonable(out), f, indent=1)
     os.replace(tmp, self.path(".json"))
     print(f"\n## {title}\n\n{table_md}\n\n(load average {self.machine['load_average'][0]:.1f} -> "
           f"{os.getloadavg()[0]:.1f}; {time.time() - self.started:.0f} s; wrote {self.path('.json')})")
@@ -153,12 +153,13 @@ def pyplot():
   return plt
 
 
-def _jsonable(value):
+def jsonable(value):
+  """`value` with numpy scalars and arrays turned into Python numbers and lists (for json.dump)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   if isinstance(value, dict):
-    return {str(k): _jsonable(v) for k, v in value.items()}
+    return {str(k): jsonable(v) for k, v in value.items()}
   if isinstance(value, (list, tuple)):
-    return [_jsonable(v) for v in value]
+    return [jsonable(v) for v in value]
   if isinstance(value, np.generic):
     return value.item()
   if isinstance(value, np.ndarray):

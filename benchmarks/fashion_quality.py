@@ -405,44 +405,42 @@ def _retrain_ranked(bench, state, reverse=False):
       bench.retrain(state, f"ranked/{i}/{seed}", s, 100 + seed)
 
 
-def worker_fitness(bench, state):
-  """The parts that need the PruningNet but no retraining, so a cut-off ranking still has its fitness."""
-  merged = _load_states()
+def _fitness_parts(bench, state, merged_only):
+  """The ranked structures' fitness, retest, hypernet and proxy: what needs the PruningNet but no retraining.
+
+  `merged_only`: skip a ranked structure whose fitness any worker has recorded (else only this worker's).
+  """
+  seen = _load_states() if merged_only else state.runs
   for i, s in enumerate(_ranked_structures(bench)):
-    if not merged.get(f"ranked_fitness/{i}"):
+    if not seen.get(f"ranked_fitness/{i}"):
       state.put(f"ranked_fitness/{i}", dict(bench.describe(s), search=bench.scores("search", s),
                                             full=bench.scores("full", s)))
   if not _load_states().get("retest"):
     part_retest(bench, state)
   part_hypernet(bench, state)
-  main_search = _load_states().get(f"search/{RANK_RATIO}")
-  if main_search and not _load_states().get("proxy"):
-    state.runs.setdefault(f"search/{RANK_RATIO}", main_search)
-    part_proxy(bench, state)
+  _proxy_when_searched(bench, state)
 
 
-def worker_proxy(bench, state):
-  """Only the search-vs-proxy check (a spare process can run it beside the fitness worker)."""
-  main_search = _load_states().get(f"search/{RANK_RATIO}")
-  if main_search and not _load_states().get("proxy"):
-    state.runs.setdefault(f"search/{RANK_RATIO}", main_search)
-    part_proxy(bench, state)
-
-
-def worker_ranking(bench, state):
-  structures = _ranked_structures(bench)
-  _retrain_ranked(bench, state)
-  for i, s in enumerate(structures):
-    if not state.get(f"ranked_fitness/{i}"):
-      state.put(f"ranked_fitness/{i}", dict(bench.describe(s), search=bench.scores("search", s),
-                                            full=bench.scores("full", s)))
-  if not _load_states().get("retest"):
-    part_retest(bench, state)
-  part_hypernet(bench, state)
+def _proxy_when_searched(bench, state):
   main_search = _load_states().get(f"search/{RANK_RATIO}")
   if main_search and not _load_states().get("proxy"):
     state.runs.setdefault(f"search/{RANK_RATIO}", main_search)   # read-only copy for part_proxy
     part_proxy(bench, state)
+
+
+def worker_fitness(bench, state):
+  """The parts that need the PruningNet but no retraining, so a cut-off ranking still has its fitness."""
+  _fitness_parts(bench, state, merged_only=True)
+
+
+def worker_proxy(bench, state):
+  """Only the search-vs-proxy check (a spare process can run it beside the fitness worker)."""
+  _proxy_when_searched(bench, state)
+
+
+def worker_ranking(bench, state):
+  _retrain_ranked(bench, state)
+  _fitness_parts(bench, state, merged_only=False)
   summarize()
 
 

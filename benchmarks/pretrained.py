@@ -170,7 +170,7 @@ class Store:
     os.makedirs(os.path.dirname(self.path), exist_ok=True)
     tmp = self.path + ".tmp"
     with open(tmp, "w") as f:
-      json.dump(_common._jsonable(self.data), f, indent=1)  # pylint: disable=protected-access
+      json.dump(_common.jsonable(self.data), f, indent=1)
     os.replace(tmp, self.path)
 
 

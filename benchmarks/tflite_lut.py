@@ -30,6 +30,7 @@ Usage:
 """
 
 import os
+import sys
 import tempfile
 import time
 
@@ -43,6 +44,9 @@ import tf_metaprune as tfmp
 from tf_metaprune import io as io_lib
 import tflite_export
 from tflite_export import export_report
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _EPOCHS = flags.DEFINE_integer("epochs", 3, "Training epochs of the 50% structure before export.")
 _QUANT = flags.DEFINE_list("quantization", ["float32", "int8"], "Formats to export and measure tables for.")
@@ -134,18 +138,8 @@ def main(argv):
                       "float32; phones are where int8 pays. The export model was trained briefly; the random "
                       "structures are untrained (latency does not depend on weights). Other jobs shared the "
                       "2 cores: see load averages and speed_ratio.")}
-  io_lib.write_json_atomic(_OUT.value, _jsonable(report))
+  io_lib.write_json_atomic(_OUT.value, _common.jsonable(report))
   print(f"\nwrote {_OUT.value}")
-
-
-def _jsonable(value):
-  if isinstance(value, dict):
-    return {str(k): _jsonable(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_jsonable(v) for v in value]
-  if isinstance(value, np.generic):
-    return value.item()
-  return value
 
 
 if __name__ == "__main__":

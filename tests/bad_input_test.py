@@ -169,12 +169,7 @@ def test_budget_no_structure_can_meet_is_refused_before_any_evaluation(net, eval
   impossible.check(space)
   calls = []
 
-  class Spy(tfmp.Evaluator):
-    def scores_tensor(self, choices):
-      calls.append(choices)
-      return super().scores_tensor(choices)
-
-  spy = Spy(net, evaluator.data)
+  spy = testutil.counting_evaluator(net, evaluator.data, calls)
   with pytest.raises(ValueError, match=r"no feasible structure among \d+ random samples for budget AllOf\("
                      r"FlopsBudget\(max_mflops=.*\), ParamsBudget\(.*\)\).*raise the budget"):
     search.evolutionary(net, spy, impossible, **SMALL)

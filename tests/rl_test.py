@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import testutil  # tests/testutil.py
+from testutil import net_fixture, space_fixture, splits_fixture  # pylint: disable=unused-import  (shared fixtures: net, space, splits)
 import tf_metaprune as tfmp
 from tf_metaprune import budgets
 from tf_metaprune import search
@@ -19,19 +20,6 @@ from tf_metaprune.search import rl
 SHORT = dict(episodes=25, episodes_per_update=5, verbose=0)
 
 
-@pytest.fixture(scope="module")
-def space():
-  return testutil.tiny_search_space()
-
-
-@pytest.fixture(scope="module")
-def splits():
-  return testutil.tiny_search_splits()
-
-
-@pytest.fixture(scope="module")
-def net(space, splits):
-  return testutil.trained_pruning_net(space, splits)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 import testutil  # tests/testutil.py
+from testutil import net_fixture, space_fixture, splits_fixture  # pylint: disable=unused-import  (shared fixtures: net, space, splits)
 import tf_metaprune as tfmp
 from tf_metaprune import budgets
 from tf_metaprune import search
@@ -21,19 +22,6 @@ from tf_metaprune.search import evolution
 SMALL = dict(population_size=12, top_k=4, num_mutations=4, num_crossovers=4)
 
 
-@pytest.fixture(scope="module")
-def space():
-  return testutil.tiny_search_space()
-
-
-@pytest.fixture(scope="module")
-def splits():
-  return testutil.tiny_search_splits()
-
-
-@pytest.fixture(scope="module")
-def net(space, splits):
-  return testutil.trained_pruning_net(space, splits)
 
 
 @pytest.fixture(scope="module")
@@ -191,12 +179,7 @@ def test_infeasible_budget_errors_at_once_before_any_evaluation(net, evaluator, 
   smallest = space.mflops(space.smallest())
   calls = []
 
-  class Spy(tfmp.Evaluator):
-    def scores_tensor(self, choices):
-      calls.append(choices)
-      return super().scores_tensor(choices)
-
-  spy = Spy(net, evaluator.data)
+  spy = testutil.counting_evaluator(net, evaluator.data, calls)
   too_small = budgets.FlopsBudget(max_mflops=smallest * 0.5)
   with pytest.raises(ValueError, match=r"FlopsBudget\(max_mflops=.*\) is below the smallest structure in this "
                      r"space \(.* MFLOPs\); raise the budget"):
@@ -288,14 +271,10 @@ def test_plot_pareto_writes_a_png(net, evaluator, budget, tmp_path):
 
 def test_every_candidate_the_evolution_evaluates_lies_inside_the_flops_window(net, evaluator, space):
   budget = budgets.FlopsBudget.from_ratio(space, 0.5, min_ratio=0.4)
-  scored = []
-
-  class Spy(tfmp.Evaluator):
-    def scores_tensor(self, choices):
-      scored.append(tuple(np.asarray(choices).tolist()))
-      return super().scores_tensor(choices)
-
-  result = search.evolutionary(net, Spy(net, evaluator.data), budget, num_generations=3, verbose=0, **SMALL)
+  calls = []
+  spy = testutil.counting_evaluator(net, evaluator.data, calls)
+  result = search.evolutionary(net, spy, budget, num_generations=3, verbose=0, **SMALL)
+  scored = [tuple(np.asarray(c).tolist()) for c in calls]
   assert len(scored) == result.num_evaluations >= 12
   flops = [space.mflops(tfmp.Structure(c)) for c in scored]
   assert min(flops) >= budget.min_mflops and max(flops) <= budget.max_mflops

@@ -1,12 +1,16 @@
-"""Helpers shared by several test files: a read-only folder, a tiny trained PruningNet."""
+"""Helpers shared by several test files: a read-only folder, a tiny trained PruningNet, README examples."""
 
 import contextlib
 import os
+import pathlib
+import re
 
 import keras
 import pytest
 
 import tf_metaprune as tfmp
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 @contextlib.contextmanager
@@ -45,3 +49,57 @@ def trained_pruning_net(space, splits, epochs=3):
   net.compile(optimizer=keras.optimizers.Adam(0.01), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
   net.fit(splits.train, epochs=epochs, verbose=0)
   return net
+
+
+def run_readme_example(heading, shrink, max_lines=None, cwd=None):
+  """Runs the first ```python block after `heading` in README.md with `shrink`'s replacements; returns its scope.
+
+  Each (old, new) pair must occur in the block (so a README edit that drops it fails here, naming it), and
+  `max_lines` bounds the block's length as README promises.
+  """
+  text = (ROOT / "README.md").read_text()
+  section = text[text.index(heading):] if heading else text
+  code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+  if max_lines is not None:
+    assert len(code.strip().splitlines()) <= max_lines, f"the README promises an example of at most {max_lines} lines"
+  for old, new in shrink:
+    assert old in code, f"README example changed: {old!r} not found; update this test"
+    code = code.replace(old, new)
+  previous = os.getcwd()
+  if cwd is not None:
+    os.chdir(cwd)
+  try:
+    scope = {}
+    exec(compile(code, "README.md", "exec"), scope)  # pylint: disable=exec-used
+  finally:
+    os.chdir(previous)
+  return scope
+
+
+def counting_evaluator(net, data, calls):
+  """An `Evaluator` that appends every batch of choices it scores to `calls` (to prove what was evaluated)."""
+
+  class CountingEvaluator(tfmp.Evaluator):
+
+    def scores_tensor(self, choices):
+      calls.append(choices)
+      return super().scores_tensor(choices)
+
+  return CountingEvaluator(net, data)
+
+
+# Module-scoped fixtures over the tiny space, shared by the search tests:
+#   from testutil import net_fixture, space_fixture, splits_fixture
+@pytest.fixture(scope="module", name="space")
+def space_fixture():
+  return tiny_search_space()
+
+
+@pytest.fixture(scope="module", name="splits")
+def splits_fixture():
+  return tiny_search_splits()
+
+
+@pytest.fixture(scope="module", name="net")
+def net_fixture(space, splits):
+  return trained_pruning_net(space, splits)

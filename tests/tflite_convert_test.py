@@ -62,24 +62,21 @@ def test_int8_without_int8_io_keeps_float_input_and_output():
   assert report.top1_agreement >= 0.97
 
 
-def test_float16_stores_float16_weights_and_runs():
-  flatbuffer = tu.trained_tflite("float16")
-  assert tflite_export.tensor_dtypes(flatbuffer)["float16"] > 0
-  report = tflite_export.check_parity(flatbuffer, tu.trained_tiny_cnn(),
-                                      tu.test_dataset())
+@pytest.mark.parametrize("quantization, stored_dtype, min_agreement",
+                         [("float16", "float16", 0.99), ("dynamic_range", "int8", 0.98)])
+def test_reduced_precision_stores_its_weight_dtype_and_runs(quantization, stored_dtype, min_agreement):
+  flatbuffer = tu.trained_tflite(quantization)
+  assert tflite_export.tensor_dtypes(flatbuffer)[stored_dtype] > 0
+  report = tflite_export.check_parity(flatbuffer, tu.trained_tiny_cnn(), tu.test_dataset())
   assert report.input_dtype == "float32"
-  assert report.top1_agreement >= 0.99
+  assert report.top1_agreement >= min_agreement
+
+
+def test_float16_keeps_logits_close_in_a_smaller_file():
+  flatbuffer = tu.trained_tflite("float16")
+  report = tflite_export.check_parity(flatbuffer, tu.trained_tiny_cnn(), tu.test_dataset())
   assert report.max_abs_logit_diff < 0.1
   assert len(flatbuffer) < 0.8 * len(tu.trained_tflite("float32"))
-
-
-def test_dynamic_range_stores_int8_weights_and_runs():
-  flatbuffer = tu.trained_tflite("dynamic_range")
-  assert tflite_export.tensor_dtypes(flatbuffer)["int8"] > 0
-  report = tflite_export.check_parity(flatbuffer, tu.trained_tiny_cnn(),
-                                      tu.test_dataset())
-  assert report.input_dtype == "float32"
-  assert report.top1_agreement >= 0.98
 
 
 def test_int8_without_representative_data_raises_with_the_fix():
