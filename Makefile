@@ -8,7 +8,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= runs/demo
 
-.PHONY: venv demo test bench bench-quality bench-lut clean
+.PHONY: venv demo test bench bench-speed bench-quality bench-lut clean
 
 venv: $(STAMP)
 
@@ -44,15 +44,20 @@ STRIDE32_FLAGS = --name=train_step_speed_stride32_h8 --hidden_units=8 --models=m
 	--small_input=no --batch_size=32
 SANDWICH_FLAGS = --name=train_step_speed_sandwich_h8 --hidden_units=8 --sampling=sandwich --steps=4 --rounds=3
 
-bench: venv
+bench: bench-speed
+	$(BENCH_PY) benchmarks/train_step_speed.py $(SCALING_FLAGS) $(BENCH_FLAGS)
+	$(BENCH_PY) benchmarks/search_speed.py $(BENCH_FLAGS)
+	$(BENCH_PY) benchmarks/quality.py $(BENCH_FLAGS)
+	$(BENCH_PY) benchmarks/report.py --write_readme
+
+# The PruningNet step cost alone (the step profile and the four ratio tables of README "Training step speed"),
+# then README's tables; the first part of `make bench`.
+bench-speed: venv
 	$(BENCH_PY) benchmarks/profile_step.py $(BENCH_FLAGS)
 	$(BENCH_PY) benchmarks/train_step_speed.py $(BENCH_FLAGS)
 	$(BENCH_PY) benchmarks/train_step_speed.py --hidden_units=8 --name=train_step_speed_h8 $(BENCH_FLAGS)
 	$(BENCH_PY) benchmarks/train_step_speed.py $(STRIDE32_FLAGS) $(BENCH_FLAGS)
 	$(BENCH_PY) benchmarks/train_step_speed.py $(SANDWICH_FLAGS) $(BENCH_FLAGS)
-	$(BENCH_PY) benchmarks/train_step_speed.py $(SCALING_FLAGS) $(BENCH_FLAGS)
-	$(BENCH_PY) benchmarks/search_speed.py $(BENCH_FLAGS)
-	$(BENCH_PY) benchmarks/quality.py $(BENCH_FLAGS)
 	$(BENCH_PY) benchmarks/report.py --write_readme
 
 # Searched vs uniform on Fashion-MNIST (benchmarks/fashion_quality.py): paired seeds with 95% CIs, in-window
