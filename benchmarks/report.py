@@ -27,6 +27,8 @@ ORDER = ["profile_step_before", "profile_step", "train_step_speed", "train_step_
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 # The Fashion-MNIST quality tables (benchmarks/fashion_quality.py, `make bench-quality`) lead README's Results.
 FASHION_START, FASHION_END = "<!-- fashion_quality:start -->", "<!-- fashion_quality:end -->"
+# The PruningNet ablation on the same ranking (benchmarks/fashion_ablation.py, `make bench-ablation`), right after it.
+ABLATION_START, ABLATION_END = "<!-- fashion_ablation:start -->", "<!-- fashion_ablation:end -->"
 # The step-speed tables measured before the step was optimized (issue 17): the same scripts, run with
 # PYTHONPATH at a checkout of this commit's library; results/<name>_before.json.
 BEFORE_COMMIT = "c682a4d"
@@ -185,6 +187,23 @@ def fashion_section(results_dir):
   return "\n".join(lines)
 
 
+def ablation_section(results_dir):
+  """The PruningNet ablation tables of `fashion_ablation.json` with when, where, the load and the wall time."""
+  r = _load(results_dir, "fashion_ablation")
+  if r is None:
+    return None
+  m = r["machine"]
+  started = f"started {r['started_utc']} UTC, summarized " if r.get("started_utc") else ""
+  walls = ", ".join(f"{v / 60:.0f} min" for v in (r.get("wall_seconds") or {}).values())
+  lines = [f"Measured ({started}{m['date_utc']} UTC) on {m['device']} (os.cpu_count() {m['cpus']}; load average "
+           f"{m['load_average'][0]:.1f} at the summary), TF {m['tensorflow']}. Command: `make bench-ablation` "
+           f"(`{r['command']}`, under `flock /work/heavy.lock`, alone)" + (f"; wall time {walls}" if walls else "") +
+           f". {r.get('num_structures', '?')} structures of `fashion_quality.json`'s ranking; every figure, "
+           "score and timing is in `benchmarks/results/fashion_ablation.json` (plot: `fashion_ablation.png`).", "",
+           r["table_md"]]
+  return "\n".join(lines)
+
+
 def _replace_between(readme, start, end, text, path):
   if start not in readme or end not in readme:
     raise ValueError(f"{path} has no {start} ... {end} markers; add them where the section goes")
@@ -197,9 +216,11 @@ def main(argv):
   del argv
   text = section(FLAGS.results_dir)
   fashion = fashion_section(FLAGS.results_dir)
+  ablation = ablation_section(FLAGS.results_dir)
   print(text)
-  if fashion:
-    print("\n" + fashion)
+  for extra in (fashion, ablation):
+    if extra:
+      print("\n" + extra)
   if FLAGS.write_readme:
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
     with open(path) as f:
@@ -207,6 +228,8 @@ def main(argv):
     readme = _replace_between(readme, START, END, text, path)
     if fashion and FASHION_START in readme:
       readme = _replace_between(readme, FASHION_START, FASHION_END, fashion, path)
+    if ablation and ABLATION_START in readme:
+      readme = _replace_between(readme, ABLATION_START, ABLATION_END, ablation, path)
     with open(path, "w") as f:
       f.write(readme)
     print(f"\nupdated {path}")
