@@ -387,7 +387,8 @@ def summarize(state):
         "mean retrained test accuracy [bootstrap 95% CI]; \"- default\" is the paired bootstrap CI of the "
         "difference (structures resampled jointly). Full width: the variant's recalibrated accuracy on the "
         "10,000 test images vs the plain full-width small CNN trained the same steps (adam 0.003 cosine, batch "
-        "128). Spearman: fitness vs FLOPs over 30 structures spread over the whole range.\n\n" +
+        f"128). Spearman: fitness vs FLOPs over {len(variants[0]['spread'])} structures spread over the whole "
+        "range (fashion_quality's spread set, search evaluator).\n\n" +
         _common.markdown_table(
             ["variant", "steps", "train min", "tau accuracy", "- default", "tau -loss", "- default",
              "full width test %", "plain, same steps %", "Spearman fitness vs FLOPs"], table) +
