@@ -1077,7 +1077,7 @@ def t_interval95(values):
     z = 1.959964
     t = z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
   half = t * float(v.std(ddof=1)) / np.sqrt(v.size)
-  return mean, mean - half, mean + half
+  return mean, float(mean - half), float(mean + half)
 
 
 def seed_verdict(differences_points):
@@ -1092,7 +1092,7 @@ def seed_verdict(differences_points):
     "worse" only when the interval excludes zero.
 
   >>> seed_verdict([0.4, -0.2, 0.5])
-  'searched minus uniform: +0.23 pt, 95% CI [-0.71, +1.18] over 3 seeds: the interval contains 0, so neither is better'
+  'searched minus uniform: +0.23 pt, 95% CI [-0.71, +1.17] over 3 seeds: the interval contains 0, so neither is better'
   """
   if isinstance(differences_points, (int, float, np.floating, np.integer)):
     differences_points = [differences_points]
