@@ -523,18 +523,6 @@ def _diff(then, now):
   return ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(diff.items()))
 
 
-def _check_writable(folder):
-  os.makedirs(folder, exist_ok=True)
-  probe = os.path.join(folder, ".write_probe")
-  try:
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise PermissionError(f"output_dir={folder!r} is not writable ({e.strerror}); choose another folder or fix "
-                          "its permissions") from None
-
-
 class TrainingRun:
   """A folder holding one PruningNet training (examples/train_pruningnet.py).
 
@@ -569,7 +557,7 @@ class TrainingRun:
       if changed:
         raise ValueError(f"--resume: the run in {self.output_dir!r} was started with other settings ({changed}); "
                          "resume with the same flags, or train into a new output_dir")
-    _check_writable(self.output_dir)
+    io_lib.check_writable_dir(self.output_dir, "output_dir")
 
   @property
   def finished(self):
@@ -675,7 +663,7 @@ class Run:
             f"{self.output_dir!r} holds an interrupted stage {pending[0]!r} started with other settings "
             f"({listed}); rerun with the same settings to resume it, or delete "
             f"{self.file(*_CHECKPOINTS[pending[0]])!r} to restart that stage with the new ones")
-    _check_writable(self.output_dir)
+    io_lib.check_writable_dir(self.output_dir, "output_dir")
 
   def done(self, stage):
     return stage in self.stages
@@ -843,7 +831,7 @@ def write_settings(output_dir, config: PipelineConfig, splits, strategy=None):
   """Records the settings (and data) of a stage run by hand in `output_dir/settings.json`."""
   if not _is_chief(strategy):
     return
-  _check_writable(output_dir)
+  io_lib.check_writable_dir(output_dir, "output_dir")
   io_lib.write_json_atomic(os.path.join(str(output_dir), "settings.json"),
                            {"format": "tf_metaprune.Settings", "config": config.get_config(),
                             "dataset": splits.get_config()})
@@ -871,7 +859,7 @@ def search_and_save(net, splits, budget, config: PipelineConfig, output_dir, ver
     (evolutionary SearchResult, uniform SearchResult).
   """
   space = net.space
-  _check_writable(output_dir)
+  io_lib.check_writable_dir(output_dir, "output_dir")
   out = lambda name: os.path.join(str(output_dir), name)
   evaluator = _evaluator(net, splits, config)
   if verbose and config.searcher == "evolutionary" and _is_chief(net.distribute_strategy):
