@@ -459,6 +459,9 @@ def summarize(state):
 
 def main(argv):
   del argv
+  if FLAGS.model != "small_cnn":
+    sys.exit(f"fashion_ablation.py: --model={FLAGS.model}: the ablation scores the small CNN's stored ranking "
+             "(results/fashion_quality.json); leave --model at small_cnn")
   if FLAGS.quick:
     fq._apply_quick()   # pylint: disable=protected-access
     FLAGS.bootstrap_rounds = 200

@@ -27,7 +27,8 @@ ORDER = ["profile_step_before", "profile_step", "train_step_speed", "train_step_
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 # The Fashion-MNIST quality tables (benchmarks/fashion_quality.py, `make bench-quality`) lead README's Results.
 FASHION_START, FASHION_END = "<!-- fashion_quality:start -->", "<!-- fashion_quality:end -->"
-# The PruningNet ablation on the same ranking (benchmarks/fashion_ablation.py, `make bench-ablation`), right after it.
+FASHION_DEEP = "fashion_quality_mobilenet_v2_demo"   # the same benchmark on the `make demo` MobileNetV2
+# The PruningNet ablation on the small CNN's ranking (benchmarks/fashion_ablation.py, `make bench-ablation`).
 ABLATION_START, ABLATION_END = "<!-- fashion_ablation:start -->", "<!-- fashion_ablation:end -->"
 # The step-speed tables measured before the step was optimized (issue 17): the same scripts, run with
 # PYTHONPATH at a checkout of this commit's library; results/<name>_before.json.
@@ -165,9 +166,9 @@ def section(results_dir):
   return "\n".join(out)
 
 
-def fashion_section(results_dir):
-  """The Fashion-MNIST tables of `fashion_quality.json` with when, where, the scale and the wall time."""
-  r = _load(results_dir, "fashion_quality")
+def fashion_section(results_dir, name="fashion_quality"):
+  """The Fashion-MNIST tables of `<name>.json` with when, where, the scale and the wall time."""
+  r = _load(results_dir, name)
   if r is None:
     return None
   m, rec = r["machine"], r.get("recipe") or {}
@@ -175,7 +176,8 @@ def fashion_section(results_dir):
   started = f"started {r['started_utc']} UTC, summarized " if r.get("started_utc") else ""
   lines = [f"Measured ({started}{m['date_utc']} UTC) on {m['device']} (os.cpu_count() {m['cpus']}, shared with other jobs: "
            f"load average {m['load_average'][0]:.1f} at the summary), TF {m['tensorflow']}. Command: "
-           "`make bench-quality` (four workers of `benchmarks/fashion_quality.py`, see its docstring)"
+           f"`make bench-quality{'' if r.get('model', 'small_cnn') == 'small_cnn' else ' FQ_MODEL=' + r['model']}` "
+           "(four workers of `benchmarks/fashion_quality.py`, see its docstring)"
            + (f"; wall time of the main worker: {walls}" if walls else "") + ".", ""]
   if rec:
     images = rec.get("images") or {}
@@ -218,9 +220,9 @@ def main(argv):
   fashion = fashion_section(FLAGS.results_dir)
   ablation = ablation_section(FLAGS.results_dir)
   print(text)
-  for extra in (fashion, ablation):
-    if extra:
-      print("\n" + extra)
+  for part in (fashion, fashion_section(FLAGS.results_dir, FASHION_DEEP), ablation):
+    if part:
+      print("\n" + part)
   if FLAGS.write_readme:
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
     with open(path) as f:
@@ -228,6 +230,10 @@ def main(argv):
     readme = _replace_between(readme, START, END, text, path)
     if fashion and FASHION_START in readme:
       readme = _replace_between(readme, FASHION_START, FASHION_END, fashion, path)
+    deep = fashion_section(FLAGS.results_dir, FASHION_DEEP)
+    start, end = f"<!-- {FASHION_DEEP}:start -->", f"<!-- {FASHION_DEEP}:end -->"
+    if deep and start in readme:
+      readme = _replace_between(readme, start, end, deep, path)
     if ablation and ABLATION_START in readme:
       readme = _replace_between(readme, ABLATION_START, ABLATION_END, ablation, path)
     with open(path, "w") as f:
