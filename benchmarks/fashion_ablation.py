@@ -135,7 +135,7 @@ class Ablation:
     folder = os.path.join(FLAGS.work_dir, name)
     path = os.path.join(folder, "pruningnet.keras")
     if os.path.exists(path):
-      return keras.saving.load_model(path), self.state.get(f"trained/{name}")
+      return keras.saving.load_model(path, compile=False), self.state.get(f"trained/{name}")
     start = time.perf_counter()
     net, history = self.pipeline.train_pruning_net(config, self.bench.splits, space, os.path.join(folder, "run"),
                                                    verbose=0)
@@ -193,7 +193,7 @@ class Ablation:
     if FLAGS.quick or not os.path.exists(FLAGS.default_net):
       return None
     start = time.perf_counter()
-    net = keras.saving.load_model(FLAGS.default_net)
+    net = keras.saving.load_model(FLAGS.default_net, compile=False)   # its optimizer state is not needed
     ev = self.evaluators(net, config)
     ranked = [pair(ev["full"].scores(s)) for s in self.ranked]
     diff = max(abs(a["accuracy"] - r["full"]["accuracy"]) for a, r in zip(ranked, self.rows))
