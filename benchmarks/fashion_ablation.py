@@ -395,6 +395,12 @@ def summarize(state):
         f"\n\nNoise ceiling (retrained seed A vs seed B): {fmt(nc)}. fashion_quality's own default PruningNet "
         f"(same recipe, other process): tau accuracy {fmt(sd['tau_fitness_full'])}, -loss "
         f"{fmt(sd['tau_neg_loss_full'])}.")
+  plain_rows = sorted(out["plain"].values(), key=lambda r: r["steps"])
+  if plain_rows:
+    tables.append("Plain full-width small CNN trained from scratch with the same optimizer recipe (adam 0.003 cosine, "
+                  "batch 128, seed 0), test accuracy on the 10,000 t10k images: " + "; ".join(
+                      f"{r['steps']:,} steps {100 * r['test_accuracy']:.2f}% ({r['seconds']:.0f} s at load "
+                      f"{r['load_average'][0]:.1f})" for r in plain_rows) + ".")
   facts = runs.get("space_facts")
   if facts:
     out["space_facts"] = facts

@@ -199,7 +199,7 @@ def ablation_section(results_dir):
   walls = ", ".join(f"{v / 60:.0f} min" for v in (r.get("wall_seconds") or {}).values())
   lines = [f"Measured ({started}{m['date_utc']} UTC) on {m['device']} (os.cpu_count() {m['cpus']}; load average "
            f"{m['load_average'][0]:.1f} at the summary), TF {m['tensorflow']}. Command: `make bench-ablation` "
-           f"(`{r['command']}`, under `flock /work/heavy.lock`, alone)" + (f"; wall time {walls}" if walls else "") +
+           f"(`{r['command']}`, under `flock /work/heavy.lock`)" + (f"; wall time {walls}" if walls else "") +
            f". {r.get('num_structures', '?')} structures of `fashion_quality.json`'s ranking; every figure, "
            "score and timing is in `benchmarks/results/fashion_ablation.json` (plot: `fashion_ablation.png`).", "",
            r["table_md"]]
