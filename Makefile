@@ -65,7 +65,10 @@ bench-speed: venv
 # rerun to continue a cut-off run); then README's Results tables are rebuilt. Needs
 # `apt-get install -y dataset-fashion-mnist`. Measured: 74 min wall on the shared 2-core machine at load 6-16
 # (2026-12-01, README Results); the run is cut-off safe, so a rerun after a cut resumes.
-FQ = $(BENCH_PY) benchmarks/fashion_quality.py $(BENCH_FLAGS)
+# `make bench-quality FQ_MODEL=mobilenet_v2_demo` runs the same on the `make demo` MobileNetV2 (results in
+# fashion_quality_mobilenet_v2_demo.json; its time is in README Results).
+FQ_MODEL ?= small_cnn
+FQ = $(BENCH_PY) benchmarks/fashion_quality.py --model=$(FQ_MODEL) $(BENCH_FLAGS)
 bench-quality: venv
 	@test -d /usr/share/datasets/fashion-mnist || { echo "Fashion-MNIST is missing: run apt-get install -y dataset-fashion-mnist (as root)"; exit 1; }
 	$(FQ) --worker=main & $(FQ) --worker=quality & $(FQ) --worker=ranking & $(FQ) --worker=fitness; wait

@@ -99,21 +99,6 @@ def mean_std(values):
   return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else 0.0
 
 
-def t_interval(values, confidence=0.95):
-  """Mean and two-sided Student-t confidence interval of `values` (e.g. paired differences over seeds).
-
-  Returns:
-    (mean, low, high); low and high are NaN for fewer than 2 values (mean NaN for none).
-  """
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from scipy import stats  # pylint: disable=g-import-not-at-top
-  v = np.asarray(values, float)
-  if v.size < 2:
-    return float(v.mean()) if v.size else float("nan"), float("nan"), float("nan")
-  half = stats.t.ppf(0.5 + confidence / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
-  return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
-
-
 def kendall_tau(a, b):
   """Kendall's tau-b between two equally long sequences (ties handled), and its p-value."""
   from scipy import stats  # pylint: disable=g-import-not-at-top

@@ -5,8 +5,8 @@ training down another path and moves the test accuracies by points. This script 
 examples/metaprune.py with its defaults (= `make demo`) once per seed, each into its own folder
 (rerunning resumes: finished seeds and stages are not recomputed), and writes
 benchmarks/results/demo_seeds.json after every seed, with every seed's report row, the mean and the
-sample std of each figure, and a verdict that calls one structure better only when the mean
-searched-minus-uniform difference exceeds its seed-to-seed std.
+sample std of each figure, and a verdict that calls one structure better only when the 95%
+confidence interval of the searched-minus-uniform difference (paired by seed) excludes zero.
 
   python benchmarks/demo_seeds.py                       # seeds 0,1,2 (about 7 min a seed on 2 idle cores)
   python benchmarks/demo_seeds.py --seeds=0,1,2,3,4 --output_dir=runs/demo_seeds
@@ -45,7 +45,9 @@ def summarize(reports):
   diffs = [100 * (r["searched"]["test_accuracy"] - r["uniform"]["test_accuracy"]) for r in reports]
   d = mean_std(diffs)
   out["test_accuracy_difference_points"] = d
-  out["verdict"] = pipeline.seed_verdict(d["mean"], d["std"], d["n"])
+  mean, low, high = pipeline.t_interval95(diffs)
+  d["ci95"] = [low, high]
+  out["verdict"] = pipeline.seed_verdict(diffs)
   return out
 
 
@@ -72,7 +74,19 @@ def main():
   parser.add_argument("--output_dir", default=os.path.join(ROOT, "runs", "demo_seeds"), help="one folder per seed")
   parser.add_argument("--extra_flags", default="", help="comma list of extra metaprune.py flags (e.g. for a smoke run)")
   parser.add_argument("--result", default=os.path.join(ROOT, "benchmarks", "results", "demo_seeds.json"))
+  parser.add_argument("--summarize_only", action="store_true",
+                      help="recompute the summary and table of --result from the seeds it holds (no runs)")
   args = parser.parse_args()
+  if args.summarize_only:
+    with open(args.result) as f:
+      result = json.load(f)
+    result["summary"] = summarize(result["seeds"])
+    result["table"] = table(result["summary"])
+    with open(args.result + ".tmp", "w") as f:
+      json.dump(result, f, indent=1)
+    os.replace(args.result + ".tmp", args.result)
+    print(result["table"])
+    return
   seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
   extra = [f for f in args.extra_flags.split(",") if f]
   env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")

@@ -60,10 +60,35 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
+
+# The families: their PipelineConfig fields, the recipe defaults that differ from the flags' (applied when the
+# flag is not given), and a description for the tables. Both use divisor 1 and a 0.01 width grid, so the
+# uniform baseline can land inside every window.
+MODELS = {
+    "small_cnn": {
+        "config": {"model": "small_cnn", "divisor": 1, "width_step": 0.01},
+        "defaults": {},
+        "description": "small_cnn (16-32-64-128, divisor 1, width grid 0.10:0.01:1.00)",
+        "title": "small CNN",
+    },
+    "mobilenet_v2_demo": {
+        "config": {"model": "mobilenet_v2", "width_multiplier": 0.5, "min_width_ratio": 0.3, "small_input": False,
+                   "stage_repeats": "1,2,2,2,1,1,1", "divisor": 1, "width_step": 0.01},
+        "defaults": {"ratios": ["0.15", "0.25", "0.5"], "first_ratios": ["0.15", "0.25"], "pruningnet_epochs": 30, "retrain_epochs": 8, "num_ranked": 12, "num_retest": 30,
+                     "num_proxy": 50},
+        "description": "mobilenet_v2 x0.5, stage repeats 1,2,2,2,1,1,1, stride 32 (the `make demo` network; "
+                       "divisor 1, width grid 0.30:0.01:1.00)",
+        "title": "MobileNetV2 of `make demo`",
+        # Width ratios from 0.3 put its smallest structure at 12.4% of the full FLOPs, so 15% replaces 10%.
+    },
+}
 flags.DEFINE_enum("worker", "main", ["main", "quality", "ranking", "fitness", "proxy", "summary"],
                   "Which share of the work this process does (main: PruningNet, searches, even seeds; quality: odd "
                   "seeds; ranking: the in-window ranking, then retest and proxy; fitness: only the no-retraining "
                   "parts -- the ranked structures' fitness, retest, hypernet, proxy -- once the PruningNet exists).")
+flags.DEFINE_enum("model", "small_cnn", sorted(MODELS), "Which family: small_cnn (4 convs) or mobilenet_v2_demo "
+                 "(the `make demo` MobileNetV2: 10 blocks, width 0.5, stride 32, ratios from 0.3). Sets the defaults "
+                 "of the recipe flags below that are not given, the work dir and the result name.")
 flags.DEFINE_string("dataset", "fashion_mnist", "Dataset spec (tf_metaprune.data.load_dataset).")
 flags.DEFINE_integer("train_images", 10000, "Training images (a subset of the 54,000 left after the search split).")
 flags.DEFINE_integer("batch_size", 128, "Batch size of every training.")
@@ -85,11 +110,25 @@ flags.DEFINE_integer("num_retest", 50, "In-window structures of the test-retest 
 flags.DEFINE_integer("num_spread", 30, "Structures spread over the FLOPs range (fitness vs FLOPs).")
 flags.DEFINE_integer("num_proxy", 100, "In-window structures scored for the search-vs-proxy check.")
 flags.DEFINE_integer("threads", 1, "TensorFlow intra-op threads of this process (two workers x 1 = 2 cores).")
-flags.DEFINE_string("work_dir", "runs/fashion_quality", "Where the PruningNet and state files go.")
+flags.DEFINE_string("work_dir", None, "Where the PruningNet and state files go (default runs/fashion_quality for the "
+                    "small CNN, runs/fashion_quality_<model> for the others).")
 flags.DEFINE_string("output_dir", _common.RESULTS_DIR, "Where fashion_quality.json / .png go.")
 flags.DEFINE_bool("quick", False, "Smoke run: tiny everything (minutes); writes fashion_quality_quick.*.")
 
 RANK_RATIO, RANK_HALF_WIDTH = 0.25, 0.05 * 0.25   # +-5% of the 25% budget: 23.75-26.25% of the full FLOPs
+
+
+def result_name():
+  base = "fashion_quality" if FLAGS.model == "small_cnn" else f"fashion_quality_{FLAGS.model}"
+  return base + ("_quick" if FLAGS.quick else "")
+
+
+def _apply_model_defaults():
+  for name, value in MODELS[FLAGS.model]["defaults"].items():
+    if not FLAGS[name].present:
+      FLAGS[name].value = value
+  if FLAGS.work_dir is None:
+    FLAGS.work_dir = "runs/" + result_name().replace("_quick", "")
 
 
 def _apply_quick():
@@ -128,8 +167,8 @@ class Bench:
     from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
     self.pipeline = pipeline
     self.config = pipeline.PipelineConfig(
-        dataset=FLAGS.dataset, batch_size=FLAGS.batch_size, max_examples=FLAGS.train_images, model="small_cnn",
-        divisor=1, width_step=0.01, hidden_units=FLAGS.hidden_units, pruningnet_epochs=FLAGS.pruningnet_epochs,
+        dataset=FLAGS.dataset, batch_size=FLAGS.batch_size, max_examples=FLAGS.train_images,
+        **MODELS[FLAGS.model]["config"], hidden_units=FLAGS.hidden_units, pruningnet_epochs=FLAGS.pruningnet_epochs,
         population_size=FLAGS.population_size, num_generations=FLAGS.num_generations,
         calibration_batches=FLAGS.calibration_batches, search_images=FLAGS.search_images,
         rescore_top_k=FLAGS.rescore_top_k, retrain_epochs=FLAGS.retrain_epochs)
@@ -147,8 +186,7 @@ class Bench:
   def recipe(self):
     c, n = self.config, self.splits.num_examples
     steps = n["train"] // c.batch_size
-    return {"dataset": c.dataset, "images": dict(n), "model": "small_cnn (16-32-64-128, divisor 1, width grid "
-            "0.10:0.01:1.00)", "full_mflops": self.full_mflops, "full_params": self.space.params(self.space.largest()),
+    return {"dataset": c.dataset, "images": dict(n), "model": MODELS[FLAGS.model]["description"], "full_mflops": self.full_mflops, "full_params": self.space.params(self.space.largest()),
             "pruningnet": f"{c.pruningnet_epochs} epochs x {steps} steps = {c.pruningnet_epochs * steps} steps, "
                           f"batch {c.batch_size}, adam {c.pruningnet_learning_rate} cosine, hidden {c.hidden_units}, "
                           f"bn {c.bn_mode}, random structure per step",
@@ -496,13 +534,15 @@ def summarize():
   """Turns whatever runs exist into results/fashion_quality.json + .png (partial results say so)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   from scipy import stats  # pylint: disable=g-import-not-at-top
+  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
   runs = _load_states()
-  name = "fashion_quality_quick" if FLAGS.quick else "fashion_quality"
+  name = result_name()
   report = _common.Report(name, FLAGS.output_dir)
   meta = runs.get("meta", {})
   tables, out = [], {"recipe": meta.get("recipe"), "started_utc": meta.get("started_utc"),
                      "pruningnet": runs.get("pruningnet")}
   # Quality: paired by seed.
+  n_search = f"{(meta.get('recipe') or {}).get('images', {}).get('search', 0):,}"
   full_accs = [runs[k]["test_accuracy"] for k in sorted(runs) if k.startswith("full/")]
   rows, qrows = [], []
   for ratio in sorted({float(k.split("/")[1]) for k in runs if k.startswith("search/")}):
@@ -513,7 +553,7 @@ def summarize():
       if a and b:
         pairs.append((seed, a["test_accuracy"], b["test_accuracy"]))
     diffs = [a - b for _, a, b in pairs]
-    mean, low, high = _common.t_interval(diffs)
+    mean, low, high = pipeline.t_interval95(diffs)
     entry = {"ratio": ratio, "pairs": [{"seed": s, "searched": a, "uniform": b} for s, a, b in pairs],
              "difference_mean": mean, "difference_ci95": [low, high], "num_pairs": len(pairs),
              "searched": {k: found["searched"][k] for k in ("choices", "channels", "mflops", "flops_ratio", "params",
@@ -536,14 +576,14 @@ def summarize():
                   f"{100 * mean:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]" if len(pairs) > 1 else "-",
                   str(len(pairs))])
   out["quality"] = rows
-  fm = _common.t_interval(full_accs)
+  fm = pipeline.t_interval95(full_accs)
   out["full_width"] = {"test_accuracies": full_accs, "mean": fm[0], "ci95": [fm[1], fm[2]]}
   if qrows:
     tables.append("Searched vs uniform, retrained with one recipe, paired by seed (test accuracy %, 10,000 t10k "
                   "images; difference = searched - uniform, mean and 95% t-interval)\n\n" + _common.markdown_table(
                       ["budget (window, % of full FLOPs)", "searched: FLOPs, channels",
-                       "uniform: FLOPs, ratio (per-layer ratios)", "PruningNet fitness searched / uniform (6,000 "
-                       "search images)", "searched", "uniform", "difference [95% CI] (pt)", "seeds"], qrows) +
+                       "uniform: FLOPs, ratio (per-layer ratios)", "PruningNet fitness searched / uniform (all "
+                       f"{n_search} search images)", "searched", "uniform", "difference [95% CI] (pt)", "seeds"], qrows) +
                   (f"\n\nFull-width plain model, same recipe: {100 * fm[0]:.2f}% "
                    f"({len(full_accs)} seeds: {', '.join(f'{100 * a:.2f}' for a in full_accs)})." if full_accs else ""))
   # Ranking.
@@ -571,9 +611,9 @@ def summarize():
                   "with 2 seeds (Kendall tau against the mean retrained test accuracy, bootstrap 95% CI)\n\n" +
                   _common.markdown_table(
                       ["ranker", "Kendall tau [95% CI]"],
-                      [["PruningNet fitness (accuracy, search evaluator: 2,048 images)", fmt(res["tau_fitness_search"])],
-                       ["PruningNet fitness (accuracy, all 6,000 search images)", fmt(res["tau_fitness_full"])],
-                       ["PruningNet -loss (all 6,000 search images)", fmt(res["tau_neg_loss_full"])],
+                      [[f"PruningNet fitness (accuracy, search evaluator: {FLAGS.search_images:,} images)", fmt(res["tau_fitness_search"])],
+                       [f"PruningNet fitness (accuracy, all {n_search} search images)", fmt(res["tau_fitness_full"])],
+                       [f"PruningNet -loss (all {n_search} search images)", fmt(res["tau_neg_loss_full"])],
                        ["MFLOPs (inside the window)", fmt(res["tau_mflops"])],
                        ["noise ceiling: retrained seed A vs seed B", fmt(res["tau_noise_ceiling_seed_a_vs_b"])]]) +
                   f"\n\nRetrained accuracies span {res['retrained_spread_pt'][0]:.2f}-{res['retrained_spread_pt'][1]:.2f}%"
@@ -624,7 +664,9 @@ def summarize():
                   f"the search evaluated {px['evaluations_of_search']} structures).")
   out["complete"] = {"quality_pairs": sum(r["num_pairs"] for r in rows), "ranked_structures": len(complete)}
   out["wall_seconds"] = {k: v for k, v in meta.get("seconds", {}).items()}
-  title = (f"Searched vs uniform on Fashion-MNIST (small CNN; {meta.get('recipe', {}).get('images', '?')} images)")
+  title = (f"Searched vs uniform on Fashion-MNIST ({MODELS[FLAGS.model]['title']}; "
+           f"{meta.get('recipe', {}).get('images', '?')} images)")
+  out["model"] = FLAGS.model
   report.write(out, "\n\n".join(tables) if tables else "(no finished runs yet)", title)
   if rows:
     plt = _common.pyplot()
@@ -643,7 +685,7 @@ def summarize():
       rr = out["ranking"]["rows"]
       axes[1].scatter([100 * r["full"]["accuracy"] for r in rr], [50 * (r["seed_a"] + r["seed_b"]) for r in rr],
                       c=[r["mflops"] for r in rr], cmap="viridis")
-      axes[1].set_xlabel("PruningNet fitness (%, 6,000 search images)")
+      axes[1].set_xlabel(f"PruningNet fitness (%, {n_search} search images)")
       axes[1].set_ylabel("retrained test acc. (%, mean of 2 seeds)")
       axes[1].set_title(f"in-window ranking: tau {out['ranking']['tau_fitness_full'][0]:+.2f}", fontsize=9)
     fig.suptitle(title, fontsize=9)
@@ -653,6 +695,7 @@ def summarize():
 
 def main(argv):
   del argv
+  _apply_model_defaults()
   if FLAGS.quick:
     _apply_quick()
   if FLAGS.worker == "summary":

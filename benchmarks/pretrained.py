@@ -454,7 +454,8 @@ def main(argv):
 
 def _ci(values):
   """(mean, half width of the 95% Student-t interval)."""
-  mean, low, _ = _common.t_interval(values)
+  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
+  mean, low, _ = pipeline.t_interval95(values)
   return mean, mean - low
 
 
@@ -487,6 +488,8 @@ def paired_differences(runs, ratios):
     (rows of dicts, Markdown table): differences of test accuracy in points, mean and 95% Student-t interval
     over the seeds both runs of a pair have.
   """
+  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top  (its t_interval95: one t-interval for all)
+
   def acc(r, method, distill, seed):
     run = runs.get(f"finetune_{r:g}_{method}_{'kd' if distill else 'plain'}_seed{seed}")
     return None if run is None else 100 * run["test_accuracy"]
@@ -506,7 +509,7 @@ def paired_differences(runs, ratios):
     pairs = [(seed, x, y) for seed, x, y in pairs if x is not None and y is not None]
     if not pairs:
       continue
-    mean, low, high = _common.t_interval([x - y for _, x, y in pairs])
+    mean, low, high = pipeline.t_interval95([x - y for _, x, y in pairs])
     rows.append({"ratio": r, "fine_tuning": setting, "comparison": label, "difference_pt_mean": mean,
                  "difference_pt_ci95": [low, high], "num_pairs": len(pairs),
                  "pairs": [{"seed": seed, "a": x, "b": y} for seed, x, y in pairs]})

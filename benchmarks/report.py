@@ -31,6 +31,7 @@ ORDER = ["profile_step_before", "profile_step", "train_step_speed", "train_step_
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 # The Fashion-MNIST quality tables (benchmarks/fashion_quality.py, `make bench-quality`) lead README's Results.
 FASHION_START, FASHION_END = "<!-- fashion_quality:start -->", "<!-- fashion_quality:end -->"
+FASHION_DEEP = "fashion_quality_mobilenet_v2_demo"   # the same benchmark on the `make demo` MobileNetV2
 # The pruning-a-trained-model tables (benchmarks/pretrained.py, one file per --model) in "Prune your trained model".
 PRETRAINED_START, PRETRAINED_END = "<!-- pretrained:start -->", "<!-- pretrained:end -->"
 PRETRAINED = [("pretrained", "Small CNN"), ("pretrained_mobilenet_v2_demo", "The `make demo` MobileNetV2")]
@@ -170,9 +171,9 @@ def section(results_dir):
   return "\n".join(out)
 
 
-def fashion_section(results_dir):
-  """The Fashion-MNIST tables of `fashion_quality.json` with when, where, the scale and the wall time."""
-  r = _load(results_dir, "fashion_quality")
+def fashion_section(results_dir, name="fashion_quality"):
+  """The Fashion-MNIST tables of `<name>.json` with when, where, the scale and the wall time."""
+  r = _load(results_dir, name)
   if r is None:
     return None
   m, rec = r["machine"], r.get("recipe") or {}
@@ -180,7 +181,8 @@ def fashion_section(results_dir):
   started = f"started {r['started_utc']} UTC, summarized " if r.get("started_utc") else ""
   lines = [f"Measured ({started}{m['date_utc']} UTC) on {m['device']} (os.cpu_count() {m['cpus']}, shared with other jobs: "
            f"load average {m['load_average'][0]:.1f} at the summary), TF {m['tensorflow']}. Command: "
-           "`make bench-quality` (four workers of `benchmarks/fashion_quality.py`, see its docstring)"
+           f"`make bench-quality{'' if r.get('model', 'small_cnn') == 'small_cnn' else ' FQ_MODEL=' + r['model']}` "
+           "(four workers of `benchmarks/fashion_quality.py`, see its docstring)"
            + (f"; wall time of the main worker: {walls}" if walls else "") + ".", ""]
   if rec:
     images = rec.get("images") or {}
@@ -264,9 +266,9 @@ def main(argv):
   fashion = fashion_section(FLAGS.results_dir)
   trained = pretrained_section(FLAGS.results_dir)
   print(text)
-  for extra in (fashion, trained):
-    if extra:
-      print("\n" + extra)
+  for part in (fashion, fashion_section(FLAGS.results_dir, FASHION_DEEP), trained):
+    if part:
+      print("\n" + part)
   if FLAGS.write_readme:
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
     with open(path) as f:
@@ -274,6 +276,10 @@ def main(argv):
     readme = _replace_between(readme, START, END, text, path)
     if fashion and FASHION_START in readme:
       readme = _replace_between(readme, FASHION_START, FASHION_END, fashion, path)
+    deep = fashion_section(FLAGS.results_dir, FASHION_DEEP)
+    start, end = f"<!-- {FASHION_DEEP}:start -->", f"<!-- {FASHION_DEEP}:end -->"
+    if deep and start in readme:
+      readme = _replace_between(readme, start, end, deep, path)
     if trained and PRETRAINED_START in readme:
       readme = _replace_between(readme, PRETRAINED_START, PRETRAINED_END, trained, path)
     with open(path, "w") as f:

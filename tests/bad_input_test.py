@@ -234,3 +234,17 @@ def test_no_file_format_can_run_code_when_loaded():
   # A config naming a class is looked up in a fixed table, never imported by name.
   with pytest.raises(ValueError, match="unknown budget class_name='os.system'"):
     budgets.budget_from_config({"class_name": "os.system", "max_mflops": 1.0})
+
+
+def test_pipeline_run_folders_that_cannot_be_written_get_the_library_error(tmp_path):
+  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
+  locked = tmp_path / "locked"
+  locked.mkdir()
+  taken = tmp_path / "taken"
+  taken.write_text("a file, not a folder")
+  with testutil.without_write_permission(locked):
+    with pytest.raises(tfmp.io.NotWritableError, match=r"output_dir='.*locked/run' is not writable"):
+      pipeline.TrainingRun(str(locked / "run"), pipeline.PipelineConfig())
+  # A file where the folder should be: the same one-line error, not os.makedirs' FileExistsError.
+  with pytest.raises(tfmp.io.NotWritableError, match=r"output_dir='.*taken' is not writable"):
+    pipeline.TrainingRun(str(taken), pipeline.PipelineConfig())

@@ -13,11 +13,12 @@ import tf_metaprune
 from tf_metaprune import flops
 from tf_metaprune import io
 from tf_metaprune import ops
+from tf_metaprune import pipeline
 from tf_metaprune import space
 from tf_metaprune.search import evolution
 from tf_metaprune.search import pas
 
-MODULES = [ops, io, space, flops, evolution, pas]
+MODULES = [ops, io, space, flops, evolution, pas, pipeline]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)

@@ -523,18 +523,6 @@ def _diff(then, now):
   return ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(diff.items()))
 
 
-def _check_writable(folder):
-  os.makedirs(folder, exist_ok=True)
-  probe = os.path.join(folder, ".write_probe")
-  try:
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise PermissionError(f"output_dir={folder!r} is not writable ({e.strerror}); choose another folder or fix "
-                          "its permissions") from None
-
-
 class TrainingRun:
   """A folder holding one PruningNet training (examples/train_pruningnet.py).
 
@@ -569,7 +557,7 @@ class TrainingRun:
       if changed:
         raise ValueError(f"--resume: the run in {self.output_dir!r} was started with other settings ({changed}); "
                          "resume with the same flags, or train into a new output_dir")
-    _check_writable(self.output_dir)
+    io_lib.check_writable_dir(self.output_dir, "output_dir")
 
   @property
   def finished(self):
@@ -675,7 +663,7 @@ class Run:
             f"{self.output_dir!r} holds an interrupted stage {pending[0]!r} started with other settings "
             f"({listed}); rerun with the same settings to resume it, or delete "
             f"{self.file(*_CHECKPOINTS[pending[0]])!r} to restart that stage with the new ones")
-    _check_writable(self.output_dir)
+    io_lib.check_writable_dir(self.output_dir, "output_dir")
 
   def done(self, stage):
     return stage in self.stages
@@ -843,7 +831,7 @@ def write_settings(output_dir, config: PipelineConfig, splits, strategy=None):
   """Records the settings (and data) of a stage run by hand in `output_dir/settings.json`."""
   if not _is_chief(strategy):
     return
-  _check_writable(output_dir)
+  io_lib.check_writable_dir(output_dir, "output_dir")
   io_lib.write_json_atomic(os.path.join(str(output_dir), "settings.json"),
                            {"format": "tf_metaprune.Settings", "config": config.get_config(),
                             "dataset": splits.get_config()})
@@ -871,7 +859,7 @@ def search_and_save(net, splits, budget, config: PipelineConfig, output_dir, ver
     (evolutionary SearchResult, uniform SearchResult).
   """
   space = net.space
-  _check_writable(output_dir)
+  io_lib.check_writable_dir(output_dir, "output_dir")
   out = lambda name: os.path.join(str(output_dir), name)
   evaluator = _evaluator(net, splits, config)
   if verbose and config.searcher == "evolutionary" and _is_chief(net.distribute_strategy):
@@ -1049,27 +1037,62 @@ def times(larger, smaller):
   return f"x{ratio:.0f}" if ratio >= 10 else f"x{ratio:.1f}"
 
 
-def seed_verdict(difference_points, spread_points=None, num_seeds=1):
-  """Words for a searched-minus-uniform accuracy difference, honest about what one seed can say.
+# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (beyond: the normal 1.96).
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t_interval95(values):
+  """(mean, low, high): the mean of `values` and its 95% Student-t confidence interval.
+
+  For paired comparisons pass the per-seed differences. Fewer than two values
+  give (mean, nan, nan): one seed has no interval.
+
+  >>> mean, low, high = t_interval95([1.0, 2.0, 3.0])
+  >>> round(mean, 2), round(low, 2), round(high, 2)
+  (2.0, -0.48, 4.48)
+  """
+  v = np.asarray(list(values), dtype=float)
+  if v.size == 0:
+    return float("nan"), float("nan"), float("nan")
+  mean = float(v.mean())
+  if v.size < 2:
+    return mean, float("nan"), float("nan")
+  df = v.size - 1
+  if df <= len(_T975):
+    t = _T975[df - 1]
+  else:   # Cornish-Fisher expansion around the normal quantile, within 1e-3 of the exact one beyond 30
+    z = 1.959964
+    t = z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+  half = t * float(v.std(ddof=1)) / np.sqrt(v.size)
+  return mean, float(mean - half), float(mean + half)
+
+
+def seed_verdict(differences_points):
+  """Words for searched-minus-uniform accuracy differences, honest about what the seeds can say.
 
   Args:
-    difference_points: searched minus uniform, in percentage points (a mean over seeds if several).
-    spread_points: the standard deviation of that difference over seeds (None: not measured).
-    num_seeds: how many seeds the difference averages.
+    differences_points: searched minus uniform test accuracy in percentage
+      points: one number (one seed) or one per seed, paired by seed.
 
   Returns:
-    A sentence: "better"/"worse" only when |difference| exceeds the measured spread.
+    A sentence with the mean and its 95% confidence interval; "better" or
+    "worse" only when the interval excludes zero.
+
+  >>> seed_verdict([0.4, -0.2, 0.5])
+  'searched minus uniform: +0.23 pt, 95% CI [-0.71, +1.17] over 3 seeds: the interval contains 0, so neither is better'
   """
-  d = float(difference_points)
-  if spread_points is None or num_seeds < 2:
-    return (f"searched minus uniform: {d:+.2f} pt on one seed; one seed cannot tell which is better (another "
-            "seed or CPU moves this figure by points: `python benchmarks/demo_seeds.py` measures the spread)")
-  if abs(d) > float(spread_points):
-    word = "better" if d > 0 else "worse"
-    return (f"searched minus uniform: {d:+.2f} +- {spread_points:.2f} pt over {num_seeds} seeds: the searched "
-            f"structure is {word} (the difference exceeds the seed-to-seed spread)")
-  return (f"searched minus uniform: {d:+.2f} +- {spread_points:.2f} pt over {num_seeds} seeds: within the "
-          "seed-to-seed spread, so neither is better")
+  if isinstance(differences_points, (int, float, np.floating, np.integer)):
+    differences_points = [differences_points]
+  mean, low, high = t_interval95(differences_points)
+  n = len(differences_points)
+  if n < 2:
+    return (f"searched minus uniform: {mean:+.2f} pt on one seed; one seed cannot tell which is better (another "
+            "seed or CPU moves this figure by points: `python benchmarks/demo_seeds.py` measures the interval)")
+  head = f"searched minus uniform: {mean:+.2f} pt, 95% CI [{low:+.2f}, {high:+.2f}] over {n} seeds"
+  if low > 0 or high < 0:
+    return f"{head}: the searched structure is {'better' if low > 0 else 'worse'} (the interval excludes 0)"
+  return f"{head}: the interval contains 0, so neither is better"
 
 
 def bn_check(row):
