@@ -485,16 +485,6 @@ def worker_ranking(bench, state):
 # ---- the summary -----------------------------------------------------------------------------------
 
 
-def _t_interval(values):
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from scipy import stats  # pylint: disable=g-import-not-at-top
-  v = np.asarray(values, float)
-  if v.size < 2:
-    return float(v.mean()) if v.size else float("nan"), float("nan"), float("nan")
-  half = stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
-  return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
-
-
 def _tau(a, b):
   from scipy import stats  # pylint: disable=g-import-not-at-top
   return float(stats.kendalltau(a, b)[0])
@@ -544,6 +534,7 @@ def summarize():
   """Turns whatever runs exist into results/fashion_quality.json + .png (partial results say so)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   from scipy import stats  # pylint: disable=g-import-not-at-top
+  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
   runs = _load_states()
   name = result_name()
   report = _common.Report(name, FLAGS.output_dir)
@@ -562,7 +553,7 @@ def summarize():
       if a and b:
         pairs.append((seed, a["test_accuracy"], b["test_accuracy"]))
     diffs = [a - b for _, a, b in pairs]
-    mean, low, high = _t_interval(diffs)
+    mean, low, high = pipeline.t_interval95(diffs)
     entry = {"ratio": ratio, "pairs": [{"seed": s, "searched": a, "uniform": b} for s, a, b in pairs],
              "difference_mean": mean, "difference_ci95": [low, high], "num_pairs": len(pairs),
              "searched": {k: found["searched"][k] for k in ("choices", "channels", "mflops", "flops_ratio", "params",
@@ -585,7 +576,7 @@ def summarize():
                   f"{100 * mean:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]" if len(pairs) > 1 else "-",
                   str(len(pairs))])
   out["quality"] = rows
-  fm = _t_interval(full_accs)
+  fm = pipeline.t_interval95(full_accs)
   out["full_width"] = {"test_accuracies": full_accs, "mean": fm[0], "ci95": [fm[1], fm[2]]}
   if qrows:
     tables.append("Searched vs uniform, retrained with one recipe, paired by seed (test accuracy %, 10,000 t10k "

@@ -3,11 +3,16 @@
 On Fashion-MNIST (the idx files of /usr/share/datasets/fashion-mnist, read
 here with numpy + gzip):
 
-1. The "user's model": the small CNN (`tfmp.models.small_cnn`, 4 convs
-   16-32-64-128 + BN + ReLU, 28x28x1, 5.5 MFLOPs) trained on a stratified
-   subset of the training images, saved as .keras and read back through
+1. The "user's model" (`--model`), trained on a stratified subset of the
+   training images, saved as .keras and read back through
    `tfmp.pretrained.TrainedModel` (`SearchSpace.from_keras_model` + L1
-   reordering), as `examples/metaprune.py --keras_model` does.
+   reordering), as `examples/metaprune.py --keras_model` does:
+   * `small_cnn` (default): `tfmp.models.small_cnn`, 4 convs 16-32-64-128 +
+     BN + ReLU, 28x28x1, 5.5 MFLOPs; width ratios 0.10-1.00;
+   * `mobilenet_v2_demo`: the `make demo` MobileNetV2 (`examples/metaprune.py`'s
+     defaults: width 0.5, stride 32, stage repeats 1,2,2,2,1,1,1, 18 genes,
+     1.17 MFLOPs at 28x28), width ratios from 0.3 up (its smallest structure
+     is 18.5% of the full FLOPs, so its default ratios are 0.5 and 0.25).
 2. Methods, each at every FLOPs ratio (`--ratios`), each structure fine-tuned
    with one recipe (`--finetune_epochs`), with and without distillation from
    the original model, for every seed (`--seeds`):
@@ -20,20 +25,30 @@ here with numpy + gzip):
    * `global_magnitude`: one threshold on mean-normalized L1 importance over
      all genes (Torch-Pruning's global pruning);
    * `uniform_scratch`: the uniform structure from fresh weights.
-3. PruningNet steps: a PruningNet from the trained model vs one from scratch
+3. Paired differences: per budget, with and without distillation,
+   MetaPruning minus each other method, and distillation minus plain per
+   method, paired by fine-tuning seed (mean and 95% Student-t interval).
+4. PruningNet steps: a PruningNet from the trained model vs one from scratch
    (`--pruningnet_scratch_epochs`, the pipeline's recipe), both probed every
    few steps with one search-quality figure: the mean recalibrated
    search-split accuracy of a fixed set of structures in the FLOPs window of
    the ratios (no fine-tuning). Reported: the steps the trained-start net
    needs to reach the scratch net's final quality.
 
-Every finished run is checkpointed to results/pretrained.json at once (a
-rerun skips it); the models and PruningNets live in runs/pretrained_bench/.
+Every finished run is checkpointed to results/<name>.json at once (a rerun
+skips it; `pretrained.json` for small_cnn, `pretrained_<model>.json`
+otherwise); the models and PruningNets live in runs/pretrained_bench[_<model>]/.
 One PruningNet and one search per ratio (seed 0); the seeds vary the
-fine-tuning (weights of the scratch model, data order).
+fine-tuning (weights of the scratch model, data order). A method whose
+structure and initial weights equal an earlier method's (global magnitude
+picking the L1-uniform structure) reuses that run: with the same seed the
+fine-tuning is the same computation (the small CNN's separate runs agreed to
+every digit).
 
-  python benchmarks/pretrained.py            # ~35 min on 2 shared cores
-  python benchmarks/pretrained.py --quick    # smoke run, figures meaningless
+  python benchmarks/pretrained.py                # ~35 min on 2 shared cores
+  python benchmarks/pretrained.py --model=mobilenet_v2_demo
+  python benchmarks/pretrained.py --quick        # smoke run, figures meaningless
+  python benchmarks/pretrained.py --summarize_only   # tables + figure again from the JSON, no training
 """
 
 import gzip
@@ -49,6 +64,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
+flags.DEFINE_enum("model", "small_cnn", ["small_cnn", "mobilenet_v2_demo"], "The user's model: the small CNN or "
+                  "the `make demo` MobileNetV2 (width 0.5, stride 32, 10 blocks, ratios from 0.3).")
 flags.DEFINE_string("data_dir", "/usr/share/datasets/fashion-mnist", "Folder of the Fashion-MNIST idx .gz files.")
 flags.DEFINE_integer("train_examples", 12000, "Training images used (stratified subset; includes the search split).")
 flags.DEFINE_integer("search_examples", 1000, "Of those, held out for the search and the quality probes.")
@@ -69,18 +86,50 @@ flags.DEFINE_integer("probes_per_epoch", 4, "Quality probes per epoch of the Pru
 flags.DEFINE_integer("probes_per_epoch_scratch", 1, "Quality probes per epoch of the PruningNet from scratch.")
 flags.DEFINE_integer("population_size", 16, "Evolution population.")
 flags.DEFINE_integer("num_generations", 6, "Evolution generations.")
-flags.DEFINE_list("ratios", ["0.25", "0.1"], "FLOPs ratios of the full model.")
+flags.DEFINE_list("ratios", None, "FLOPs ratios of the full model (default: 0.25,0.1 for small_cnn; 0.5,0.25 for "
+                  "mobilenet_v2_demo, whose smallest structure is 18.5% of the full FLOPs).")
 flags.DEFINE_integer("seeds", 3, "Fine-tuning seeds.")
 flags.DEFINE_float("distill_temperature", 4.0, "KD temperature.")
 flags.DEFINE_float("distill_weight", 0.5, "KD share of the loss.")
 flags.DEFINE_bool("quick", False, "Smoke run: tiny data, 1-epoch trainings.")
-flags.DEFINE_string("workdir", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runs",
-                                            "pretrained_bench"), "Models and nets (for resuming).")
-flags.DEFINE_string("output_dir", _common.RESULTS_DIR, "Where pretrained.json/.png go.")
-flags.DEFINE_string("name", "pretrained", "Result file name.")
+flags.DEFINE_bool("summarize_only", False, "Only rebuild the summary, tables and figure of results/<name>.json from "
+                  "its stored runs (no data, no training).")
+flags.DEFINE_string("workdir", None, "Models and nets (for resuming); default runs/pretrained_bench for small_cnn, "
+                    "runs/pretrained_bench_<model> otherwise.")
+flags.DEFINE_string("output_dir", _common.RESULTS_DIR, "Where <name>.json/.png go.")
+flags.DEFINE_string("name", None, "Result file name (default: pretrained for small_cnn, pretrained_<model> "
+                    "otherwise).")
 
 METHODS = ("metaprune", "l1_uniform", "global_magnitude", "uniform_scratch")
-T_95 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776}   # two-sided 95% Student t quantiles by sample count
+DEFAULT_RATIOS = {"small_cnn": ["0.25", "0.1"], "mobilenet_v2_demo": ["0.5", "0.25"]}
+# The `make demo` MobileNetV2 (examples/metaprune.py's model defaults).
+DEMO_MOBILENET_V2 = dict(width_multiplier=0.5, min_width_ratio=0.3, small_input=False, stage_repeats=(1, 2, 2, 2, 1, 1, 1),
+                         divisor=8)
+
+
+def _apply_defaults():
+  suffix = "" if FLAGS.model == "small_cnn" else "_" + FLAGS.model
+  if FLAGS.name is None:
+    FLAGS["name"].value = "pretrained" + suffix
+  if FLAGS.workdir is None:
+    FLAGS["workdir"].value = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runs",
+                                          "pretrained_bench" + suffix)
+  if FLAGS.ratios is None:
+    FLAGS["ratios"].value = DEFAULT_RATIOS[FLAGS.model]
+
+
+def user_model_space():
+  """(space of the family, kwargs of TrainedModel, description) of `--model`."""
+  import tf_metaprune as tfmp  # pylint: disable=g-import-not-at-top
+  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
+  if FLAGS.model == "small_cnn":
+    return tfmp.models.small_cnn((28, 28, 1), 10), dict(divisor=8), "small_cnn (16-32-64-128)"
+  d = DEMO_MOBILENET_V2
+  ratios = pipeline.width_ratios(d["min_width_ratio"])
+  space = tfmp.models.mobilenet_v2((28, 28, 1), 10, width_multiplier=d["width_multiplier"], width_ratios=ratios,
+                                   divisor=d["divisor"], small_input=d["small_input"], stage_repeats=d["stage_repeats"])
+  return (space, dict(width_ratios=ratios, divisor=d["divisor"]),
+          "mobilenet_v2 of make demo (width 0.5, stride 32, stage repeats 1,2,2,2,1,1,1, width ratios from 0.3)")
 
 
 def _apply_quick():
@@ -176,8 +225,15 @@ class Store:
 
 def main(argv):
   del argv
+  _apply_defaults()
   if FLAGS.quick:
     _apply_quick()
+  if FLAGS.summarize_only:
+    store = Store(os.path.join(FLAGS.output_dir, FLAGS.name + ".json"))
+    if not store.data["runs"]:
+      raise app.UsageError(f"--summarize_only: {store.path} holds no runs; run without --summarize_only first")
+    summarize(store, store.data["recipe"]["ratios"], store.get("original")["test_accuracy"], None)
+    return
   import keras  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -187,14 +243,15 @@ def main(argv):
   t_start = time.time()
   os.makedirs(FLAGS.workdir, exist_ok=True)
   store = Store(os.path.join(FLAGS.output_dir, FLAGS.name + ".json"))
-  store.data.update(benchmark=FLAGS.name, command=_common.command_line(),
+  store.data.update(benchmark=FLAGS.name, model=FLAGS.model, command=_common.command_line(),
                     machine=store.data.get("machine") or _common.machine())
   splits = load_splits()
   store.data["data"] = splits.get_config()
   ratios = [float(r) for r in FLAGS.ratios]
   ft = dict(epochs=FLAGS.finetune_epochs, learning_rate=FLAGS.finetune_learning_rate, optimizer="adam", verbose=0)
+  space0, trained_kwargs, description = user_model_space()
   store.data["recipe"] = {
-      "original": f"small_cnn (16-32-64-128), {FLAGS.original_epochs} epochs Adam 3e-3 cosine, batch "
+      "original": f"{description}, {FLAGS.original_epochs} epochs Adam 3e-3 cosine, batch "
                   f"{FLAGS.batch_size}",
       "finetune": f"{FLAGS.finetune_epochs} epochs Adam {FLAGS.finetune_learning_rate:g} cosine, BN momentum 0.9; KD: "
                   f"T={FLAGS.distill_temperature:g}, weight {FLAGS.distill_weight:g}",
@@ -211,11 +268,11 @@ def main(argv):
     print(f"[{time.strftime('%H:%M:%S', time.gmtime())} load {os.getloadavg()[0]:.1f}] {msg}", flush=True)
 
   # 1. The user's trained model.
-  space0 = tfmp.models.small_cnn((28, 28, 1), 10)
   model_path = os.path.join(FLAGS.workdir, "original.keras")
   if not os.path.exists(model_path):
     keras.utils.set_random_seed(0)
-    model = tfmp.rebuild(space0, space0.largest(), name="user_cnn", bn_momentum=0.9)
+    model = tfmp.rebuild(space0, space0.largest(), name="user_cnn" if FLAGS.model == "small_cnn" else "user_mbv2",
+                         bn_momentum=0.9)
     t0 = time.perf_counter()
     tfmp.training.fit(model, splits.fresh_train(), epochs=FLAGS.original_epochs, learning_rate=3e-3,
                       optimizer="adam", verbose=0)
@@ -232,7 +289,7 @@ def main(argv):
   log(f"original model: test accuracy {100 * original_acc:.2f}%")
 
   t0 = time.perf_counter()
-  trained = pretrained.TrainedModel(model, divisor=8)
+  trained = pretrained.TrainedModel(model, **trained_kwargs)
   reorder_seconds = time.perf_counter() - t0
   space = trained.space
   full_mflops = space.mflops(space.largest())
@@ -316,7 +373,8 @@ def main(argv):
   net = train_pruning_net("pruningnet_pretrained", True, FLAGS.pruningnet_pre_epochs, FLAGS.pruningnet_pre_learning_rate,
                           FLAGS.probes_per_epoch)
   if FLAGS.steps_only:
-    main_run = Store(os.path.join(FLAGS.output_dir, "pretrained.json")).get("pruningnet_scratch")
+    main_name = "pretrained" if FLAGS.model == "small_cnn" else "pretrained_" + FLAGS.model
+    main_run = Store(os.path.join(FLAGS.output_dir, main_name + ".json")).get("pruningnet_scratch")
     if store.get("pruningnet_scratch") is None and main_run and main_run["epochs"] == FLAGS.pruningnet_scratch_epochs:
       store.put("pruningnet_scratch", dict(main_run, note="the scratch run of pretrained.json (same data and recipe)"))
     else:
@@ -357,6 +415,13 @@ def main(argv):
     if store.get(key) is not None:
       return
     s = structures[r][method]
+    if method == "global_magnitude" and s == structures[r]["l1_uniform"]:
+      twin = f"finetune_{r:g}_l1_uniform_{'kd' if distill else 'plain'}_seed{seed}"
+      if store.get(twin) is not None:   # the same structure from the same weights and seed: the same run
+        store.put(key, dict({k: v for k, v in store.get(twin).items() if k not in ("load_average", "finished_utc")},
+                            method=method, same_run_as=twin))
+        log(f"{key}: the structure of l1_uniform, its run reused ({twin})")
+        return
     keras.utils.set_random_seed(seed)
     if method == "uniform_scratch":
       student = tfmp.rebuild(space, s, bn_momentum=0.9)
@@ -388,11 +453,10 @@ def main(argv):
 
 
 def _ci(values):
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  v = np.asarray(values, float)
-  if v.size < 2:
-    return float(v.mean()), float("nan")
-  return float(v.mean()), float(T_95.get(v.size, 2.0) * v.std(ddof=1) / np.sqrt(v.size))
+  """(mean, half width of the 95% Student-t interval)."""
+  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
+  mean, low, _ = pipeline.t_interval95(values)
+  return mean, mean - low
 
 
 def steps_to_reach(points, target):
@@ -417,8 +481,61 @@ def summarize_steps(store):
   print(json.dumps(store.data["steps"], indent=1))
 
 
+def paired_differences(runs, ratios):
+  """MetaPruning minus each other method, and KD minus plain per method, paired by fine-tuning seed.
+
+  Returns:
+    (rows of dicts, Markdown table): differences of test accuracy in points, mean and 95% Student-t interval
+    over the seeds both runs of a pair have.
+  """
+  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top  (its t_interval95: one t-interval for all)
+
+  def acc(r, method, distill, seed):
+    run = runs.get(f"finetune_{r:g}_{method}_{'kd' if distill else 'plain'}_seed{seed}")
+    return None if run is None else 100 * run["test_accuracy"]
+
+  seeds = sorted({v["seed"] for k, v in runs.items() if k.startswith("finetune_")})
+  comparisons = []
+  for r in ratios:
+    for distill in (False, True):
+      for other in METHODS[1:]:
+        comparisons.append((r, "KD" if distill else "plain", f"metaprune - {other}", (r, "metaprune", distill),
+                            (r, other, distill)))
+    for method in METHODS:
+      comparisons.append((r, "-", f"{method}: KD - plain", (r, method, True), (r, method, False)))
+  rows = []
+  for r, setting, label, a, b in comparisons:
+    pairs = [(seed, acc(*a, seed), acc(*b, seed)) for seed in seeds]
+    pairs = [(seed, x, y) for seed, x, y in pairs if x is not None and y is not None]
+    if not pairs:
+      continue
+    mean, low, high = pipeline.t_interval95([x - y for _, x, y in pairs])
+    rows.append({"ratio": r, "fine_tuning": setting, "comparison": label, "difference_pt_mean": mean,
+                 "difference_pt_ci95": [low, high], "num_pairs": len(pairs),
+                 "pairs": [{"seed": seed, "a": x, "b": y} for seed, x, y in pairs]})
+
+  def cell(r, setting, label):
+    row = next((x for x in rows if x["ratio"] == r and x["fine_tuning"] == setting and x["comparison"] == label), None)
+    if row is None:
+      return "-"
+    low, high = row["difference_pt_ci95"]
+    mark = " *" if row["num_pairs"] > 1 and (low > 0 or high < 0) else ""
+    ci = f" [{low:+.2f}, {high:+.2f}]" if row["num_pairs"] > 1 else ""
+    return f"{row['difference_pt_mean']:+.2f}{ci}{mark} (n={row['num_pairs']})"
+
+  versus = [[f"{100 * r:g}%", other, cell(r, "plain", f"metaprune - {other}"), cell(r, "KD", f"metaprune - {other}")]
+            for r in ratios for other in METHODS[1:]]
+  kd = [[f"{100 * r:g}%", method, cell(r, "-", f"{method}: KD - plain")] for r in ratios for method in METHODS]
+  table = (_common.markdown_table(["FLOPs budget", "MetaPruning from the trained model minus", "plain fine-tuning, pt",
+                                   "both with KD, pt"], versus) + "\n\n" +
+           _common.markdown_table(["FLOPs budget", "method", "KD minus plain, pt"], kd) +
+           "\n\nTest-accuracy differences paired by fine-tuning seed: mean [95% Student-t interval] (n = pairs); "
+           "* = the interval excludes 0.")
+  return rows, table
+
+
 def summarize(store, ratios, original_acc, t_start):
-  """Tables, the step comparison, the figure."""
+  """Tables, the paired differences, the step comparison, the figure (t_start None: keep the stored wall time)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   runs = store.data["runs"]
   pre, scratch = runs.get("pruningnet_pretrained"), runs.get("pruningnet_scratch")
@@ -462,13 +579,18 @@ def summarize(store, ratios, original_acc, t_start):
              "pretrained_quality_at_step0": pre["probe"][0]["quality"], "pretrained_final_quality": pre["final_quality"],
              "pretrained_steps_to_scratch_quality": step, "pretrained_seconds_to_scratch_quality": secs,
              "fraction_of_scratch_steps": None if step is None else step / scratch["steps"]}
+  paired, paired_table = paired_differences(runs, ratios)
   store.data["summary"] = summary
+  store.data["paired"] = paired
+  store.data["paired_table_md"] = paired_table
   store.data["steps"] = steps
   store.data["table_md"] = table
-  store.data["load_average_after"] = list(os.getloadavg())
-  store.data["seconds_this_run"] = time.time() - t_start
+  if t_start is not None:
+    store.data["load_average_after"] = list(os.getloadavg())
+    store.data["seconds_this_run"] = time.time() - t_start
   store.save()
-  print(f"\noriginal test accuracy {100 * original_acc:.2f}%\n\n{table}\n\nPruningNet steps: {json.dumps(steps)}")
+  print(f"\noriginal test accuracy {100 * original_acc:.2f}%\n\n{table}\n\nPaired by seed:\n\n{paired_table}\n\n"
+        f"PruningNet steps: {json.dumps(steps)}")
   try:
     plot(store, ratios)
   except Exception as e:  # pylint: disable=broad-except  (a figure must not lose the JSON)

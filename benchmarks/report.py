@@ -4,6 +4,10 @@ Prints the section (every table with its title, date, machine, load average
 and command, then which of the issue's goals are met); with `--write_readme`
 it replaces the text between the `<!-- benchmarks:start -->` and
 `<!-- benchmarks:end -->` markers of README.md. `make bench` ends with it.
+It also renders the Fashion-MNIST quality tables (`fashion_quality.json`)
+between the `fashion_quality` markers and the pruning-a-trained-model tables
+(`pretrained.json`, `pretrained_mobilenet_v2_demo.json`) between the
+`pretrained` markers of "Prune your trained model".
 
   python benchmarks/report.py [--write_readme]
 """
@@ -28,6 +32,9 @@ START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 # The Fashion-MNIST quality tables (benchmarks/fashion_quality.py, `make bench-quality`) lead README's Results.
 FASHION_START, FASHION_END = "<!-- fashion_quality:start -->", "<!-- fashion_quality:end -->"
 FASHION_DEEP = "fashion_quality_mobilenet_v2_demo"   # the same benchmark on the `make demo` MobileNetV2
+# The pruning-a-trained-model tables (benchmarks/pretrained.py, one file per --model) in "Prune your trained model".
+PRETRAINED_START, PRETRAINED_END = "<!-- pretrained:start -->", "<!-- pretrained:end -->"
+PRETRAINED = [("pretrained", "Small CNN"), ("pretrained_mobilenet_v2_demo", "The `make demo` MobileNetV2")]
 # The PruningNet ablation on the small CNN's ranking (benchmarks/fashion_ablation.py, `make bench-ablation`).
 ABLATION_START, ABLATION_END = "<!-- fashion_ablation:start -->", "<!-- fashion_ablation:end -->"
 # The step-speed tables measured before the step was optimized (issue 17): the same scripts, run with
@@ -189,6 +196,64 @@ def fashion_section(results_dir, name="fashion_quality"):
   return "\n".join(lines)
 
 
+def _steps_line(steps, lead="PruningNet steps (search quality = mean recalibrated search-split accuracy of the probe "
+                            "structures): "):
+  """The PruningNet step comparison of a pretrained.py result in one sentence, after `lead`."""
+  if not steps:
+    return "PruningNet steps: not measured in this run (the from-scratch net is trained after the first seed)."
+  reached = steps.get("pretrained_steps_to_scratch_quality")
+  head = (f"{lead}from scratch {steps['scratch_steps']} steps reach {steps['scratch_final_quality']:.3f}; started from the "
+          f"trained model the net scores {steps['pretrained_quality_at_step0']:.3f} at step 0 and ")
+  if reached is None:
+    return head + (f"{steps['pretrained_final_quality']:.3f} after its {steps['pretrained_steps_trained']} steps: it "
+                   "does not reach the from-scratch quality (goal <= 25% of the steps: not met).")
+  frac = steps["fraction_of_scratch_steps"]
+  return head + (f"reaches it after {reached} steps ({100 * frac:.0f}% of the scratch net's; goal <= 25%: "
+                 f"{'met' if frac <= 0.25 else 'not met'}); final {steps['pretrained_final_quality']:.3f} after "
+                 f"{steps['pretrained_steps_trained']} steps.")
+
+
+def pretrained_section(results_dir):
+  """The tables of benchmarks/pretrained.py for each model it was run on (None if none was)."""
+  lines = []
+  for name, title in PRETRAINED:
+    path = os.path.join(results_dir, name + ".json")
+    if not os.path.exists(path):
+      continue
+    with open(path) as f:
+      r = json.load(f)
+    if "table_md" not in r:
+      continue
+    m, rec, orig = r["machine"], r.get("recipe") or {}, r["runs"].get("original") or {}
+    data = r.get("data") or {}
+    minutes = f"; {r['seconds_this_run'] / 60:.0f} min" if r.get("seconds_this_run") else ""
+    lines += [f"**{title}** (`benchmarks/results/{name}.json`, `.png`). Measured from {m['date_utc']} UTC on "
+              f"{m['device']} (os.cpu_count() {m['cpus']}); load average {m['load_average'][0]:.1f} at the start, "
+              f"{r.get('load_average_after', [float('nan')])[0]:.1f} at the end{minutes}. Command: "
+              f"`{r['command']}`.", "",
+              f"Original model: {rec.get('original')}, {orig.get('mflops', float('nan')):.3f} MFLOPs, "
+              f"{orig.get('params', 0):,} params, trained on {data.get('train_examples', '?'):,} images: test "
+              f"accuracy {100 * orig.get('test_accuracy', float('nan')):.2f}% on {data.get('test_examples', '?'):,}. "
+              f"Fine-tuning: {rec.get('finetune')}. MetaPruning: PruningNet {rec.get('pruningnet_pretrained')}; "
+              f"{rec.get('search')}. Seeds {rec.get('seeds')}.", "", r["table_md"], ""]
+    if r.get("paired_table_md"):
+      lines += ["Paired differences between methods (the same seeds fine-tune both):", "",
+                r["paired_table_md"], ""]
+    lines += [_steps_line(r.get("steps")), ""]
+    steps_path = os.path.join(results_dir, name + "_steps.json")   # a longer step comparison (--steps_only)
+    if os.path.exists(steps_path):
+      with open(steps_path) as f:
+        s = json.load(f)
+      if s.get("steps"):
+        pre = s["runs"].get("pruningnet_pretrained", {})
+        s["steps"].setdefault("pretrained_quality_at_step0", (pre.get("probe") or [{}])[0].get("quality", float("nan")))
+        lines += [f"Longer step comparison (`{s['command']}`, `benchmarks/results/{name}_steps.json`, load average "
+                  f"{s['machine']['load_average'][0]:.1f} -> {s.get('load_average_after', [float('nan')])[0]:.1f}; "
+                  f"PruningNet from the trained model {s['recipe']['pruningnet_pretrained']}), same probe: "
+                  + _steps_line(s["steps"], lead=""), ""]
+  return "\n".join(lines).strip() if lines else None
+
+
 def ablation_section(results_dir):
   """The PruningNet ablation tables of `fashion_ablation.json` with when, where, the load and the wall time."""
   r = _load(results_dir, "fashion_ablation")
@@ -218,9 +283,10 @@ def main(argv):
   del argv
   text = section(FLAGS.results_dir)
   fashion = fashion_section(FLAGS.results_dir)
+  trained = pretrained_section(FLAGS.results_dir)
   ablation = ablation_section(FLAGS.results_dir)
   print(text)
-  for part in (fashion, fashion_section(FLAGS.results_dir, FASHION_DEEP), ablation):
+  for part in (fashion, fashion_section(FLAGS.results_dir, FASHION_DEEP), ablation, trained):
     if part:
       print("\n" + part)
   if FLAGS.write_readme:
@@ -234,6 +300,8 @@ def main(argv):
     start, end = f"<!-- {FASHION_DEEP}:start -->", f"<!-- {FASHION_DEEP}:end -->"
     if deep and start in readme:
       readme = _replace_between(readme, start, end, deep, path)
+    if trained and PRETRAINED_START in readme:
+      readme = _replace_between(readme, PRETRAINED_START, PRETRAINED_END, trained, path)
     if ablation and ABLATION_START in readme:
       readme = _replace_between(readme, ABLATION_START, ABLATION_END, ablation, path)
     with open(path, "w") as f:
