@@ -78,8 +78,8 @@ bench-quality: venv
 # The PruningNet ablation on bench-quality's in-window ranking (benchmarks/fashion_ablation.py: hidden 0 / 8 / 32,
 # non-affine and switchable BN, 4x the steps, each against the plain model trained the same steps; the
 # classifier input at full width and the coarse grid as space facts + one 25% search), then README's tables.
-# Needs results/fashion_quality.json's ranking. Resumable (rerun to continue). Not yet timed end to end: the plain model
-# (1,560 steps) took 265 s and a PruningNet variant SEE_BELOW at load 1-3 (2026-12-01); see README Results.
+# Needs results/fashion_quality.json's ranking. Resumable (rerun to continue). Not yet timed end to end (2026-12-01, 2 threads,
+# load 2-3): the plain model (1,560 steps) 265 s, a 1,560-step PruningNet 129 s + 35 s scoring; the whole plan about 50 min.
 bench-ablation: venv
 	@test -d /usr/share/datasets/fashion-mnist || { echo "Fashion-MNIST is missing: run apt-get install -y dataset-fashion-mnist (as root)"; exit 1; }
 	$(BENCH_PY) benchmarks/fashion_ablation.py $(BENCH_FLAGS)
