@@ -35,6 +35,8 @@ FASHION_DEEP = "fashion_quality_mobilenet_v2_demo"   # the same benchmark on the
 # The pruning-a-trained-model tables (benchmarks/pretrained.py, one file per --model) in "Prune your trained model".
 PRETRAINED_START, PRETRAINED_END = "<!-- pretrained:start -->", "<!-- pretrained:end -->"
 PRETRAINED = [("pretrained", "Small CNN"), ("pretrained_mobilenet_v2_demo", "The `make demo` MobileNetV2")]
+# The PruningNet ablation on the small CNN's ranking (benchmarks/fashion_ablation.py, `make bench-ablation`).
+ABLATION_START, ABLATION_END = "<!-- fashion_ablation:start -->", "<!-- fashion_ablation:end -->"
 # The step-speed tables measured before the step was optimized (issue 17): the same scripts, run with
 # PYTHONPATH at a checkout of this commit's library; results/<name>_before.json.
 BEFORE_COMMIT = "c682a4d"
@@ -252,6 +254,23 @@ def pretrained_section(results_dir):
   return "\n".join(lines).strip() if lines else None
 
 
+def ablation_section(results_dir):
+  """The PruningNet ablation tables of `fashion_ablation.json` with when, where, the load and the wall time."""
+  r = _load(results_dir, "fashion_ablation")
+  if r is None:
+    return None
+  m = r["machine"]
+  started = f"started {r['started_utc']} UTC, summarized " if r.get("started_utc") else ""
+  walls = ", ".join(f"{v / 60:.0f} min" for v in (r.get("wall_seconds") or {}).values())
+  lines = [f"Measured ({started}{m['date_utc']} UTC) on {m['device']} (os.cpu_count() {m['cpus']}; load average "
+           f"{m['load_average'][0]:.1f} at the summary), TF {m['tensorflow']}. Command: `make bench-ablation` "
+           f"(`{r['command']}`, under `flock /work/heavy.lock`)" + (f"; wall time {walls}" if walls else "") +
+           f". {r.get('num_structures', '?')} structures of `fashion_quality.json`'s ranking; every figure, "
+           "score and timing is in `benchmarks/results/fashion_ablation.json` (plot: `fashion_ablation.png`).", "",
+           r["table_md"]]
+  return "\n".join(lines)
+
+
 def _replace_between(readme, start, end, text, path):
   if start not in readme or end not in readme:
     raise ValueError(f"{path} has no {start} ... {end} markers; add them where the section goes")
@@ -265,8 +284,9 @@ def main(argv):
   text = section(FLAGS.results_dir)
   fashion = fashion_section(FLAGS.results_dir)
   trained = pretrained_section(FLAGS.results_dir)
+  ablation = ablation_section(FLAGS.results_dir)
   print(text)
-  for part in (fashion, fashion_section(FLAGS.results_dir, FASHION_DEEP), trained):
+  for part in (fashion, fashion_section(FLAGS.results_dir, FASHION_DEEP), ablation, trained):
     if part:
       print("\n" + part)
   if FLAGS.write_readme:
@@ -282,6 +302,8 @@ def main(argv):
       readme = _replace_between(readme, start, end, deep, path)
     if trained and PRETRAINED_START in readme:
       readme = _replace_between(readme, PRETRAINED_START, PRETRAINED_END, trained, path)
+    if ablation and ABLATION_START in readme:
+      readme = _replace_between(readme, ABLATION_START, ABLATION_END, ablation, path)
     with open(path, "w") as f:
       f.write(readme)
     print(f"\nupdated {path}")

@@ -201,6 +201,8 @@ def define_pruningnet_flags(epochs=8, learning_rate=0.003, optimizer="adam", sam
   flags.DEFINE_integer("hidden_units", 8, "Generator hidden size (paper: 32; 0 = plain weight sharing).")
   flags.DEFINE_enum("bn_mode", "shared", ["switchable", "shared"], "Batch-norm gamma/beta shared and sliced "
                     "(measured better on small data) or one row per width choice (the paper).")
+  flags.DEFINE_bool("bn_affine", True, "Learn the PruningNet's batch-norm gamma/beta (--nobn_affine: the "
+                    "reference's non-affine BN; see benchmarks/fashion_ablation.py).")
   flags.DEFINE_enum("sampling", sampling, ["random", "sandwich"], "One random structure per step (MetaPruning) or "
                     "largest + smallest + random ones with in-place distillation (MobileNets learn much faster).")
 
@@ -208,7 +210,7 @@ def define_pruningnet_flags(epochs=8, learning_rate=0.003, optimizer="adam", sam
 def pruningnet_kwargs():
   return dict(pruningnet_epochs=FLAGS.epochs, pruningnet_learning_rate=FLAGS.learning_rate,
               pruningnet_optimizer=FLAGS.optimizer, hidden_units=FLAGS.hidden_units, bn_mode=FLAGS.bn_mode,
-              sampling=FLAGS.sampling)
+              bn_affine=FLAGS.bn_affine, sampling=FLAGS.sampling)
 
 
 def define_budget_flags():

@@ -152,3 +152,17 @@ def test_bad_sampling_settings_are_rejected():
     tfmp.PruningNet(space, sampling="greedy")
   with pytest.raises(ValueError, match="structures_per_step=1"):
     tfmp.PruningNet(space, sampling="sandwich", structures_per_step=1)
+
+
+def test_pipeline_bn_affine_reaches_the_pruning_net_and_a_bad_value_is_named(tmp_path):
+  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
+  import testutil  # pylint: disable=g-import-not-at-top
+  config = pipeline.PipelineConfig(model="small_cnn", divisor=1, hidden_units=0, pruningnet_epochs=1,
+                                   bn_affine=False)
+  space, splits = testutil.tiny_search_space(), testutil.tiny_search_splits()
+  net, _ = pipeline.train_pruning_net(config, splits, space, str(tmp_path / "net"), verbose=0)
+  assert net.bn_affine is False
+  assert net.bn_layers and not any(bn.affine for bn in net.bn_layers)
+  assert not any("gamma" in w.path or "beta" in w.path for bn in net.bn_layers for w in bn.weights)
+  with pytest.raises(ValueError, match=r"^PipelineConfig\(bn_affine='no'\): must be True or False$"):
+    pipeline.PipelineConfig(bn_affine="no")

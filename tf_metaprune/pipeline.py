@@ -79,7 +79,7 @@ _STAGES_FORMAT = "tf_metaprune.PipelineStages"
 _DATA_KEYS = ("dataset", "input_size", "batch_size", "max_examples", "seed", "skip_bad_images")
 _NET_KEYS = ("keras_model", "importance", "model", "width_multiplier", "min_width_ratio", "width_step", "divisor",
              "small_input", "stage_repeats", "full_width_classifier_input", "pruningnet_epochs",
-             "pruningnet_learning_rate", "pruningnet_optimizer", "hidden_units", "bn_mode", "sampling")
+             "pruningnet_learning_rate", "pruningnet_optimizer", "hidden_units", "bn_mode", "bn_affine", "sampling")
 _SEARCH_KEYS = ("searcher", "max_mflops", "flops_ratio", "min_flops_ratio", "max_params", "max_latency_ms",
                 "latency_table", "population_size", "num_generations", "calibration_batches", "search_images",
                 "rescore_top_k")
@@ -145,6 +145,11 @@ class PipelineConfig:
       PruningNet's training (cosine decay; "sgd" or "adam").
     hidden_units: generator hidden size (paper 32; 0 = weight sharing).
     bn_mode: "shared" or "switchable" batch-norm affine parameters.
+    bn_affine: learn the PruningNet's batch-norm gamma/beta at all (True,
+      default); False is the reference's non-affine BN for ResNet and
+      MobileNetV2 (each structure's scale and shift then come from its
+      recalibrated statistics only). `benchmarks/fashion_ablation.py`
+      measures both on Fashion-MNIST.
     sampling: "random" (MetaPruning) or "sandwich" structures per step.
     max_mflops / flops_ratio / max_params / max_latency_ms: the budget; `run`
       needs at least one (flops_ratio is a fraction of the full-width MFLOPs;
@@ -198,6 +203,7 @@ class PipelineConfig:
   pruningnet_optimizer: str = "adam"
   hidden_units: int = 8
   bn_mode: str = "shared"
+  bn_affine: bool = True
   sampling: str = "random"
   max_mflops: Optional[float] = None
   flops_ratio: Optional[float] = None
@@ -232,8 +238,9 @@ class PipelineConfig:
       v = getattr(self, name)
       if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
         bad(name, "must be an integer >= 1")
-    if not isinstance(self.skip_bad_images, (bool, np.bool_)):
-      bad("skip_bad_images", "must be True or False")
+    for name in ("skip_bad_images", "bn_affine", "full_width_classifier_input"):
+      if not isinstance(getattr(self, name), (bool, np.bool_)):
+        bad(name, "must be True or False")
     if self.hidden_units < 0:
       bad("hidden_units", "must be >= 0 (0 = plain weight sharing)")
     for name in ("input_size", "max_examples", "search_images"):
@@ -452,8 +459,8 @@ def train_pruning_net(config: PipelineConfig, splits, space, output_dir, verbose
     (net, history dict).
   """
   keras.utils.set_random_seed(config.seed)
-  net_kwargs = dict(hidden_units=config.hidden_units, bn_mode=config.bn_mode, seed=config.seed,
-                    sampling=config.sampling)
+  net_kwargs = dict(hidden_units=config.hidden_units, bn_mode=config.bn_mode, bn_affine=bool(config.bn_affine),
+                    seed=config.seed, sampling=config.sampling)
   with _scope(strategy):
     net = (pruning_net.PruningNet(space, **net_kwargs) if trained is None else trained.pruning_net(**net_kwargs))
   # A fresh copy of the training split: its order must not depend on what this process read before (a
