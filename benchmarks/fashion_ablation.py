@@ -344,6 +344,7 @@ def _variant_taus(row, rows, rounds):
 
 def summarize(state):
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
   runs = state.runs
   rows, quality = stored_ranking()
   y = _targets(rows)
@@ -418,7 +419,7 @@ def summarize(state):
       elif trained:
         d = [p["searched"] - p["uniform"] for p in trained["pairs"]]
         accs = lambda kind: "/".join(f"{100 * p[kind]:.2f}" for p in trained["pairs"])
-        mean, low, high = fq._t_interval(d)   # pylint: disable=protected-access
+        mean, low, high = pipeline.t_interval95(d)
         res = (f"searched {trained['searched']['channels']} fitness {100 * trained['searched']['fitness']['accuracy']:.2f}"
                f"% vs uniform {100 * trained['uniform']['fitness']['accuracy']:.2f}%; retrained "
                f"{accs('searched')} vs {accs('uniform')} (seeds "
