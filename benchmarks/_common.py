@@ -19,6 +19,12 @@ import time
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
+# The `make demo` MobileNetV2 (examples/metaprune.py's model defaults) as PipelineConfig fields: 10 blocks,
+# width 0.5, stride 32, per-layer ratios from 0.3 (1.168 MFLOPs at 28x28x1). The benchmarks that run on it add
+# their own grid (divisor, width_step).
+DEMO_MOBILENET_V2 = {"model": "mobilenet_v2", "width_multiplier": 0.5, "min_width_ratio": 0.3, "small_input": False,
+                     "stage_repeats": "1,2,2,2,1,1,1"}
+
 
 def command_line():
   """The command that ran this script, as typed from the repository root."""

@@ -72,8 +72,7 @@ MODELS = {
         "title": "small CNN",
     },
     "mobilenet_v2_demo": {
-        "config": {"model": "mobilenet_v2", "width_multiplier": 0.5, "min_width_ratio": 0.3, "small_input": False,
-                   "stage_repeats": "1,2,2,2,1,1,1", "divisor": 1, "width_step": 0.01},
+        "config": dict(_common.DEMO_MOBILENET_V2, divisor=1, width_step=0.01),
         "defaults": {"ratios": ["0.15", "0.25", "0.5"], "first_ratios": ["0.15", "0.25"], "pruningnet_epochs": 30, "retrain_epochs": 8, "num_ranked": 12, "num_retest": 30,
                      "num_proxy": 50},
         "description": "mobilenet_v2 x0.5, stage repeats 1,2,2,2,1,1,1, stride 32 (the `make demo` network; "
@@ -118,9 +117,12 @@ flags.DEFINE_bool("quick", False, "Smoke run: tiny everything (minutes); writes 
 RANK_RATIO, RANK_HALF_WIDTH = 0.25, 0.05 * 0.25   # +-5% of the 25% budget: 23.75-26.25% of the full FLOPs
 
 
+def _base_name():
+  return "fashion_quality" if FLAGS.model == "small_cnn" else f"fashion_quality_{FLAGS.model}"
+
+
 def result_name():
-  base = "fashion_quality" if FLAGS.model == "small_cnn" else f"fashion_quality_{FLAGS.model}"
-  return base + ("_quick" if FLAGS.quick else "")
+  return _base_name() + ("_quick" if FLAGS.quick else "")
 
 
 def _apply_model_defaults():
@@ -128,7 +130,7 @@ def _apply_model_defaults():
     if not FLAGS[name].present:
       FLAGS[name].value = value
   if FLAGS.work_dir is None:
-    FLAGS.work_dir = "runs/" + result_name().replace("_quick", "")
+    FLAGS.work_dir = "runs/" + _base_name()
 
 
 def _apply_quick():

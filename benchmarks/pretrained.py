@@ -102,9 +102,6 @@ flags.DEFINE_string("name", None, "Result file name (default: pretrained for sma
 
 METHODS = ("metaprune", "l1_uniform", "global_magnitude", "uniform_scratch")
 DEFAULT_RATIOS = {"small_cnn": ["0.25", "0.1"], "mobilenet_v2_demo": ["0.5", "0.25"]}
-# The `make demo` MobileNetV2 (examples/metaprune.py's model defaults).
-DEMO_MOBILENET_V2 = dict(width_multiplier=0.5, min_width_ratio=0.3, small_input=False, stage_repeats=(1, 2, 2, 2, 1, 1, 1),
-                         divisor=8)
 
 
 def _apply_defaults():
@@ -124,11 +121,10 @@ def user_model_space():
   from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
   if FLAGS.model == "small_cnn":
     return tfmp.models.small_cnn((28, 28, 1), 10), dict(divisor=8), "small_cnn (16-32-64-128)"
-  d = DEMO_MOBILENET_V2
-  ratios = pipeline.width_ratios(d["min_width_ratio"])
-  space = tfmp.models.mobilenet_v2((28, 28, 1), 10, width_multiplier=d["width_multiplier"], width_ratios=ratios,
-                                   divisor=d["divisor"], small_input=d["small_input"], stage_repeats=d["stage_repeats"])
-  return (space, dict(width_ratios=ratios, divisor=d["divisor"]),
+  config = pipeline.PipelineConfig(**_common.DEMO_MOBILENET_V2)   # the pipeline's grid: divisor 8, step 0.03
+  ratios = pipeline.width_ratios(config.min_width_ratio, config.width_step)
+  space = pipeline.build_space(config, (28, 28, 1), 10)
+  return (space, dict(width_ratios=ratios, divisor=config.divisor),
           "mobilenet_v2 of make demo (width 0.5, stride 32, stage repeats 1,2,2,2,1,1,1, width ratios from 0.3)")
 
 

@@ -283,10 +283,11 @@ def main(argv):
   del argv
   text = section(FLAGS.results_dir)
   fashion = fashion_section(FLAGS.results_dir)
+  deep = fashion_section(FLAGS.results_dir, FASHION_DEEP)
   trained = pretrained_section(FLAGS.results_dir)
   ablation = ablation_section(FLAGS.results_dir)
   print(text)
-  for part in (fashion, fashion_section(FLAGS.results_dir, FASHION_DEEP), ablation, trained):
+  for part in (fashion, deep, ablation, trained):
     if part:
       print("\n" + part)
   if FLAGS.write_readme:
@@ -296,7 +297,6 @@ def main(argv):
     readme = _replace_between(readme, START, END, text, path)
     if fashion and FASHION_START in readme:
       readme = _replace_between(readme, FASHION_START, FASHION_END, fashion, path)
-    deep = fashion_section(FLAGS.results_dir, FASHION_DEEP)
     start, end = f"<!-- {FASHION_DEEP}:start -->", f"<!-- {FASHION_DEEP}:end -->"
     if deep and start in readme:
       readme = _replace_between(readme, start, end, deep, path)
