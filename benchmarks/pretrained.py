@@ -12,7 +12,9 @@ here with numpy + gzip):
    * `mobilenet_v2_demo`: the `make demo` MobileNetV2 (`examples/metaprune.py`'s
      defaults: width 0.5, stride 32, stage repeats 1,2,2,2,1,1,1, 18 genes,
      1.17 MFLOPs at 28x28), width ratios from 0.3 up (its smallest structure
-     is 18.5% of the full FLOPs, so its default ratios are 0.5 and 0.25).
+     is 18.5% of the full FLOPs, so its default ratios are 0.5 and 0.25);
+     `--min_width_ratio=0.1 --divisor=4` widens its grid to reach 3.8%
+     (ratios 0.25 and 0.1; results `pretrained_mobilenet_v2_demo_minw10_div4`).
 2. Methods, each at every FLOPs ratio (`--ratios`), each structure fine-tuned
    with one recipe (`--finetune_epochs`), with and without distillation from
    the original model, for every seed (`--seeds`):
@@ -47,6 +49,7 @@ every digit).
 
   python benchmarks/pretrained.py                # ~35 min on 2 shared cores
   python benchmarks/pretrained.py --model=mobilenet_v2_demo
+  python benchmarks/pretrained.py --model=mobilenet_v2_demo --min_width_ratio=0.1 --divisor=4
   python benchmarks/pretrained.py --quick        # smoke run, figures meaningless
   python benchmarks/pretrained.py --summarize_only   # tables + figure again from the JSON, no training
 """
@@ -77,6 +80,8 @@ flags.DEFINE_float("finetune_learning_rate", 1e-3, "Peak learning rate of the fi
 flags.DEFINE_integer("pruningnet_pre_epochs", 2, "PruningNet epochs from the trained model.")
 flags.DEFINE_float("pruningnet_pre_learning_rate", 1e-3, "Peak Adam learning rate of the PruningNet from the trained "
                    "model (cosine over its epochs).")
+flags.DEFINE_float("pruningnet_pre_distill_weight", 0.0, "KD share of the loss of the PruningNet from the trained "
+                   "model, the trained model as teacher at --distill_temperature (0: labels only).")
 flags.DEFINE_bool("steps_only", False, "Only the PruningNet step comparison (no search, no fine-tuning); use another "
                   "--name, e.g. --name=pretrained_steps --pruningnet_pre_epochs=8 --pruningnet_pre_learning_rate=3e-3.")
 flags.DEFINE_integer("pruningnet_scratch_epochs", 8, "PruningNet epochs from scratch (the pipeline's default: 8).")
@@ -86,8 +91,14 @@ flags.DEFINE_integer("probes_per_epoch", 4, "Quality probes per epoch of the Pru
 flags.DEFINE_integer("probes_per_epoch_scratch", 1, "Quality probes per epoch of the PruningNet from scratch.")
 flags.DEFINE_integer("population_size", 16, "Evolution population.")
 flags.DEFINE_integer("num_generations", 6, "Evolution generations.")
-flags.DEFINE_list("ratios", None, "FLOPs ratios of the full model (default: 0.25,0.1 for small_cnn; 0.5,0.25 for "
-                  "mobilenet_v2_demo, whose smallest structure is 18.5% of the full FLOPs).")
+flags.DEFINE_list("ratios", None, "FLOPs ratios of the full model (default: 0.25,0.1 when the space's smallest "
+                  "structure is under 10% of the full FLOPs, as for small_cnn; else 0.5,0.25, as for "
+                  "mobilenet_v2_demo, whose smallest structure is 18.5%).")
+flags.DEFINE_float("min_width_ratio", None, "mobilenet_v2_demo only: the smallest width ratio of its space (default "
+                   "0.3, make demo's; 0.1 reaches 10% FLOPs). A non-default value or --divisor is added to --name and "
+                   "--workdir.")
+flags.DEFINE_integer("divisor", None, "mobilenet_v2_demo only: channel counts are multiples of this (default 8, make "
+                     "demo's).")
 flags.DEFINE_integer("seeds", 3, "Fine-tuning seeds.")
 flags.DEFINE_float("distill_temperature", 4.0, "KD temperature.")
 flags.DEFINE_float("distill_weight", 0.5, "KD share of the loss.")
@@ -101,18 +112,36 @@ flags.DEFINE_string("name", None, "Result file name (default: pretrained for sma
                     "otherwise).")
 
 METHODS = ("metaprune", "l1_uniform", "global_magnitude", "uniform_scratch")
-DEFAULT_RATIOS = {"small_cnn": ["0.25", "0.1"], "mobilenet_v2_demo": ["0.5", "0.25"]}
+
+
+def _space_suffix():
+  """'' for the family's own grid, else e.g. '_minw10_div4' (another space: its own results and nets)."""
+  if FLAGS.model == "small_cnn":
+    if FLAGS.min_width_ratio is not None or FLAGS.divisor is not None:
+      raise app.UsageError("--min_width_ratio/--divisor apply to --model=mobilenet_v2_demo only (small_cnn's grid is "
+                           "fixed: ratios 0.10-1.00, divisor 8)")
+    return ""
+  suffix = ""
+  if FLAGS.min_width_ratio is not None and FLAGS.min_width_ratio != _common.DEMO_MOBILENET_V2["min_width_ratio"]:
+    suffix += f"_minw{int(round(100 * FLAGS.min_width_ratio)):02d}"
+  if FLAGS.divisor is not None and FLAGS.divisor != 8:
+    suffix += f"_div{FLAGS.divisor}"
+  return suffix
 
 
 def _apply_defaults():
-  suffix = "" if FLAGS.model == "small_cnn" else "_" + FLAGS.model
+  suffix = ("" if FLAGS.model == "small_cnn" else "_" + FLAGS.model) + _space_suffix()
   if FLAGS.name is None:
     FLAGS["name"].value = "pretrained" + suffix
   if FLAGS.workdir is None:
     FLAGS["workdir"].value = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runs",
                                           "pretrained_bench" + suffix)
-  if FLAGS.ratios is None:
-    FLAGS["ratios"].value = DEFAULT_RATIOS[FLAGS.model]
+
+
+def default_ratios(space):
+  """0.25 and 0.1 when the space reaches under 10% of the full FLOPs, else 0.5 and 0.25."""
+  smallest = space.mflops(space.smallest()) / space.mflops(space.largest())
+  return [0.25, 0.1] if smallest < 0.1 else [0.5, 0.25]
 
 
 def user_model_space():
@@ -121,11 +150,17 @@ def user_model_space():
   from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
   if FLAGS.model == "small_cnn":
     return tfmp.models.small_cnn((28, 28, 1), 10), dict(divisor=8), "small_cnn (16-32-64-128)"
-  config = pipeline.PipelineConfig(**_common.DEMO_MOBILENET_V2)   # the pipeline's grid: divisor 8, step 0.03
+  overrides = {k: v for k, v in (("min_width_ratio", FLAGS.min_width_ratio), ("divisor", FLAGS.divisor))
+               if v is not None}
+  try:
+    config = pipeline.PipelineConfig(**dict(_common.DEMO_MOBILENET_V2, **overrides))   # divisor 8, step 0.03
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   ratios = pipeline.width_ratios(config.min_width_ratio, config.width_step)
   space = pipeline.build_space(config, (28, 28, 1), 10)
   return (space, dict(width_ratios=ratios, divisor=config.divisor),
-          "mobilenet_v2 of make demo (width 0.5, stride 32, stage repeats 1,2,2,2,1,1,1, width ratios from 0.3)")
+          f"mobilenet_v2 of make demo (width 0.5, stride 32, stage repeats 1,2,2,2,1,1,1), width ratios from "
+          f"{config.min_width_ratio:g}, divisor {config.divisor}")
 
 
 def _apply_quick():
@@ -243,9 +278,9 @@ def main(argv):
                     machine=store.data.get("machine") or _common.machine())
   splits = load_splits()
   store.data["data"] = splits.get_config()
-  ratios = [float(r) for r in FLAGS.ratios]
   ft = dict(epochs=FLAGS.finetune_epochs, learning_rate=FLAGS.finetune_learning_rate, optimizer="adam", verbose=0)
   space0, trained_kwargs, description = user_model_space()
+  ratios = [float(r) for r in FLAGS.ratios] if FLAGS.ratios else default_ratios(space0)
   store.data["recipe"] = {
       "original": f"{description}, {FLAGS.original_epochs} epochs Adam 3e-3 cosine, batch "
                   f"{FLAGS.batch_size}",
@@ -319,16 +354,16 @@ def main(argv):
     return float(np.mean([float(evaluator.accuracy_tensor(tf.constant(s.choices, tf.int32))) for s in probe]))
 
   class Probe(keras.callbacks.Callback):
-    """Search quality every `every` steps (its own time is not counted as training time)."""
+    """Search quality of `net` every `every` steps (its own time is not counted as training time)."""
 
-    def __init__(self, every):
+    def __init__(self, net, every):
       super().__init__()
-      self.every, self.step, self.points, self.probe_seconds = every, 0, [], 0.0
+      self.net, self.every, self.step, self.points, self.probe_seconds = net, every, 0, [], 0.0
       self.t0 = None
 
     def record(self):
       t = time.perf_counter()
-      q = probe_quality(self.model)
+      q = probe_quality(self.net)
       self.probe_seconds += time.perf_counter() - t
       train_s = time.perf_counter() - self.t0 - self.probe_seconds
       self.points.append({"step": self.step, "quality": q, "train_seconds": train_s})
@@ -353,13 +388,18 @@ def main(argv):
       net = trained.pruning_net(hidden_units=FLAGS.hidden_units, seed=0)
     else:
       net = tfmp.PruningNet(space, hidden_units=FLAGS.hidden_units, seed=0)
-    probe_cb = Probe(max(1, steps_per_epoch // probes_per_epoch))
+    probe_cb = Probe(net, max(1, steps_per_epoch // probes_per_epoch))
+    kd = {}
+    if from_trained and FLAGS.pruningnet_pre_distill_weight > 0:   # the user's model teaches every sampled structure
+      kd = dict(teacher=model, distill_temperature=FLAGS.distill_temperature,
+                distill_weight=FLAGS.pruningnet_pre_distill_weight)
     t0 = time.perf_counter()
     tfmp.training.fit(net, splits.fresh_train(), epochs=epochs, learning_rate=lr, optimizer="adam", verbose=0,
-                      callbacks=[probe_cb])
+                      callbacks=[probe_cb], **kd)
     seconds = time.perf_counter() - t0 - probe_cb.probe_seconds
     net.save(path)
     store.put(key, {"epochs": epochs, "steps": epochs * steps_per_epoch, "train_seconds": seconds,
+                    "learning_rate": lr, "distill_weight": kd.get("distill_weight", 0.0),
                     "probe": probe_cb.points, "final_quality": probe_cb.points[-1]["quality"]})
     log(f"{key}: {epochs * steps_per_epoch} steps in {seconds:.0f} s, probe quality "
         f"{probe_cb.points[0]['quality']:.3f} -> {probe_cb.points[-1]['quality']:.3f}")
@@ -369,7 +409,7 @@ def main(argv):
   net = train_pruning_net("pruningnet_pretrained", True, FLAGS.pruningnet_pre_epochs, FLAGS.pruningnet_pre_learning_rate,
                           FLAGS.probes_per_epoch)
   if FLAGS.steps_only:
-    main_name = "pretrained" if FLAGS.model == "small_cnn" else "pretrained_" + FLAGS.model
+    main_name = ("pretrained" if FLAGS.model == "small_cnn" else "pretrained_" + FLAGS.model) + _space_suffix()
     main_run = Store(os.path.join(FLAGS.output_dir, main_name + ".json")).get("pruningnet_scratch")
     if store.get("pruningnet_scratch") is None and main_run and main_run["epochs"] == FLAGS.pruningnet_scratch_epochs:
       store.put("pruningnet_scratch", dict(main_run, note="the scratch run of pretrained.json (same data and recipe)"))
