@@ -317,21 +317,38 @@ def retrain_kwargs(prefix="retrain_"):
               retrain_optimizer=getattr(FLAGS, prefix + "optimizer"), init=FLAGS.init)
 
 
-def define_pretrained_flags():
+def define_keras_model_flags(binary_note=""):
   flags.DEFINE_string("keras_model", None, "Prune this trained Keras model (.keras) instead of a --model family: "
-                      "its channels are ranked by --importance, the PruningNet starts from its weights, and the "
-                      "report adds L1-uniform, global-magnitude and uniform-from-scratch baselines and each row's "
-                      "accuracy drop. Use with --init=pretrained (and --distill).")
+                      "its channels are ranked by --importance and the PruningNet starts from its weights." +
+                      binary_note)
   flags.DEFINE_enum("importance", "l1", ["l1", "bn_gamma"], "How a trained model's channels are ranked: L1 norm "
                     "of the output filters (Li et al. 2017) or batch-norm |gamma|.")
-  flags.DEFINE_bool("distill", False, "Retrain with knowledge distillation from --keras_model.")
+
+
+def keras_model_kwargs():
+  return dict(keras_model=FLAGS.keras_model, importance=FLAGS.importance)
+
+
+def define_distill_flags(source="--keras_model"):
+  flags.DEFINE_bool("distill", False, f"Retrain with knowledge distillation from the trained model ({source}).")
   flags.DEFINE_float("distill_temperature", 4.0, "Distillation temperature T (the loss is scaled by T^2).")
   flags.DEFINE_float("distill_weight", 0.5, "Distillation share of the loss, in [0, 1] (the rest: labels).")
 
 
+def distill_kwargs():
+  return dict(distill=FLAGS.distill, distill_temperature=FLAGS.distill_temperature,
+              distill_weight=FLAGS.distill_weight)
+
+
+def define_pretrained_flags():
+  """metaprune.py's: the trained model, its importance, distillation."""
+  define_keras_model_flags(" The report adds L1-uniform, global-magnitude and uniform-from-scratch baselines and "
+                           "each row's accuracy drop. Use with --init=pretrained (and --distill).")
+  define_distill_flags()
+
+
 def pretrained_kwargs():
-  return dict(keras_model=FLAGS.keras_model, importance=FLAGS.importance, distill=FLAGS.distill,
-              distill_temperature=FLAGS.distill_temperature, distill_weight=FLAGS.distill_weight)
+  return dict(keras_model_kwargs(), **distill_kwargs())
 
 
 def fail(message):

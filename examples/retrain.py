@@ -7,6 +7,9 @@ accuracies compare fairly:
   python examples/retrain.py --search_dir=runs/search --output_dir=runs/retrain_searched
   python examples/retrain.py --search_dir=runs/search --uniform --output_dir=runs/retrain_uniform
   python examples/retrain.py --search_dir=runs/search --init=generated --pruningnet_dir=runs/pruningnet ...
+  python examples/retrain.py --search_dir=runs/search_mine --init=pretrained --distill ...
+      # a PruningNet trained with --keras_model: fine-tune the kept channels, distill from your model
+      # (with --uniform: the L1-uniform baseline of Li et al.)
 
 The dataset is the one the PruningNet was trained on (recorded in the search
 folder). Writes to --output_dir: model.keras, retrain.json (test accuracy,
@@ -29,6 +32,7 @@ flags.DEFINE_bool("uniform", False, "Retrain the uniform baseline (uniform_struc
 flags.DEFINE_string("pruningnet_dir", None, "The PruningNet folder, for --init=generated.")
 common_flags.define_retrain_flags(prefix="", time_note=" Default 8 (a searched small_cnn, MNIST subset): about 2 min "
                                   "here.")
+common_flags.define_distill_flags(source="the --keras_model the PruningNet was trained from")
 common_flags.define_strategy_flag()
 flags.DEFINE_string("output_dir", "runs/retrain", "Where the model and its checkpoints go.")
 
@@ -41,7 +45,12 @@ def main(argv):
   import tf_metaprune as tfmp  # pylint: disable=g-import-not-at-top
   try:
     searched = pipeline.read_settings(FLAGS.search_dir)
-    config = searched.replace(**common_flags.retrain_kwargs(prefix=""))
+    if (FLAGS.init == "pretrained" or FLAGS.distill) and not searched.keras_model:
+      raise ValueError(f"--init={FLAGS.init} --distill={FLAGS.distill}: --search_dir={FLAGS.search_dir!r} searched a "
+                       f"{searched.model} family net, not a trained model; train the PruningNet with "
+                       "examples/train_pruningnet.py --keras_model=PATH.keras first")
+    config = searched.replace(**common_flags.retrain_kwargs(prefix=""), **common_flags.distill_kwargs())
+    trained = pipeline.load_trained_model(config) if config.keras_model else None
     space_path = os.path.join(FLAGS.search_dir, "space.json")
     with open(space_path) as f:
       space = tfmp.SearchSpace.from_json(f.read())
@@ -57,18 +66,28 @@ def main(argv):
     model_path = os.path.join(FLAGS.output_dir, "model.keras")
     if os.path.exists(model_path):
       raise ValueError(f"{model_path!r} exists: this retraining is finished; use another --output_dir")
-    model, result = pipeline.retrain(config, splits, space, structure, FLAGS.output_dir, net=net, strategy=strategy)
+    if trained is not None and trained.space.fingerprint() != space.fingerprint():
+      raise ValueError(f"keras_model {config.keras_model!r} now reads as another space than {space_path!r} (the "
+                       "file changed since the search?); search again")
+    model, result = pipeline.retrain(config, splits, space, structure, FLAGS.output_dir, net=net, strategy=strategy,
+                                     trained=trained)
   except (ValueError, PermissionError, OSError) as e:
     common_flags.fail(str(e))
   if tfmp.distribute.is_chief(strategy):
     pipeline.save_model_atomic(model, model_path)
     result.update(structure=name, config=config.get_config())
+    if trained is not None:
+      result["original_test_accuracy"] = pipeline.original_record(trained, splits)["test_accuracy"]
+      result["accuracy_drop_pt"] = 100 * (result["original_test_accuracy"] - result["test_accuracy"])
     tfmp.io.write_json_atomic(os.path.join(FLAGS.output_dir, "retrain.json"), result)
   full = space.largest()
   check = pipeline.bn_check(result)
   print(f"{name}: {result['mflops']:.3f} MFLOPs ({pipeline.times(space.mflops(full), result['mflops'])} fewer than "
         f"full width), {result['params']:,} params ({pipeline.times(space.params(full), result['params'])} fewer), "
         f"test accuracy {100 * result['test_accuracy']:.2f}% -> {model_path}")
+  if "accuracy_drop_pt" in result:
+    print(f"original model {config.keras_model}: test accuracy {100 * result['original_test_accuracy']:.2f}%, drop "
+          f"{result['accuracy_drop_pt']:+.2f} pt")
   if check is not None:
     print(f"batch norms: {check}")
 

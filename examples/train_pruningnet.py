@@ -11,6 +11,8 @@ structures by.
   python examples/train_pruningnet.py --model=mobilenet_v2 --width_multiplier=0.35 --epochs=8 \
       --output_dir=runs/pruningnet_mnv2
   python examples/train_pruningnet.py ... --resume        # continue an interrupted run
+  python examples/train_pruningnet.py --keras_model=my_cnn.keras --dataset=... --output_dir=runs/pn_mine
+      # start from your trained model (then search.py, and retrain.py --init=pretrained --distill)
 
 Outputs in --output_dir: pruningnet.keras (the trained net), space.json,
 run.json (the settings; search.py and retrain.py read the dataset from it),
@@ -28,6 +30,8 @@ FLAGS = flags.FLAGS
 common_flags.define_dataset_flags()
 common_flags.define_model_flags(default_model="small_cnn")
 common_flags.define_pruningnet_flags(time_note=" Default 8 (small_cnn, MNIST subset): about 2 min here.")
+common_flags.define_keras_model_flags(" search.py and retrain.py (--init=pretrained, --distill) read it from this "
+                                      "run.")
 flags.DEFINE_integer("num_random", 3, "Random structures to report after training.")
 flags.DEFINE_integer("calibration_batches", 4, "Batches used to recalibrate BN statistics per structure.")
 common_flags.define_strategy_flag()
@@ -41,14 +45,16 @@ def main(argv):
   from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
   try:
     config = pipeline.PipelineConfig(**common_flags.dataset_kwargs(), **common_flags.model_kwargs(),
-                                     **common_flags.pruningnet_kwargs(),
+                                     **common_flags.pruningnet_kwargs(), **common_flags.keras_model_kwargs(),
                                      calibration_batches=FLAGS.calibration_batches)
     splits = pipeline.load_data(config)
-    space = pipeline.build_space(config, splits.input_shape, splits.num_classes)
+    trained, space = pipeline.trained_model_and_space(config, splits)
     run = pipeline.TrainingRun(FLAGS.output_dir, config, resume=FLAGS.resume)
   except (ValueError, PermissionError) as e:
     common_flags.fail(str(e))
-  net = run.train(splits, space, strategy=strategy)
+  if trained is not None:
+    print(f"starting from {config.keras_model} ({trained.space.name}), channels ranked by {config.importance}")
+  net = run.train(splits, space, strategy=strategy, trained=trained)
 
   import tf_metaprune as tfmp  # pylint: disable=g-import-not-at-top
   full = space.largest()

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+import testutil  # tests/testutil.py
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--divisor=1", "--max_examples=400", "--input_size=12", "--batch_size=32", "--epochs=1", "--hidden_units=4",
         "--flops_ratio=0.5", "--population_size=6", "--num_generations=2", "--retrain_epochs=1", "--num_runs=3",
@@ -19,22 +21,10 @@ def _run(*args):
                         text=True, env=env, timeout=900)
 
 
-def _save_user_model(path):
-  import keras  # pylint: disable=g-import-not-at-top
-  L = keras.layers
-  x = inputs = keras.Input((12, 12, 1))
-  a = L.Conv2D(8, 3, padding="same", activation="relu", name="a")(x)
-  b = L.Conv2D(4, 1, activation="relu", name="b")(x)
-  x = L.BatchNormalization(name="bn")(L.Concatenate(name="cat")([a, b]))
-  x = L.Conv2D(12, 3, strides=2, padding="same", activation="relu", name="c")(x)
-  model = keras.Model(inputs, L.Dense(10, name="logits")(L.GlobalAveragePooling2D()(x)), name="user_cnn")
-  model.save(path)
-
-
 @pytest.mark.slow
 def test_metaprune_prunes_a_saved_trained_model_and_reports_every_method(tmp_path):
   model_path = str(tmp_path / "user.keras")
-  _save_user_model(model_path)
+  testutil.save_concat_user_model(model_path)
   out = tmp_path / "run"
   proc = _run(f"--keras_model={model_path}", f"--output_dir={out}", *TINY)
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
@@ -59,3 +49,33 @@ def test_pretrained_init_without_a_trained_model_stops_with_one_line(tmp_path):
   assert proc.returncode != 0
   last = proc.stderr.strip().splitlines()[-1]
   assert "keras_model" in last and "init='pretrained'" in last
+
+
+def _stage(binary, *args):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples", binary), *args], capture_output=True,
+                        text=True, env=env, timeout=900)
+  assert proc.returncode == 0, f"{binary}: " + proc.stdout[-2000:] + proc.stderr[-3000:]
+  return proc
+
+
+@pytest.mark.slow
+def test_stage_binaries_start_from_a_saved_trained_model_and_fine_tune_its_kept_channels(tmp_path):
+  model_path = str(tmp_path / "user.keras")
+  testutil.save_concat_user_model(model_path)
+  data = ["--max_examples=400", "--input_size=12", "--batch_size=32"]
+  _stage("train_pruningnet.py", f"--keras_model={model_path}", *data, "--divisor=1", "--epochs=1",
+         "--hidden_units=4", "--num_random=0", f"--output_dir={tmp_path / 'pn'}")
+  run = json.loads((tmp_path / "pn" / "run.json").read_text())
+  assert run["config"]["keras_model"] == model_path
+  import tf_metaprune as tfmp  # pylint: disable=g-import-not-at-top
+  assert tfmp.SearchSpace.from_json((tmp_path / "pn" / "space.json").read_text()).name == "user_cnn"
+  _stage("search.py", f"--pruningnet_dir={tmp_path / 'pn'}", "--flops_ratio=0.5", "--population_size=6",
+         "--num_generations=2", "--verbose=0", f"--output_dir={tmp_path / 's'}")
+  proc = _stage("retrain.py", f"--search_dir={tmp_path / 's'}", "--init=pretrained", "--distill", "--epochs=1",
+                f"--output_dir={tmp_path / 'r'}")
+  result = json.loads((tmp_path / "r" / "retrain.json").read_text())
+  assert result["config"]["init"] == "pretrained" and result["config"]["distill"]
+  assert result["accuracy_drop_pt"] == pytest.approx(100 * (result["original_test_accuracy"] -
+                                                            result["test_accuracy"]))
+  assert "drop" in proc.stdout

@@ -121,7 +121,7 @@ def test_changed_setting_of_a_finished_stage_stops_before_any_work(run_dir):
 
 
 @pytest.mark.slow
-def test_search_and_retrain_binaries_continue_from_the_pipelines_pruning_net(run_dir, tmp_path):
+def test_search_and_retrain_binaries_continue_from_the_pipelines_pruning_net_and_refuse_pretrained_init(run_dir, tmp_path):
   search = _run("search.py", f"--pruningnet_dir={run_dir['dir'] / 'pruningnet'}", "--flops_ratio=0.7",
                 "--searcher=uniform", "--verbose=0", f"--output_dir={tmp_path / 's'}")   # through search.run
   assert search.returncode == 0, search.stderr[-3000:]
@@ -134,6 +134,10 @@ def test_search_and_retrain_binaries_continue_from_the_pipelines_pruning_net(run
   result = json.loads((tmp_path / "r" / "retrain.json").read_text())
   assert result["structure"] == "uniform_structure.json" and 0.0 <= result["test_accuracy"] <= 1.0
   assert (tmp_path / "r" / "model.keras").exists()
+  # A family's search has no trained model to fine-tune from: one line that names the way out.
+  refused = _run("retrain.py", f"--search_dir={tmp_path / 's'}", "--init=pretrained", f"--output_dir={tmp_path / 'p'}")
+  assert refused.returncode != 0
+  assert "train_pruningnet.py --keras_model" in refused.stderr.strip().splitlines()[-1]
 
 
 def test_budget_below_the_smallest_structure_stops_before_training(tmp_path):

@@ -103,3 +103,16 @@ def splits_fixture():
 @pytest.fixture(scope="module", name="net")
 def net_fixture(space, splits):
   return trained_pruning_net(space, splits)
+
+
+def save_concat_user_model(path):
+  """A small trained-model stand-in (12x12x1, a concatenation, BN, 10 classes) saved as .keras at `path`."""
+  L = keras.layers
+  x = inputs = keras.Input((12, 12, 1))
+  a = L.Conv2D(8, 3, padding="same", activation="relu", name="a")(x)
+  b = L.Conv2D(4, 1, activation="relu", name="b")(x)
+  x = L.BatchNormalization(name="bn")(L.Concatenate(name="cat")([a, b]))
+  x = L.Conv2D(12, 3, strides=2, padding="same", activation="relu", name="c")(x)
+  model = keras.Model(inputs, L.Dense(10, name="logits")(L.GlobalAveragePooling2D()(x)), name="user_cnn")
+  model.save(path)
+  return model

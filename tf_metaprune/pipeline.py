@@ -697,6 +697,24 @@ def load_trained_model(config: PipelineConfig):
                                  divisor=config.divisor)
 
 
+def trained_model_and_space(config: PipelineConfig, splits):
+  """(TrainedModel or None, SearchSpace) of `config`: its `keras_model`'s, else the family's on `splits`.
+
+  Raises:
+    ValueError: for a keras_model that does not load, or whose input shape or
+      class count is not the dataset's.
+  """
+  if not config.keras_model:
+    return None, build_space(config, splits.input_shape, splits.num_classes)
+  trained = load_trained_model(config)
+  space = trained.space
+  if tuple(splits.input_shape) != tuple(space.input_shape) or splits.num_classes != space.num_classes:
+    raise ValueError(f"keras_model {config.keras_model!r} takes {space.input_shape} images and has "
+                     f"{space.num_classes} classes, but dataset {config.dataset!r} gives {splits.input_shape} and "
+                     f"{splits.num_classes}; pick the dataset it was trained on (--input_size to resize)")
+  return trained, space
+
+
 def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None] = print,
         strategy=None) -> Dict[str, Any]:
   """Runs (or resumes) every stage of the MetaPruning job into `output_dir`.
@@ -726,15 +744,7 @@ def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None
                      "and examples/search.py on the chief")
   state = Run(output_dir, config)
   splits = load_data(config)
-  trained = load_trained_model(config) if config.keras_model else None
-  if trained is not None:
-    space = trained.space
-    if tuple(splits.input_shape) != tuple(space.input_shape) or splits.num_classes != space.num_classes:
-      raise ValueError(f"keras_model {config.keras_model!r} takes {space.input_shape} images and has "
-                       f"{space.num_classes} classes, but dataset {config.dataset!r} gives {splits.input_shape} and "
-                       f"{splits.num_classes}; pick the dataset it was trained on (--input_size to resize)")
-  else:
-    space = build_space(config, splits.input_shape, splits.num_classes)
+  trained, space = trained_model_and_space(config, splits)
   budget = config_budget(config, space)
   state.check()
   stages = stage_names(config)
@@ -940,13 +950,18 @@ def _original_accuracy(state, trained, splits):
   path = state.file("original.json")
   if os.path.exists(path):
     return io_lib.read_json(path, "original model record")
+  record = original_record(trained, splits)
+  io_lib.write_json_atomic(path, record)
+  return record
+
+
+def original_record(trained, splits):
+  """{test_accuracy, mflops, params, importance} of a `TrainedModel`'s model on `splits.test`."""
   model = trained.model
   model.compile(loss=training.SparseCrossentropyWithSmoothing(), metrics=["accuracy"])
   _, acc = model.evaluate(splits.test, verbose=0)
-  record = {"test_accuracy": float(acc), "mflops": float(flops.count_mflops(model)),
-            "params": int(model.count_params()), "importance": trained.importance}
-  io_lib.write_json_atomic(path, record)
-  return record
+  return {"test_accuracy": float(acc), "mflops": float(flops.count_mflops(model)),
+          "params": int(model.count_params()), "importance": trained.importance}
 
 
 def _export(state, splits, config, table_rows=_ROWS):
