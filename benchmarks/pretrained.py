@@ -288,7 +288,9 @@ def main(argv):
                   f"T={FLAGS.distill_temperature:g}, weight {FLAGS.distill_weight:g}",
       "pruningnet_pretrained": f"{FLAGS.pruningnet_pre_epochs} epochs Adam {FLAGS.pruningnet_pre_learning_rate:g} "
                                f"cosine, hidden_units "
-                               f"{FLAGS.hidden_units}, from the L1-reordered trained weights",
+                               f"{FLAGS.hidden_units}, from the L1-reordered trained weights" +
+                               (f", distilled from the trained model (weight {FLAGS.pruningnet_pre_distill_weight:g}, "
+                                f"T={FLAGS.distill_temperature:g})" if FLAGS.pruningnet_pre_distill_weight > 0 else ""),
       "pruningnet_scratch": f"{FLAGS.pruningnet_scratch_epochs} epochs Adam 3e-3 cosine (the pipeline's default), "
                             f"hidden_units {FLAGS.hidden_units}",
       "search": f"evolution population {FLAGS.population_size} x {FLAGS.num_generations} generations, 4 "

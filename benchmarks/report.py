@@ -12,6 +12,7 @@ between the `fashion_quality` markers and the pruning-a-trained-model tables
   python benchmarks/report.py [--write_readme]
 """
 
+import glob
 import json
 import os
 import sys
@@ -34,7 +35,9 @@ FASHION_START, FASHION_END = "<!-- fashion_quality:start -->", "<!-- fashion_qua
 FASHION_DEEP = "fashion_quality_mobilenet_v2_demo"   # the same benchmark on the `make demo` MobileNetV2
 # The pruning-a-trained-model tables (benchmarks/pretrained.py, one file per --model) in "Prune your trained model".
 PRETRAINED_START, PRETRAINED_END = "<!-- pretrained:start -->", "<!-- pretrained:end -->"
-PRETRAINED = [("pretrained", "Small CNN"), ("pretrained_mobilenet_v2_demo", "The `make demo` MobileNetV2")]
+PRETRAINED = [("pretrained", "Small CNN"), ("pretrained_mobilenet_v2_demo", "The `make demo` MobileNetV2"),
+              ("pretrained_mobilenet_v2_demo_minw10_div4", "The `make demo` MobileNetV2 on a finer grid (width ratios "
+               "from 0.1, divisor 4: reaches 3.8% of the FLOPs, so 10% exists)")]
 # The PruningNet ablation on the small CNN's ranking (benchmarks/fashion_ablation.py, `make bench-ablation`).
 ABLATION_START, ABLATION_END = "<!-- fashion_ablation:start -->", "<!-- fashion_ablation:end -->"
 # The step-speed tables measured before the step was optimized (issue 17): the same scripts, run with
@@ -240,14 +243,15 @@ def pretrained_section(results_dir):
       lines += ["Paired differences between methods (the same seeds fine-tune both):", "",
                 r["paired_table_md"], ""]
     lines += [_steps_line(r.get("steps")), ""]
-    steps_path = os.path.join(results_dir, name + "_steps.json")   # a longer step comparison (--steps_only)
-    if os.path.exists(steps_path):
+    # Longer step comparisons (--steps_only --name=<name>_steps[_variant]).
+    for steps_path in sorted(glob.glob(os.path.join(results_dir, name + "_steps*.json"))):
       with open(steps_path) as f:
         s = json.load(f)
       if s.get("steps"):
         pre = s["runs"].get("pruningnet_pretrained", {})
         s["steps"].setdefault("pretrained_quality_at_step0", (pre.get("probe") or [{}])[0].get("quality", float("nan")))
-        lines += [f"Longer step comparison (`{s['command']}`, `benchmarks/results/{name}_steps.json`, load average "
+        lines += [f"Longer step comparison (`{s['command']}`, `benchmarks/results/{os.path.basename(steps_path)}`, "
+                  f"load average "
                   f"{s['machine']['load_average'][0]:.1f} -> {s.get('load_average_after', [float('nan')])[0]:.1f}; "
                   f"PruningNet from the trained model {s['recipe']['pruningnet_pretrained']}), same probe: "
                   + _steps_line(s["steps"], lead=""), ""]
