@@ -35,7 +35,10 @@ here with numpy + gzip):
    few steps with one search-quality figure: the mean recalibrated
    search-split accuracy of a fixed set of structures in the FLOPs window of
    the ratios (no fine-tuning). Reported: the steps the trained-start net
-   needs to reach the scratch net's final quality.
+   needs to reach the scratch net's final quality. `--steps_only` reruns
+   only this comparison with other PruningNet settings (longer,
+   `--pruningnet_pre_distill_weight` for distillation from the trained
+   model), reusing the scratch net of the main result.
 
 Every finished run is checkpointed to results/<name>.json at once (a rerun
 skips it; `pretrained.json` for small_cnn, `pretrained_<model>.json`
