@@ -414,7 +414,8 @@ def main(argv):
   net = train_pruning_net("pruningnet_pretrained", True, FLAGS.pruningnet_pre_epochs, FLAGS.pruningnet_pre_learning_rate,
                           FLAGS.probes_per_epoch)
   if FLAGS.steps_only:
-    main_name = ("pretrained" if FLAGS.model == "small_cnn" else "pretrained_" + FLAGS.model) + _space_suffix()
+    main_name = ("pretrained" if FLAGS.model == "small_cnn" else "pretrained_" + FLAGS.model)
+    main_name += _space_suffix()
     main_run = Store(os.path.join(FLAGS.output_dir, main_name + ".json")).get("pruningnet_scratch")
     if store.get("pruningnet_scratch") is None and main_run and main_run["epochs"] == FLAGS.pruningnet_scratch_epochs:
       store.put("pruningnet_scratch", dict(main_run, note="the scratch run of pretrained.json (same data and recipe)"))

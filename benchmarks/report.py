@@ -250,8 +250,8 @@ def pretrained_section(results_dir):
       if s.get("steps"):
         pre = s["runs"].get("pruningnet_pretrained", {})
         s["steps"].setdefault("pretrained_quality_at_step0", (pre.get("probe") or [{}])[0].get("quality", float("nan")))
-        lines += [f"Longer step comparison (`{s['command']}`, `benchmarks/results/{os.path.basename(steps_path)}`, "
-                  f"load average "
+        lines += [f"Step comparison with other PruningNet settings (`{s['command']}`, "
+                  f"`benchmarks/results/{os.path.basename(steps_path)}`, load average "
                   f"{s['machine']['load_average'][0]:.1f} -> {s.get('load_average_after', [float('nan')])[0]:.1f}; "
                   f"PruningNet from the trained model {s['recipe']['pruningnet_pretrained']}), same probe: "
                   + _steps_line(s["steps"], lead=""), ""]

@@ -121,7 +121,7 @@ def test_changed_setting_of_a_finished_stage_stops_before_any_work(run_dir):
 
 
 @pytest.mark.slow
-def test_search_and_retrain_binaries_continue_from_the_pipelines_pruning_net_and_refuse_pretrained_init(run_dir, tmp_path):
+def test_search_and_retrain_binaries_continue_the_pipelines_net_and_refuse_pretrained_init(run_dir, tmp_path):
   search = _run("search.py", f"--pruningnet_dir={run_dir['dir'] / 'pruningnet'}", "--flops_ratio=0.7",
                 "--searcher=uniform", "--verbose=0", f"--output_dir={tmp_path / 's'}")   # through search.run
   assert search.returncode == 0, search.stderr[-3000:]
