@@ -85,6 +85,11 @@ flags.DEFINE_float("pruningnet_pre_learning_rate", 1e-3, "Peak Adam learning rat
                    "model (cosine over its epochs).")
 flags.DEFINE_float("pruningnet_pre_distill_weight", 0.0, "KD share of the loss of the PruningNet from the trained "
                    "model, the trained model as teacher at --distill_temperature (0: labels only).")
+flags.DEFINE_string("baselines_from", None, "Another result name of the same --model and grid (e.g. "
+                    "pretrained_mobilenet_v2_demo_minw10_div4): its baseline fine-tunings (l1_uniform, "
+                    "global_magnitude, uniform_scratch) and scratch PruningNet are reused when the original model, "
+                    "data, fine-tuning recipe and baseline structures match, so a MetaPruning variant (other "
+                    "--pruningnet_pre_* settings, with --name) is paired with the very same baseline runs.")
 flags.DEFINE_bool("steps_only", False, "Only the PruningNet step comparison (no search, no fine-tuning); use another "
                   "--name, e.g. --name=pretrained_steps --pruningnet_pre_epochs=8 --pruningnet_pre_learning_rate=3e-3.")
 flags.DEFINE_integer("pruningnet_scratch_epochs", 8, "PruningNet epochs from scratch (the pipeline's default: 8).")
@@ -452,9 +457,31 @@ def main(argv):
     log(f"ratio {r:g}: " + ", ".join(f"{m} {space.mflops(s):.3f} MFLOPs" for m, s in structures[r].items()))
 
   # 3. Fine-tuning: seed-major, so a cut-off run has every method at the first seeds.
+  donor = None
+  if FLAGS.baselines_from:
+    donor = Store(os.path.join(FLAGS.output_dir, FLAGS.baselines_from + ".json"))
+
+    def comparable(data):
+      original = {k: v for k, v in (data["runs"].get("original") or {}).items()
+                  if k not in ("load_average", "finished_utc")}
+      baselines = {r: {m: v["choices"] for m, v in st.items() if m in METHODS[1:]}
+                   for r, st in (data.get("structures") or {}).items() if r in store.data["structures"]}
+      return {"original model": original, "data": data.get("data"),
+              "fine-tuning recipe": (data.get("recipe") or {}).get("finetune"), "baseline structures": baselines}
+
+    mine, theirs = comparable(store.data), comparable(donor.data)
+    mismatch = [what for what in mine if mine[what] != theirs[what]]
+    if mismatch:
+      raise app.UsageError(f"--baselines_from={FLAGS.baselines_from}: its {', '.join(mismatch)} differ from this "
+                           "run's; run the baselines here (drop --baselines_from)")
+
   def finetune(r, method, distill, seed):
     key = f"finetune_{r:g}_{method}_{'kd' if distill else 'plain'}_seed{seed}"
     if store.get(key) is not None:
+      return
+    if donor is not None and method != "metaprune" and donor.get(key) is not None:
+      store.put(key, dict({k: v for k, v in donor.get(key).items() if k not in ("load_average", "finished_utc")},
+                          reused_from=FLAGS.baselines_from))
       return
     s = structures[r][method]
     if method == "global_magnitude" and s == structures[r]["l1_uniform"]:
@@ -487,7 +514,11 @@ def main(argv):
       for method in METHODS:
         for distill in (False, True):
           finetune(r, method, distill, seed)
-    if seed == 0:   # 4. the step comparison, once the first seed of every method is in
+    if seed == 0 and donor is not None and donor.get("pruningnet_scratch") and store.get("pruningnet_scratch") is None:
+      store.put("pruningnet_scratch", dict({k: v for k, v in donor.get("pruningnet_scratch").items()
+                                            if k not in ("load_average", "finished_utc")},
+                                           reused_from=FLAGS.baselines_from))
+    if seed == 0 and store.get("pruningnet_scratch") is None:   # 4. the step comparison, after seed 0 of each method
       train_pruning_net("pruningnet_scratch", False, FLAGS.pruningnet_scratch_epochs, 3e-3,
                         FLAGS.probes_per_epoch_scratch)
 

@@ -37,7 +37,9 @@ FASHION_DEEP = "fashion_quality_mobilenet_v2_demo"   # the same benchmark on the
 PRETRAINED_START, PRETRAINED_END = "<!-- pretrained:start -->", "<!-- pretrained:end -->"
 PRETRAINED = [("pretrained", "Small CNN"), ("pretrained_mobilenet_v2_demo", "The `make demo` MobileNetV2"),
               ("pretrained_mobilenet_v2_demo_minw10_div4", "The `make demo` MobileNetV2 on a finer grid (width ratios "
-               "from 0.1, divisor 4: reaches 3.8% of the FLOPs, so 10% exists)")]
+               "from 0.1, divisor 4: reaches 3.8% of the FLOPs, so 10% exists)"),
+              ("pretrained_mobilenet_v2_demo_minw10_div4_pn8", "The same finer grid, MetaPruning's PruningNet trained "
+               "8 epochs at 3e-3 (the baselines' runs are the rows above, reused and paired by seed)")]
 # The PruningNet ablation on the small CNN's ranking (benchmarks/fashion_ablation.py, `make bench-ablation`).
 ABLATION_START, ABLATION_END = "<!-- fashion_ablation:start -->", "<!-- fashion_ablation:end -->"
 # The step-speed tables measured before the step was optimized (issue 17): the same scripts, run with
