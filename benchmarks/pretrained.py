@@ -469,6 +469,7 @@ def main(argv):
       return {"original model": original, "data": data.get("data"),
               "fine-tuning recipe": (data.get("recipe") or {}).get("finetune"), "baseline structures": baselines}
 
+    store.data["baselines_from"] = FLAGS.baselines_from
     mine, theirs = comparable(store.data), comparable(donor.data)
     mismatch = [what for what in mine if mine[what] != theirs[what]]
     if mismatch:
@@ -607,6 +608,32 @@ def paired_differences(runs, ratios):
   return rows, table
 
 
+def variant_differences(runs, donor_runs, ratios, donor_name):
+  """This run's MetaPruning minus the donor result's, per budget and fine-tuning, paired by seed."""
+  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
+  rows, cells = [], []
+  for r in ratios:
+    for distill in (False, True):
+      pairs = []
+      for key, run in sorted(runs.items()):
+        if (key.startswith(f"finetune_{r:g}_metaprune_{'kd' if distill else 'plain'}_seed") and
+            donor_runs.get(key) is not None):
+          pairs.append((run["seed"], 100 * run["test_accuracy"], 100 * donor_runs[key]["test_accuracy"]))
+      if not pairs:
+        continue
+      mean, low, high = pipeline.t_interval95([a - b for _, a, b in pairs])
+      rows.append({"ratio": r, "fine_tuning": "KD" if distill else "plain",
+                   "comparison": f"metaprune - metaprune of {donor_name}", "difference_pt_mean": mean,
+                   "difference_pt_ci95": [low, high], "num_pairs": len(pairs),
+                   "pairs": [{"seed": seed, "a": a, "b": b} for seed, a, b in pairs]})
+      mark = " *" if len(pairs) > 1 and (low > 0 or high < 0) else ""
+      cells.append([f"{100 * r:g}%", "KD" if distill else "plain",
+                    f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]{mark} (n={len(pairs)})"])
+  table = _common.markdown_table(["FLOPs budget", "fine-tuning", f"MetaPruning here minus MetaPruning of "
+                                  f"{donor_name}, pt"], cells)
+  return rows, table
+
+
 def summarize(store, ratios, original_acc, t_start):
   """Tables, the paired differences, the step comparison, the figure (t_start None: keep the stored wall time)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -653,6 +680,11 @@ def summarize(store, ratios, original_acc, t_start):
              "pretrained_steps_to_scratch_quality": step, "pretrained_seconds_to_scratch_quality": secs,
              "fraction_of_scratch_steps": None if step is None else step / scratch["steps"]}
   paired, paired_table = paired_differences(runs, ratios)
+  if store.data.get("baselines_from"):   # this MetaPruning variant against the donor's MetaPruning, same seeds
+    donor = Store(os.path.join(os.path.dirname(store.path), store.data["baselines_from"] + ".json"))
+    versus, versus_table = variant_differences(runs, donor.data["runs"], ratios, store.data["baselines_from"])
+    paired += versus
+    paired_table += "\n\n" + versus_table
   store.data["summary"] = summary
   store.data["paired"] = paired
   store.data["paired_table_md"] = paired_table
