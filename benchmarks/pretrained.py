@@ -693,6 +693,7 @@ def summarize(store, ratios, original_acc, t_start):
   if t_start is not None:
     store.data["load_average_after"] = list(os.getloadavg())
     store.data["seconds_this_run"] = time.time() - t_start
+    store.data.setdefault("seconds_per_invocation", []).append(store.data["seconds_this_run"])   # resumed runs add up
   store.save()
   print(f"\noriginal test accuracy {100 * original_acc:.2f}%\n\n{table}\n\nPaired by seed:\n\n{paired_table}\n\n"
         f"PruningNet steps: {json.dumps(steps)}")

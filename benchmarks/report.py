@@ -232,6 +232,9 @@ def pretrained_section(results_dir):
     m, rec, orig = r["machine"], r.get("recipe") or {}, r["runs"].get("original") or {}
     data = r.get("data") or {}
     minutes = f"; {r['seconds_this_run'] / 60:.0f} min" if r.get("seconds_this_run") else ""
+    if len(r.get("seconds_per_invocation") or []) > 1:
+      minutes = (f"; {sum(r['seconds_per_invocation']) / 60:.0f} min in {len(r['seconds_per_invocation'])} "
+                 "invocations (a rerun with more seeds resumes)")
     lines += [f"**{title}** (`benchmarks/results/{name}.json`, `.png`). Measured from {m['date_utc']} UTC on "
               f"{m['device']} (os.cpu_count() {m['cpus']}); load average {m['load_average'][0]:.1f} at the start, "
               f"{r.get('load_average_after', [float('nan')])[0]:.1f} at the end{minutes}. Command: "
