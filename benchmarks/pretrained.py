@@ -235,8 +235,20 @@ def load_splits():
       calibration=fixed(xtr[:8 * b], ytr[:8 * b]), make_train=make_train)
 
 
+def finetune_key(r, method, distill, seed):
+  """The results key of one fine-tuning run."""
+  return f"finetune_{r:g}_{method}_{'kd' if distill else 'plain'}_seed{seed}"
+
+
 class Store:
   """results JSON: every finished run is written at once; a rerun skips what is there."""
+
+  BOOKKEEPING = ("load_average", "finished_utc")   # what `put` adds to every run
+
+  @classmethod
+  def measured(cls, run):
+    """`run` without the fields `put` added (what two results must agree on)."""
+    return {k: v for k, v in (run or {}).items() if k not in cls.BOOKKEEPING}
 
   def __init__(self, path):
     self.path = path
@@ -250,6 +262,7 @@ class Store:
     return self.data["runs"].get(key)
 
   def put(self, key, value):
+    """Stores `value` (a copy of another run's fine: its load average and time are replaced) and saves."""
     value = dict(value, load_average=list(os.getloadavg()), finished_utc=time.strftime("%H:%M:%S", time.gmtime()))
     self.data["runs"][key] = value
     self.save()
@@ -462,8 +475,7 @@ def main(argv):
     donor = Store(os.path.join(FLAGS.output_dir, FLAGS.baselines_from + ".json"))
 
     def comparable(data):
-      original = {k: v for k, v in (data["runs"].get("original") or {}).items()
-                  if k not in ("load_average", "finished_utc")}
+      original = Store.measured(data["runs"].get("original"))
       baselines = {r: {m: v["choices"] for m, v in st.items() if m in METHODS[1:]}
                    for r, st in (data.get("structures") or {}).items() if r in store.data["structures"]}
       return {"original model": original, "data": data.get("data"),
@@ -477,19 +489,17 @@ def main(argv):
                            "run's; run the baselines here (drop --baselines_from)")
 
   def finetune(r, method, distill, seed):
-    key = f"finetune_{r:g}_{method}_{'kd' if distill else 'plain'}_seed{seed}"
+    key = finetune_key(r, method, distill, seed)
     if store.get(key) is not None:
       return
     if donor is not None and method != "metaprune" and donor.get(key) is not None:
-      store.put(key, dict({k: v for k, v in donor.get(key).items() if k not in ("load_average", "finished_utc")},
-                          reused_from=FLAGS.baselines_from))
+      store.put(key, dict(donor.get(key), reused_from=FLAGS.baselines_from))
       return
     s = structures[r][method]
     if method == "global_magnitude" and s == structures[r]["l1_uniform"]:
-      twin = f"finetune_{r:g}_l1_uniform_{'kd' if distill else 'plain'}_seed{seed}"
+      twin = finetune_key(r, "l1_uniform", distill, seed)
       if store.get(twin) is not None:   # the same structure from the same weights and seed: the same run
-        store.put(key, dict({k: v for k, v in store.get(twin).items() if k not in ("load_average", "finished_utc")},
-                            method=method, same_run_as=twin))
+        store.put(key, dict(store.get(twin), method=method, same_run_as=twin))
         log(f"{key}: the structure of l1_uniform, its run reused ({twin})")
         return
     keras.utils.set_random_seed(seed)
@@ -516,9 +526,7 @@ def main(argv):
         for distill in (False, True):
           finetune(r, method, distill, seed)
     if seed == 0 and donor is not None and donor.get("pruningnet_scratch") and store.get("pruningnet_scratch") is None:
-      store.put("pruningnet_scratch", dict({k: v for k, v in donor.get("pruningnet_scratch").items()
-                                            if k not in ("load_average", "finished_utc")},
-                                           reused_from=FLAGS.baselines_from))
+      store.put("pruningnet_scratch", dict(donor.get("pruningnet_scratch"), reused_from=FLAGS.baselines_from))
     if seed == 0 and store.get("pruningnet_scratch") is None:   # 4. the step comparison, after seed 0 of each method
       train_pruning_net("pruningnet_scratch", False, FLAGS.pruningnet_scratch_epochs, 3e-3,
                         FLAGS.probes_per_epoch_scratch)
@@ -562,10 +570,9 @@ def paired_differences(runs, ratios):
     (rows of dicts, Markdown table): differences of test accuracy in points, mean and 95% Student-t interval
     over the seeds both runs of a pair have.
   """
-  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top  (its t_interval95: one t-interval for all)
 
   def acc(r, method, distill, seed):
-    run = runs.get(f"finetune_{r:g}_{method}_{'kd' if distill else 'plain'}_seed{seed}")
+    run = runs.get(finetune_key(r, method, distill, seed))
     return None if run is None else 100 * run["test_accuracy"]
 
   seeds = sorted({v["seed"] for k, v in runs.items() if k.startswith("finetune_")})
@@ -580,22 +587,13 @@ def paired_differences(runs, ratios):
   rows = []
   for r, setting, label, a, b in comparisons:
     pairs = [(seed, acc(*a, seed), acc(*b, seed)) for seed in seeds]
-    pairs = [(seed, x, y) for seed, x, y in pairs if x is not None and y is not None]
-    if not pairs:
-      continue
-    mean, low, high = pipeline.t_interval95([x - y for _, x, y in pairs])
-    rows.append({"ratio": r, "fine_tuning": setting, "comparison": label, "difference_pt_mean": mean,
-                 "difference_pt_ci95": [low, high], "num_pairs": len(pairs),
-                 "pairs": [{"seed": seed, "a": x, "b": y} for seed, x, y in pairs]})
+    row = _paired_row(r, setting, label, [(seed, x, y) for seed, x, y in pairs if x is not None and y is not None])
+    if row is not None:
+      rows.append(row)
 
   def cell(r, setting, label):
-    row = next((x for x in rows if x["ratio"] == r and x["fine_tuning"] == setting and x["comparison"] == label), None)
-    if row is None:
-      return "-"
-    low, high = row["difference_pt_ci95"]
-    mark = " *" if row["num_pairs"] > 1 and (low > 0 or high < 0) else ""
-    ci = f" [{low:+.2f}, {high:+.2f}]" if row["num_pairs"] > 1 else ""
-    return f"{row['difference_pt_mean']:+.2f}{ci}{mark} (n={row['num_pairs']})"
+    return _cell(next((x for x in rows if x["ratio"] == r and x["fine_tuning"] == setting
+                       and x["comparison"] == label), None))
 
   versus = [[f"{100 * r:g}%", other, cell(r, "plain", f"metaprune - {other}"), cell(r, "KD", f"metaprune - {other}")]
             for r in ratios for other in METHODS[1:]]
@@ -608,27 +606,41 @@ def paired_differences(runs, ratios):
   return rows, table
 
 
+def _paired_row(r, setting, label, pairs):
+  """A paired-difference row from (seed, a, b) accuracies in points (None without pairs)."""
+  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top  (its t_interval95: one t-interval for all)
+  if not pairs:
+    return None
+  mean, low, high = pipeline.t_interval95([a - b for _, a, b in pairs])
+  return {"ratio": r, "fine_tuning": setting, "comparison": label, "difference_pt_mean": mean,
+          "difference_pt_ci95": [low, high], "num_pairs": len(pairs),
+          "pairs": [{"seed": seed, "a": a, "b": b} for seed, a, b in pairs]}
+
+
+def _cell(row):
+  """A paired row as 'mean [low, high] * (n=k)' ('-' for none; no interval for one pair)."""
+  if row is None:
+    return "-"
+  low, high = row["difference_pt_ci95"]
+  mark = " *" if row["num_pairs"] > 1 and (low > 0 or high < 0) else ""
+  ci = f" [{low:+.2f}, {high:+.2f}]" if row["num_pairs"] > 1 else ""
+  return f"{row['difference_pt_mean']:+.2f}{ci}{mark} (n={row['num_pairs']})"
+
+
 def variant_differences(runs, donor_runs, ratios, donor_name):
   """This run's MetaPruning minus the donor result's, per budget and fine-tuning, paired by seed."""
-  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
+  seeds = sorted({v["seed"] for k, v in runs.items() if k.startswith("finetune_")})
   rows, cells = [], []
   for r in ratios:
     for distill in (False, True):
-      pairs = []
-      for key, run in sorted(runs.items()):
-        if (key.startswith(f"finetune_{r:g}_metaprune_{'kd' if distill else 'plain'}_seed") and
-            donor_runs.get(key) is not None):
-          pairs.append((run["seed"], 100 * run["test_accuracy"], 100 * donor_runs[key]["test_accuracy"]))
-      if not pairs:
-        continue
-      mean, low, high = pipeline.t_interval95([a - b for _, a, b in pairs])
-      rows.append({"ratio": r, "fine_tuning": "KD" if distill else "plain",
-                   "comparison": f"metaprune - metaprune of {donor_name}", "difference_pt_mean": mean,
-                   "difference_pt_ci95": [low, high], "num_pairs": len(pairs),
-                   "pairs": [{"seed": seed, "a": a, "b": b} for seed, a, b in pairs]})
-      mark = " *" if len(pairs) > 1 and (low > 0 or high < 0) else ""
-      cells.append([f"{100 * r:g}%", "KD" if distill else "plain",
-                    f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]{mark} (n={len(pairs)})"])
+      keys = [(seed, finetune_key(r, "metaprune", distill, seed)) for seed in seeds]
+      setting = "KD" if distill else "plain"
+      row = _paired_row(r, setting, f"metaprune - metaprune of {donor_name}",
+                        [(seed, 100 * runs[k]["test_accuracy"], 100 * donor_runs[k]["test_accuracy"])
+                         for seed, k in keys if k in runs and k in donor_runs])
+      if row is not None:
+        rows.append(row)
+        cells.append([f"{100 * r:g}%", setting, _cell(row)])
   table = _common.markdown_table(["FLOPs budget", "fine-tuning", f"MetaPruning here minus MetaPruning of "
                                   f"{donor_name}, pt"], cells)
   return rows, table
