@@ -47,10 +47,14 @@ def weight_op_names() -> Tuple[str, ...]:
 
 
 def for_keras_layer(layer):
-  """The op that reads Keras layer `layer` (by exact type), or None."""
-  kind = type(layer)
-  for op in _REGISTRY.values():
-    if kind in op.keras_types:
+  """The op that reads Keras layer (or Keras operation) `layer`, or None.
+
+  Asks each op's `reads(layer)` (by default: the exact type is one of its
+  `keras_types`), the most recently registered first, so an op registered
+  from user code can take over a layer type from a built-in one.
+  """
+  for op in reversed(tuple(_REGISTRY.values())):
+    if op.reads(layer):
       return op
   return None
 
@@ -154,8 +158,11 @@ class Op:
     * flops.py: `count_terms(space, node, one)` -> (flops_terms,
       params_terms), lists of (coef, a, b) over the extended channel vector
       (`one` is the index of the constant 1).
-    * keras_graph.py: `read_keras(layer, ins, out, in_lay, groups)` -> (layout
+    * keras_graph.py: `reads(layer)` -- whether the op reads that Keras layer
+      or operation; `read_keras(layer, ins, out, in_lay, groups)` -> (layout
       of group ids, extra `Node` fields, the group the node starts or None).
+      A "layer" entry in the fields replaces the serialized Keras layer the
+      node keeps (e.g. a Keras op applied to a tensor, with its constants).
     * pruning_net.py: `build_pruning(net, node)` creates the node's generators
       and width batch norms through `net._add_generator` / `net._add_width_bn`;
       `pruning_call(net, node, inputs, call)` runs it (`call` holds the
@@ -196,6 +203,10 @@ class Op:
   keras_doc = ""
   latency_role = "free"
   windowed = False   # a conv/pool window: output size by Keras' rule (see `_window_spatial`)
+
+  def reads(self, layer):
+    """Whether this op reads Keras layer (or operation) `layer` (default: its exact type is in `keras_types`)."""
+    return type(layer) in self.keras_types
 
   # ---- space.py ----------------------------------------------------------------------------
   def layout(self, space, node, in_layouts, out_source):
@@ -409,13 +420,26 @@ _BN_KEYS = ("gamma", "beta", "moving_mean", "moving_variance")
 _VECTOR_AXES = {k: (None, 0) for k in ("bias",) + _BN_KEYS}
 
 
+def _find_layer(model, name):
+  """Layer `name` of `model` or of a model nested in it (from_keras_model flattens nested models), or None."""
+  for layer in model.layers:
+    if layer.name == name:
+      return layer
+  for layer in model.layers:
+    if isinstance(layer, keras.Model):
+      found = _find_layer(layer, name)
+      if found is not None:
+        return found
+  return None
+
+
 def _keras_layer_of(model, name, node):
-  try:
-    return model.get_layer(name)
-  except ValueError:
+  layer = _find_layer(model, name)
+  if layer is None:
     raise ValueError(f"model {model.name!r} has no layer {name!r} (of space node {node.name!r}, op {node.op}); pass "
                      "the model the space was made from (SearchSpace.from_keras_model(model), or "
-                     "rebuild(space, space.largest()) for a built-in family)") from None
+                     "rebuild(space, space.largest()) for a built-in family)")
+  return layer
 
 
 def _read_bn(layer, config):
