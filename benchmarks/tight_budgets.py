@@ -283,6 +283,7 @@ def _fmt_ci(c):
 
 
 def table_md(comps, protocol):
+  test_images = next((v["data"]["test_examples"] for v in protocol.get("identity", {}).values()), 10000)
   rows = []
   for c in comps:
     need = protocol.get("seeds_needed", {}).get(f"{c['network']}:{c['start']}:{c['budget']:g}:{c['name']}")
@@ -296,7 +297,7 @@ def table_md(comps, protocol):
                 f"({'converged' if v['converged'] else 'NOT converged'}: {v['long_pt'] - v['short_pt']:+.2f} pt)")
   return (_common.markdown_table(["network", "start", "FLOPs budget", "a - b", "test acc. a / b, %",
                                   "difference, pt [95% CI]", "seeds (of needed)"], rows) +
-          "\n\nPaired by seed (test accuracy on the 10,000 t10k images; mean and 95% Student-t interval; * = the "
+          f"\n\nPaired by seed (test accuracy on {test_images:,} t10k images; mean and 95% Student-t interval; * = the "
           "interval excludes 0; \"of needed\": the seeds the measured paired SD asks for a half width of "
           f"{FLAGS.target_half_width_pt:g} pt).\n\n" + ("Convergence of the recipes: " + "; ".join(conv) + "."
                                                          if conv else "Convergence of the recipes: not measured yet."))
@@ -485,6 +486,7 @@ class Bench:
     from tf_metaprune import pretrained  # pylint: disable=g-import-not-at-top
     runs = Runs(os.path.join(self.results_dir, FLAGS.results_name, name))
     ident = self.identity(name)
+    self.protocol.setdefault("identity", {})[name] = ident
     stored = runs.get("protocol")
     if stored is None:
       runs.put("protocol", ident)
