@@ -43,7 +43,7 @@ The protocol (item 1 of the issue):
   at most `--max_seeds`; its seeds run until it has them. Every difference is
   paired by seed: both methods of seed s see the same data order and (from
   scratch) the same initial-weight seed. Interval: the repository's one
-  Student-t interval (`t_interval95`).
+  Student-t interval (`tf_metaprune.stats.paired_interval95`).
 
 The proxy fixes (item 3), each paired against today's default on the same
 seeds (`<method>_<variant>-<method>`, and against the baseline):
@@ -171,26 +171,18 @@ def comparison_names(start):
   return (a, b), others
 
 
-def t975(n):
-  """Student t(0.975, n-1), read from the shared interval (`t_interval95`) of a sample with a known SD."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top  (its t_interval95: the one interval)
-  probe = [1.0, -1.0] + [0.0] * (n - 2)
-  mean, low, _ = pipeline.t_interval95(probe)
-  return (mean - low) * math.sqrt(n) / float(np.std(probe, ddof=1))
-
-
 def seeds_needed(diffs):
   """Seeds a paired comparison needs for the target half width, from its measured SD (min_seeds before that).
 
   The smallest n in [min_seeds, max_seeds] with t(n-1) * SD / sqrt(n) <= target_half_width_pt; max_seeds if none.
   """
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from tf_metaprune import stats  # pylint: disable=g-import-not-at-top  (the one t-interval and its quantile)
   if len(diffs) < max(2, FLAGS.min_seeds):
     return FLAGS.min_seeds
   sd = float(np.std(diffs, ddof=1))
   for n in range(FLAGS.min_seeds, FLAGS.max_seeds + 1):
-    if t975(n) * sd / math.sqrt(n) <= FLAGS.target_half_width_pt:
+    if stats.t_quantile975(n - 1) * sd / math.sqrt(n) <= FLAGS.target_half_width_pt:
       return n
   return FLAGS.max_seeds
 
@@ -242,7 +234,7 @@ def final_key(start, r, method, seed):
 
 def comparisons(runs_by_network, settings):
   """The comparisons of issue 24 item 5, in --settings order, headline first."""
-  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
+  from tf_metaprune import stats  # pylint: disable=g-import-not-at-top  (the one t-interval)
   out = []
   for network, start, r in settings:
     runs = runs_by_network.get(network, {})
@@ -256,7 +248,7 @@ def comparisons(runs_by_network, settings):
                         "search_run": ra.get("search_run", rb.get("search_run"))})
       if not pairs:
         continue
-      mean, lo, hi = pipeline.t_interval95([p["a"] - p["b"] for p in pairs])
+      mean, lo, hi = stats.paired_interval95([p["a"] for p in pairs], [p["b"] for p in pairs])
       out.append({"name": f"{a}-{b}", "start": start, "budget": r, "a": a, "b": b, "diff_mean_pt": mean,
                   "ci95_pt": [lo, hi], "n": len(pairs), "per_seed": pairs, "network": network})
   return out
