@@ -118,7 +118,11 @@ and times Keras models. `tflite_export.measure_latency_table` etc. still
 resolve, for old callers.)
 """
 
+from tf_metaprune.latency_lut.device import DELEGATE_FLAGS
 from tf_metaprune.latency_lut.device import latency_table_from_logs
+from tf_metaprune.latency_lut.device import SCRIPT
+from tf_metaprune.latency_lut.device import timing_recipe
+from tf_metaprune.latency_lut.device import write_device_script
 from tf_metaprune.latency_lut.device import write_layer_models
 from tf_metaprune.latency_lut.host import measure_latency_table
 from tf_metaprune.latency_lut.host import prediction_error
@@ -132,16 +136,20 @@ from tf_metaprune.latency_lut.tables import OVERHEAD_MODEL
 from tf_metaprune.latency_lut.tables import REFERENCE_MODEL
 
 __all__ = [
+    "DELEGATE_FLAGS",
     "EMPTY_MODEL",
     "LayerSignature",
     "MeasuredLatencyTable",
     "OVERHEAD_MODEL",
     "REFERENCE_MODEL",
+    "SCRIPT",
     "latency_table_from_logs",
     "layer_signatures",
     "measure_latency_table",
     "prediction_error",
     "profile_entries",
     "table_from_timings",
+    "timing_recipe",
+    "write_device_script",
     "write_layer_models",
 ]
