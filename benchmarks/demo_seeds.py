@@ -1,4 +1,4 @@
-"""`make demo` over several seeds: README's Results table as mean +- std, and whether searched beats uniform.
+"""`make demo` over several seeds: benchmarks/README.md's table as mean +- std, and whether searched beats uniform.
 
 One run of the demo is one draw: the same command on another CPU (other kernels, other rounding) sends
 training down another path and moves the test accuracies by points. This script runs
@@ -52,7 +52,7 @@ def summarize(reports):
 
 
 def table(summary):
-  """README's Results table with mean +- std over the seeds."""
+  """benchmarks/README.md's table with mean +- std over the seeds."""
   def pm(stat, scale=1.0, fmt="{:.2f}"):
     if stat["std"] is None:
       return fmt.format(scale * stat["mean"])

@@ -39,7 +39,7 @@ retrained with `--space_seeds` seeds (paired by seed).
 Every finished variant is written to a JSON state file at once; a rerun of
 the same command resumes (a cut-off training resumes from its last epoch).
 Writes results/fashion_ablation.json + .png; report.py puts the table in
-README's Results. `make bench-ablation` runs it (about 25 min alone on the
+benchmarks/README.md's Results. `make bench-ablation` runs it (about 25 min alone on the
 2-core machine; see the Makefile).
 
   python benchmarks/fashion_ablation.py [--quick] [--variants=default,hidden0]

