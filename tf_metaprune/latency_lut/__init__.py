@@ -129,6 +129,7 @@ from tf_metaprune.latency_lut.host import prediction_error
 from tf_metaprune.latency_lut.plan import layer_signatures
 from tf_metaprune.latency_lut.plan import table_from_timings
 from tf_metaprune.latency_lut.profile import profile_entries
+from tf_metaprune.latency_lut.profile import tflite_kind
 from tf_metaprune.latency_lut.tables import EMPTY_MODEL
 from tf_metaprune.latency_lut.tables import LayerSignature
 from tf_metaprune.latency_lut.tables import MeasuredLatencyTable
@@ -149,6 +150,7 @@ __all__ = [
     "prediction_error",
     "profile_entries",
     "table_from_timings",
+    "tflite_kind",
     "timing_recipe",
     "write_device_script",
     "write_layer_models",
