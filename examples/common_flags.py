@@ -20,6 +20,7 @@ FLAGS = flags.FLAGS
 # writes, straight to file descriptor 2 and before any log setting is read:
 #   WARNING: All log messages before absl::InitializeLog() is called are written to STDERR   (twice)
 #   I0000 ... cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.
+#   I0000 ... port.cc:153] oneDNN custom operations are on. ...   (CPUs with AVX-512, twice)
 #   E0000 ... cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: ... (303)
 # TF_CPP_MIN_LOG_LEVEL=2 hides only the I-lines after absl's log init (the CPU-feature note), and
 # CUDA_VISIBLE_DEVICES='' or -1 changes none of them (measured, TF 2.21). So, from the import of this
@@ -28,7 +29,9 @@ FLAGS = flags.FLAGS
 # TensorFlow said it found no CUDA driver (a GPU machine whose driver fails still shows it). Set
 # TF_METAPRUNE_STARTUP_LOGS=1 or TF_CPP_MIN_LOG_LEVEL=0 to see TensorFlow's lines unfiltered.
 _BENIGN = (re.compile(rb"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"),
-           re.compile(rb"^I\d{4} [\d:. ]+\d+ cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine"))
+           re.compile(rb"^I\d{4} [\d:. ]+\d+ cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine"),
+           # On CPUs with AVX-512 (oneDNN on by default), written before absl's log init like the two above.
+           re.compile(rb"^I\d{4} [\d:. ]+\d+ port\.cc:\d+\] oneDNN custom operations are on\."))
 _NO_DRIVER = _BENIGN[1]
 _CUINIT = re.compile(rb"^E\d{4} [\d:. ]+\d+ cuda_platform\.cc:\d+\] failed call to cuInit: ")
 
@@ -323,10 +326,16 @@ def define_keras_model_flags(binary_note=""):
                       binary_note)
   flags.DEFINE_enum("importance", "l1", ["l1", "bn_gamma"], "How a trained model's channels are ranked: L1 norm "
                     "of the output filters (Li et al. 2017) or batch-norm |gamma|.")
+  flags.DEFINE_bool("recalibrate_original", True, "The trained model is first scored on training images in "
+                    "inference mode and with batch statistics; if its batch norms are stale (inference mode more "
+                    "than 5 points lower, e.g. keras.applications' momentum 0.999 after a short training) they are "
+                    "recalibrated on the training images and every drop is measured against that model. "
+                    "--norecalibrate_original: warn only, use the model as saved.")
 
 
 def keras_model_kwargs():
-  return dict(keras_model=FLAGS.keras_model, importance=FLAGS.importance)
+  return dict(keras_model=FLAGS.keras_model, importance=FLAGS.importance,
+              recalibrate_original=FLAGS.recalibrate_original)
 
 
 def define_distill_flags(source="--keras_model"):
