@@ -20,6 +20,9 @@
   beside -- the largest single width ratio that meets the budget.
 * `rescore(result, evaluator, top_k)`: re-scores a search's best few on more
   data and picks the best of them.
+* `finetune_pick(result, build_model, train_data, eval_data, top_k)`: the
+  final pick among a search's best few by a short fine-tune of each
+  (NetAdapt / EagleEye).
 * `plot_pareto(result, path, uniform_result=...)`: accuracy vs MFLOPs PNG.
 
 Example:
@@ -47,6 +50,7 @@ from tf_metaprune.search.registry import register
 from tf_metaprune.search.registry import searcher_class
 from tf_metaprune.search.evolution import EvolutionConfig
 from tf_metaprune.search.evolution import evolutionary
+from tf_metaprune.search.finetune_pick import finetune_pick
 from tf_metaprune.search.pas import MaskedNet
 from tf_metaprune.search.pas import PaSConfig
 from tf_metaprune.search.pas import pruning_as_search
@@ -67,8 +71,8 @@ from tf_metaprune.search.uniform import uniform
 # modules (their searchers are `slim`, `pruning_as_search` and `reinforce`).
 __all__ = ["AutoSlimConfig", "Candidate", "EvolutionConfig", "MaskedNet", "PaSConfig", "RLConfig", "SEARCHERS",
            "SearchContext", "SearchResult", "UniformConfig", "autoslim", "config_class", "default_ratio_grid",
-           "evolutionary", "largest_uniform", "layer_width_ratios", "pas", "plot_pareto", "pruning_as_search",
-           "reinforce", "register", "rescore", "rl", "run", "searcher_class", "slim", "uniform"]
+           "evolutionary", "finetune_pick", "largest_uniform", "layer_width_ratios", "pas", "plot_pareto",
+           "pruning_as_search", "reinforce", "register", "rescore", "rl", "run", "searcher_class", "slim", "uniform"]
 
 
 def __getattr__(name):
