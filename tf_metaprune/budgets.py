@@ -126,7 +126,8 @@ class Budget:
 
   def __repr__(self):
     # Floats to 6 significant digits: a ratio of the full width reads min_mflops=0.252644, not 0.25264440000000005.
-    args = ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v!r}" for k, v in self.get_config().items()
+    args = ", ".join(f"{k}={float(f'{v:.6g}')!r}" if isinstance(v, float) else f"{k}={v!r}"
+                     for k, v in self.get_config().items()
                      if k != "class_name" and v is not None and k != "lut")
     return f"{type(self).__name__}({args})"
 
