@@ -25,6 +25,7 @@ Writes benchmarks/results/user_flow.json (and the run folder under --work_dir).
 """
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -100,9 +101,14 @@ def main(argv):
              "--dataset=fashion_mnist", "--input_size=32", "--init=pretrained", "--flops_ratio=0.25",
              f"--output_dir={run_dir}", *_EXTRA.value]
   load_before = list(os.getloadavg())
+  usage = resource.getrusage(resource.RUSAGE_CHILDREN)
   t0 = time.perf_counter()
   proc = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
   wall = time.perf_counter() - t0
+  after = resource.getrusage(resource.RUSAGE_CHILDREN)
+  # CPU seconds of the command (user + system, all its threads): less sensitive to other jobs than the wall
+  # time; on an idle 2-core machine the wall time is about this divided by the cores TensorFlow keeps busy.
+  cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
   load_after = list(os.getloadavg())
   with open(os.path.join(work, "metaprune_stdout.txt"), "w") as f:
     f.write(proc.stdout)
@@ -117,7 +123,8 @@ def main(argv):
   estimate = [line for line in proc.stdout.splitlines() if "[metaprune] estimate" in line]
   bn = run["original"].get("batch_norm", {})
   data = {"command": " ".join(["python", "examples/metaprune.py"] + command[2:]).replace(work, _WORK_DIR.value),
-          "wall_seconds": wall, "load_average_before": load_before, "load_average_after": load_after,
+          "wall_seconds": wall, "cpu_seconds": cpu, "cpus": os.cpu_count(), "load_average_before": load_before,
+          "load_average_after": load_after,
           "user_model": user, "estimate_line": estimate[0] if estimate else None,
           "stage_seconds": run["stage_seconds"], "original": run["original"],
           "config": {k: run["config"][k] for k in ("batch_size", "pruningnet_epochs", "retrain_epochs",
@@ -132,7 +139,7 @@ def main(argv):
           for k, v in data["rows"].items()]
   table = _common.markdown_table(["row", "test %", "drop vs original (pt)", "MFLOPs"], rows)
   table += (f"\n\nWall time of the metaprune.py command: {wall / 60:.1f} min (load average {load_before[0]:.1f} "
-            f"before, {load_after[0]:.1f} after, 2 cores). Stage seconds: "
+            f"before, {load_after[0]:.1f} after, {os.cpu_count()} cores); CPU time {cpu / 60:.1f} min. Stage seconds: "
             + ", ".join(f"{k} {v:.0f}" for k, v in run["stage_seconds"].items())
             + f". Original: {100 * bn.get('test_accuracy_as_saved', run['original']['test_accuracy']):.2f}% as "
             f"saved, {100 * run['original']['test_accuracy']:.2f}% recalibrated. Searched model ends in "

@@ -81,7 +81,8 @@ _STAGES_FORMAT = "tf_metaprune.PipelineStages"
 
 # Which settings each stage's results depend on (cumulative along the stages).
 _DATA_KEYS = ("dataset", "input_size", "batch_size", "max_examples", "seed", "skip_bad_images")
-_NET_KEYS = ("keras_model", "importance", "recalibrate_original", "model", "width_multiplier", "min_width_ratio", "width_step", "divisor",
+_NET_KEYS = ("keras_model", "importance", "recalibrate_original", "model", "width_multiplier", "min_width_ratio",
+             "width_step", "divisor",
              "small_input", "stage_repeats", "full_width_classifier_input", "pruningnet_epochs",
              "pruningnet_learning_rate", "pruningnet_optimizer", "hidden_units", "bn_mode", "bn_affine", "sampling")
 _SEARCH_KEYS = ("searcher", "max_mflops", "flops_ratio", "min_flops_ratio", "max_params", "max_latency_ms",
@@ -263,7 +264,8 @@ class PipelineConfig:
       v = getattr(self, name)
       if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
         bad(name, "must be None (sized by the training set: sized_for) or an integer >= 1")
-    for name in ("batch_size", "population_size", "num_generations", "calibration_batches", "export_num_runs", "export_num_threads", "export_calibration_batches",
+    for name in ("batch_size", "population_size", "num_generations", "calibration_batches", "export_num_runs",
+                 "export_num_threads", "export_calibration_batches",
                  "divisor"):
       v = getattr(self, name)
       if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -1126,10 +1128,11 @@ def estimate_run(config: PipelineConfig, num_examples, steps_per_epoch, times, p
     seconds[f"retrain_{key}"] = config.retrain_epochs * steps * times["retrain_step_s"]
   seconds["export"] = len(rows) * num_examples["test"] * EXPORT_SECONDS_PER_TEST_IMAGE
   seconds = {k: v for k, v in seconds.items() if k in pending}
-  words = {"pruningnet": f"pruningnet {config.pruningnet_epochs} x {steps:,} steps x {times['pruningnet_step_s']:.3f} s",
-           "search": (f"search at most {candidates:,} candidates x {times['candidate_s']:.2f} s"
-                      + (f" + re-scoring the best {config.rescore_top_k}" if config.rescore_top_k else "") if candidates else
-                      f"search ({config.searcher}: not estimated)"),
+  rescore = f" + re-scoring the best {config.rescore_top_k}" if config.rescore_top_k else ""
+  words = {"pruningnet": (f"pruningnet {config.pruningnet_epochs} x {steps:,} steps x "
+                          f"{times['pruningnet_step_s']:.3f} s"),
+           "search": (f"search at most {candidates:,} candidates x {times['candidate_s']:.2f} s{rescore}" if candidates
+                      else f"search ({config.searcher}: not estimated)"),
            "export": f"export {len(rows)} models (rough)"}
   parts = []
   retrains = [k for k in seconds if k.startswith("retrain_")]
