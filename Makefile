@@ -1,8 +1,9 @@
 # Two commands for a fresh machine:
 #   make demo   -- bootstraps .venv, then runs the main job on the embedded MNIST subset
 #   make test   -- bootstraps .venv (with test extras), then runs the whole suite offline
-# and the measurements behind README's Benchmarks section:
-#   make bench  -- every benchmark in benchmarks/ (speed + quality), then refreshes README's tables
+# and the measurements behind benchmarks/README.md:
+#   make bench  -- the speed and MNIST-quality benchmarks (bench-quality, bench-ablation, bench-lut and
+#                  benchmarks/pretrained.py run separately), then refreshes the generated tables
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
@@ -50,8 +51,8 @@ bench: bench-speed
 	$(BENCH_PY) benchmarks/quality.py $(BENCH_FLAGS)
 	$(BENCH_PY) benchmarks/report.py --write_readme
 
-# The PruningNet step cost alone (the step profile and the four ratio tables of README "Training step speed"),
-# then README's tables; the first part of `make bench`.
+# The PruningNet step cost alone (the step profile and the four ratio tables of benchmarks/README.md),
+# then the generated tables; the first part of `make bench`.
 bench-speed: venv
 	$(BENCH_PY) benchmarks/profile_step.py $(BENCH_FLAGS)
 	$(BENCH_PY) benchmarks/train_step_speed.py $(BENCH_FLAGS)
@@ -62,11 +63,11 @@ bench-speed: venv
 
 # Searched vs uniform on Fashion-MNIST (benchmarks/fashion_quality.py): paired seeds with 95% CIs, in-window
 # ranking vs its noise ceiling, fitness test-retest, search vs proxy. Four workers share the work (resumable:
-# rerun to continue a cut-off run); then README's Results tables are rebuilt. Needs
+# rerun to continue a cut-off run); then the Results tables of benchmarks/README.md are rebuilt. Needs
 # `apt-get install -y dataset-fashion-mnist`. Measured: 74 min wall on the shared 2-core machine at load 6-16
-# (2026-12-01, README Results); the run is cut-off safe, so a rerun after a cut resumes.
+# (2026-12-01, benchmarks/README.md Results); the run is cut-off safe, so a rerun after a cut resumes.
 # `make bench-quality FQ_MODEL=mobilenet_v2_demo` runs the same on the `make demo` MobileNetV2 (results in
-# fashion_quality_mobilenet_v2_demo.json; its time is in README Results).
+# fashion_quality_mobilenet_v2_demo.json; its time is in benchmarks/README.md Results).
 FQ_MODEL ?= small_cnn
 FQ = $(BENCH_PY) benchmarks/fashion_quality.py --model=$(FQ_MODEL) $(BENCH_FLAGS)
 bench-quality: venv
@@ -77,7 +78,7 @@ bench-quality: venv
 
 # The PruningNet ablation on bench-quality's in-window ranking (benchmarks/fashion_ablation.py: hidden 0 / 8 / 32,
 # non-affine and switchable BN, 4x the steps, each against the plain model trained the same steps; the
-# classifier input at full width and the coarse grid as space facts + one 25% search), then README's tables.
+# classifier input at full width and the coarse grid as space facts + one 25% search), then the generated tables.
 # Needs results/fashion_quality.json's ranking. Resumable (rerun to continue). Not yet timed end to end (2026-12-01, 2 threads,
 # load 2-3): the plain model (1,560 steps) 265 s, a 1,560-step PruningNet 129 s + 35 s scoring; the whole plan about 50 min.
 bench-ablation: venv

@@ -99,12 +99,6 @@ def markdown_table(headers, rows):
   return "\n".join(lines)
 
 
-def mean_std(values):
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  values = np.asarray(values, dtype=float)
-  return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else 0.0
-
-
 def kendall_tau(a, b):
   """Kendall's tau-b between two equally long sequences (ties handled), and its p-value."""
   from scipy import stats  # pylint: disable=g-import-not-at-top

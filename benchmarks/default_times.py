@@ -1,7 +1,7 @@
 """How long each binary takes with its defaults on the MNIST subset (what README and --helpfull state).
 
-Runs, one after the other in a fresh temporary folder, exactly what README's "The pipeline, stage by
-stage" shows with every other flag at its default:
+Runs, one after the other in a fresh temporary folder, exactly what README's "The stages" shows with every
+other flag at its default:
 
   examples/train_pruningnet.py --output_dir=T/pn
   examples/search.py --pruningnet_dir=T/pn --output_dir=T/search      (budget: --flops_ratio=0.5)

@@ -1,4 +1,4 @@
-"""`make demo` over several seeds: README's Results table as mean +- std, and whether searched beats uniform.
+"""`make demo` over several seeds: benchmarks/README.md's table as mean +- std, and whether searched beats uniform.
 
 One run of the demo is one draw: the same command on another CPU (other kernels, other rounding) sends
 training down another path and moves the test accuracies by points. This script runs
@@ -17,7 +17,6 @@ import argparse
 import datetime
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_metaprune import stats  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FIGURES = ("mflops", "params", "search_accuracy", "test_accuracy", "int8_test_accuracy", "int8_size_bytes",
            "int8_latency_median_ms")
@@ -33,7 +32,8 @@ FIGURES = ("mflops", "params", "search_accuracy", "test_accuracy", "int8_test_ac
 
 def mean_std(values):
   values = [float(v) for v in values]
-  return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
+  mean, std = stats.mean_std(values)
+  return {"mean": mean, "std": std if len(values) > 1 else None,
           "n": len(values), "values": values}
 
 
@@ -45,14 +45,14 @@ def summarize(reports):
   diffs = [100 * (r["searched"]["test_accuracy"] - r["uniform"]["test_accuracy"]) for r in reports]
   d = mean_std(diffs)
   out["test_accuracy_difference_points"] = d
-  mean, low, high = pipeline.t_interval95(diffs)
+  mean, low, high = stats.t_interval95(diffs)
   d["ci95"] = [low, high]
-  out["verdict"] = pipeline.seed_verdict(diffs)
+  out["verdict"] = stats.seed_verdict(diffs)
   return out
 
 
 def table(summary):
-  """README's Results table with mean +- std over the seeds."""
+  """benchmarks/README.md's table with mean +- std over the seeds."""
   def pm(stat, scale=1.0, fmt="{:.2f}"):
     if stat["std"] is None:
       return fmt.format(scale * stat["mean"])

@@ -39,7 +39,7 @@ retrained with `--space_seeds` seeds (paired by seed).
 Every finished variant is written to a JSON state file at once; a rerun of
 the same command resumes (a cut-off training resumes from its last epoch).
 Writes results/fashion_ablation.json + .png; report.py puts the table in
-README's Results. `make bench-ablation` runs it (about 25 min alone on the
+benchmarks/README.md's Results. `make bench-ablation` runs it (about 25 min alone on the
 2-core machine; see the Makefile).
 
   python benchmarks/fashion_ablation.py [--quick] [--variants=default,hidden0]
@@ -313,18 +313,9 @@ class Ablation:
 
 def _paired_tau_difference(x_variant, x_default, y, rounds, seed=0):
   """tau(variant) - tau(default) and its percentile bootstrap 95% CI, the structures resampled jointly."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  xv, xd, y = (np.asarray(a, float) for a in (x_variant, x_default, y))
-  rng = np.random.default_rng(seed)
-  diffs = []
-  for _ in range(rounds):
-    idx = rng.integers(0, len(y), len(y))
-    if len(set(idx.tolist())) > 2:
-      d = fq._tau(xv[idx], y[idx]) - fq._tau(xd[idx], y[idx])   # pylint: disable=protected-access
-      if d == d:
-        diffs.append(d)
-  point = fq._tau(xv, y) - fq._tau(xd, y)   # pylint: disable=protected-access
-  return point, float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))
+  from tf_metaprune import stats as stats_lib  # pylint: disable=g-import-not-at-top
+  return stats_lib.bootstrap_ci95(lambda xv, xd, y: stats_lib.kendall_tau(xv, y) - stats_lib.kendall_tau(xd, y),
+                                  x_variant, x_default, y, rounds=rounds, seed=seed)
 
 
 def _targets(rows):
@@ -338,13 +329,15 @@ def _variant_taus(row, rows, rounds):
   neg_loss = [-r["loss"] for r in row["ranked"]]
   f = [r["accuracy"] for r in row["spread"]]
   m = [r["mflops"] for r in row["spread"]]
-  return {"tau_accuracy": fq._tau_ci(acc, y, rounds=rounds), "tau_neg_loss": fq._tau_ci(neg_loss, y, rounds=rounds),   # pylint: disable=protected-access
+  from tf_metaprune import stats as stats_lib  # pylint: disable=g-import-not-at-top
+  tau_ci = lambda x: stats_lib.bootstrap_ci95(stats_lib.kendall_tau, x, y, rounds=rounds)
+  return {"tau_accuracy": tau_ci(acc), "tau_neg_loss": tau_ci(neg_loss),
           "spread_spearman_fitness_vs_mflops": float(stats.spearmanr(f, m)[0])}
 
 
 def summarize(state):
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
+  from tf_metaprune import stats as stats_lib  # pylint: disable=g-import-not-at-top
   runs = state.runs
   rows, quality = stored_ranking()
   y = _targets(rows)
@@ -419,7 +412,7 @@ def summarize(state):
       elif trained:
         d = [p["searched"] - p["uniform"] for p in trained["pairs"]]
         accs = lambda kind: "/".join(f"{100 * p[kind]:.2f}" for p in trained["pairs"])
-        mean, low, high = pipeline.t_interval95(d)
+        mean, low, high = stats_lib.t_interval95(d)
         res = (f"searched {trained['searched']['channels']} fitness {100 * trained['searched']['fitness']['accuracy']:.2f}"
                f"% vs uniform {100 * trained['uniform']['fitness']['accuracy']:.2f}%; retrained "
                f"{accs('searched')} vs {accs('uniform')} (seeds "

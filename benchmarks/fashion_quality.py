@@ -487,26 +487,6 @@ def worker_ranking(bench, state):
 # ---- the summary -----------------------------------------------------------------------------------
 
 
-def _tau(a, b):
-  from scipy import stats  # pylint: disable=g-import-not-at-top
-  return float(stats.kendalltau(a, b)[0])
-
-
-def _tau_ci(a, b, rounds=2000, seed=0):
-  """Kendall tau and a percentile bootstrap 95% CI over the items."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  a, b = np.asarray(a, float), np.asarray(b, float)
-  rng = np.random.default_rng(seed)
-  taus = []
-  for _ in range(rounds):
-    idx = rng.integers(0, len(a), len(a))
-    if len(set(idx.tolist())) > 2:
-      t = _tau(a[idx], b[idx])
-      if t == t:
-        taus.append(t)
-  return _tau(a, b), float(np.percentile(taus, 2.5)), float(np.percentile(taus, 97.5))
-
-
 def _versus_random(rows, mean_acc, res):
   """Where the 25% searched and uniform structures' retrained means fall among the random in-window ones."""
   entry = next((e for e in rows if abs(e["ratio"] - RANK_RATIO) < 1e-9 and e["num_pairs"] > 0), None)
@@ -536,7 +516,11 @@ def summarize():
   """Turns whatever runs exist into results/fashion_quality.json + .png (partial results say so)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   from scipy import stats  # pylint: disable=g-import-not-at-top
-  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
+  from tf_metaprune import stats as stats_lib  # pylint: disable=g-import-not-at-top
+
+  def _tau_ci(a, b):   # Kendall tau and a percentile bootstrap 95% CI over the structures
+    return stats_lib.bootstrap_ci95(stats_lib.kendall_tau, a, b)
+
   runs = _load_states()
   name = result_name()
   report = _common.Report(name, FLAGS.output_dir)
@@ -555,7 +539,7 @@ def summarize():
       if a and b:
         pairs.append((seed, a["test_accuracy"], b["test_accuracy"]))
     diffs = [a - b for _, a, b in pairs]
-    mean, low, high = pipeline.t_interval95(diffs)
+    mean, low, high = stats_lib.t_interval95(diffs)
     entry = {"ratio": ratio, "pairs": [{"seed": s, "searched": a, "uniform": b} for s, a, b in pairs],
              "difference_mean": mean, "difference_ci95": [low, high], "num_pairs": len(pairs),
              "searched": {k: found["searched"][k] for k in ("choices", "channels", "mflops", "flops_ratio", "params",
@@ -578,7 +562,7 @@ def summarize():
                   f"{100 * mean:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]" if len(pairs) > 1 else "-",
                   str(len(pairs))])
   out["quality"] = rows
-  fm = pipeline.t_interval95(full_accs)
+  fm = stats_lib.t_interval95(full_accs)
   out["full_width"] = {"test_accuracies": full_accs, "mean": fm[0], "ci95": [fm[1], fm[2]]}
   if qrows:
     tables.append("Searched vs uniform, retrained with one recipe, paired by seed (test accuracy %, 10,000 t10k "

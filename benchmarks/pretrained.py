@@ -536,8 +536,8 @@ def main(argv):
 
 def _ci(values):
   """(mean, half width of the 95% Student-t interval)."""
-  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
-  mean, low, _ = pipeline.t_interval95(values)
+  from tf_metaprune import stats  # pylint: disable=g-import-not-at-top
+  mean, low, _ = stats.t_interval95(values)
   return mean, mean - low
 
 
@@ -608,10 +608,10 @@ def paired_differences(runs, ratios):
 
 def _paired_row(r, setting, label, pairs):
   """A paired-difference row from (seed, a, b) accuracies in points (None without pairs)."""
-  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top  (its t_interval95: one t-interval for all)
+  from tf_metaprune import stats  # pylint: disable=g-import-not-at-top
   if not pairs:
     return None
-  mean, low, high = pipeline.t_interval95([a - b for _, a, b in pairs])
+  mean, low, high = stats.paired_interval95([a for _, a, _ in pairs], [b for _, _, b in pairs])
   return {"ratio": r, "fine_tuning": setting, "comparison": label, "difference_pt_mean": mean,
           "difference_pt_ci95": [low, high], "num_pairs": len(pairs),
           "pairs": [{"seed": seed, "a": a, "b": b} for seed, a, b in pairs]}

@@ -162,6 +162,7 @@ class Bench:
 
 def part_quality(bench):
   """Item 6: searched vs uniform at equal FLOPs, retrained from scratch, several seeds."""
+  from tf_metaprune import stats  # pylint: disable=g-import-not-at-top
   report = _common.Report("quality", FLAGS.output_dir)
   rows, table_rows = [], []
   for ratio in (float(r) for r in FLAGS.ratios):
@@ -170,7 +171,7 @@ def part_quality(bench):
     for key, result in (("searched", found), ("uniform", base)):
       s = result.best_structure
       accs = [bench.retrain(s, seed, label=f"{key}_{ratio}")[1]["test_accuracy"] for seed in range(FLAGS.seeds)]
-      mean, std = _common.mean_std(accs)
+      mean, std = stats.mean_std(accs)
       entry[key] = {"choices": list(s.choices), "channels": bench.space.channels(s), "mflops": bench.space.mflops(s),
                     "params": bench.space.params(s), "search_accuracy": result.best_accuracy,
                     "test_accuracies": accs, "test_accuracy_mean": mean, "test_accuracy_std": std}
@@ -324,6 +325,7 @@ def part_tflite(bench):
 
 def part_ablation(bench):
   """Item 5: generator hidden size 32 / 8 / 0 -- params, step time, searched structure's retrained accuracy."""
+  from tf_metaprune import stats  # pylint: disable=g-import-not-at-top
   import keras  # pylint: disable=g-import-not-at-top
   import tf_metaprune as tfmp  # pylint: disable=g-import-not-at-top
   report = _common.Report("ablation", FLAGS.output_dir)
@@ -344,7 +346,7 @@ def part_ablation(bench):
     found, base = bench.search(h, FLAGS.ablation_ratio)
     s = found.best_structure
     accs = [bench.retrain(s, seed, label=f"ablation_h{h}")[1]["test_accuracy"] for seed in range(FLAGS.seeds)]
-    mean, std = _common.mean_std(accs)
+    mean, std = stats.mean_std(accs)
     info = bench.net_info(h)
     row = {"hidden_units": h, "generator_params": info["generator_params"],
            "generator_multiple": info["generator_params"] / network_params,

@@ -1,13 +1,15 @@
-"""Gathers benchmarks/results/*.json into the README's "Benchmarks" section.
+"""Gathers benchmarks/results/*.json into the tables of benchmarks/README.md.
 
-Prints the section (every table with its title, date, machine, load average
-and command, then which of the issue's goals are met); with `--write_readme`
-it replaces the text between the `<!-- benchmarks:start -->` and
-`<!-- benchmarks:end -->` markers of README.md. `make bench` ends with it.
-It also renders the Fashion-MNIST quality tables (`fashion_quality.json`)
-between the `fashion_quality` markers and the pruning-a-trained-model tables
-(`pretrained.json`, `pretrained_mobilenet_v2_demo.json`) between the
-`pretrained` markers of "Prune your trained model".
+Prints the speed section (every table with its title, date, machine, load
+average and command, then which of the issue's goals are met); with
+`--write_readme` it replaces the text between the `<!-- benchmarks:start -->`
+and `<!-- benchmarks:end -->` markers of benchmarks/README.md. `make bench*`
+ends with it. It also renders there the Fashion-MNIST quality tables
+(`fashion_quality*.json`, `fashion_quality` markers), the PruningNet ablation
+(`fashion_ablation` markers) and the pruning-a-trained-model tables
+(`pretrained*.json`, `pretrained` markers), and writes the one summary table of
+the top-level README.md's "Prune your trained model" (`pretrained_summary`
+markers) from the same files.
 
   python benchmarks/report.py [--write_readme]
 """
@@ -24,22 +26,27 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
-flags.DEFINE_bool("write_readme", False, "Replace the Benchmarks section of README.md.")
+flags.DEFINE_bool("write_readme", False, "Rewrite the generated tables of benchmarks/README.md and the summary "
+                  "table of README.md.")
 flags.DEFINE_string("results_dir", _common.RESULTS_DIR, "Where the JSON results are.")
 
 ORDER = ["profile_step_before", "profile_step", "train_step_speed", "train_step_speed_h8",
          "train_step_speed_stride32_h8", "train_step_speed_sandwich_h8", "scaling", "search_speed", "ablation", "quality", "ranking", "tflite_quality"]
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
-# The Fashion-MNIST quality tables (benchmarks/fashion_quality.py, `make bench-quality`) lead README's Results.
+# The Fashion-MNIST quality tables (benchmarks/fashion_quality.py, `make bench-quality`) lead the Results.
 FASHION_START, FASHION_END = "<!-- fashion_quality:start -->", "<!-- fashion_quality:end -->"
 FASHION_DEEP = "fashion_quality_mobilenet_v2_demo"   # the same benchmark on the `make demo` MobileNetV2
 # The pruning-a-trained-model tables (benchmarks/pretrained.py, one file per --model) in "Prune your trained model".
 PRETRAINED_START, PRETRAINED_END = "<!-- pretrained:start -->", "<!-- pretrained:end -->"
-PRETRAINED = [("pretrained", "Small CNN"), ("pretrained_mobilenet_v2_demo", "The `make demo` MobileNetV2"),
+# (result name, title in benchmarks/README.md, label in README.md's summary table)
+PRETRAINED = [("pretrained", "Small CNN", "small CNN"), ("pretrained_mobilenet_v2_demo", "The `make demo` MobileNetV2", "MobileNetV2 (`make demo`)"),
               ("pretrained_mobilenet_v2_demo_minw10_div4", "The `make demo` MobileNetV2 on a finer grid (width ratios "
-               "from 0.1, divisor 4: reaches 3.8% of the FLOPs, so 10% exists)"),
+               "from 0.1, divisor 4: reaches 3.8% of the FLOPs, so 10% exists)", "MobileNetV2, finer grid"),
               ("pretrained_mobilenet_v2_demo_minw10_div4_pn8", "The same finer grid, MetaPruning's PruningNet trained "
-               "8 epochs at 3e-3 (the baselines' runs are the rows above, reused and paired by seed)")]
+               "8 epochs at 3e-3 (the baselines' runs are the rows above, reused and paired by seed)",
+               "MobileNetV2, finer grid, PruningNet 8 epochs at 3e-3")]
+SUMMARY_START, SUMMARY_END = "<!-- pretrained_summary:start -->", "<!-- pretrained_summary:end -->"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The PruningNet ablation on the small CNN's ranking (benchmarks/fashion_ablation.py, `make bench-ablation`).
 ABLATION_START, ABLATION_END = "<!-- fashion_ablation:start -->", "<!-- fashion_ablation:end -->"
 # The step-speed tables measured before the step was optimized (issue 17): the same scripts, run with
@@ -156,7 +163,7 @@ def step_speed_summary(results_dir):
 def section(results_dir):
   results = {name: _load(results_dir, name) for name in ORDER}
   results = {k: v for k, v in results.items() if v}
-  out = ["All figures come from `make bench` (one command, every script below in turn; `make bench "
+  out = ["The tables of this section come from `make bench` (one command, every script below in turn; `make bench "
          "BENCH_FLAGS=--quick` is a smoke run). Each script prints its table and writes "
          "`benchmarks/results/<name>.json` (every figure, seed and timing round) and `<name>.png`. Speed ratios "
          "are measured side by side in one process (alternating rounds, medians); the machine is shared, so "
@@ -221,7 +228,7 @@ def _steps_line(steps, lead="PruningNet steps (search quality = mean recalibrate
 def pretrained_section(results_dir):
   """The tables of benchmarks/pretrained.py for each model it was run on (None if none was)."""
   lines = []
-  for name, title in PRETRAINED:
+  for name, title, _ in PRETRAINED:
     path = os.path.join(results_dir, name + ".json")
     if not os.path.exists(path):
       continue
@@ -263,6 +270,49 @@ def pretrained_section(results_dir):
   return "\n".join(lines).strip() if lines else None
 
 
+def _paired(r, ratio, comparison, fine_tuning):
+  for p in r.get("paired") or []:
+    if p["ratio"] == ratio and p["comparison"] == comparison and p["fine_tuning"] == fine_tuning:
+      return p
+  return None
+
+
+def _interval(p):
+  if p is None:
+    return "-"
+  lo, hi = p["difference_pt_ci95"]
+  return f"{p['difference_pt_mean']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+
+
+def pretrained_summary(results_dir):
+  """README's one table: MetaPruning from a trained model against L1 uniform pruning, per model and budget."""
+  rows = []
+  for name, _, label in PRETRAINED:
+    path = os.path.join(results_dir, name + ".json")
+    if not os.path.exists(path):
+      continue
+    with open(path) as f:
+      r = json.load(f)
+    if "summary" not in r or "paired" not in r:
+      continue
+    orig = 100 * (r["runs"].get("original") or {}).get("test_accuracy", float("nan"))
+    for ratio in r["recipe"]["ratios"]:
+      meta, l1 = r["summary"].get(f"{ratio}/metaprune"), r["summary"].get(f"{ratio}/l1_uniform")
+      if not meta or not l1:
+        continue
+      rows.append([label, f"{100 * ratio:.0f}%", f"{orig:.2f}", f"{meta['test_accuracy_mean']:.2f}",
+                   f"{l1['test_accuracy_mean']:.2f}",
+                   _interval(_paired(r, ratio, "metaprune - l1_uniform", "plain")),
+                   _interval(_paired(r, ratio, "metaprune - l1_uniform", "KD")),
+                   _interval(_paired(r, ratio, "metaprune - uniform_scratch", "plain")), str(meta["n"])])
+  if not rows:
+    return None
+  return _common.markdown_table(
+      ["model", "FLOPs budget", "original test %", "MetaPruning test %", "L1 uniform test %",
+       "MetaPruning - L1 uniform, pt [95% CI]", "the same, both distilled", "MetaPruning - uniform from scratch",
+       "seeds"], rows)
+
+
 def ablation_section(results_dir):
   """The PruningNet ablation tables of `fashion_ablation.json` with when, where, the load and the wall time."""
   r = _load(results_dir, "fashion_ablation")
@@ -299,8 +349,11 @@ def main(argv):
   for part in (fashion, deep, ablation, trained):
     if part:
       print("\n" + part)
+  summary = pretrained_summary(FLAGS.results_dir)
+  if summary:
+    print("\n" + summary)
   if FLAGS.write_readme:
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+    path = os.path.join(ROOT, "benchmarks", "README.md")
     with open(path) as f:
       readme = f.read()
     readme = _replace_between(readme, START, END, text, path)
@@ -316,6 +369,13 @@ def main(argv):
     with open(path, "w") as f:
       f.write(readme)
     print(f"\nupdated {path}")
+    if summary:
+      path = os.path.join(ROOT, "README.md")
+      with open(path) as f:
+        readme = f.read()
+      with open(path, "w") as f:
+        f.write(_replace_between(readme, SUMMARY_START, SUMMARY_END, summary, path))
+      print(f"updated {path}")
 
 
 if __name__ == "__main__":

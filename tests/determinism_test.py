@@ -1,6 +1,6 @@
 """Determinism: documented seeds make PruningNet training and the search reproducible.
 
-The seeds (README, "What happens when things go wrong"): `keras.utils.set_random_seed`
+The seeds (docs/robustness.md, "Reproducibility"): `keras.utils.set_random_seed`
 for the initial weights, `PruningNet(seed=...)` for the structure drawn at
 each step, `tf_metaprune.data`'s `seed` for the training order, and
 `EvolutionConfig(seed=...)` for every random choice of the search.

@@ -1,4 +1,4 @@
-"""Tests of the op registry (tf_metaprune/ops.py): one class per op, looked up by every module.
+"""Tests of the op registry (tf_metaprune/ops/): one class per op, looked up by every module.
 
 The registry is proven by what it makes possible: an op added as one class
 (UpSampling2D) is read from Keras, counted, trained, rebuilt, masked and timed;

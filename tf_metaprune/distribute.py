@@ -18,7 +18,7 @@ helpers the rest of the library needs:
 * `WorkerLostError`: what a multi-worker job raises when a worker dies, with
   the way back (rerun every worker; training resumes from the last backup).
 
-What runs where (see README "Scaling out"):
+What runs where (see docs/distributed.md):
 
 * Training (`tf_metaprune.training.fit`): Keras distributes every step; each
   replica runs its share of the global batch. The PruningNet draws its

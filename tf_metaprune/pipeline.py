@@ -57,9 +57,12 @@ from tf_metaprune import pretrained
 from tf_metaprune import pruning_net
 from tf_metaprune import search as search_lib
 from tf_metaprune import space as space_lib
+from tf_metaprune import stats
 from tf_metaprune import training
 from tf_metaprune.rebuild import rebuild as rebuild_model
 from tf_metaprune.search import dispatch
+from tf_metaprune.stats import seed_verdict  # pylint: disable=unused-import  (old import path)
+from tf_metaprune.stats import t_interval95  # pylint: disable=unused-import  (old import path)
 import tflite_export
 
 STAGES = ("pruningnet", "search", "retrain_searched", "retrain_uniform", "export")
@@ -1059,64 +1062,6 @@ def times(larger, smaller):
   return f"x{ratio:.0f}" if ratio >= 10 else f"x{ratio:.1f}"
 
 
-# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (beyond: the normal 1.96).
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-
-
-def t_interval95(values):
-  """(mean, low, high): the mean of `values` and its 95% Student-t confidence interval.
-
-  For paired comparisons pass the per-seed differences. Fewer than two values
-  give (mean, nan, nan): one seed has no interval.
-
-  >>> mean, low, high = t_interval95([1.0, 2.0, 3.0])
-  >>> round(mean, 2), round(low, 2), round(high, 2)
-  (2.0, -0.48, 4.48)
-  """
-  v = np.asarray(list(values), dtype=float)
-  if v.size == 0:
-    return float("nan"), float("nan"), float("nan")
-  mean = float(v.mean())
-  if v.size < 2:
-    return mean, float("nan"), float("nan")
-  df = v.size - 1
-  if df <= len(_T975):
-    t = _T975[df - 1]
-  else:   # Cornish-Fisher expansion around the normal quantile, within 1e-3 of the exact one beyond 30
-    z = 1.959964
-    t = z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
-  half = t * float(v.std(ddof=1)) / np.sqrt(v.size)
-  return mean, float(mean - half), float(mean + half)
-
-
-def seed_verdict(differences_points):
-  """Words for searched-minus-uniform accuracy differences, honest about what the seeds can say.
-
-  Args:
-    differences_points: searched minus uniform test accuracy in percentage
-      points: one number (one seed) or one per seed, paired by seed.
-
-  Returns:
-    A sentence with the mean and its 95% confidence interval; "better" or
-    "worse" only when the interval excludes zero.
-
-  >>> seed_verdict([0.4, -0.2, 0.5])
-  'searched minus uniform: +0.23 pt, 95% CI [-0.71, +1.17] over 3 seeds: the interval contains 0, so neither is better'
-  """
-  if isinstance(differences_points, (int, float, np.floating, np.integer)):
-    differences_points = [differences_points]
-  mean, low, high = t_interval95(differences_points)
-  n = len(differences_points)
-  if n < 2:
-    return (f"searched minus uniform: {mean:+.2f} pt on one seed; one seed cannot tell which is better (another "
-            "seed or CPU moves this figure by points: `python benchmarks/demo_seeds.py` measures the interval)")
-  head = f"searched minus uniform: {mean:+.2f} pt, 95% CI [{low:+.2f}, {high:+.2f}] over {n} seeds"
-  if low > 0 or high < 0:
-    return f"{head}: the searched structure is {'better' if low > 0 else 'worse'} (the interval excludes 0)"
-  return f"{head}: the interval contains 0, so neither is better"
-
-
 def bn_check(row):
   """One line comparing a retrained model's inference-mode and training accuracy (batch-norm lag guard)."""
   inference, last_epoch = row.get("train_accuracy_inference"), row.get("train_accuracy_last_epoch")
@@ -1169,7 +1114,7 @@ def format_report(report: Dict[str, Any]) -> str:
                  f"{times(4 * full['params'], r['int8_size_bytes'])} smaller than float32 full width "
                  f"({float32_full_kb:.1f} KB = 4 bytes x {full['params']:,} params)")
   s, u = report["searched"], report["uniform"]
-  lines.append(f"- {seed_verdict(100 * (s['test_accuracy'] - u['test_accuracy']))}")
+  lines.append(f"- {stats.seed_verdict(100 * (s['test_accuracy'] - u['test_accuracy']))}")
   for key in report.get("rows", ["searched", "uniform"]):
     check = bn_check(report[key])
     if check is not None:

@@ -44,8 +44,8 @@ PAPER_WIDTH_RATIOS = tuple(round(0.10 + 0.03 * i, 2) for i in range(31))
 
 _STRUCTURE_FORMAT = "tf_metaprune.Structure"
 _SPACE_FORMAT = "tf_metaprune.SearchSpace"
-_OPS = ops.names()
-# Ops whose node owns weights the PruningNet generates.
+# Ops whose node owns weights the PruningNet generates (the built-in ones; `ops.weight_op_names()` is the
+# live list, which includes ops registered later from user code).
 WEIGHT_OPS = ops.weight_op_names()
 # Node fields added after the first release: left out of get_config at their default, so the
 # fingerprints of spaces that do not use them stay what they were.
@@ -181,8 +181,9 @@ class Node:
         object.__setattr__(self, field, tuple(int(d) for d in v))
     if isinstance(self.padding, (list, tuple)):
       object.__setattr__(self, "padding", tuple(tuple(int(d) for d in p) for p in self.padding))
-    if self.op not in _OPS:
-      raise ValueError(f"Node {self.name!r}: op={self.op!r} is not one of {_OPS}")
+    if self.op not in ops.names():   # looked up now, so an op registered from user code after import is found
+      raise ValueError(f"Node {self.name!r}: op={self.op!r} is not one of {ops.names()}; register an Op subclass "
+                       "with @tf_metaprune.ops.register to add one")
     if self.activation not in _ACTIVATIONS:
       raise ValueError(f"Node {self.name!r}: activation={self.activation!r} is not one of {_ACTIVATIONS}")
 
