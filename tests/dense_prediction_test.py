@@ -5,14 +5,21 @@ The models are `tf_metaprune.models.dense_prediction`'s, at tiny sizes: read by
 converted to int8 and ranked by a metric that is not top-1 accuracy.
 """
 
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import tf_metaprune as tfmp
+import testutil  # tests/testutil.py
 import tflite_export
 from tf_metaprune import calibration
+from tf_metaprune import pipeline
+from tf_metaprune import training
 from tf_metaprune import layers as tfmp_layers
 from tf_metaprune import ops
 from tf_metaprune.models import dense_prediction
@@ -196,15 +203,55 @@ def test_search_metric_errors_are_one_line_and_name_the_value():
     calibration.Evaluator(net, data, metric=calibration.SearchMetric("mse", output="box"))
 
 
-def test_pruning_net_of_two_outputs_trains_with_one_loss_per_output():
-  _, space = _model("two_head")
+def test_two_output_pruning_net_trains_with_the_losses_the_saved_model_was_compiled_with(tmp_path):
+  model, space = _model("two_head")
+  model.compile(loss={"class_logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True), "boxes": "huber"},
+                loss_weights={"class_logits": 1.0, "boxes": 3.0})
+  path = str(tmp_path / "detector.keras")
+  model.save(path)
+  losses, weights = training.user_losses(keras.saving.load_model(path))
+  assert [type(l).__name__ for l in losses] == ["SparseCategoricalCrossentropy", "Huber"] and weights == [1.0, 3.0]
+  assert training.user_losses(_model("unet")[0]) == (None, None)   # never compiled: pass loss= yourself
   net = tfmp.PruningNet(space, hidden_units=4)
-  net.compile(optimizer="adam", loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True), "huber"])
   ds = tf.data.Dataset.from_tensor_slices((_images(16), _labels("two_head", 16))).batch(8)
-  history = net.fit(ds, epochs=1, verbose=0)
-  assert np.isfinite(history.history["loss"][-1])
+  history = training.fit(net, ds, epochs=1, loss=losses, loss_weights=weights, optimizer="adam", learning_rate=1e-3,
+                         verbose=0)
+  assert np.isfinite(history["loss"][-1])
   with pytest.raises(ValueError, match=r"distill=True distills one softmax output.*pass distill=False"):
     tfmp.PruningNet(space, sampling="sandwich")
+
+
+def test_pipeline_ranks_by_the_configured_search_metric_and_refuses_bad_names():
+  space = testutil.tiny_search_space()
+  splits = testutil.tiny_search_splits()
+  net = tfmp.PruningNet(space, hidden_units=0)
+  config = pipeline.PipelineConfig(model="small_cnn", search_metric="sparse_categorical_crossentropy")
+  evaluator = pipeline._evaluator(net, splits, config)  # pylint: disable=protected-access
+  default = pipeline._evaluator(net, splits, config.replace(search_metric=None))  # pylint: disable=protected-access
+  s = space.uniform(0.5)
+  score, value = evaluator.scores(s)
+  accuracy, cross_entropy = default.scores(s)
+  assert value == pytest.approx(cross_entropy, rel=1e-5) and score == -value and 0 <= accuracy <= 1
+  with pytest.raises(ValueError, match=r"^PipelineConfig\(search_metric='mean_iuo'\): search metric 'mean_iuo' is "
+                     r"neither a Keras metric nor a Keras loss") as e:
+    pipeline.PipelineConfig(search_metric="mean_iuo")
+  assert "\n" not in str(e.value)
+
+
+def test_metaprune_binary_refuses_an_unknown_metric_and_a_segmentation_model_in_one_line(tmp_path):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(testutil.ROOT))
+  binary = str(testutil.ROOT / "examples" / "metaprune.py")
+  proc = subprocess.run([sys.executable, binary, "--search_metric=mean_iuo", f"--output_dir={tmp_path / 'a'}"],
+                        capture_output=True, text=True, env=env, timeout=600)
+  assert proc.returncode != 0
+  assert "search metric 'mean_iuo' is neither a Keras metric nor a Keras loss" in proc.stderr.strip().splitlines()[-1]
+  path = str(tmp_path / "unet.keras")
+  dense_prediction.unet((28, 28, 1), num_classes=3, filters=(4, 8)).save(path)
+  proc = subprocess.run([sys.executable, binary, f"--keras_model={path}", "--flops_ratio=0.5",
+                         f"--output_dir={tmp_path / 'b'}"], capture_output=True, text=True, env=env, timeout=600)
+  assert proc.returncode != 0
+  last = proc.stderr.strip().splitlines()[-1]
+  assert "predicts logits (28, 28, 3) per image" in last and "docs/dense_prediction.md" in last
 
 
 def test_space_json_keeps_the_outputs_and_a_single_output_space_keeps_its_fingerprint():

@@ -43,8 +43,10 @@ Example:
 """
 
 import contextlib
+import functools
 import glob
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -260,6 +262,11 @@ def check_training_data(model, dataset, what="train_data"):
                        f"{want[0]}x{want[1]} (input shape {want}); build the space with input_shape={got} "
                        "or resize the images (load_dataset(..., input_size=...))")
   n = num_classes_of(model)
+  space = getattr(model, "space", None)
+  outputs = getattr(model, "outputs", None) if space is None else None
+  dense = outputs is not None and (len(outputs) != 1 or len(outputs[0].shape) != 2)
+  if isinstance(labels, (tuple, list, dict)) or dense or (space is not None and not space.is_classifier):
+    return   # per-output or per-pixel targets: their losses check them
   if labels.shape.rank is not None and labels.shape.rank >= 2 and labels.shape[-1] not in (None, 1):
     raise ValueError(f"{what} labels have shape {tuple(labels.shape)}: they look one-hot; pass integer class "
                      f"ids in [0, {n}) of shape (batch,)")
@@ -369,7 +376,7 @@ def _tf_variable(variable):
 
 
 def compile_model(model, learning_rate=0.05, total_steps=1000, momentum=0.9, weight_decay=5e-5,
-                  label_smoothing=0.0, optimizer="sgd", steps_per_execution=1):
+                  label_smoothing=0.0, optimizer="sgd", steps_per_execution=1, loss=None, loss_weights=None):
   """Compiles `model` with the shared recipe.
 
   Args:
@@ -382,6 +389,13 @@ def compile_model(model, learning_rate=0.05, total_steps=1000, momentum=0.9, wei
     optimizer: "sgd" (the paper) or "adam".
     steps_per_execution: passed to `compile` (structure sampling happens in the
       training step, so any value works).
+    loss: the loss of a model that is not a classifier -- a segmentation
+      net, a detector's heads: one Keras loss (name, serialized config or
+      object) or a list of them, one per output in the model's output order
+      (e.g. `user_losses(trained_model)`, the losses it was compiled with).
+      None: label-smoothed sparse cross-entropy with an accuracy metric (the
+      classifier recipe); a given loss gets no metric.
+    loss_weights: one weight per output (with `loss`).
   """
   if not float(learning_rate) > 0 or math.isnan(float(learning_rate)):
     raise ValueError(f"learning_rate={learning_rate!r} must be > 0")
@@ -395,10 +409,54 @@ def compile_model(model, learning_rate=0.05, total_steps=1000, momentum=0.9, wei
       opt = FusedSGD(schedule, momentum=momentum, nesterov=True, weight_decay=wd)
     else:
       opt = FusedAdamW(schedule, weight_decay=wd or 0.0) if wd else FusedAdam(schedule)
-    model.compile(optimizer=opt, loss=SparseCrossentropyWithSmoothing(label_smoothing),
-                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                  steps_per_execution=steps_per_execution)
+    if loss is None:
+      model.compile(optimizer=opt, loss=SparseCrossentropyWithSmoothing(label_smoothing),
+                    metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                    steps_per_execution=steps_per_execution)
+    else:
+      losses = [_loss_object(l) for l in loss] if isinstance(loss, (list, tuple)) else _loss_object(loss)
+      model.compile(optimizer=opt, loss=losses, loss_weights=None if loss_weights is None else list(loss_weights),
+                    steps_per_execution=steps_per_execution)
   return model
+
+
+def _loss_object(loss):
+  """A Keras loss from a name (on logits where the loss takes `from_logits`), a serialized config or an object."""
+  if isinstance(loss, dict):
+    return keras.losses.deserialize(loss)
+  if isinstance(loss, str):
+    try:
+      found = keras.losses.get(loss)
+    except ValueError:
+      raise ValueError(f"loss {loss!r} is not a Keras loss name; use e.g. 'sparse_categorical_crossentropy', "
+                       "'huber' or 'mse'") from None
+    if not isinstance(found, keras.losses.Loss) and "from_logits" in inspect.signature(found).parameters:
+      return functools.partial(found, from_logits=True)
+    return found
+  return loss
+
+
+def user_losses(model):
+  """(losses, loss_weights) a Keras model was compiled with, one per output in output order, or (None, None).
+
+  `keras.saving.load_model` restores the compile settings saved with a
+  model, so a segmentation net or a detector saved after `compile(loss=...)`
+  brings its own losses: what its PruningNet then trains with and what
+  `SearchMetric("loss", losses=...)` ranks structures by. A dict of losses
+  (by output name) is put in output order.
+  """
+  loss = getattr(model, "loss", None)
+  if loss is None:
+    return None, None
+  weights = getattr(model, "loss_weights", None)
+  names = list(getattr(model, "output_names", None) or [])
+  if isinstance(loss, dict):
+    loss = [loss.get(n) for n in names]
+  if isinstance(weights, dict):
+    weights = [float(weights.get(n, 1.0)) for n in names]
+  if not isinstance(loss, (list, tuple)):
+    loss = [loss] * max(1, len(model.outputs))
+  return list(loss), (None if weights is None else [float(w) for w in weights])
 
 
 # ---------------------------------------------------------------------------------------------
