@@ -91,6 +91,18 @@ def cached_batches(batch_size, steps):
   return tf.data.Dataset.from_tensor_slices((x, labels[idx])).batch(batch_size, drop_remainder=True).cache()
 
 
+def read_idx(path):
+  """An idx file (gzip) as a numpy array (magic 0x0803 images, 0x0801 labels): the Fashion-MNIST files."""
+  import gzip  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  with gzip.open(path, "rb") as f:
+    data = f.read()
+  magic = int.from_bytes(data[:4], "big")
+  ndim = magic & 0xFF
+  dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+  return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
 def markdown_table(headers, rows):
   """A Markdown table from a header list and row lists (already formatted strings)."""
   lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in

@@ -57,7 +57,6 @@ every digit).
   python benchmarks/pretrained.py --summarize_only   # tables + figure again from the JSON, no training
 """
 
-import gzip
 import json
 import os
 import sys
@@ -181,15 +180,7 @@ def _apply_quick():
   FLAGS["workdir"].value = FLAGS.workdir + "_quick"
 
 
-def read_idx(path):
-  """An idx file (gzip) as a numpy array (magic 0x0803 images, 0x0801 labels)."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  with gzip.open(path, "rb") as f:
-    data = f.read()
-  magic = int.from_bytes(data[:4], "big")
-  ndim = magic & 0xFF
-  dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-  return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+read_idx = _common.read_idx   # the idx reader is shared with tight_budgets.py
 
 
 def load_splits():

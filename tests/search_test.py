@@ -5,6 +5,7 @@ once for the module (a few seconds) and shared, together with one Evaluator, so
 the candidate-evaluation function is traced once for all tests.
 """
 
+import dataclasses
 import json
 import os
 
@@ -330,3 +331,87 @@ def test_evolution_records_the_loss_and_rescore_picks_the_best_of_the_top_k_on_m
   assert picked.best.choices in {c.choices for c in found.top_k[:3]}
   assert picked.best.accuracy == max(r["rescored_accuracy"] for r in picked.extra["rescored"])
   assert search.SearchResult.from_json(picked.to_json()).best.loss == picked.best.loss
+
+
+# ---- per-layer minimum width and trust region ---------------------------------------------------
+
+
+def _gene_ratios(space, choices):
+  return np.array([g.channels[c] / g.base_channels for g, c in zip(space.genes, choices)])
+
+
+def test_min_layer_ratio_and_trust_region_keep_every_candidate_inside_their_ranges(net, evaluator, space):
+  budget = budgets.FlopsBudget.from_ratio(space, 0.5, min_ratio=0.3)
+  free = search.evolutionary(net, evaluator, budget, num_generations=3, verbose=0, **SMALL)
+  _, centre = evolution.uniform_lib.largest_uniform(space, budget)
+  u = _gene_ratios(space, centre.choices)
+  limited = search.evolutionary(net, evaluator, budget, num_generations=3, verbose=0, min_layer_ratio=0.3,
+                                trust_region=0.2, **SMALL)
+  ranges = limited.extra["choice_ranges"]
+  assert ranges != [[0, g.num_choices - 1] for g in space.genes]   # the limits bind in this space
+  for c in limited.candidates:
+    r = _gene_ratios(space, c.choices)
+    assert (r >= 0.3 - 1e-9).all() and (np.abs(r - u) <= 0.2 + 1e-9).all()
+    assert all(lo <= ch <= hi for ch, (lo, hi) in zip(c.choices, ranges))
+    assert budget.is_feasible(space, c.structure)
+  # Without the limits the same search does visit shapes outside them (so the check above could fail).
+  outside = [c for c in free.candidates
+             if (_gene_ratios(space, c.choices) < 0.3 - 1e-9).any()
+             or (np.abs(_gene_ratios(space, c.choices) - u) > 0.2 + 1e-9).any()]
+  assert outside
+  assert len({c.choices for c in limited.candidates}) == limited.num_evaluations
+
+
+def test_limits_at_their_defaults_leave_the_search_and_its_identity_unchanged(net, evaluator, budget):
+  plain = search.evolutionary(net, evaluator, budget, num_generations=2, verbose=0, **SMALL)
+  explicit = search.evolutionary(net, evaluator, budget, num_generations=2, verbose=0, min_layer_ratio=0.0,
+                                 trust_region=None, **SMALL)
+  assert [c.choices for c in plain.candidates] == [c.choices for c in explicit.candidates]
+  config = evolution.EvolutionConfig()
+  assert "min_layer_ratio" not in config.get_config() and "trust_region" not in config.get_config()
+  limited = evolution.EvolutionConfig(min_layer_ratio=0.2, trust_region=0.15)
+  assert evolution.EvolutionConfig.from_config(json.loads(json.dumps(limited.get_config()))) == limited
+  assert limited.get_config()["trust_region"] == 0.15
+
+
+@pytest.mark.parametrize("bad", [dict(min_layer_ratio=1.0), dict(min_layer_ratio=-0.1), dict(trust_region=True),
+                                 dict(trust_region="0.2")])
+def test_bad_limits_name_the_value(bad):
+  (name, value), = bad.items()
+  with pytest.raises(ValueError, match=f"{name}={value!r}"):
+    evolution.EvolutionConfig(**bad)
+
+
+def test_a_limit_that_leaves_a_gene_no_choice_names_the_gene(space):
+  budget = budgets.FlopsBudget.from_ratio(space, 0.3)
+  config = evolution.EvolutionConfig(min_layer_ratio=0.9, trust_region=0.05)
+  with pytest.raises(ValueError, match="leaves gene .* no choice"):
+    evolution.choice_ranges(space, budget, config)
+
+
+# ---- the final pick by a short fine-tune --------------------------------------------------------
+
+
+def test_finetune_pick_trains_each_of_the_top_k_and_picks_the_best_after_training(net, evaluator, space, splits):
+  budget = budgets.FlopsBudget.from_ratio(space, 0.5, min_ratio=0.4)
+  found = search.evolutionary(net, evaluator, budget, num_generations=2, verbose=0, **SMALL)
+  built = []
+
+  def build(s):
+    built.append(s.choices)
+    return tfmp.rebuild(net, s, bn_momentum=0.9)
+
+  picked = search.finetune_pick(found, build, splits.train, splits.search, top_k=3, steps=3)
+  rows = picked.extra["finetune_pick"]
+  assert built == [c.choices for c in found.top_k[:3]]   # each of the search's best three, in its order
+  assert [r["choices"] for r in rows] == [list(c) for c in built]
+  assert picked.best.accuracy == max(r["finetuned_accuracy"] for r in rows)
+  assert picked.best.choices in set(built) and picked.extra["search_best"]["choices"] == list(found.best.choices)
+  assert [c.accuracy for c in picked.top_k] == sorted((r["finetuned_accuracy"] for r in rows), reverse=True)
+  # The scores are of the fine-tuned models, not the search's proxy scores.
+  assert any(r["finetuned_loss"] != pytest.approx(r["search_loss"]) for r in rows)
+  assert search.SearchResult.from_json(picked.to_json()).best.choices == picked.best.choices
+  with pytest.raises(ValueError, match="top_k=0"):
+    search.finetune_pick(found, build, splits.train, splits.search, top_k=0)
+  with pytest.raises(ValueError, match="no top-k"):
+    search.finetune_pick(dataclasses.replace(found, top_k=[]), build, splits.train, splits.search)

@@ -16,7 +16,13 @@ Sequential Keras 3 CNN by walking its graph:
     segmentation map's classes, a detector's box coordinates) are fixed,
     and so are groups that a Flatten or Reshape turns into positions x
     channels (a warning names the layer);
-  * every prunable group becomes one `Gene` named after its first layer.
+  * every prunable group becomes one `Gene` named after its first layer;
+  * a final softmax or sigmoid (keras.applications' default
+    `classifier_activation="softmax"`, a `Dense(activation="softmax")` or a
+    separate `Softmax`/`Activation` layer) is read off: the space computes
+    its pre-activation, the logits, which the PruningNet trains and the
+    searches score on, and records the activation (`SearchSpace.
+    output_activation`) so rebuilt models and TFLite files end with it again.
 
 Any other layer (custom layers, shared layers, nested models, Keras ops
 applied to tensors) stops with a ValueError naming the layer and its type.
@@ -33,7 +39,7 @@ Example:
   True
 """
 
-import warnings
+import copy
 
 import keras
 
@@ -125,13 +131,22 @@ class KerasGraph:
     num_classes: its (first) output's width.
     genes: [(gene name, full width)] of the prunable channel groups, in order.
     nodes: one dict of `Node` fields per layer, topologically ordered; `out`
-      names a gene of `genes` or a fixed width.
+      names a gene of `genes` or a fixed width. They end with the logits: a
+      final softmax/sigmoid is not among them.
     outputs: the names of the layers whose outputs are the model's, in order.
+    output_activation: "softmax" or "sigmoid" if the model ended with one
+      (its nodes then compute the pre-activation, the logits), else None.
+      Read off single-output models only.
+    output_layer: the serialized Keras layer that applies it again (the
+      user's own `Softmax`/`Activation` layer, or an `Activation` named
+      "<classifier>_<activation>" for a `Dense(activation=...)`), or None.
   """
 
-  def __init__(self, name, input_shape, num_classes, genes, nodes, outputs=None):
+  def __init__(self, name, input_shape, num_classes, genes, nodes, output_activation=None, output_layer=None,
+               outputs=None):
     self.name, self.input_shape, self.num_classes = name, tuple(input_shape), int(num_classes)
     self.genes, self.nodes = list(genes), list(nodes)
+    self.output_activation, self.output_layer = output_activation, output_layer
     self.outputs = list(outputs) if outputs is not None else [self.nodes[-1]["name"]]
 
 
@@ -214,12 +229,42 @@ def read_keras_model(model) -> KerasGraph:
     output_names.append(src.name)
     for g in layout[id(out_tensor)]:
       groups.freeze(g)  # an output's channels (classes, box coordinates, ...) are never pruned
-  last = records[-1][0]
-  if type(last) is keras.layers.Softmax or last.get_config().get("activation") == "softmax":  # pylint: disable=unidiomatic-typecheck
-    warnings.warn(f"model {model.name!r} ends with a softmax (layer {last.name!r}): the PruningNet will output "
-                  "probabilities, but tf_metaprune.training and the searches expect logits (from_logits=True); "
-                  "build the model without it (keras.applications: classifier_activation=None)", stacklevel=3)
-  return _describe(model, records, groups, output_names)
+  graph = _describe(model, records, groups, output_names)
+  if graph.outputs != [graph.nodes[-1]["name"]]:
+    return graph   # several outputs: each head is read as it is (no activation taken off)
+  graph = _split_output_activation(graph)
+  graph.outputs = [graph.nodes[-1]["name"]]
+  return graph
+
+
+#: The activations a classifier may end with that `read_keras_model` reads off as the logits' activation.
+OUTPUT_ACTIVATIONS = ("softmax", "sigmoid")
+
+
+def _split_output_activation(graph):
+  """`graph` with a final softmax/sigmoid taken off its nodes and recorded in `output_activation`.
+
+  Training and search need logits (`from_logits=True`), so the classifier is
+  read up to its pre-activation: a last `Dense(activation="softmax")` becomes
+  linear, a last `Softmax` / `Activation("softmax")` layer is dropped, and
+  `output_layer` keeps the layer that puts the activation back
+  (`tf_metaprune.rebuild(..., output_activation=True)`).
+  """
+  nodes, last = graph.nodes, graph.nodes[-1]
+  config = (last["layer"] or {}).get("config", {})
+  if last["op"] == "act" and len(nodes) > 2 and tuple(last["inputs"]) == (nodes[-2]["name"],):
+    kind = last["layer"].get("class_name")
+    activation = "softmax" if kind == "Softmax" else (config.get("activation") if kind == "Activation" else None)
+    if activation in OUTPUT_ACTIVATIONS:
+      graph.nodes, graph.output_activation, graph.output_layer = nodes[:-1], activation, last["layer"]
+  elif last["op"] != "act" and config.get("activation") in OUTPUT_ACTIVATIONS:
+    activation = config["activation"]
+    layer = copy.deepcopy(last["layer"])
+    layer["config"]["activation"] = "linear"
+    graph.nodes = nodes[:-1] + [dict(last, layer=layer)]
+    graph.output_activation = activation
+    graph.output_layer = _serialize(keras.layers.Activation(activation, name=f"{last['name']}_{activation}"))
+  return graph
 
 
 def _describe(model, records, groups, output_names):

@@ -20,6 +20,9 @@
   beside -- the largest single width ratio that meets the budget.
 * `rescore(result, evaluator, top_k)`: re-scores a search's best few on more
   data and picks the best of them.
+* `finetune_pick(result, build_model, train_data, eval_data, top_k)`: the
+  final pick among a search's best few by a short fine-tune of each
+  (NetAdapt / EagleEye).
 * `plot_pareto(result, path, uniform_result=...)`: accuracy vs MFLOPs PNG.
 
 Example:
@@ -31,6 +34,8 @@ Example:
   >>> search.plot_pareto(found, "pareto.png", uniform_result=base)
 """
 
+# Importing a searcher's module registers it: evolution first, so SEARCHERS starts with the default.
+from tf_metaprune.search import evolution  # pylint: disable=unused-import
 from tf_metaprune.search import autoslim
 from tf_metaprune.search import pas
 from tf_metaprune.search import rl
@@ -38,12 +43,14 @@ from tf_metaprune.search.autoslim import AutoSlimConfig
 from tf_metaprune.search.autoslim import slim
 from tf_metaprune.search._common import SearchContext
 from tf_metaprune.search import dispatch
-from tf_metaprune.search.dispatch import config_class
-from tf_metaprune.search.dispatch import register
+from tf_metaprune.search import registry
 from tf_metaprune.search.dispatch import run
-from tf_metaprune.search.dispatch import searcher_class
+from tf_metaprune.search.registry import config_class
+from tf_metaprune.search.registry import register
+from tf_metaprune.search.registry import searcher_class
 from tf_metaprune.search.evolution import EvolutionConfig
 from tf_metaprune.search.evolution import evolutionary
+from tf_metaprune.search.finetune_pick import finetune_pick
 from tf_metaprune.search.pas import MaskedNet
 from tf_metaprune.search.pas import PaSConfig
 from tf_metaprune.search.pas import pruning_as_search
@@ -64,11 +71,11 @@ from tf_metaprune.search.uniform import uniform
 # modules (their searchers are `slim`, `pruning_as_search` and `reinforce`).
 __all__ = ["AutoSlimConfig", "Candidate", "EvolutionConfig", "MaskedNet", "PaSConfig", "RLConfig", "SEARCHERS",
            "SearchContext", "SearchResult", "UniformConfig", "autoslim", "config_class", "default_ratio_grid",
-           "evolutionary", "largest_uniform", "layer_width_ratios", "pas", "plot_pareto", "pruning_as_search",
-           "reinforce", "register", "rescore", "rl", "run", "searcher_class", "slim", "uniform"]
+           "evolutionary", "finetune_pick", "largest_uniform", "layer_width_ratios", "pas", "plot_pareto",
+           "pruning_as_search", "reinforce", "register", "rescore", "rl", "run", "searcher_class", "slim", "uniform"]
 
 
 def __getattr__(name):
   if name == "SEARCHERS":   # read from the registry each time, so registered searchers appear
-    return dispatch.SEARCHERS
+    return registry.SEARCHERS
   raise AttributeError(f"module 'tf_metaprune.search' has no attribute {name!r}")

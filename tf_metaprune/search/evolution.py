@@ -66,7 +66,9 @@ from tf_metaprune import distribute
 from tf_metaprune import flops as flops_lib
 from tf_metaprune import io as io_lib
 from tf_metaprune.search import _common
+from tf_metaprune.search import registry
 from tf_metaprune.search import result as result_lib
+from tf_metaprune.search import uniform as uniform_lib
 
 _STATE_FORMAT = "tf_metaprune.EvolutionState"
 _SAMPLING = ("auto", "uniform", "scaled")
@@ -74,6 +76,7 @@ _SAMPLING = ("auto", "uniform", "scaled")
 _RESUMABLE_CHANGES = ("num_generations",)
 
 
+@registry.register("evolutionary")
 @dataclasses.dataclass(frozen=True)
 class EvolutionConfig(_common.FrozenConfig):
   """Settings of the evolutionary search; the defaults are the paper's.
@@ -95,6 +98,23 @@ class EvolutionConfig(_common.FrozenConfig):
       still fill the population; "auto" (default): uniform first, scaled only
       for what a tight budget leaves unfilled.
     seed: seed of the Philox generator driving every random choice.
+    min_layer_ratio: every gene's width ratio (its channels / its base
+      channels) is at least this (0: any choice). BCNetV2's remedy for
+      one-shot supernets: "a small dimension in one layer will destroy the
+      performance", and the proxy is most over-optimistic about such shapes.
+    trust_region: None (default: no limit), or every gene's width ratio lies
+      within this distance of its ratio in the uniform structure that meets
+      the budget (`search.uniform.largest_uniform`), e.g. 0.15: the search
+      explores shapes near uniform, where the PruningNet's scores were
+      measured to rank retrained structures, instead of the extreme shapes
+      it is over-optimistic about. The uniform structure's own choice is
+      always allowed.
+
+  Both limits cut each gene's choices to one contiguous range, and every
+  mutation, crossover and random sample is drawn inside it (so none is
+  wasted on rejection); at their defaults the search is exactly the paper's
+  (the same candidates for the same seed). `PopulationOps.choice_ranges`
+  holds the ranges; the result records them in `extra["choice_ranges"]`.
 
   Example:
 
@@ -111,6 +131,8 @@ class EvolutionConfig(_common.FrozenConfig):
   max_tries_factor: int = 10
   random_sampling: str = "auto"
   seed: int = 0
+  min_layer_ratio: float = 0.0
+  trust_region: Optional[float] = None
 
   def __post_init__(self):
     for name in ("population_size", "top_k", "num_generations", "max_tries_factor"):
@@ -138,8 +160,27 @@ class EvolutionConfig(_common.FrozenConfig):
                  "num_crossovers", "seed"):
       object.__setattr__(self, name, int(getattr(self, name)))
     object.__setattr__(self, "mutation_prob", float(self.mutation_prob))
+    for name in ("min_layer_ratio", "trust_region"):
+      v = getattr(self, name)
+      if v is None and name == "trust_region":
+        continue
+      if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not 0.0 <= v < 1.0:
+        raise ValueError(f"EvolutionConfig({name}={v!r}): must be a width ratio in [0, 1) "
+                         f"({'e.g. 0.15' if name == 'trust_region' else '0 = no minimum, e.g. 0.2'})")
+      object.__setattr__(self, name, float(v))
+
+  def get_config(self):
+    config = super().get_config()
+    # At their defaults the two limits are left out, so the identity of a search saved before they existed
+    # (its state file) is unchanged and it still resumes.
+    if config["min_layer_ratio"] == 0.0:
+      del config["min_layer_ratio"]
+    if config["trust_region"] is None:
+      del config["trust_region"]
+    return config
 
   needs_pruning_net = True
+  uses_given_pruning_net = True
 
   def run(self, context: _common.SearchContext) -> result_lib.SearchResult:
     """The searcher contract: `evolutionary` with these settings, resuming `evolution_state.json`."""
@@ -237,6 +278,13 @@ class PopulationOps:
   Attributes:
     generator: the `tf.random.Generator` (its state is saved with the search).
     trace_count: times the proposal function was traced (1 for a whole search).
+    choice_ranges: per gene, the (lowest, highest) choice a candidate may
+      take (the whole range unless `config.min_layer_ratio` or
+      `config.trust_region` limit it).
+
+  Raises:
+    ValueError: if a limit leaves a gene no choice, or the trust region has
+      no uniform structure to centre on (no uniform ratio meets the budget).
   """
 
   def __init__(self, space, budget, config):
@@ -244,7 +292,10 @@ class PopulationOps:
     self.budget = budget
     self.config = config
     self.counter = flops_lib.SpaceCounter(space)
-    self.num_choices = np.array(space.num_choices, np.int32)
+    self.choice_ranges = choice_ranges(space, budget, config)
+    self._low = np.array([lo for lo, _ in self.choice_ranges], np.int32)
+    # Mutation, crossover and sampling run on each gene's own range (choice - low), then shift back.
+    self.num_choices = np.array([hi - lo + 1 for lo, hi in self.choice_ranges], np.int32)
     self.generator = tf.random.Generator.from_seed(config.seed, alg="philox")
     self.trace_count = 0
     num_genes = len(space.genes)
@@ -255,11 +306,13 @@ class PopulationOps:
   def _propose(self, parents, n_mut, n_cross, n_uniform, n_scaled):
     self.trace_count += 1
     nc = tf.constant(self.num_choices)
+    low = tf.constant(self._low)
+    parents = parents - low[None, :]
     mut, _ = mutate(self.generator, parents, n_mut, self.config.mutation_prob, nc)
     cross, _, _ = crossover(self.generator, parents, n_cross)
     uni = sample_uniform(self.generator, n_uniform, nc)
     sca = sample_scaled(self.generator, n_scaled, nc)
-    proposals = tf.concat([mut, cross, uni, sca], axis=0)
+    proposals = tf.concat([mut, cross, uni, sca], axis=0) + low[None, :]
     if self.budget is None:
       feasible = tf.ones(tf.shape(proposals)[:1], tf.bool)
     else:
@@ -280,6 +333,55 @@ class PopulationOps:
     if int(state["algorithm"]) != int(self.generator.algorithm):
       raise ValueError(f"saved RNG algorithm {state['algorithm']} differs from {int(self.generator.algorithm)}")
     self.generator.reset(tf.constant(state["state"], tf.int64))
+
+
+def choice_ranges(space, budget, config):
+  """Per gene, the (lowest, highest) choice `config`'s `min_layer_ratio` and `trust_region` allow.
+
+  Args:
+    space: the `SearchSpace`.
+    budget: a `Budget` or None (the trust region is then centred on the full width).
+    config: an `EvolutionConfig`.
+
+  Returns:
+    A list of (low, high) choice indices, one per gene, inclusive.
+
+  Raises:
+    ValueError: if a gene is left no choice, or no uniform structure meets the budget (the trust region's centre).
+
+  Example:
+
+    >>> space = tf_metaprune.models.small_cnn((28, 28, 1), 10)
+    >>> [g.channels[:3] for g in space.genes]
+    [(8, 16), (8, 16, 24), (8, 16, 24), (16, 24, 32)]
+    >>> choice_ranges(space, None, EvolutionConfig(min_layer_ratio=0.5))   # at least half of every layer
+    [(0, 1), (1, 3), (3, 7), (6, 14)]
+  """
+  centre = None
+  if config.trust_region is not None:
+    try:
+      _, centre = uniform_lib.largest_uniform(space, budget)
+    except ValueError as e:
+      raise ValueError(f"EvolutionConfig(trust_region={config.trust_region!r}) centres on the uniform structure "
+                       f"that meets the budget, and there is none: {e}") from None
+  ranges = []
+  for i, g in enumerate(space.genes):
+    ratios = np.array(g.channels, np.float64) / g.base_channels
+    ok = ratios >= config.min_layer_ratio - 1e-9
+    if centre is not None:
+      u = ratios[centre.choices[i]]
+      near = np.abs(ratios - u) <= config.trust_region + 1e-9
+      near[centre.choices[i]] = True
+      ok &= near
+    if not ok.any():
+      raise ValueError(
+          f"EvolutionConfig(min_layer_ratio={config.min_layer_ratio!r}, trust_region={config.trust_region!r}) "
+          f"leaves gene {g.name!r} no choice (its width ratios run {ratios[0]:.3f}-{ratios[-1]:.3f}"
+          + ("" if centre is None else f", the uniform structure's is {ratios[centre.choices[i]]:.3f}")
+          + "); lower min_layer_ratio or widen trust_region")
+    idx = np.flatnonzero(ok)
+    ranges.append((int(idx[0]), int(idx[-1])))
+  return ranges
 
 
 def _take(proposals, feasible, num, seen):
@@ -467,4 +569,5 @@ def evolutionary(net, search_data, budget=None, config: Optional[EvolutionConfig
       budget=None if budget is None else budget.get_config(), config=config.get_config(),
       trace_counts={"evaluator": evaluator.trace_count, "population_ops": ops.trace_count}, seconds=elapsed,
       extra={"num_calibration_images": int(np.prod(evaluator.data.calibration_images.shape[:2])),
-             "num_eval_images": evaluator.data.num_eval_images})
+             "num_eval_images": evaluator.data.num_eval_images,
+             "choice_ranges": [list(r) for r in ops.choice_ranges]})
