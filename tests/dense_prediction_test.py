@@ -210,7 +210,7 @@ def test_two_output_pruning_net_trains_with_the_losses_the_saved_model_was_compi
   path = str(tmp_path / "detector.keras")
   model.save(path)
   losses, weights = training.user_losses(keras.saving.load_model(path))
-  assert type(losses[0]).__name__ == "SparseCategoricalCrossentropy" and losses[1] == "huber"   # output order
+  assert losses[0]["class_name"] == "SparseCategoricalCrossentropy" and losses[1] == "huber"   # output order
   assert weights == [1.0, 3.0]
   assert training.user_losses(_model("unet")[0]) == (None, None)   # never compiled: pass loss= yourself
   net = tfmp.PruningNet(space, hidden_units=4)
@@ -218,6 +218,10 @@ def test_two_output_pruning_net_trains_with_the_losses_the_saved_model_was_compi
   history = training.fit(net, ds, epochs=1, loss=losses, loss_weights=weights, optimizer="adam", learning_rate=1e-3,
                          verbose=0)
   assert np.isfinite(history["loss"][-1])
+  _, data = _evaluation_data("two_head", n=8)   # the same serialized losses rank structures
+  metric = calibration.SearchMetric("loss", losses=losses, loss_weights=weights)
+  assert metric.get_config()["losses"] == ["SparseCategoricalCrossentropy", "huber"]
+  assert np.isfinite(calibration.Evaluator(net, data, metric=metric).scores(space.uniform(0.5))[1])
   with pytest.raises(ValueError, match=r"distill=True distills one softmax output.*pass distill=False"):
     tfmp.PruningNet(space, sampling="sandwich")
 

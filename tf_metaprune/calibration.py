@@ -71,7 +71,9 @@ _METRIC_EXAMPLES = ("'accuracy', 'mean_iou', 'loss' (the model's own losses), a 
 
 
 def _loss_function(loss, who):
-  """A Keras loss (name, function or `Loss` object) as (function, fixed kwargs); names mean logits outputs."""
+  """A Keras loss (name, function, `Loss` object or its config) as (function, fixed kwargs); names mean logits."""
+  if isinstance(loss, dict):   # a serialized loss, e.g. from training.user_losses
+    loss = keras.losses.deserialize(loss)
   if isinstance(loss, keras.losses.Loss):
     fn = getattr(loss, "fn", None)
     if fn is None:
@@ -174,7 +176,8 @@ class SearchMetric:
       config["higher_is_better"] = bool(self._higher)
     if self.losses is not None:
       losses = self.losses.values() if isinstance(self.losses, dict) else self.losses
-      config["losses"] = [l if isinstance(l, str) else getattr(l, "name", None) or type(l).__name__ for l in losses]
+      config["losses"] = [l if isinstance(l, str) else l.get("class_name") if isinstance(l, dict)
+                          else getattr(l, "name", None) or type(l).__name__ for l in losses]
     if self.loss_weights is not None:
       config["loss_weights"] = [float(w) for w in self.loss_weights]
     return config

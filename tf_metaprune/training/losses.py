@@ -147,19 +147,22 @@ def user_losses(model):
 
   `keras.saving.load_model` restores the compile settings saved with a
   model, so a segmentation net or a detector saved after `compile(loss=...)`
-  brings its own losses: what its PruningNet then trains with and what
-  `SearchMetric("loss", losses=...)` ranks structures by. A dict of losses
-  (by output name) is put in output order.
+  brings its own losses: what its PruningNet then trains with
+  (`compile_model(loss=...)`, `fit(loss=...)`) and what
+  `calibration.SearchMetric("loss", losses=...)` ranks structures by. They
+  come back serialized (a loss name, or a Keras config dict), so a run's
+  identity can record them; losses given by output name are put in output
+  order.
   """
-  loss = getattr(model, "loss", None)
-  if loss is None:
+  config = model.get_compile_config() if hasattr(model, "get_compile_config") else None
+  if not config or config.get("loss") is None:
     return None, None
-  weights = getattr(model, "loss_weights", None)
+  loss, weights = config["loss"], config.get("loss_weights")
   names = list(getattr(model, "output_names", None) or [])
-  if isinstance(loss, dict):
+  if isinstance(loss, dict) and "class_name" not in loss:   # by output name, not one serialized loss
     loss = [loss.get(n) for n in names]
   if isinstance(weights, dict):
     weights = [float(weights.get(n, 1.0)) for n in names]
   if not isinstance(loss, (list, tuple)):
-    loss = [loss] * max(1, len(model.outputs))
+    loss = [loss] * max(1, len(names))
   return list(loss), (None if weights is None else [float(w) for w in weights])
