@@ -25,7 +25,7 @@ def _models(keras_hub):
   """(name, constructor) of small keras-hub dense-prediction models built from arguments (no weights)."""
   def deeplab():
     encoder = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[16], input_conv_kernel_sizes=[3], stackwise_num_filters=[16, 16, 32],
+        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 64, 64],
         stackwise_num_blocks=[1, 1, 1], stackwise_num_strides=[1, 2, 2], block_type="basic_block",
         image_shape=(32, 32, 3))
     backbone = keras_hub.models.DeepLabV3Backbone(
@@ -35,7 +35,7 @@ def _models(keras_hub):
 
   def retinanet():
     encoder = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[16], input_conv_kernel_sizes=[3], stackwise_num_filters=[16, 16, 32, 32],
+        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 64, 64, 64],
         stackwise_num_blocks=[1, 1, 1, 1], stackwise_num_strides=[1, 2, 2, 2], block_type="basic_block",
         image_shape=(64, 64, 3))
     backbone = keras_hub.models.RetinaNetBackbone(
