@@ -5,10 +5,6 @@ The models are `tf_metaprune.models.dense_prediction`'s, at tiny sizes: read by
 converted to int8 and ranked by a metric that is not top-1 accuracy.
 """
 
-import os
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
@@ -244,16 +240,13 @@ def test_pipeline_ranks_by_the_configured_search_metric_and_refuses_bad_names():
 
 
 def test_metaprune_binary_refuses_an_unknown_metric_and_a_segmentation_model_in_one_line(tmp_path):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(testutil.ROOT))
-  binary = str(testutil.ROOT / "examples" / "metaprune.py")
-  proc = subprocess.run([sys.executable, binary, "--search_metric=mean_iuo", f"--output_dir={tmp_path / 'a'}"],
-                        capture_output=True, text=True, env=env, timeout=600)
+  proc = testutil.run_binary("metaprune.py", "--search_metric=mean_iuo", f"--output_dir={tmp_path / 'a'}")
   assert proc.returncode != 0
   assert "search metric 'mean_iuo' is neither a Keras metric nor a Keras loss" in proc.stderr.strip().splitlines()[-1]
   path = str(tmp_path / "unet.keras")
   dense_prediction.unet((28, 28, 1), num_classes=3, filters=(4, 8)).save(path)
-  proc = subprocess.run([sys.executable, binary, f"--keras_model={path}", "--flops_ratio=0.5",
-                         f"--output_dir={tmp_path / 'b'}"], capture_output=True, text=True, env=env, timeout=600)
+  proc = testutil.run_binary("metaprune.py", f"--keras_model={path}", "--flops_ratio=0.5",
+                             f"--output_dir={tmp_path / 'b'}")
   assert proc.returncode != 0
   last = proc.stderr.strip().splitlines()[-1]
   assert "predicts logits (28, 28, 3) per image" in last and "docs/dense_prediction.md" in last
