@@ -182,6 +182,7 @@ def test_loss_search_metric_sums_the_users_losses_over_both_heads_and_ranks_lowe
                            search_data=evaluator, pruning_net=net, verbose=0)
   assert result.best.loss == pytest.approx(evaluator.scores(result.best_structure)[1])
   assert result.best.accuracy == -result.best.loss
+  assert result.extra["search_metric"] == metric.get_config()
 
 
 def test_search_metric_errors_are_one_line_and_name_the_value():
