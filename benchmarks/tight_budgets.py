@@ -744,10 +744,40 @@ class Bench:
     self.protocol["last_run_utc"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     return summarize(self.results_dir, parse_settings(FLAGS.settings), self.protocol)
 
+  def plan_left(self, settings):
+    """(final trainings left, estimated minutes) over every setting, each comparison at the seeds it needs now."""
+    count, minutes, seen = 0, 0.0, set()
+    for network, start, r in settings:
+      runs = Runs(os.path.join(self.results_dir, FLAGS.results_name, network))
+      original = runs.get("original")
+      per_run = self.estimate(runs, f"final_{start}")
+      if per_run is None and original is not None:   # no final run yet: scale the user's model's training
+        per_run = original["seconds"] * (FLAGS.finetune_epochs if start == "trained" else FLAGS.train_epochs) / \
+            FLAGS.train_epochs
+      headline, others = comparison_names(start)
+      for a, b in [headline] + [(x, y) for x, y in others if y == headline[0]]:
+        diffs = []
+        for seed in range(FLAGS.max_seeds):
+          ra, rb = runs.get(final_key(start, r, a, seed)), runs.get(final_key(start, r, b, seed))
+          if ra and rb:
+            diffs.append(100 * (ra["test_accuracy"] - rb["test_accuracy"]))
+        n = seeds_needed(diffs)
+        for m in (a, b):
+          for seed in range(n):
+            key = (network, final_key(start, r, m, seed))
+            if key not in seen and runs.get(key[1]) is None:
+              seen.add(key)
+              count += 1
+              minutes += (per_run or 0.0) / 60
+    return count, minutes
+
   def run(self, settings):
     first_trained, first_scratch = set(), set()
     for network, start, r in settings:
       net = self.network(network)
+      count, minutes = self.plan_left(settings)
+      log(f"the whole plan: about {count} final trainings left (not counting PruningNets and searches), "
+          f"{minutes / 60:.1f} h at the pace measured so far (0 before a network's first run)")
       headline, others = comparison_names(start)
       log(f"setting {network}:{start}:{r:g}: headline {headline[0]}-{headline[1]}")
       self.bring_to_target(net, start, r, [headline])
