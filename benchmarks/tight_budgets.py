@@ -64,9 +64,12 @@ Resuming. Every finished run is one small JSON file under
 `benchmarks/results/tight_budgets/<network>/` (committed, so a later session
 on another machine resumes from them); the models, PruningNets and search
 states live in `--workdir` (runs/tight_budgets, not committed). A rerun skips
-every stored run. The user's model is needed by the trained start: on a
-machine without it, it is retrained and must reproduce the stored test
-accuracy within 0.1 pt, else the script stops and says so. The settings that
+every stored run. The user's model's weights are committed too
+(`<network>/original.weights.h5`, about 2 MB), since every trained-start run
+depends on that very model; without them (and without the work folder) it
+is retrained and must reproduce the stored test accuracy within 0.1 pt, else
+the script stops and says so. A PruningNet missing from the work folder is
+trained again (only searches not yet stored need it). The settings that
 define a network's runs (data, recipes) are in its `protocol.json`; a rerun
 with other settings is refused (use another `--results_name`). After every
 run `tight_budgets.json` (the comparisons, the schema of issue 24 item 5) and
@@ -493,7 +496,15 @@ class Bench:
       space0 = tfmp.models.small_cnn((28, 28, 1), 10)
     ratios = pipeline.width_ratios(0.1, 0.03)
     path = self.workdir(name, "original.keras")
+    # The user's model's weights are committed beside its runs (about 2 MB): every trained-start run depends on
+    # this very model, so another machine resumes with it instead of retraining a slightly different one.
+    weights = runs.path("original")[:-len(".json")] + ".weights.h5"
     stored = runs.get("original")
+    if not os.path.exists(path) and os.path.exists(weights):
+      model = tfmp.rebuild(space0, space0.largest(), name=f"user_{name}", bn_momentum=0.9)
+      model.load_weights(weights)
+      model.save(path)
+      log(f"{name} original: the committed weights {weights}")
     if not os.path.exists(path):
       self.check_time()
       net_stub = {"name": name, "runs": runs}
@@ -516,6 +527,8 @@ class Bench:
       self.runs_done += 1
       log(f"{name} original: {100 * acc:.2f}% ({seconds:.0f} s)")
     model = keras.saving.load_model(path)
+    if not os.path.exists(weights):
+      model.save_weights(weights)
     model.compile(loss=tfmp.training.SparseCrossentropyWithSmoothing(), metrics=["accuracy"])
     trained = pretrained.TrainedModel(model, width_ratios=ratios, divisor=4)
     self.networks[name] = {"name": name, "runs": runs, "model": model, "trained": trained, "space": trained.space,
