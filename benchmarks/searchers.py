@@ -149,12 +149,13 @@ def main(argv):
       if (name, ratio) in done:
         continue
       budget = budgets.FlopsBudget.from_ratio(space, ratio)
-      if name in ("evolutionary", "rl", "uniform") and net is None:
+      searcher = search.searcher_class(name)   # its capabilities, not its name, decide what it gets
+      if searcher.needs_pruning_net and net is None:
         net = _pruning_net(space, splits, work_dir, report)
-      out = os.path.join(work_dir, name if name == "autoslim" else f"{name}_{ratio:g}")
+      out = os.path.join(work_dir, name if searcher.shares_network_across_budgets else f"{name}_{ratio:g}")
       t0 = time.perf_counter()
       result = search.run(name, space, budget, train_data=splits, search_data=splits,
-                          pruning_net=net if name in ("evolutionary", "rl", "uniform") else None,
+                          pruning_net=net if searcher.needs_pruning_net else None,
                           config=configs[name], output_dir=out, seed=0, verbose=1)
       wall = time.perf_counter() - t0
       s = result.structure(space)
@@ -184,7 +185,8 @@ def main(argv):
   _plot(rows, os.path.splitext(_OUT.value)[0] + ".png")
   print(f"\nsmall_cnn {space.input_shape}, full width {space.mflops(space.largest()):.3f} MFLOPs; retrained "
         f"{_RETRAIN_EPOCHS.value} epochs x {_SEEDS.value} seeds; MetaPruning PruningNet trained in "
-        f"{report.get('pruning_net_train_seconds') or 0:.0f} s (shared by evolutionary, rl, uniform)")
+        f"{report.get('pruning_net_train_seconds') or 0:.0f} s (shared by "
+        f"{', '.join(n for n in search.SEARCHERS if search.searcher_class(n).needs_pruning_net)})")
   print("| FLOPs | searcher     | MFLOPs | params | search-split acc | test acc (mean +- std) | search s | "
         "own net training s |")
   print("|------:|--------------|-------:|-------:|-----------------:|-----------------------:|---------:|"

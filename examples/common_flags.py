@@ -326,10 +326,16 @@ def define_keras_model_flags(binary_note=""):
                       binary_note)
   flags.DEFINE_enum("importance", "l1", ["l1", "bn_gamma"], "How a trained model's channels are ranked: L1 norm "
                     "of the output filters (Li et al. 2017) or batch-norm |gamma|.")
+  flags.DEFINE_bool("recalibrate_original", True, "The trained model is first scored on training images in "
+                    "inference mode and with batch statistics; if its batch norms are stale (inference mode more "
+                    "than 5 points lower, e.g. keras.applications' momentum 0.999 after a short training) they are "
+                    "recalibrated on the training images and every drop is measured against that model. "
+                    "--norecalibrate_original: warn only, use the model as saved.")
 
 
 def keras_model_kwargs():
-  return dict(keras_model=FLAGS.keras_model, importance=FLAGS.importance)
+  return dict(keras_model=FLAGS.keras_model, importance=FLAGS.importance,
+              recalibrate_original=FLAGS.recalibrate_original)
 
 
 def define_distill_flags(source="--keras_model"):

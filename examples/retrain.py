@@ -63,6 +63,8 @@ def main(argv):
         raise ValueError(f"--pruningnet_dir={FLAGS.pruningnet_dir!r} holds a net of another space than "
                          f"{space_path!r}; pass the PruningNet the search used")
     splits = pipeline.load_data(config)
+    if trained is not None:   # the stale batch-norm check, as the PruningNet's training did
+      pipeline.check_original(trained, splits, config)
     model_path = os.path.join(FLAGS.output_dir, "model.keras")
     if os.path.exists(model_path):
       raise ValueError(f"{model_path!r} exists: this retraining is finished; use another --output_dir")
@@ -74,7 +76,7 @@ def main(argv):
   except (ValueError, PermissionError, OSError) as e:
     common_flags.fail(str(e))
   if tfmp.distribute.is_chief(strategy):
-    pipeline.save_model_atomic(model, model_path)
+    pipeline.save_model_atomic(pipeline.with_output_activation(model, space), model_path)  # the user's head
     result.update(structure=name, config=config.get_config())
     if trained is not None:
       result["original_test_accuracy"] = pipeline.original_record(trained, splits)["test_accuracy"]

@@ -12,6 +12,7 @@ import tf_metaprune as tfmp
 from tf_metaprune import budgets
 from tf_metaprune import search
 from tf_metaprune.search import dispatch
+from tf_metaprune.search import registry
 
 
 @pytest.fixture(scope="module")
@@ -72,19 +73,34 @@ def test_missing_network_or_data_and_mismatches_are_named_with_the_way_out(net, 
     search.run("ga", space, budget, search_data=splits, pruning_net=net)
 
 
-def test_a_registered_searcher_is_run_by_name_through_its_config_object(net, space, splits, monkeypatch):
-  monkeypatch.setattr(dispatch, "_REGISTRY", dict(dispatch._REGISTRY))  # pylint: disable=protected-access
-  monkeypatch.setattr(dispatch, "SEARCHERS", dispatch.SEARCHERS)
+def test_a_searcher_registered_from_outside_with_the_decorator_is_run_by_name(net, space, splits, monkeypatch,
+                                                                             tmp_path):
+  monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # pylint: disable=protected-access
+  monkeypatch.setattr(registry, "SEARCHERS", registry.SEARCHERS)
   seen = []
 
+  @search.register("recorded")
   class Recorded(search.UniformConfig):
     def run(self, context):
       seen.append(context)
       return super().run(context)
 
-  search.register("recorded", Recorded)
-  assert "recorded" in search.SEARCHERS and search.searcher_class("recorded") is Recorded
-  result = search.run("recorded", space, None, search_data=splits, pruning_net=net, verbose=0)
+  assert search.SEARCHERS[-1] == "recorded" and dispatch.SEARCHERS == search.SEARCHERS
+  assert search.searcher_class("recorded") is Recorded
+  state = str(tmp_path / "my_state.json")
+  result = search.run("recorded", space, None, search_data=splits, pruning_net=net, state_path=state, verbose=0)
   assert result.method == "uniform" and seen[0].space is space and seen[0].pruning_net is net
+  assert seen[0].state_file("default.json") == state
   with pytest.raises(TypeError, match="has no run\\(context\\) method"):
     search.register("broken", object)
+  with pytest.raises(ValueError, match="searcher 'recorded' is already registered"):
+    search.register("recorded", Recorded)
+
+
+def test_capabilities_are_class_attributes_the_callers_read():
+  cls = {name: search.searcher_class(name) for name in search.SEARCHERS}
+  assert [n for n, c in cls.items() if c.needs_pruning_net] == ["evolutionary", "rl", "uniform"]
+  assert [n for n, c in cls.items() if c.trains_own_network] == ["autoslim", "pas"]
+  assert cls["autoslim"].trains_network_with(None) and not cls["autoslim"].trains_network_with(object())
+  assert cls["pas"].trains_network_with(None) and cls["pas"].trains_network_with(object())   # pas ignores a net
+  assert [n for n, c in cls.items() if c.shares_network_across_budgets] == ["autoslim"]

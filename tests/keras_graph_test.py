@@ -168,12 +168,54 @@ def test_sequential_model_is_read_like_a_functional_one():
   assert [l.name for l in pruned.layers][1:] == ["c1", "c2", "flat", "out"]   # a functional model
 
 
-def test_softmax_output_is_flagged_because_training_expects_logits():
+@pytest.mark.parametrize("family", ["mobilenet_v2", "mobilenet"])
+def test_keras_applications_default_softmax_head_is_read_as_logits_and_restored(family):
+  # keras.applications' default classifier_activation="softmax": MobileNetV2 ends in Dense(activation="softmax"),
+  # MobileNet (v1) in a separate Activation("softmax") layer after a conv classifier and a Reshape.
+  make = getattr(keras.applications, {"mobilenet_v2": "MobileNetV2", "mobilenet": "MobileNet"}[family])
+  alpha = {"mobilenet_v2": 0.35, "mobilenet": 0.25}[family]
+  model = make((32, 32, 3), alpha=alpha, weights=None, classes=10)
+  assert model.layers[-1].get_config()["activation"] == "softmax"
+  space = tfmp.SearchSpace.from_keras_model(model)
+  assert space.output_activation == "softmax"
+  assert space.nodes[-1].layer["config"].get("activation") in (None, "linear")   # the space ends in the logits
+  assert space.params(space.largest()) == model.count_params()
+  _, logits_space = _model_and_space(family)   # the same network built with classifier_activation=None
+  assert space.fingerprint() != logits_space.fingerprint()      # the activation is part of the space
+  # the same graph up to the logits (MobileNet's classifier_activation=None keeps a linear Activation at the end)
+  assert [(n.op, n.out) for n in space.nodes] == [(n.op, n.out) for n in logits_space.nodes][:len(space.nodes)]
+  again = tfmp.SearchSpace.from_json(space.to_json())
+  assert again.output_activation == "softmax" and again.fingerprint() == space.fingerprint()
+
+  trained = tfmp.pretrained.TrainedModel(model)
+  x = np.random.default_rng(0).random((4, 32, 32, 3), np.float32)
+  probabilities = model(x, training=False).numpy()
+  logits = trained.pruning_net().call_structure(x, space.largest(), training=False).numpy()
+  np.testing.assert_allclose(keras.ops.softmax(logits).numpy(), probabilities, atol=1e-5)   # net: the logits
+  restored = trained.rebuild(space.largest(), output_activation=True)
+  assert restored.layers[-1].get_config()["activation"] == "softmax"
+  np.testing.assert_allclose(restored(x, training=False).numpy(), probabilities, atol=1e-5)
+  if family == "mobilenet":   # the user's own output layer comes back, by name
+    assert restored.layers[-1].name == model.layers[-1].name
+  pruned = tfmp.rebuild(space, space.uniform(0.5), output_activation=True)
+  np.testing.assert_allclose(pruned(x).numpy().sum(axis=-1), 1.0, atol=1e-5)
+  assert tfmp.rebuild(space, space.uniform(0.5)).layers[-1].get_config().get("activation") in (None, "linear")
+
+
+def test_sigmoid_head_and_separate_softmax_layer_are_read_off():
   inp = keras.Input((8, 8, 3))
   x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3, name="conv")(inp))
-  model = keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="probs")(x))
-  with pytest.warns(UserWarning, match="'probs'.*classifier_activation=None"):
-    tfmp.SearchSpace.from_keras_model(model)
+  sigmoid = tfmp.SearchSpace.from_keras_model(
+      keras.Model(inp, keras.layers.Dense(3, activation="sigmoid", name="scores")(x)))
+  assert sigmoid.output_activation == "sigmoid"
+  restored = tfmp.rebuild(sigmoid, sigmoid.largest(), output_activation=True)
+  assert [layer.name for layer in restored.layers][-2:] == ["scores", "scores_sigmoid"]
+  softmax = tfmp.SearchSpace.from_keras_model(
+      keras.Model(inp, keras.layers.Softmax(name="probs")(keras.layers.Dense(3, name="logits")(x))))
+  assert softmax.output_activation == "softmax" and softmax.nodes[-1].name == "logits"
+  assert type(tfmp.rebuild(softmax, softmax.largest(), output_activation=True).layers[-1]) is keras.layers.Softmax
+  plain = tfmp.SearchSpace.from_keras_model(keras.Model(inp, keras.layers.Dense(3, name="logits")(x)))
+  assert plain.output_activation is None and "output_activation" not in plain.get_config()
 
 
 class _Scale(keras.layers.Layer):

@@ -1,20 +1,19 @@
 """End-to-end tests of examples/metaprune.py (and search.py / retrain.py on its folder).
 
-One tiny run (small CNN, 12x12 MNIST subset, 1 epoch per training) is killed
-with SIGKILL right after its PruningNet stage is recorded, then rerun to the
-end; the tests check every output file, that the rerun did not retrain the
-PruningNet, that a third run recomputes nothing, and that changed settings of
-a finished stage are refused before any work.
+One tiny run (small CNN, 12x12 MNIST subset, 1 epoch per training), shared by
+the tests that read its outputs; they check every output file, that a rerun
+recomputes nothing, and that changed settings of a finished stage are refused
+before any work. (Kills at every stage and their resumes are
+tests/kill_resume_test.py's.) The binaries run as forks of one process that
+imported TensorFlow (tests/binary_zygote.py).
 """
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
+
+import testutil  # tests/testutil.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
@@ -23,29 +22,9 @@ TINY = ["--model=small_cnn", "--divisor=1", "--max_examples=500", "--input_size=
         "--retrain_epochs=1", "--num_runs=3", "--verbose=0"]
 
 
-def _env():
-  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
-
-
 def _run(binary, *args, timeout=600):
-  return subprocess.run([sys.executable, os.path.join(EXAMPLES, binary), *args], capture_output=True, text=True,
-                        env=_env(), timeout=timeout)
-
-
-def _run_and_kill_after(line_marker, args):
-  """Runs metaprune.py and SIGKILLs it as soon as stdout shows `line_marker`; returns the output so far."""
-  proc = subprocess.Popen([sys.executable, os.path.join(EXAMPLES, "metaprune.py"), *args], stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, env=_env())
-  seen = []
-  deadline = time.monotonic() + 600
-  for line in proc.stdout:
-    seen.append(line)
-    if line_marker in line:
-      proc.send_signal(signal.SIGKILL)
-      break
-    assert time.monotonic() < deadline, "metaprune.py did not reach " + line_marker
-  proc.wait(timeout=60)
-  return "".join(seen), proc.returncode
+  return testutil.run_binary(binary, *args, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT,
+                                                     PYTHONUNBUFFERED="1"), timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +34,9 @@ def run_dir(tmp_path_factory):
   flagfile = base / "tiny.flags"   # absl's --flagfile: one flag per line
   flagfile.write_text("\n".join(TINY) + "\n")
   args = [f"--flagfile={flagfile}", f"--output_dir={out}"]
-  killed_output, code = _run_and_kill_after("2/5 search", args)
-  assert code == -signal.SIGKILL, killed_output[-3000:]
-  stages = json.loads((out / "stages.json").read_text())["stages"]
-  assert list(stages) == ["pruningnet"]
-  net_mtime = os.path.getmtime(out / "pruningnet" / "pruningnet.keras")
-  resumed = _run("metaprune.py", *args)
-  assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
-  return {"dir": out, "args": args, "resumed": resumed, "net_mtime": net_mtime}
+  first = _run("metaprune.py", *args)
+  assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
+  return {"dir": out, "args": args, "first": first}
 
 
 @pytest.mark.slow
@@ -88,14 +62,7 @@ def test_metaprune_writes_every_output_file_and_a_consistent_report(run_dir):
   assert report["searched"]["channels"] == space.channels(space.load_structure(str(out / "structure.json")))
   table = (out / "report.md").read_text()
   assert "| searched |" in table and "| uniform x" in table
-  assert "| searched |" in run_dir["resumed"].stdout   # the table is printed too
-
-
-@pytest.mark.slow
-def test_rerun_after_kill_resumes_without_retraining_the_pruning_net(run_dir):
-  out = run_dir["dir"]
-  assert "1/5 pruningnet: done already" in run_dir["resumed"].stdout
-  assert os.path.getmtime(out / "pruningnet" / "pruningnet.keras") == run_dir["net_mtime"]
+  assert "| searched |" in run_dir["first"].stdout   # the table is printed too
   stages = json.loads((out / "stages.json").read_text())["stages"]
   assert list(stages) == ["pruningnet", "search", "retrain_searched", "retrain_uniform", "export"]
 

@@ -19,6 +19,8 @@ import tflite_export
 from tf_metaprune import budgets
 from tf_metaprune import latency_lut
 
+import device_log_fixtures as fixtures  # tests/device_log_fixtures.py
+
 
 def _residual_space():
   b = tfmp.SpaceBuilder("tiny_residual", (8, 8, 1), 3, width_ratios=(0.5, 0.75, 1.0), divisor=1)
@@ -77,20 +79,20 @@ def test_grid_entries_are_layer_minus_empty_model_plus_folded_add_and_pool(space
   m = table.measurement
   nodes = m["nodes"]
   assert nodes["stem"]["folded"] == ["pool1"]
-  assert nodes["project"]["folded"] == ["add"]
+  assert nodes["project"]["folded"] == ["add", "gap"]   # the global pooling has the add's width
   assert nodes["dw"]["diagonal"] and not nodes["expand"]["diagonal"]
 
   def net(name):
     return m["layer_ms"][name] - m["empty_ms"]
 
-  # project 8 -> 4 is a grid point: its conv plus the add of width 4.
-  expected = net("conv_k1_s1_4x4_8to4_bn") + net("add_k1_s1_4x4_4to4_in2")
+  # project 8 -> 4 is a grid point: its conv plus the add and the global pooling of width 4.
+  expected = net("conv_k1_s1_4x4_8to4_bn") + net("add_k1_s1_4x4_4to4_in2") + net("gap_k1_s1_4x4_4to4")
   assert table.entries["project"]["8,4"] == pytest.approx(max(0.0, expected), abs=1e-12)
   assert table.is_measured("project", 8, 4)
   expected = net("conv_k3_s1_8x8_1to2_bn_relu") + net("maxpool_k2_s2_8x8_2to2")
   assert table.entries["stem"]["1,2"] == pytest.approx(max(0.0, expected), abs=1e-12)
-  # the dense model includes the global pooling before it
-  assert table.entries["logits"]["4,3"] == pytest.approx(max(0.0, net("dense_k1_s1_4x4_4to3")), abs=1e-12)
+  # the dense model is the layer alone, on its flat input
+  assert table.entries["logits"]["4,3"] == pytest.approx(max(0.0, net("dense_k1_s1_0x0_4to3")), abs=1e-12)
 
 
 def test_measured_and_interpolated_keys_partition_every_node(table):
@@ -127,7 +129,8 @@ def test_predicted_latency_is_overhead_plus_the_structures_entries(space, table)
 
 def test_interpolation_reproduces_grid_points_and_is_exact_for_bilinear_costs(space):
   sigs = latency_lut.layer_signatures(space, grid_size=2)
-  folded = {"stem": next(s for s in sigs if s.op == "maxpool"), "project": next(s for s in sigs if s.op == "add")}
+  first = lambda op: next(s for s in sigs if s.op == op)  # pylint: disable=unnecessary-lambda-assignment
+  folded = {"stem": [first("maxpool")], "project": [first("add"), first("gap")]}
 
   def check(table, cost, empty_ms, keys):
     for node, record in table.measurement["nodes"].items():
@@ -135,8 +138,8 @@ def test_interpolation_reproduces_grid_points_and_is_exact_for_bilinear_costs(sp
       for key in keys(record):
         ci, co = map(int, key.split(","))
         expected = cost(dataclasses.replace(template, cin=ci, cout=co)) - empty_ms
-        if node in folded:
-          expected += cost(dataclasses.replace(folded[node], cin=co, cout=co)) - empty_ms
+        for extra in folded.get(node, []):
+          expected += cost(dataclasses.replace(extra, cin=co, cout=co)) - empty_ms
         assert table.entries[node][key] == pytest.approx(expected, rel=1e-12), (node, key)
 
   # Arbitrary timings: the measured (grid) entries are the timings themselves.
@@ -149,7 +152,7 @@ def test_interpolation_reproduces_grid_points_and_is_exact_for_bilinear_costs(sp
   # Timings a + b*cin + c*cout + d*cin*cout (linear in c for the ops whose
   # cin == cout, interpolated along c only): every entry is exact.
   def bilinear(sig):
-    if sig.op in ("dwconv", "add", "maxpool"):
+    if sig.op in ("dwconv", "add", "maxpool", "gap"):
       return 1.0 + 0.1 * sig.cin
     return 1.0 + 0.1 * sig.cin + 0.01 * sig.cout + 0.001 * sig.cin * sig.cout
 
@@ -186,7 +189,7 @@ def test_phone_route_builds_the_table_from_benchmark_model_logs(tmp_path):
   assert {"empty", "overhead", "reference"} <= set(manifest["models"])
   for name in manifest["models"]:
     assert os.path.getsize(os.path.join(tmp_path, name + ".tflite")) > 0
-  with pytest.raises(ValueError, match=r"logs are missing"):
+  with pytest.raises(ValueError, match=r"(?s)9 of 9 logs in .* cannot be used:\n  .*\n  empty.txt: missing\n"):
     latency_lut.latency_table_from_logs(space, str(tmp_path))
   # Fake phone logs: 100 us per model plus 10 us per output channel.
   for name in manifest["models"]:
@@ -198,40 +201,33 @@ def test_phone_route_builds_the_table_from_benchmark_model_logs(tmp_path):
               f"Inference (avg): {us}\n")
   table = latency_lut.latency_table_from_logs(space, str(tmp_path), device="test phone")
   assert table.device == "test phone" and table.measurement["method"] == "benchmark_model_logs"
-  assert table.entries["conv"] == {"1,2": pytest.approx(0.02), "1,4": pytest.approx(0.04)}
+  # the conv's own 10 us per channel, plus the global pooling of its width (folded into it)
+  assert table.entries["conv"] == {"1,2": pytest.approx(0.04), "1,4": pytest.approx(0.08)}
   assert table.overhead_ms == pytest.approx(0.1)
   other = tfmp.models.small_cnn(input_shape=(8, 8, 1), num_classes=3, channels=(4, 4, 4, 4), divisor=1)
   with pytest.raises(ValueError, match=r"written for space 'one_conv'"):
     latency_lut.latency_table_from_logs(other, str(tmp_path))
 
 
-def _op_profile_log(rows, total_us):
-  lines = ["INFO: count=50 first=1 curr=1 min=1 max=1 avg=1 std=0",
-           f"INFO: Inference timings in us: Init: 3000, First inference: 500, Warmup (avg): {total_us}, "
-           f"Inference (avg): {total_us}",
-           "INFO: Operator-wise Profiling Info for Regular Benchmark Runs:",
-           "============================== Run Order ==============================",
-           "\t[node type]\t[first]\t[avg ms]\t[%]\t[cdf%]\t[mem KB]\t[times called]\t[Name]"]
-  for i, (node_type, ms) in enumerate(rows):
-    lines.append(f"\t{node_type}\t{ms:.3f}\t{ms:.3f}\t1.0%\t1.0%\t0.000\t1\tDelegate/{node_type}:{i}")
-  return "\n".join(lines) + "\n"
-
-
 def test_profile_entries_maps_a_phone_op_profile_to_table_entries(space):
   s = space.largest()
-  log = _op_profile_log([("QUANTIZE", 0.001), ("Convolution (NHWC, QC8) IGEMM", 0.010),
-                         ("Max Pooling (NHWC, S8)", 0.002), ("Convolution (NHWC, QC8) GEMM", 0.020),
-                         ("Convolution (NHWC, QC8) DWConv", 0.005), ("Convolution (NHWC, QC8) GEMM", 0.030),
-                         ("Add (ND, QS8)", 0.003), ("Mean (ND, QS8)", 0.004),
-                         ("Fully Connected (NC, QS8) GEMM", 0.006), ("DEQUANTIZE", 0.001)], total_us=85)
-  profile = latency_lut.profile_entries(space, s, log)
-  assert profile["entries"] == {"stem": {"1,4": pytest.approx(0.012)}, "expand": {"4,8": pytest.approx(0.020)},
-                                "dw": {"8,8": pytest.approx(0.005)}, "project": {"8,4": pytest.approx(0.033)},
-                                "logits": {"4,3": pytest.approx(0.010)}}
-  assert profile["unattributed_ms"] == pytest.approx(0.002)
+  rows = [("QUANTIZE", 0.001), ("Convolution (NHWC, QC8) IGEMM", 0.010), ("Max Pooling (NHWC, S8)", 0.002),
+          ("Convolution (NHWC, QC8) GEMM", 0.020), ("Convolution (NHWC, QC8) DWConv", 0.005),
+          ("Convolution (NHWC, QC8) GEMM", 0.030), ("Add (ND, QS8)", 0.003), ("Mean (ND, QS8)", 0.004),
+          ("Fully Connected (NC, QS8) GEMM", 0.006), ("DEQUANTIZE", 0.001)]
+  for log in (fixtures.stdout_log("whole", 85, rows), fixtures.csv_log(rows), fixtures.logcat_log("whole", 85, rows)):
+    profile = latency_lut.profile_entries(space, s, log)
+    # the pool folds into the stem, the add and the global pooling into the project conv, as in the table
+    assert profile["entries"] == {"stem": {"1,4": pytest.approx(0.012)}, "expand": {"4,8": pytest.approx(0.020)},
+                                  "dw": {"8,8": pytest.approx(0.005)}, "project": {"8,4": pytest.approx(0.037)},
+                                  "logits": {"4,3": pytest.approx(0.006)}}
+    assert profile["unattributed_ms"] == pytest.approx(0.002)
   assert profile["total_ms"] == pytest.approx(0.085)
-  with pytest.raises(ValueError, match="do not line up"):
-    latency_lut.profile_entries(space, s, _op_profile_log([("TfLiteXNNPackDelegate", 0.08)], 85))
+  with pytest.raises(ValueError, match="do not line up.*weights: 4 rows vs 5 nodes"):
+    latency_lut.profile_entries(space, s, fixtures.stdout_log("whole", 85, rows[:1] + rows[2:]))
+  gpu = fixtures.stdout_log("whole", 85, [("TfLiteGpuDelegateV2", 0.08)], delegate="gpu")
+  with pytest.raises(ValueError, match="GPU delegate fused the graph into one row.*--write_device_models"):
+    latency_lut.profile_entries(space, s, gpu)
 
 
 def test_validation_structures_are_timed_with_the_table_and_compared(space, table):

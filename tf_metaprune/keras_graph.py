@@ -15,10 +15,20 @@ Sequential Keras 3 CNN by walking its graph:
   * groups that touch the model's input or output (the classifier) are fixed,
     and so are groups that a Flatten or Reshape turns into positions x
     channels (a warning names the layer);
-  * every prunable group becomes one `Gene` named after its first layer.
+  * every prunable group becomes one `Gene` named after its first layer;
+  * a final softmax or sigmoid (keras.applications' default
+    `classifier_activation="softmax"`, a `Dense(activation="softmax")` or a
+    separate `Softmax`/`Activation` layer) is read off: the space computes
+    its pre-activation, the logits, which the PruningNet trains and the
+    searches score on, and records the activation (`SearchSpace.
+    output_activation`) so rebuilt models and TFLite files end with it again.
 
-Any other layer (custom layers, shared layers, nested models, Keras ops
-applied to tensors) stops with a ValueError naming the layer and its type.
+Nested models (a Sequential stem, say) are flattened: their layers are read
+as if called on the outer model's tensors. Keras ops applied to tensors
+(`x + 3.0`, `inputs + x`, `keras.ops.hard_sigmoid(x)`) are read as
+parameter-free ops. Any other layer (custom layers, shared layers) stops with
+a ValueError naming the layer, its type and the extension point: an `Op`
+subclass registered from your code (`@tf_metaprune.ops.register`) reads it.
 Each node keeps the serialized Keras layer, so `tf_metaprune.rebuild`
 re-creates the user's layers -- names, order, activations, initializers and
 non-prunable layers -- at the pruned widths.
@@ -32,7 +42,7 @@ Example:
   True
 """
 
-import warnings
+import copy
 
 import keras
 
@@ -84,14 +94,39 @@ def _functional(model):
     if shape is None:
       raise ValueError(f"Sequential model {model.name!r} is not built; start it with keras.Input(shape) or "
                        "call model.build((None, H, W, C)) first")
-    x = inputs = keras.Input(shape=tuple(shape[1:]), name="input")
-    for layer in model.layers:
-      x = layer(x)
-    return keras.Model(inputs, x, name=model.name)
+    inputs = keras.Input(shape=tuple(shape[1:]), name="input")
+    return _unique_names(model, inputs, _call_flat(model, inputs))
   if len(model.inputs) != 1 or len(model.outputs) != 1:
     raise ValueError(f"model {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
                      "from_keras_model reads single-input, single-output image classifiers")
-  return model
+  if not any(isinstance(op, keras.Model) for op in model.operations):
+    return model
+  source = model.inputs[0]
+  inputs = keras.Input(shape=tuple(source.shape[1:]), dtype=source.dtype, name=source._keras_history[0].name)  # pylint: disable=protected-access
+  return _unique_names(model, inputs, _call_flat(model, inputs))
+
+
+def _call_flat(model, x):
+  """`model` applied to tensor `x` with every nested model's layers called one by one (flattened)."""
+  if isinstance(model, keras.Sequential):
+    for layer in model.layers:
+      x = _call_flat(layer, x) if isinstance(layer, keras.Model) else layer(x)
+    return x
+
+  def call(op, *args, **kwargs):
+    if isinstance(op, keras.Model):
+      return _call_flat(op, args[0])
+    return op(*args, **kwargs)
+
+  return model._run_through_graph(x, call_fn=call)  # pylint: disable=protected-access
+
+
+def _unique_names(model, inputs, outputs):
+  try:
+    return keras.Model(inputs, outputs, name=model.name)
+  except ValueError as e:
+    raise ValueError(f"model {model.name!r} flattened (its nested models' layers called on the outer tensors) "
+                     f"has a layer name twice ({e}); give the nested models' layers unique names") from None
 
 
 def _graph_nodes(model):
@@ -124,12 +159,19 @@ class KerasGraph:
     num_classes: its output width.
     genes: [(gene name, full width)] of the prunable channel groups, in order.
     nodes: one dict of `Node` fields per layer, topologically ordered; `out`
-      names a gene of `genes` or a fixed width.
+      names a gene of `genes` or a fixed width. They end with the logits: a
+      final softmax/sigmoid is not among them.
+    output_activation: "softmax" or "sigmoid" if the model ended with one
+      (its nodes then compute the pre-activation, the logits), else None.
+    output_layer: the serialized Keras layer that applies it again (the
+      user's own `Softmax`/`Activation` layer, or an `Activation` named
+      "<classifier>_<activation>" for a `Dense(activation=...)`), or None.
   """
 
-  def __init__(self, name, input_shape, num_classes, genes, nodes):
+  def __init__(self, name, input_shape, num_classes, genes, nodes, output_activation=None, output_layer=None):
     self.name, self.input_shape, self.num_classes = name, tuple(input_shape), int(num_classes)
     self.genes, self.nodes = list(genes), list(nodes)
+    self.output_activation, self.output_layer = output_activation, output_layer
 
 
 def read_keras_model(model) -> KerasGraph:
@@ -148,7 +190,7 @@ def read_keras_model(model) -> KerasGraph:
 
   Raises:
     ValueError: a layer that cannot be read (its name and type are quoted,
-      with the supported list), shared layers, nested models, channels-first
+      with the supported list), shared layers, channels-first
       data, Concatenate on another axis than channels, grouped convolutions,
       depth multipliers other than 1, or a model with no prunable channels.
   """
@@ -166,12 +208,11 @@ def read_keras_model(model) -> KerasGraph:
       raise ValueError(f"layer {op.name!r} ({type(op).__name__}) is called {len(nodes)} times; shared layers "
                        "cannot be pruned per call: give every call its own layer")
     node = nodes[0]
-    if not isinstance(op, keras.layers.Layer):
-      raise ValueError(f"operation {op.name!r} ({type(op).__name__}) is a Keras op applied to a tensor, not a "
-                       f"layer; write it as a layer ({ops.supported_keras_layers()} are supported)")
-    if isinstance(op, keras.Model):
-      raise ValueError(f"layer {op.name!r} is a nested model ({type(op).__name__}); call its layers on the "
-                       "outer model's tensors instead (e.g. build it with the outer Input)")
+    reader = ops.for_keras_layer(op)
+    if reader is None and not isinstance(op, keras.layers.Layer):
+      raise ValueError(f"operation {op.name!r} ({type(op).__name__}) is a Keras op applied to a tensor that "
+                       "from_keras_model cannot read; write it as a layer, or register an Op that reads it "
+                       "(@tf_metaprune.ops.register, see tf_metaprune.ops)")
     if len(node.output_tensors) != 1:
       raise ValueError(f"layer {op.name!r} ({type(op).__name__}) has {len(node.output_tensors)} outputs; "
                        "only single-output layers are supported")
@@ -188,12 +229,12 @@ def read_keras_model(model) -> KerasGraph:
       raise ValueError(f"layer {op.name!r} ({type(op).__name__}) uses data_format={op.data_format!r}; "
                        "only channels_last models are supported (rebuild the model channels_last)")
     in_lay = [layout[id(t)] for t in ins]
-    reader = ops.for_keras_layer(op)
     if reader is None:
       raise ValueError(
           f"layer {op.name!r} of type {type(op).__name__} cannot be read by from_keras_model: it is not one of "
-          f"the supported layers ({ops.supported_keras_layers()}); replace it with supported layers, or prune "
-          "the model without it")
+          f"the supported layers ({ops.supported_keras_layers()}); register an Op subclass that reads it "
+          "(@tf_metaprune.ops.register, see tf_metaprune.ops), replace it with supported layers, or prune the "
+          "model without it")
     lay, fields, out_group = reader.read_keras(op, ins, out, in_lay, groups)
     optype = reader.name
     layout[id(out)] = lay
@@ -204,12 +245,37 @@ def read_keras_model(model) -> KerasGraph:
                      "(batch, classes) classifier output")
   for g in layout[id(out_tensor)]:
     groups.freeze(g)  # the classifier output is never pruned
-  last = records[-1][0]
-  if type(last) is keras.layers.Softmax or last.get_config().get("activation") == "softmax":  # pylint: disable=unidiomatic-typecheck
-    warnings.warn(f"model {model.name!r} ends with a softmax (layer {last.name!r}): the PruningNet will output "
-                  "probabilities, but tf_metaprune.training and the searches expect logits (from_logits=True); "
-                  "build the model without it (keras.applications: classifier_activation=None)", stacklevel=3)
-  return _describe(model, records, groups)
+  return _split_output_activation(_describe(model, records, groups))
+
+
+#: The activations a classifier may end with that `read_keras_model` reads off as the logits' activation.
+OUTPUT_ACTIVATIONS = ("softmax", "sigmoid")
+
+
+def _split_output_activation(graph):
+  """`graph` with a final softmax/sigmoid taken off its nodes and recorded in `output_activation`.
+
+  Training and search need logits (`from_logits=True`), so the classifier is
+  read up to its pre-activation: a last `Dense(activation="softmax")` becomes
+  linear, a last `Softmax` / `Activation("softmax")` layer is dropped, and
+  `output_layer` keeps the layer that puts the activation back
+  (`tf_metaprune.rebuild(..., output_activation=True)`).
+  """
+  nodes, last = graph.nodes, graph.nodes[-1]
+  config = (last["layer"] or {}).get("config", {})
+  if last["op"] == "act" and len(nodes) > 2 and tuple(last["inputs"]) == (nodes[-2]["name"],):
+    kind = last["layer"].get("class_name")
+    activation = "softmax" if kind == "Softmax" else (config.get("activation") if kind == "Activation" else None)
+    if activation in OUTPUT_ACTIVATIONS:
+      graph.nodes, graph.output_activation, graph.output_layer = nodes[:-1], activation, last["layer"]
+  elif last["op"] != "act" and config.get("activation") in OUTPUT_ACTIVATIONS:
+    activation = config["activation"]
+    layer = copy.deepcopy(last["layer"])
+    layer["config"]["activation"] = "linear"
+    graph.nodes = nodes[:-1] + [dict(last, layer=layer)]
+    graph.output_activation = activation
+    graph.output_layer = _serialize(keras.layers.Activation(activation, name=f"{last['name']}_{activation}"))
+  return graph
 
 
 def _describe(model, records, groups):
@@ -217,6 +283,7 @@ def _describe(model, records, groups):
   genes, gene_of_root, nodes = [], {}, []
   for op, optype, in_names, fields, out_group, out in records:
     node_fields = dict(fields)
+    layer = node_fields.pop("layer", None) or (None if optype == "input" else _serialize(op))
     if optype == "input":
       node_fields["out"] = int(out.shape[-1])
     elif out_group is not None:
@@ -229,7 +296,7 @@ def _describe(model, records, groups):
           genes.append((groups.first[root], groups.width[root]))
         node_fields["out"] = gene_of_root[root]
     nodes.append(dict(name=op.name, op=optype, inputs=tuple(in_names), bn=False,
-                      layer=None if optype == "input" else _serialize(op), **node_fields))
+                      layer=layer, **node_fields))
   if not genes:
     raise ValueError(f"model {model.name!r} has no prunable channels: every channel group touches the input, "
                      "the classifier output or a Flatten/Reshape; there is nothing to search")

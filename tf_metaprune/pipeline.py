@@ -60,6 +60,7 @@ from tf_metaprune import space as space_lib
 from tf_metaprune import stats
 from tf_metaprune import training
 from tf_metaprune.rebuild import rebuild as rebuild_model
+from tf_metaprune.rebuild import with_output_activation
 from tf_metaprune.search import dispatch
 from tf_metaprune.stats import seed_verdict  # pylint: disable=unused-import  (old import path)
 from tf_metaprune.stats import t_interval95  # pylint: disable=unused-import  (old import path)
@@ -80,7 +81,7 @@ _STAGES_FORMAT = "tf_metaprune.PipelineStages"
 
 # Which settings each stage's results depend on (cumulative along the stages).
 _DATA_KEYS = ("dataset", "input_size", "batch_size", "max_examples", "seed", "skip_bad_images")
-_NET_KEYS = ("keras_model", "importance", "model", "width_multiplier", "min_width_ratio", "width_step", "divisor",
+_NET_KEYS = ("keras_model", "importance", "recalibrate_original", "model", "width_multiplier", "min_width_ratio", "width_step", "divisor",
              "small_input", "stage_repeats", "full_width_classifier_input", "pruningnet_epochs",
              "pruningnet_learning_rate", "pruningnet_optimizer", "hidden_units", "bn_mode", "bn_affine", "sampling")
 _SEARCH_KEYS = ("searcher", "max_mflops", "flops_ratio", "min_flops_ratio", "max_params", "max_latency_ms",
@@ -128,6 +129,14 @@ class PipelineConfig:
       `small_input` and `stage_repeats` do not apply then.
     importance: "l1" (filter L1 norms, default) or "bn_gamma" (batch-norm
       |gamma|): how a trained model's channels are ranked.
+    recalibrate_original: before anything trains, `keras_model` is scored on
+      the same training images in inference mode and with batch statistics
+      (`pretrained.batch_norm_check`); when inference mode is more than
+      `BN_LAG_WARNING_POINTS` lower its batch norms are stale, the run says
+      so and (True, default) recalibrates them on the training images, so
+      the original's accuracy, every row's drop, the PruningNet's start and
+      init="pretrained" all use the recalibrated model. False: the check
+      still warns, but the model is used as saved.
     model: a family of `tf_metaprune.models` (e.g. "mobilenet_v2").
     width_multiplier: base width multiplier of the family (not small_cnn).
     min_width_ratio: the smallest per-layer width ratio a gene may take; the
@@ -193,6 +202,7 @@ class PipelineConfig:
   skip_bad_images: bool = False
   keras_model: Optional[str] = None
   importance: str = "l1"
+  recalibrate_original: bool = True
   model: str = "mobilenet_v2"
   width_multiplier: float = 1.0
   min_width_ratio: float = 0.1
@@ -241,7 +251,7 @@ class PipelineConfig:
       v = getattr(self, name)
       if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
         bad(name, "must be an integer >= 1")
-    for name in ("skip_bad_images", "bn_affine", "full_width_classifier_input"):
+    for name in ("skip_bad_images", "bn_affine", "full_width_classifier_input", "recalibrate_original"):
       if not isinstance(getattr(self, name), (bool, np.bool_)):
         bad(name, "must be True or False")
     if self.hidden_units < 0:
@@ -491,7 +501,8 @@ def retrain(config: PipelineConfig, splits, space, structure, output_dir, net=No
       the default one).
 
   Returns:
-    (model, {"history", "test_accuracy", "test_loss", "params", "mflops"}).
+    (model, {"history", "test_accuracy", "test_loss", "params", "mflops"}); the model outputs logits (save
+    `tf_metaprune.rebuild.with_output_activation(model, space)` for a space read from a softmax head).
   """
   keras.utils.set_random_seed(config.seed)
   init = init or config.init
@@ -509,7 +520,7 @@ def retrain(config: PipelineConfig, splits, space, structure, output_dir, net=No
   else:
     with _scope(strategy):
       model = rebuild_model(space, structure, bn_momentum=0.9)
-  distill = dict(teacher=trained.model, distill_temperature=config.distill_temperature,
+  distill = dict(teacher=trained.logits_model(), distill_temperature=config.distill_temperature,
                  distill_weight=config.distill_weight) if config.distill else {}
   # fit() recalibrates the batch norms on the training images (fixed order, no augmentation) after training.
   history = training.fit(model, splits.fresh_train(), epochs=config.retrain_epochs,
@@ -700,8 +711,13 @@ def load_trained_model(config: PipelineConfig):
                                  divisor=config.divisor)
 
 
-def trained_model_and_space(config: PipelineConfig, splits):
+def trained_model_and_space(config: PipelineConfig, splits, log: Callable[[str], None] = print):
   """(TrainedModel or None, SearchSpace) of `config`: its `keras_model`'s, else the family's on `splits`.
+
+  A trained model's batch norms are checked first (`check_original`): stale
+  ones are recalibrated on `splits.calibration` (unless
+  `config.recalibrate_original` is False), and the result is in
+  `trained.batch_norm`.
 
   Raises:
     ValueError: for a keras_model that does not load, or whose input shape or
@@ -715,7 +731,49 @@ def trained_model_and_space(config: PipelineConfig, splits):
     raise ValueError(f"keras_model {config.keras_model!r} takes {space.input_shape} images and has "
                      f"{space.num_classes} classes, but dataset {config.dataset!r} gives {splits.input_shape} and "
                      f"{splits.num_classes}; pick the dataset it was trained on (--input_size to resize)")
+  check_original(trained, splits, config, log)
   return trained, space
+
+
+#: Training images the original model's batch-norm check scores (and a stale model is recalibrated on).
+ORIGINAL_CHECK_IMAGES = 4096
+
+
+def check_original(trained, splits, config: PipelineConfig, log: Callable[[str], None] = print):
+  """The stale batch-norm check of a trained model (`pretrained.batch_norm_check`), recalibrating it if stale.
+
+  Scores `trained.model` on the first `ORIGINAL_CHECK_IMAGES` images of
+  `splits.calibration` in inference mode and with batch statistics. When
+  inference mode is more than `BN_LAG_WARNING_POINTS` lower, one line says
+  so; with `config.recalibrate_original` the model's test accuracy as saved
+  is measured and its batch norms are recalibrated on those images
+  (`TrainedModel.recalibrate_batch_norm`, the same precise BN that follows
+  every retraining).
+
+  Returns:
+    The record, also set as `trained.batch_norm`: train_accuracy_inference,
+    train_accuracy_batch_stats, images, stale, recalibrated, and when
+    recalibrated test_accuracy_as_saved and train_accuracy_recalibrated.
+  """
+  batches = max(1, -(-ORIGINAL_CHECK_IMAGES // config.batch_size))
+  record = pretrained.batch_norm_check(trained.model, splits.calibration, num_batches=batches)
+  gap = 100 * (record["train_accuracy_batch_stats"] - record["train_accuracy_inference"])
+  record.update(stale=bool(gap > BN_LAG_WARNING_POINTS), recalibrated=False)
+  seen = (f"{record['images']:,} training images: {100 * record['train_accuracy_inference']:.2f}% in inference "
+          f"mode vs {100 * record['train_accuracy_batch_stats']:.2f}% with batch statistics")
+  if record["stale"] and config.recalibrate_original:
+    record["test_accuracy_as_saved"] = pretrained.accuracy(trained.model, splits.test)
+    trained.recalibrate_batch_norm(splits.calibration, num_batches=batches)
+    record["train_accuracy_recalibrated"] = pretrained.accuracy(trained.model, splits.calibration, batches)
+    record["recalibrated"] = True
+    log(f"[metaprune] {config.keras_model}: its batch-norm statistics are stale ({seen}); recalibrated them on "
+        f"those images ({100 * record['train_accuracy_recalibrated']:.2f}% now); the original's accuracy and "
+        "every drop are the recalibrated model's (--norecalibrate_original keeps it as saved)")
+  elif record["stale"]:
+    log(f"[metaprune] {config.keras_model}: WARNING: its batch-norm statistics are stale ({seen}); used as saved "
+        "(--norecalibrate_original), so the original's accuracy and every drop are measured against that")
+  trained.batch_norm = record
+  return record
 
 
 def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None] = print,
@@ -746,10 +804,10 @@ def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None
                      "machines run examples/train_pruningnet.py and examples/retrain.py with --strategy=multi_worker "
                      "and examples/search.py on the chief")
   state = Run(output_dir, config)
+  state.check()   # before any work: a folder of other settings stops here
   splits = load_data(config)
-  trained, space = trained_model_and_space(config, splits)
+  trained, space = trained_model_and_space(config, splits, log)
   budget = config_budget(config, space)
-  state.check()
   stages = stage_names(config)
   n_stages = len(stages)
   full = space.largest()
@@ -818,7 +876,7 @@ def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None
     model, result = retrain(config, splits, space, structure, state.file("retrain", key),
                             net=net if init == "generated" else None, verbose=verbose, strategy=strategy,
                             trained=trained, init=init)
-    save_model_atomic(model, state.file(model_file))
+    save_model_atomic(with_output_activation(model, space), state.file(model_file))  # the user's head again
     state.finish(stage, time.perf_counter() - t0, result=result)
     retrained[key] = result
     full_mflops, full_params = space.mflops(space.largest()), space.params(space.largest())
@@ -959,12 +1017,19 @@ def _original_accuracy(state, trained, splits):
 
 
 def original_record(trained, splits):
-  """{test_accuracy, mflops, params, importance} of a `TrainedModel`'s model on `splits.test`."""
-  model = trained.model
+  """{test_accuracy, mflops, params, importance, batch_norm} of a `TrainedModel`'s model on `splits.test`.
+
+  test_accuracy is the model's as used by the run (recalibrated if `check_original` found its batch norms
+  stale); batch_norm is `check_original`'s record (with test_accuracy_as_saved when it recalibrated).
+  """
+  model = trained.logits_model()   # a softmax head's logits: the loss below takes logits
   model.compile(loss=training.SparseCrossentropyWithSmoothing(), metrics=["accuracy"])
   _, acc = model.evaluate(splits.test, verbose=0)
-  return {"test_accuracy": float(acc), "mflops": float(flops.count_mflops(model)),
-          "params": int(model.count_params()), "importance": trained.importance}
+  record = {"test_accuracy": float(acc), "mflops": float(flops.count_mflops(model)),
+            "params": int(model.count_params()), "importance": trained.importance}
+  if trained.batch_norm is not None:
+    record["batch_norm"] = dict(trained.batch_norm)
+  return record
 
 
 def _export(state, splits, config, table_rows=_ROWS):
@@ -1076,6 +1141,19 @@ def bn_check(row):
   return f"{text}: consistent"
 
 
+def original_batch_norm_note(original):
+  """The report's words on the original's batch-norm check ('' when it was not stale or not checked)."""
+  bn = original.get("batch_norm")
+  if not bn or not bn.get("stale"):
+    return ""
+  seen = (f"{100 * bn['train_accuracy_inference']:.2f}% of {bn['images']:,} training images in inference mode vs "
+          f"{100 * bn['train_accuracy_batch_stats']:.2f}% with batch statistics")
+  if bn.get("recalibrated"):
+    return (f" after recalibrating its stale batch norms ({100 * bn['test_accuracy_as_saved']:.2f}% as saved; "
+            f"{seen}); every drop is measured against the recalibrated model")
+  return f" as saved, with stale batch norms ({seen}; not recalibrated: --norecalibrate_original)"
+
+
 def format_report(report: Dict[str, Any]) -> str:
   """The report as Markdown: every retrained structure (and a trained model's baselines), sizes as ratios,
   the seed and batch-norm notes."""
@@ -1087,8 +1165,9 @@ def format_report(report: Dict[str, Any]) -> str:
            f"{report['budget_repr']} (full width {full['mflops']:.3f} MFLOPs, {full['params']:,} params)"]
   if original is not None:
     lines.append(f"Original model {report['config']['keras_model']}: test accuracy "
-                 f"{100 * original['test_accuracy']:.2f}%; channels ranked by {original['importance']}, structures "
-                 f"retrained from {report['config']['init']}{' with distillation' if report['config'].get('distill') else ''}.")
+                 f"{100 * original['test_accuracy']:.2f}%{original_batch_norm_note(original)}; channels ranked by "
+                 f"{original['importance']}, structures retrained from {report['config']['init']}"
+                 f"{' with distillation' if report['config'].get('distill') else ''}.")
   drop = original is not None
   lines += ["", "| structure | MFLOPs | FLOPs ratio | params | search acc. (PruningNet) | test acc. (retrained) "
             + ("| drop vs original (pt) " if drop else "") + "| int8 test acc. | int8 size KB | int8 latency ms (median) |",

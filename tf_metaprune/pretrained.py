@@ -54,10 +54,12 @@ from typing import Dict
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tf_metaprune import ops
 from tf_metaprune import pruning_net as pruning_net_lib
 from tf_metaprune import space as space_lib
+from tf_metaprune import training
 from tf_metaprune.rebuild import rebuild as rebuild_model
 from tf_metaprune.search.uniform import largest_uniform
 
@@ -331,11 +333,13 @@ class TrainedModel:
     width_ratios, divisor: passed to `from_keras_model` when `space` is None.
 
   Attributes:
-    model: the model (never modified).
+    model: the model (changed only by `recalibrate_batch_norm`).
     space: the search space.
     scores: gene name -> per-channel importance (original channel order).
     perms: gene name -> permutation, most important channel first.
     weights: the reordered full-width weights, per node.
+    batch_norm: the record of the pipeline's stale batch-norm check
+      (`tf_metaprune.pipeline.check_original`), or None.
 
   Raises:
     ValueError: naming the layer, for a layer whose weights cannot be
@@ -359,20 +363,59 @@ class TrainedModel:
     self.scores = channel_importance(space, self.original_weights, importance)
     self.perms = permutations(space, self.scores)
     self.weights = take_weights(space, self.original_weights, self.perms)
+    self.batch_norm = None   # set by tf_metaprune.pipeline.check_original
+    self._logits_model = None
+
+  def recalibrate_batch_norm(self, data, num_batches=None):
+    """Recomputes `model`'s batch-norm statistics on `data` (`training.recalibrate_batch_norm`) and re-reads them.
+
+    For a model whose moving statistics lag its weights (`batch_norm_check`):
+    every structure, the PruningNet and the logits model then start from the
+    recalibrated statistics. The channel ranking does not change (it reads
+    kernels or gammas, not statistics).
+
+    Returns:
+      The number of batch-norm layers recalibrated.
+    """
+    count = training.recalibrate_batch_norm(self.model, data, num_batches=num_batches)
+    self.original_weights = read_weights(self.space, self.model)
+    self.weights = take_weights(self.space, self.original_weights, self.perms)
+    self._logits_model = None
+    return count
 
   def sliced_weights(self, structure) -> Dict[str, Dict[str, np.ndarray]]:
     """The reordered weights cut to `structure` (each gene keeps its most important channels)."""
     channels = self.space.gene_channels(structure)
     return take_weights(self.space, self.weights, None, channels)
 
-  def rebuild(self, structure, bn_momentum=0.99, name=None):
-    """`structure` as a plain Keras model holding the kept channels' trained weights (init="pretrained")."""
-    return rebuild_model(self.space, structure, weights=self.sliced_weights(structure), bn_momentum=bn_momentum,
-                         name=name)
+  def rebuild(self, structure, bn_momentum=0.99, name=None, output_activation=False):
+    """`structure` as a plain Keras model holding the kept channels' trained weights (init="pretrained").
 
-  def reordered_model(self):
-    """The full-width model with every gene's channels reordered: the same function as `model`."""
-    return self.rebuild(self.space.largest(), name=f"{self.model.name}_reordered")
+    It outputs logits unless `output_activation` (see `tf_metaprune.rebuild`).
+    """
+    return rebuild_model(self.space, structure, weights=self.sliced_weights(structure), bn_momentum=bn_momentum,
+                         name=name, output_activation=output_activation)
+
+  def reordered_model(self, output_activation=True):
+    """The full-width model with every gene's channels reordered: the same function as `model`.
+
+    With `output_activation=False` it ends with the logits (the same as
+    `model` for a model that outputs logits).
+    """
+    return self.rebuild(self.space.largest(), name=f"{self.model.name}_reordered",
+                        output_activation=output_activation)
+
+  def logits_model(self):
+    """`model` up to its logits: itself, or (a softmax/sigmoid head) its full-width rebuild without it.
+
+    What distillation uses as the teacher and what scores the original with
+    a logits loss; built once.
+    """
+    if self.space.output_activation is None:
+      return self.model
+    if self._logits_model is None:
+      self._logits_model = self.reordered_model(output_activation=False)
+    return self._logits_model
 
   def pruning_net(self, **kwargs):
     """A `PruningNet` of the space that starts from the reordered trained weights.
@@ -420,3 +463,79 @@ def load_into_pruning_net(net, weights):
     if node.name not in weights:
       raise ValueError(f"weights hold no entry for node {node.name!r} ({node.op}) of space {space.name!r}")
     op.set_pruning_weights(net, node, weights[node.name])
+
+
+# ---------------------------------------------------------------------------------------------
+# Are the trained model's batch-norm statistics those of its weights?
+
+
+def accuracy(model, data, num_batches=None, training_mode=False):
+  """Top-1 accuracy of `model` on (images, labels) batches: argmax of its outputs, logits or probabilities alike.
+
+  No compile and no loss, so it works for any head (a softmax model scored
+  with a logits loss would make Keras warn).
+
+  Args:
+    model: a Keras model outputting class scores [batch, classes].
+    data: a batched `tf.data.Dataset` of (images, integer labels).
+    num_batches: use at most this many batches (None: all).
+    training_mode: call the model with `training=True`: each batch norm
+      normalises with the batch's own statistics (dropout is on too). The
+      model's moving statistics are put back afterwards, so it is unchanged.
+
+  Returns:
+    The accuracy in [0, 1].
+  """
+  right, seen = _count_correct(model, data, num_batches, training_mode)
+  return right / seen
+
+
+def _count_correct(model, data, num_batches, training_mode):
+  """(correct predictions, images) of `model` on `data` (see `accuracy`)."""
+  saved = [v.numpy() for v in model.non_trainable_variables] if training_mode else None
+
+  @tf.function
+  def correct(images, labels):
+    predicted = tf.argmax(model(images, training=training_mode), axis=-1, output_type=tf.int64)
+    return tf.reduce_sum(tf.cast(tf.equal(predicted, tf.reshape(tf.cast(labels, tf.int64), [-1])), tf.int64))
+
+  right = seen = 0
+  try:
+    for i, (images, labels) in enumerate(data):
+      if num_batches is not None and i >= int(num_batches):
+        break
+      right += int(correct(images, labels))
+      seen += int(images.shape[0])
+  finally:
+    if saved is not None:
+      for v, value in zip(model.non_trainable_variables, saved):
+        v.assign(value)
+  if not seen:
+    raise ValueError("accuracy: `data` yielded no batch")
+  return right, seen
+
+
+def batch_norm_check(model, data, num_batches=None):
+  """`model`'s accuracy on the same training images in inference mode and with batch statistics.
+
+  A model trained briefly with batch-norm momentum 0.999 (keras.applications'
+  default) scores at chance in inference mode while its weights are fine:
+  its moving statistics still remember their start. With batch statistics
+  (each batch normalised by itself, as during its training steps) the same
+  images then score what the model learned; a gap of more than a few points
+  means the statistics are stale and `TrainedModel.recalibrate_batch_norm`
+  (precise BN on the training images) repairs them.
+
+  Args:
+    model: the trained Keras model.
+    data: training images and labels, batched, fixed order (e.g.
+      `DatasetSplits.calibration`).
+    num_batches: at most this many batches (None: all).
+
+  Returns:
+    {"train_accuracy_inference", "train_accuracy_batch_stats", "images"}.
+  """
+  right, images = _count_correct(model, data, num_batches, False)
+  right_batch_stats, _ = _count_correct(model, data, num_batches, True)
+  return {"train_accuracy_inference": right / images, "train_accuracy_batch_stats": right_batch_stats / images,
+          "images": images}

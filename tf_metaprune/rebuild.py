@@ -16,6 +16,8 @@ Example:
   >>> model = tfmp.rebuild(space, s)    # fresh initialization, for retraining
 """
 
+import copy
+
 import keras
 
 from tf_metaprune import ops
@@ -23,7 +25,8 @@ from tf_metaprune import pruning_net
 from tf_metaprune import space as space_lib
 
 
-def rebuild(net_or_space, structure, copy_weights=None, name=None, bn_momentum=0.99, weights=None):
+def rebuild(net_or_space, structure, copy_weights=None, name=None, bn_momentum=0.99, weights=None,
+            output_activation=False):
   """Builds the plain Keras model of `structure`.
 
   Args:
@@ -40,6 +43,11 @@ def rebuild(net_or_space, structure, copy_weights=None, name=None, bn_momentum=0
       the form of `PruningNet.generated_weights` (e.g.
       `tf_metaprune.pretrained.TrainedModel.sliced_weights`: a trained
       model's most important channels).
+    output_activation: end with the space's `output_activation` (the
+      softmax/sigmoid a model read by `SearchSpace.from_keras_model` ended
+      with): the drop-in replacement of that model. False (default): end
+      with the logits, what `tf_metaprune.training` trains on. No effect for
+      a space without one.
 
   Returns:
     A new built `keras.Model`; the inputs are not modified.
@@ -83,4 +91,21 @@ def rebuild(net_or_space, structure, copy_weights=None, name=None, bn_momentum=0
                       name=name or f"{space.name}_pruned")
   for layer, arrays in to_copy:
     layer.set_weights(arrays)
-  return model
+  return with_output_activation(model, space) if output_activation else model
+
+
+def with_output_activation(model, space):
+  """`model` (logits, e.g. a retrained rebuild) ending with `space.output_activation` again.
+
+  The new model shares `model`'s layers and weights and appends the layer of
+  `space.output_layer` (the user's own Softmax/Activation layer, or
+  `Activation(activation)` after a `Dense(activation=...)` head), so it is a
+  drop-in replacement of the model the space was read from. A space without
+  an output activation gives `model` back unchanged.
+  """
+  if space.output_activation is None:
+    return model
+  config = copy.deepcopy(space.output_layer) if space.output_layer is not None else keras.layers.serialize(
+      keras.layers.Activation(space.output_activation, name=f"{space.nodes[-1].name}_{space.output_activation}"))
+  y = keras.layers.deserialize(config)(model.outputs[0])
+  return keras.Model(model.inputs, y, name=model.name)

@@ -268,7 +268,14 @@ class SearchSpace:
     num_classes: classifier outputs.
     genes: the `Gene`s (their order is the order of a `Structure`'s choices).
     nodes: the graph, topologically ordered, starting with one "input" node and
-      ending with the classifier.
+      ending with the classifier (its logits).
+    output_activation: "softmax" or "sigmoid" if the network ends with it
+      (a model read by `from_keras_model` whose classifier had one): the
+      nodes compute the logits, which the PruningNet trains and searches on,
+      and `rebuild(..., output_activation=True)` appends it again. None: the
+      network outputs logits.
+    output_layer: the serialized Keras layer that applies
+      `output_activation` (default: `keras.layers.Activation(activation)`).
 
   Raises:
     ValueError: on a malformed graph (unknown inputs or genes, an add whose
@@ -281,8 +288,16 @@ class SearchSpace:
   """
 
   def __init__(self, name: str, input_shape: Sequence[int], num_classes: int,
-               genes: Sequence[Gene], nodes: Sequence[Node]):
+               genes: Sequence[Gene], nodes: Sequence[Node], output_activation: Optional[str] = None,
+               output_layer: Optional[dict] = None):
     self.name = str(name)
+    if output_activation not in (None,) + keras_graph.OUTPUT_ACTIVATIONS:
+      raise ValueError(f"output_activation={output_activation!r} must be None (logits) or one of "
+                       f"{keras_graph.OUTPUT_ACTIVATIONS}")
+    if output_layer is not None and output_activation is None:
+      raise ValueError("output_layer=... needs output_activation (the activation that layer applies)")
+    self.output_activation = output_activation
+    self.output_layer = output_layer
     self.input_shape = tuple(int(d) for d in input_shape)
     if len(self.input_shape) != 3 or min(self.input_shape) < 1:
       raise ValueError(f"input_shape={tuple(input_shape)!r} must be (height, width, channels) with all >= 1")
@@ -498,7 +513,10 @@ class SearchSpace:
 
     Returns:
       A `SearchSpace` whose largest structure is the original model (same
-      parameter count and multiply-adds).
+      parameter count and multiply-adds). A final softmax or sigmoid (e.g.
+      keras.applications' default head) is read off: the space computes the
+      logits and records the activation in `output_activation` (and in its
+      fingerprint); `rebuild(..., output_activation=True)` ends with it again.
 
     Raises:
       ValueError: for a layer it cannot read (named, with its type and the
@@ -506,28 +524,34 @@ class SearchSpace:
 
     Example:
 
-      >>> model = keras.applications.MobileNetV2((32, 32, 3), alpha=0.35, weights=None, classes=10,
-      ...                                        classifier_activation=None)   # logits
+      >>> model = keras.applications.MobileNetV2((32, 32, 3), alpha=0.35, weights=None, classes=10)
       >>> space = SearchSpace.from_keras_model(model)
-      >>> pruned = tf_metaprune.rebuild(space, space.uniform(0.5))
+      >>> space.output_activation                                          # the head's, read off
+      'softmax'
+      >>> pruned = tf_metaprune.rebuild(space, space.uniform(0.5), output_activation=True)   # ends in it again
     """
     graph = keras_graph.read_keras_model(model)
     builder = SpaceBuilder(name or graph.name, graph.input_shape, graph.num_classes, width_ratios, divisor)
     for gene_name, width in graph.genes:
       builder.gene(gene_name, width)
     nodes = [Node(**fields) for fields in graph.nodes]
-    return cls(builder.name, builder.input_shape, builder.num_classes, builder.genes, nodes)
+    return cls(builder.name, builder.input_shape, builder.num_classes, builder.genes, nodes,
+               output_activation=graph.output_activation, output_layer=graph.output_layer)
 
   # ---- serialization -----------------------------------------------------------------------
   def get_config(self):
-    return {"name": self.name, "input_shape": list(self.input_shape), "num_classes": self.num_classes,
-            "genes": [g.get_config() for g in self.genes], "nodes": [n.get_config() for n in self.nodes]}
+    config = {"name": self.name, "input_shape": list(self.input_shape), "num_classes": self.num_classes,
+              "genes": [g.get_config() for g in self.genes], "nodes": [n.get_config() for n in self.nodes]}
+    if self.output_activation is not None:   # left out for logits, so older spaces keep their fingerprints
+      config.update(output_activation=self.output_activation, output_layer=self.output_layer)
+    return config
 
   @classmethod
   def from_config(cls, config):
     return cls(name=config["name"], input_shape=config["input_shape"], num_classes=config["num_classes"],
                genes=[Gene.from_config(g) for g in config["genes"]],
-               nodes=[Node.from_config(n) for n in config["nodes"]])
+               nodes=[Node.from_config(n) for n in config["nodes"]],
+               output_activation=config.get("output_activation"), output_layer=config.get("output_layer"))
 
   def to_json(self) -> str:
     return json.dumps({"format": _SPACE_FORMAT, "version": 1, "space": self.get_config()}, indent=1)
@@ -606,8 +630,9 @@ class SearchSpace:
       raise ValueError(f"structure file {path!r}: {e}") from None
 
   def __repr__(self):
+    head = "" if self.output_activation is None else f", output_activation={self.output_activation!r}"
     return (f"SearchSpace({self.name!r}, input_shape={self.input_shape}, genes={len(self.genes)}, "
-            f"nodes={len(self.nodes)})")
+            f"nodes={len(self.nodes)}{head})")
 
 
 def _load_json(text, what):

@@ -12,6 +12,8 @@ One door for the whole export path:
 - `benchmark(tflite)`: latency on this host (`LatencyResult`);
   `parse_benchmark_model_output(text)`: the same from TensorFlow Lite's
   `benchmark_model` run on a phone, with its per-operator profile.
+- `read_device_log(text)`: any of the three layouts a phone returns (benchmark_model stdout,
+  its `--profiling_output_csv_file` CSV, the Android benchmark app's logcat), recognized by content.
 - `quantization_aware_train(model, train_ds)`: QAT through
   tensorflow-model-optimization in a child process, to int8 TFLite.
 - (moved to `tf_metaprune.latency_lut`, still reachable here)
@@ -39,6 +41,8 @@ from tflite_export.benchmark import NodeTypeSummary
 from tflite_export.benchmark import OpProfileEntry
 from tflite_export.benchmark import parse_benchmark_model_output
 from tflite_export.convert import convert
+from tflite_export.device_logs import DeviceLog
+from tflite_export.device_logs import read_device_log
 from tflite_export.convert import QUANTIZATION_MODES
 from tflite_export.convert import save
 from tflite_export.convert import tensor_dtypes
@@ -51,6 +55,7 @@ from tflite_export.qat import quantization_aware_train
 
 __all__ = [
     "AccuracyDropWarning",
+    "DeviceLog",
     "LatencyResult",
     "NodeTypeSummary",
     "OpProfileEntry",
@@ -64,6 +69,7 @@ __all__ = [
     "export_and_report",
     "parse_benchmark_model_output",
     "quantization_aware_train",
+    "read_device_log",
     "save",
     "tensor_dtypes",
 ]

@@ -118,13 +118,18 @@ and times Keras models. `tflite_export.measure_latency_table` etc. still
 resolve, for old callers.)
 """
 
+from tf_metaprune.latency_lut.device import DELEGATE_FLAGS
 from tf_metaprune.latency_lut.device import latency_table_from_logs
+from tf_metaprune.latency_lut.device import SCRIPT
+from tf_metaprune.latency_lut.device import timing_recipe
+from tf_metaprune.latency_lut.device import write_device_script
 from tf_metaprune.latency_lut.device import write_layer_models
 from tf_metaprune.latency_lut.host import measure_latency_table
 from tf_metaprune.latency_lut.host import prediction_error
 from tf_metaprune.latency_lut.plan import layer_signatures
 from tf_metaprune.latency_lut.plan import table_from_timings
 from tf_metaprune.latency_lut.profile import profile_entries
+from tf_metaprune.latency_lut.profile import tflite_kind
 from tf_metaprune.latency_lut.tables import EMPTY_MODEL
 from tf_metaprune.latency_lut.tables import LayerSignature
 from tf_metaprune.latency_lut.tables import MeasuredLatencyTable
@@ -132,16 +137,21 @@ from tf_metaprune.latency_lut.tables import OVERHEAD_MODEL
 from tf_metaprune.latency_lut.tables import REFERENCE_MODEL
 
 __all__ = [
+    "DELEGATE_FLAGS",
     "EMPTY_MODEL",
     "LayerSignature",
     "MeasuredLatencyTable",
     "OVERHEAD_MODEL",
     "REFERENCE_MODEL",
+    "SCRIPT",
     "latency_table_from_logs",
     "layer_signatures",
     "measure_latency_table",
     "prediction_error",
     "profile_entries",
     "table_from_timings",
+    "tflite_kind",
+    "timing_recipe",
+    "write_device_script",
     "write_layer_models",
 ]

@@ -13,10 +13,6 @@ from tf_metaprune.latency_lut.tables import LayerSignature
 from tf_metaprune.latency_lut.tables import MeasuredLatencyTable
 from tflite_export.convert import QUANTIZATION_MODES
 
-_TABLE_OPS = tuple(n for n in ops.names() if ops.get(n).latency_role == "table")
-_FOLDED_OPS = tuple(n for n in ops.names() if ops.get(n).latency_role == "folded")
-
-
 @dataclasses.dataclass
 class _NodePlan:
   name: str
@@ -75,23 +71,19 @@ def _plan(space: space_lib.SearchSpace, grid_size: Optional[int]) -> _Plan:
                      "the rest are interpolated) or None (measure every pair)")
   required = budgets_lib.LatencyTable.required_keys(space)
   by_name = space.node_by_name
-  # Adds and max pools: folded into the conv/dwconv that sets their width.
+  # Width-only ops ("folded"): timed per width, added to the table node that sets that width.
   folded: Dict[str, List[Tuple[str, LayerSignature]]] = {name: [] for name in required}
   fixed_extras = []
   for node in space.nodes:
-    if node.op not in _FOLDED_OPS:
+    op = ops.get(node.op)
+    if node.name in required or op.latency_kind(space, node) != "folded":
       continue
     c = space.max_channels(node.name)
-    extra = LayerSignature(op=node.op, in_hw=tuple(space.in_spatial[node.name]), cin=c, cout=c,
-                           kernel_size=node.kernel_size if node.op == "maxpool" else 1,
-                           strides=node.strides if node.op in ("maxpool", "upsample") else 1,
-                           activation=node.activation if node.op == "add" else None,
-                           num_inputs=len(node.inputs) if node.op == "add" else 1, layer=_layer_of(node))
+    extra = LayerSignature(**{**op.latency_signature(space, node), "cin": c, "cout": c})
     owner = node.inputs[-1]
-    # Walk back to the node that sets this width: through folded ops and untimed one-input ops
-    # (batch norm, activations, padding of a model read from Keras).
-    while owner not in required and by_name[owner].op != "input" and (
-        by_name[owner].op in _FOLDED_OPS or not ops.get(by_name[owner].op).multi_input):
+    # Walk back to the node that sets this width: through one-input ops and other folded ones.
+    while owner not in required and by_name[owner].inputs and (
+        _is_folded(space, by_name[owner]) or not ops.get(by_name[owner].op).multi_input):
       owner = by_name[owner].inputs[-1]
     if owner in required and node.name in space.source and space.source.get(owner) == space.source[node.name]:
       folded[owner].append((node.name, extra))
@@ -101,18 +93,7 @@ def _plan(space: space_lib.SearchSpace, grid_size: Optional[int]) -> _Plan:
   nodes = []
   for name, pairs in required.items():
     node = by_name[name]
-    if node.layer is not None:  # the user's own layer at its input size (flat: in_hw (0, 0))
-      in_hw = space.in_spatial[name]
-      template = LayerSignature(op=node.op, in_hw=(0, 0) if in_hw is None else tuple(in_hw), cin=0, cout=0,
-                                kernel_size=node.kernel_size, strides=node.strides, layer=_layer_of(node))
-    elif node.op == "dense":
-      gap = by_name[node.inputs[0]]
-      in_hw = tuple(space.in_spatial[gap.name])
-      template = LayerSignature(op="dense", in_hw=in_hw, cin=0, cout=0)
-    else:
-      template = LayerSignature(op=node.op, in_hw=tuple(space.in_spatial[name]), cin=0, cout=0,
-                                kernel_size=node.kernel_size, strides=node.strides,
-                                activation=node.activation, bn=node.bn)
+    template = LayerSignature(**{**ops.get(node.op).latency_signature(space, node), "cin": 0, "cout": 0})
     diagonal = all(ci == co for ci, co in pairs) and space.layout[node.inputs[0]] == space.layout[name]
     cin_grid = _grid([ci for ci, _ in pairs], grid_size)
     cout_grid = cin_grid if diagonal else _grid([co for _, co in pairs], grid_size)
@@ -120,12 +101,8 @@ def _plan(space: space_lib.SearchSpace, grid_size: Optional[int]) -> _Plan:
   return _Plan(space.fingerprint(), nodes, fixed_extras, tuple(space.input_shape), grid_size)
 
 
-def _layer_of(node):
-  """A node's serialized Keras layer without its name (identical layers share a timing), or None."""
-  if node.layer is None:
-    return None
-  layer = {**node.layer, "config": {k: v for k, v in node.layer["config"].items() if k != "name"}}
-  return layer
+def _is_folded(space, node):
+  return ops.get(node.op).latency_kind(space, node) == "folded"
 
 
 def _interp_1d(grid: Sequence[int], values: np.ndarray, x: int) -> float:

@@ -20,9 +20,12 @@ REFERENCE_MODEL = "reference"
 class LayerSignature:
   """Everything that decides one layer's latency: shape, op and widths.
 
+  Every op declares its own: `ops.get(op).latency_signature(space, node)`
+  gives the fields (all but cin/cout), `latency_model(sig)` the model.
+
   Attributes:
-    op: "conv", "dwconv", "dense" (timed after global average pooling),
-      "add" or "maxpool".
+    op: the node's op ("conv", "dwconv", "dense" on a flat input, "add",
+      "maxpool", "gap", "multiply", "concat", ...).
     in_hw: (height, width) of the layer's input (for "dense": of the pooled
       feature map).
     cin: input channels.
@@ -31,7 +34,8 @@ class LayerSignature:
     strides: conv / pool stride ("same" padding).
     activation: None, "relu" or "relu6", after batch norm (or after the add).
     bn: batch normalization after the conv (then the conv has no bias).
-    num_inputs: inputs of an "add".
+    num_inputs: inputs of an "add", "multiply" or "concat".
+    broadcast: the inputs after the first are 1x1 (a squeeze-excite gate).
     layer: for a node of a space read by `SearchSpace.from_keras_model`, its
       serialized Keras layer (re-created at `cout`); None for the built-in
       families. `in_hw` (0, 0) means a flat (cin,) input.
@@ -45,6 +49,7 @@ class LayerSignature:
   activation: Optional[str] = None
   bn: bool = False
   num_inputs: int = 1
+  broadcast: bool = False
   layer: Optional[Dict[str, Any]] = dataclasses.field(default=None, hash=False)
 
   @property
@@ -59,6 +64,8 @@ class LayerSignature:
       parts.append(self.activation)
     if self.num_inputs != 1:
       parts.append(f"in{self.num_inputs}")
+    if self.broadcast:
+      parts.append("bc")
     if self.layer is not None:  # the user's layer: its class and a hash of its settings
       blob = json.dumps(self.layer, sort_keys=True, default=str).encode()
       parts += [self.layer.get("class_name", "layer"), hashlib.sha256(blob).hexdigest()[:8]]
@@ -73,6 +80,8 @@ class LayerSignature:
     config["in_hw"] = list(self.in_hw)
     if config["layer"] is None:
       del config["layer"]
+    if not config["broadcast"]:
+      del config["broadcast"]
     return config
 
   @classmethod

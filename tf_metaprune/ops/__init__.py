@@ -40,3 +40,7 @@ from tf_metaprune.ops.pooling import AvgPool, GlobalAvgPool, GlobalMaxPool, MaxP
 from tf_metaprune.ops.norm import BatchNorm
 from tf_metaprune.ops.elementwise import Act
 from tf_metaprune.ops.shape import Flatten, Pad, Reshape, UpSample
+from tf_metaprune.ops.convs import GroupedConv, PointwiseDense
+from tf_metaprune.ops.channelwise import ChannelScale, ChannelVectors, FixedLayer, LayerNorm
+from tf_metaprune.ops.crop import Crop
+from tf_metaprune.ops.keras_ops import KerasOp

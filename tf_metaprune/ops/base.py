@@ -47,10 +47,14 @@ def weight_op_names() -> Tuple[str, ...]:
 
 
 def for_keras_layer(layer):
-  """The op that reads Keras layer `layer` (by exact type), or None."""
-  kind = type(layer)
-  for op in _REGISTRY.values():
-    if kind in op.keras_types:
+  """The op that reads Keras layer (or Keras operation) `layer`, or None.
+
+  Asks each op's `reads(layer)` (by default: the exact type is one of its
+  `keras_types`), the most recently registered first, so an op registered
+  from user code can take over a layer type from a built-in one.
+  """
+  for op in reversed(tuple(_REGISTRY.values())):
+    if op.reads(layer):
       return op
   return None
 
@@ -140,10 +144,14 @@ class Op:
     windowed: a conv or pool window (output size by Keras' rule, checked
       against the input size).
     latency_role: "table" -- the node has its own latency-table entries, one
-      per (cin, cout); "folded" -- its cost depends only on its width, so it is
-      timed per width and added to the entry of the node that sets that
-      width; "free" -- not timed (fused into its producer by the converter, or
-      negligible).
+      per (cin, cout) (`LatencyTable.required_keys` reads this attribute);
+      "folded" (the default) -- its cost depends only on its width, so it is
+      timed per width with its own one-layer model and added to the entry of
+      the node that sets that width (at full width into the table's overhead
+      when its width is fixed or joins several genes); "free" -- not timed:
+      the converter fuses it into its producer (batch norm, ReLU after a
+      conv), or it is no work (dropout, a reshape). An op a latency table
+      does not know is therefore timed, never silently free.
 
   Methods, by the module that calls them (`space` is the `SearchSpace`, `node`
   the `Node`):
@@ -154,8 +162,11 @@ class Op:
     * flops.py: `count_terms(space, node, one)` -> (flops_terms,
       params_terms), lists of (coef, a, b) over the extended channel vector
       (`one` is the index of the constant 1).
-    * keras_graph.py: `read_keras(layer, ins, out, in_lay, groups)` -> (layout
+    * keras_graph.py: `reads(layer)` -- whether the op reads that Keras layer
+      or operation; `read_keras(layer, ins, out, in_lay, groups)` -> (layout
       of group ids, extra `Node` fields, the group the node starts or None).
+      A "layer" entry in the fields replaces the serialized Keras layer the
+      node keeps (e.g. a Keras op applied to a tensor, with its constants).
     * pruning_net.py: `build_pruning(net, node)` creates the node's generators
       and width batch norms through `net._add_generator` / `net._add_width_bn`;
       `pruning_call(net, node, inputs, call)` runs it (`call` holds the
@@ -167,8 +178,19 @@ class Op:
     * search/pas.py: `build_masked(net, node)`, `masked_call(net, node,
       inputs, training, mask)` and `masked_export(net, node, model, in_index,
       out_index)` (copies the kept channels' weights into the plain model).
-    * latency tables: `latency_model(sig)` -- the one-layer Keras model of a
-      `LayerSignature` of this op.
+    * latency tables (tf_metaprune.latency_lut), every op declares its own
+      latency entry: `latency_kind(space, node)` -- "table", "folded" or
+      "free" for this node (default `latency_role`; batch norm and
+      activations are free only right after the layer the converter fuses
+      them into); `latency_signature(space, node)` -- the fields of the
+      `LayerSignature` (without cin/cout) of the one-layer model that times
+      it (default: its input size, window, input count and its own Keras
+      layer); `fuses_activation` -- a batch norm / ReLU after this op costs
+      nothing (conv, dense, add); `latency_model(sig)` -- that one-layer Keras model;
+      `profile_kinds(space, node)` -- the kinds of the rows the node shows in
+      a whole model's TFLite op profile, in order ("weights", "add", "mul",
+      "pool", "concat", "resize", "activation", "pad", "reshape", "other"), ()
+      when fused away (default: () if free, else ("other",)).
 
     * pretrained.py (a trained model's weights, in `generated_weights`
       form): `read_weights(node, model)` reads the node's full-width arrays
@@ -194,8 +216,13 @@ class Op:
   multi_input = False
   keras_types = ()
   keras_doc = ""
-  latency_role = "free"
+  latency_role = "folded"
+  fuses_activation = False  # TFLite fuses a following batch norm / ReLU(6) into this op (conv, dense, add)
   windowed = False   # a conv/pool window: output size by Keras' rule (see `_window_spatial`)
+
+  def reads(self, layer):
+    """Whether this op reads Keras layer (or operation) `layer` (default: its exact type is in `keras_types`)."""
+    return type(layer) in self.keras_types
 
   # ---- space.py ----------------------------------------------------------------------------
   def layout(self, space, node, in_layouts, out_source):
@@ -366,6 +393,28 @@ class Op:
     del net, node, weights
 
   # ---- latency tables ------------------------------------------------------------------------
+  def latency_kind(self, space, node):
+    """How this node is timed: "table", "folded" or "free" (see `latency_role`)."""
+    del space, node
+    return self.latency_role
+
+  def latency_signature(self, space, node):
+    """The `LayerSignature` fields (all but cin/cout) of the one-layer model that times `node`.
+
+    Default: the node's own Keras layer (name dropped, so identical layers
+    share one timing) at its input size ((0, 0) for a flat input), with its
+    window and number of inputs. Override to time a built-in node (no Keras
+    layer) or to record more of what decides its latency.
+    """
+    in_hw = space.in_spatial.get(node.name)
+    return {"op": node.op, "in_hw": (0, 0) if in_hw is None else tuple(in_hw), "kernel_size": node.kernel_size,
+            "strides": node.strides, "num_inputs": len(node.inputs) if self.multi_input else 1,
+            "layer": layer_without_name(node)}
+
+  def profile_kinds(self, space, node):
+    """The kinds of the TFLite op-profile rows this node becomes, in order (see the class docstring)."""
+    return () if self.latency_kind(space, node) == "free" else ("other",)
+
   def latency_model(self, sig):
     """The one-layer Keras model of `LayerSignature` `sig` (of this op)."""
     if sig.layer is None:
@@ -376,6 +425,28 @@ class Op:
     inputs = [keras.Input(shape) for _ in range(sig.num_inputs)]
     y = self.keras_layer(node_like, sig.cout)(_single(inputs))
     return keras.Model(_single(inputs), y, name=sig.name)
+
+
+def layer_without_name(node):
+  """A node's serialized Keras layer without its name (identical layers share a timing), or None."""
+  if node.layer is None:
+    return None
+  return {**node.layer, "config": {k: v for k, v in node.layer["config"].items() if k != "name"}}
+
+
+def fused_into_producer(space, node):
+  """True if the converter fuses this one-input node into what feeds it: walking back through nodes
+  that are themselves free (a batch norm already folded), it reaches an op whose `fuses_activation`
+  is set (a conv folds batch norm and ReLU/ReLU6, an add a ReLU)."""
+  producer = space.node_by_name[node.inputs[0]] if node.inputs else None
+  while producer is not None:
+    op = get(producer.op)
+    if op.fuses_activation:
+      return True
+    if not producer.inputs or op.multi_input or op.latency_kind(space, producer) != "free":
+      return False
+    producer = space.node_by_name[producer.inputs[0]]
+  return False
 
 
 class _LayerNode:
@@ -409,13 +480,26 @@ _BN_KEYS = ("gamma", "beta", "moving_mean", "moving_variance")
 _VECTOR_AXES = {k: (None, 0) for k in ("bias",) + _BN_KEYS}
 
 
+def _find_layer(model, name):
+  """Layer `name` of `model` or of a model nested in it (from_keras_model flattens nested models), or None."""
+  for layer in model.layers:
+    if layer.name == name:
+      return layer
+  for layer in model.layers:
+    if isinstance(layer, keras.Model):
+      found = _find_layer(layer, name)
+      if found is not None:
+        return found
+  return None
+
+
 def _keras_layer_of(model, name, node):
-  try:
-    return model.get_layer(name)
-  except ValueError:
+  layer = _find_layer(model, name)
+  if layer is None:
     raise ValueError(f"model {model.name!r} has no layer {name!r} (of space node {node.name!r}, op {node.op}); pass "
                      "the model the space was made from (SearchSpace.from_keras_model(model), or "
-                     "rebuild(space, space.largest()) for a built-in family)") from None
+                     "rebuild(space, space.largest()) for a built-in family)")
+  return layer
 
 
 def _read_bn(layer, config):
@@ -456,6 +540,7 @@ class Input(Op):
   name = "input"
   keras_types = (L.InputLayer,)
   keras_doc = "InputLayer"
+  latency_role = "free"
 
   def layout(self, space, node, in_layouts, out_source):
     return (("fixed", space.input_shape[-1]),)

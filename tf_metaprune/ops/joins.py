@@ -16,6 +16,7 @@ class Add(Op):
   keras_types = (L.Add,)
   keras_doc = "Add"
   latency_role = "folded"
+  fuses_activation = True
 
   def layout(self, space, node, in_layouts, out_source):
     return _joined_layout(node, in_layouts)
@@ -42,6 +43,12 @@ class Add(Op):
     if node.layer is not None:
       return super().rebuild(node, inputs, channels, weights, bn_momentum)
     return keras_activation(L.Add(name=node.name)(inputs), node.activation, node.name), []
+
+  def latency_signature(self, space, node):
+    return {**super().latency_signature(space, node), "kernel_size": 1, "strides": 1, "activation": node.activation}
+
+  def profile_kinds(self, space, node):
+    return ("add",)
 
   def latency_model(self, sig):
     h, w = sig.in_hw
@@ -113,6 +120,22 @@ class Multiply(Op):
       y = y * other
     return y
 
+  def latency_signature(self, space, node):
+    # Timed at the output's size, with the 1x1 inputs (a squeeze-excite gate) broadcast as in the model.
+    out_hw = space.spatial[node.name]
+    broadcast = any(space.spatial[i] == (1, 1) for i in node.inputs) and out_hw != (1, 1)
+    return {**super().latency_signature(space, node), "in_hw": tuple(out_hw), "kernel_size": 1, "strides": 1,
+            "broadcast": broadcast, "layer": None}
+
+  def profile_kinds(self, space, node):
+    return ("mul",)
+
+  def latency_model(self, sig):
+    h, w = sig.in_hw
+    shapes = [(h, w, sig.cin)] + [(1, 1, sig.cin) if sig.broadcast else (h, w, sig.cin)] * (sig.num_inputs - 1)
+    inputs = [keras.Input(shape) for shape in shapes]
+    return keras.Model(inputs, L.Multiply()(inputs), name=sig.name)
+
 
 @register
 class Concat(Op):
@@ -141,3 +164,16 @@ class Concat(Op):
 
   def pruning_call(self, net, node, inputs, call):
     return tf.concat(inputs, axis=-1)
+
+  def latency_signature(self, space, node):
+    return {**super().latency_signature(space, node), "kernel_size": 1, "strides": 1, "layer": None}
+
+  def profile_kinds(self, space, node):
+    return ("concat",)
+
+  def latency_model(self, sig):
+    # A copy of cin channels in total, split evenly over the inputs (the time depends on the total).
+    h, w = sig.in_hw
+    parts = [sig.cin // sig.num_inputs + (1 if i < sig.cin % sig.num_inputs else 0) for i in range(sig.num_inputs)]
+    inputs = [keras.Input((h, w, max(1, c))) for c in parts]
+    return keras.Model(inputs, L.Concatenate()(inputs), name=sig.name)

@@ -1,7 +1,7 @@
 """Normalization ops: BatchNormalization read from a Keras model (width-aware in the PruningNet)."""
 
-from tf_metaprune.ops.base import (_keras_layer_of, L, Op, _read_bn, register, _set_width_bn, _VECTOR_AXES,
-                                   _width_bn_weights)
+from tf_metaprune.ops.base import (fused_into_producer, _keras_layer_of, L, Op, _read_bn, register, _set_width_bn,
+                                   _VECTOR_AXES, _width_bn_weights)
 
 
 @register
@@ -10,6 +10,10 @@ class BatchNorm(Op):
   name = "bn"
   keras_types = (L.BatchNormalization,)
   keras_doc = "BatchNormalization"
+
+  def latency_kind(self, space, node):
+    # The converter folds a batch norm into the conv / dense before it; elsewhere it is a MUL and an ADD.
+    return "free" if fused_into_producer(space, node) else "folded"
 
   def count_terms(self, space, node, one):
     config = node.layer["config"]

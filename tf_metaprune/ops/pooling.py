@@ -14,6 +14,9 @@ class _Pool(Op):
     k, s = _window(layer)
     return in_lay[0], dict(kernel_size=compact(k), strides=compact(s), padding=layer.padding), None
 
+  def profile_kinds(self, space, node):
+    return ("pool",)
+
 
 @register
 class MaxPool(_Pool):
@@ -63,6 +66,12 @@ class _GlobalPool(Op):
   def read_keras(self, layer, ins, out, in_lay, groups):
     return in_lay[0], {"keepdims": bool(layer.keepdims)}, None
 
+  def latency_signature(self, space, node):
+    return {**super().latency_signature(space, node), "kernel_size": 1, "strides": 1}
+
+  def profile_kinds(self, space, node):
+    return ("pool",)   # MEAN / REDUCE_MAX, or XNNPACK's global pooling
+
 
 @register
 class GlobalAvgPool(_GlobalPool):
@@ -89,6 +98,13 @@ class GlobalAvgPool(_GlobalPool):
     if node.layer is not None:
       return super().rebuild(node, inputs, channels, weights, bn_momentum)
     return L.GlobalAveragePooling2D(name=node.name)(inputs[0]), []
+
+  def latency_model(self, sig):
+    if sig.layer is not None:
+      return super().latency_model(sig)
+    h, w = sig.in_hw
+    x = keras.Input((h, w, sig.cin))
+    return keras.Model(x, L.GlobalAveragePooling2D()(x), name=sig.name)
 
 
 @register

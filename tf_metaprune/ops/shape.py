@@ -16,6 +16,11 @@ class Pad(Op):
   name = "pad"
   keras_types = (L.ZeroPadding2D,)
   keras_doc = "ZeroPadding2D"
+  # XNNPACK (the default CPU path) folds an explicit zero padding into the conv or pool after it.
+  latency_role = "free"
+
+  def profile_kinds(self, space, node):
+    return ("pad",)   # a PAD row when the kernels run without XNNPACK
 
   def out_spatial(self, space, node, in_spatial):
     x = self._feature_map(node, in_spatial[0])
@@ -28,6 +33,10 @@ class Pad(Op):
 
 class _Flat(Op):
   """Flatten / Reshape: keep the channels, or (with a fixed `out`) move positions into channels."""
+  latency_role = "free"   # a reshape moves no data
+
+  def profile_kinds(self, space, node):
+    return ("reshape",)
 
   def layout(self, space, node, in_layouts, out_source):
     if node.out is None:
@@ -142,6 +151,12 @@ class UpSample(Op):
 
   def rebuild(self, node, inputs, channels, weights, bn_momentum):
     return self._layer(node, name=node.name)(inputs[0]), []
+
+  def latency_signature(self, space, node):
+    return {**super().latency_signature(space, node), "kernel_size": 1}
+
+  def profile_kinds(self, space, node):
+    return ("resize",)
 
   def latency_model(self, sig):
     h, w = sig.in_hw

@@ -17,6 +17,7 @@ class _WeightOp(Op):
   weight_op = True
   holds_weights = True
   latency_role = "table"
+  fuses_activation = True
   _kernel_keys = ("kernel",)      # the kernels of the node's own Keras layer, in get_weights order
   _kernel_axes = {"kernel": (2, 3)}
 
@@ -186,6 +187,15 @@ class _WeightOp(Op):
                              weights["moving_variance"]]))
     return keras_activation(y, node.activation, node.name), to_copy
 
+  def latency_signature(self, space, node):
+    fields = super().latency_signature(space, node)
+    if node.layer is None:  # a built-in node: its batch norm and activation are part of the timed model
+      fields.update(activation=node.activation, bn=node.bn)
+    return fields
+
+  def profile_kinds(self, space, node):
+    return ("weights",)
+
   def latency_model(self, sig):
     if sig.layer is not None:
       return super().latency_model(sig)
@@ -338,10 +348,8 @@ class Dense(_WeightOp):
   def latency_model(self, sig):
     if sig.layer is not None:
       return super().latency_model(sig)
-    h, w = sig.in_hw
-    x = keras.Input((h, w, sig.cin))
-    y = L.Dense(sig.cout)(L.GlobalAveragePooling2D()(x))
-    return keras.Model(x, keras_activation(y, sig.activation), name=sig.name)
+    x = keras.Input((sig.cin,))   # the pooling before it is timed on its own (a folded "gap" node)
+    return keras.Model(x, keras_activation(L.Dense(sig.cout)(x), sig.activation), name=sig.name)
 
 
 @register
@@ -351,6 +359,9 @@ class SeparableConv(_WeightOp):
   name = "sepconv"
   keras_types = (L.SeparableConv2D,)
   keras_doc = "SeparableConv2D"
+
+  def profile_kinds(self, space, node):
+    return ("weights", "weights")   # depthwise then pointwise
 
   def count_terms(self, space, node, one):
     cins, couts, positions, k2 = _geometry(space, node)

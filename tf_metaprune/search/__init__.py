@@ -34,6 +34,8 @@ Example:
   >>> search.plot_pareto(found, "pareto.png", uniform_result=base)
 """
 
+# Importing a searcher's module registers it: evolution first, so SEARCHERS starts with the default.
+from tf_metaprune.search import evolution  # pylint: disable=unused-import
 from tf_metaprune.search import autoslim
 from tf_metaprune.search import pas
 from tf_metaprune.search import rl
@@ -41,10 +43,11 @@ from tf_metaprune.search.autoslim import AutoSlimConfig
 from tf_metaprune.search.autoslim import slim
 from tf_metaprune.search._common import SearchContext
 from tf_metaprune.search import dispatch
-from tf_metaprune.search.dispatch import config_class
-from tf_metaprune.search.dispatch import register
+from tf_metaprune.search import registry
 from tf_metaprune.search.dispatch import run
-from tf_metaprune.search.dispatch import searcher_class
+from tf_metaprune.search.registry import config_class
+from tf_metaprune.search.registry import register
+from tf_metaprune.search.registry import searcher_class
 from tf_metaprune.search.evolution import EvolutionConfig
 from tf_metaprune.search.evolution import evolutionary
 from tf_metaprune.search.finetune_pick import finetune_pick
@@ -74,5 +77,5 @@ __all__ = ["AutoSlimConfig", "Candidate", "EvolutionConfig", "MaskedNet", "PaSCo
 
 def __getattr__(name):
   if name == "SEARCHERS":   # read from the registry each time, so registered searchers appear
-    return dispatch.SEARCHERS
+    return registry.SEARCHERS
   raise AttributeError(f"module 'tf_metaprune.search' has no attribute {name!r}")

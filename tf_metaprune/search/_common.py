@@ -178,20 +178,32 @@ class SearchContext:
 
 
 class FrozenConfig:
-  """`get_config` / `from_config` for the searchers' frozen dataclass configs.
+  """`get_config` / `from_config` for the searchers' frozen dataclass configs, and their capabilities.
 
-  Class attributes of the searcher contract (see `SearchContext`):
-  `needs_pruning_net` (it scores structures with a trained PruningNet) and
-  `has_settings` (False for the uniform baseline).
+  The capabilities are class attributes, read by `search.run`, the pipeline and
+  the benchmarks (nothing branches on a searcher's name):
+
+  * `needs_pruning_net`: it scores structures with a trained PruningNet, which
+    `run` then requires (evolutionary, rl, uniform).
+  * `trains_own_network`: it trains a network of its own on the training split
+    (autoslim's slimmable net, pas's masked net); `run` then requires
+    `train_data`, unless `uses_given_pruning_net` and a PruningNet is given.
+  * `uses_given_pruning_net`: a given PruningNet is used (autoslim slims it
+    instead of training; pas ignores it).
+  * `shares_network_across_budgets`: the network it trains serves every
+    budget, so one output folder trains it once (autoslim).
+  * `has_settings`: False for the uniform baseline.
   """
   needs_pruning_net = False
+  trains_own_network = False
+  uses_given_pruning_net = False
+  shares_network_across_budgets = False
   has_settings = True
 
-  def trains_own_network(self, pruning_net) -> bool:  # pylint: disable=unused-argument
-    """Whether `run` trains a network of its own (then it needs `train_data`)."""
-    return False
-
-  """`get_config` / `from_config` for the searchers' frozen dataclass configs."""
+  @classmethod
+  def trains_network_with(cls, pruning_net) -> bool:
+    """Whether `run` trains a network of its own when given `pruning_net` (None or a PruningNet)."""
+    return cls.trains_own_network and not (pruning_net is not None and cls.uses_given_pruning_net)
 
   def get_config(self):
     return dataclasses.asdict(self)

@@ -49,11 +49,13 @@ from tf_metaprune import pruning_net as pruning_net_lib
 from tf_metaprune import space as space_lib
 from tf_metaprune import training as training_lib
 from tf_metaprune.search import _common
+from tf_metaprune.search import registry
 from tf_metaprune.search import result as result_lib
 
 _OPTIMIZERS = ("adam", "sgd")
 
 
+@registry.register("autoslim")
 @dataclasses.dataclass(frozen=True)
 class AutoSlimConfig(_common.FrozenConfig):
   """Settings of AutoSlim: slimmable-network training and greedy slimming.
@@ -95,8 +97,9 @@ class AutoSlimConfig(_common.FrozenConfig):
         "AutoSlimConfig", "structures_per_step", self.structures_per_step, 2))
     object.__setattr__(self, "seed", _common.check_int("AutoSlimConfig", "seed", self.seed, 0))
 
-  def trains_own_network(self, pruning_net) -> bool:
-    return pruning_net is None
+  trains_own_network = True
+  uses_given_pruning_net = True   # slims a given PruningNet greedily instead of training a slimmable one
+  shares_network_across_budgets = True
 
   def run(self, context: _common.SearchContext) -> result_lib.SearchResult:
     """The searcher contract: slims `context.pruning_net`, or trains a slimmable network first.

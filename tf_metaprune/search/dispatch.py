@@ -7,8 +7,10 @@ benchmark tables work unchanged.
 
 Every searcher is a config object with `run(context) -> SearchResult`
 (`_common.SearchContext`: space, budget, data splits, PruningNet, output
-folder); `run(name, ...)` looks its class up in a registry (`SEARCHERS`,
-`register`) and never branches on the name.
+folder); `run(name, ...)` looks its class up in the registry (`SEARCHERS`; a searcher
+registers with the `registry.register` decorator) and reads its capabilities
+(`needs_pruning_net`, `trains_own_network`, ...: `_common.FrozenConfig`) as
+class attributes; nothing branches on the name.
 
 What each searcher needs:
 
@@ -52,54 +54,21 @@ import os
 from tf_metaprune import data as data_lib
 from tf_metaprune import io as io_lib
 from tf_metaprune.search import _common
+from tf_metaprune.search import registry
 from tf_metaprune.search import result as result_lib
-from tf_metaprune.search.autoslim import AutoSlimConfig
-from tf_metaprune.search.evolution import EvolutionConfig
-from tf_metaprune.search.pas import PaSConfig
-from tf_metaprune.search.rl import RLConfig
-from tf_metaprune.search.uniform import UniformConfig
-
-# The searcher registry: name -> config class with `run(context) -> SearchResult`.
-_REGISTRY = {"evolutionary": EvolutionConfig, "autoslim": AutoSlimConfig, "pas": PaSConfig, "rl": RLConfig,
-             "uniform": UniformConfig}
-SEARCHERS = tuple(_REGISTRY)
+from tf_metaprune.search.registry import config_class  # pylint: disable=unused-import  (the public names)
+from tf_metaprune.search.registry import register  # pylint: disable=unused-import
+from tf_metaprune.search.registry import searcher_class
 
 
-def register(name, config_class_):
-  """Adds a searcher: `config_class_` is a `FrozenConfig` dataclass with `run(context) -> SearchResult`.
-
-  The binaries' `--searcher` choices and `SEARCHERS` come from this registry.
-  """
-  global SEARCHERS  # pylint: disable=global-statement
-  if name in _REGISTRY:
-    raise ValueError(f"searcher {name!r} is already registered ({_REGISTRY[name].__name__})")
-  if not callable(getattr(config_class_, "run", None)):
-    raise TypeError(f"{config_class_.__name__} has no run(context) method; searchers are config objects with "
-                    "run(context) -> SearchResult")
-  _REGISTRY[name] = config_class_
-  SEARCHERS = tuple(_REGISTRY)
-
-
-def config_class(name):
-  """The config class of searcher `name` (None for "uniform", which has no settings)."""
-  _check_name(name)
-  cls = _REGISTRY[name]
-  return cls if cls.has_settings else None
-
-
-def searcher_class(name):
-  """The class whose instances run searcher `name` (`UniformConfig` for "uniform")."""
-  _check_name(name)
-  return _REGISTRY[name]
-
-
-def _check_name(name):
-  if name not in _REGISTRY:
-    raise ValueError(f"searcher {name!r} is not one of {tuple(_REGISTRY)}")
+def __getattr__(name):
+  if name == "SEARCHERS":   # read from the registry each time, so registered searchers appear
+    return registry.SEARCHERS
+  raise AttributeError(f"module 'tf_metaprune.search.dispatch' has no attribute {name!r}")
 
 
 def run(name, space, budget, *, train_data=None, search_data=None, pruning_net=None, config=None,
-        output_dir=None, seed=0, verbose=1) -> result_lib.SearchResult:
+        output_dir=None, state_path=None, seed=0, verbose=1) -> result_lib.SearchResult:
   """Runs searcher `name` on `space` under `budget`; the same `SearchResult` from all.
 
   Args:
@@ -121,6 +90,9 @@ def run(name, space, budget, *, train_data=None, search_data=None, pruning_net=N
       None = its defaults.
     output_dir: where results, states and trained networks go (see the
       module docstring); None writes nothing.
+    state_path: the searcher's resumable state file, instead of its default
+      name in `output_dir` (the pipeline keeps the evolution's as
+      `search_state.json`); a searcher without one ignores it.
     seed: replaces the config's `seed` and, for the searchers that train a
       network, seeds its initialization (`keras.utils.set_random_seed`).
     verbose: 0 silent, 1 progress lines (2: also Keras' progress for training).
@@ -156,7 +128,7 @@ def run(name, space, budget, *, train_data=None, search_data=None, pruning_net=N
     else:
       raise ValueError(f"run({name!r}): pass search_data= (the held-out search split) or a DatasetSplits as "
                        "train_data")
-  if config.trains_own_network(pruning_net) and train_data is None:
+  if cls.trains_network_with(pruning_net) and train_data is None:
     raise ValueError(f"run({name!r}) trains its own network: pass train_data= (the training split)")
   budget = _common.check_budget(budget, space)
   sub = (lambda *p: None) if output_dir is None else (lambda *p: os.path.join(output_dir, *p))
@@ -178,7 +150,8 @@ def run(name, space, budget, *, train_data=None, search_data=None, pruning_net=N
       print(f"[{name}] finished result found in {result_path}: {done.summary()}", flush=True)
     return done
   context = _common.SearchContext(space=space, budget=budget, train_data=train_data, search_data=search_data,
-                                  pruning_net=pruning_net, output_dir=output_dir, seed=int(seed), verbose=verbose)
+                                  pruning_net=pruning_net, output_dir=output_dir, state_path=state_path,
+                                  seed=int(seed), verbose=verbose)
   result = config.run(context)
   result.extra["net_fingerprint"] = net_print
   result.extra["data_config"] = data_config

@@ -66,6 +66,7 @@ from tf_metaprune import distribute
 from tf_metaprune import flops as flops_lib
 from tf_metaprune import io as io_lib
 from tf_metaprune.search import _common
+from tf_metaprune.search import registry
 from tf_metaprune.search import result as result_lib
 from tf_metaprune.search import uniform as uniform_lib
 
@@ -75,6 +76,7 @@ _SAMPLING = ("auto", "uniform", "scaled")
 _RESUMABLE_CHANGES = ("num_generations",)
 
 
+@registry.register("evolutionary")
 @dataclasses.dataclass(frozen=True)
 class EvolutionConfig(_common.FrozenConfig):
   """Settings of the evolutionary search; the defaults are the paper's.
@@ -178,6 +180,7 @@ class EvolutionConfig(_common.FrozenConfig):
     return config
 
   needs_pruning_net = True
+  uses_given_pruning_net = True
 
   def run(self, context: _common.SearchContext) -> result_lib.SearchResult:
     """The searcher contract: `evolutionary` with these settings, resuming `evolution_state.json`."""

@@ -65,11 +65,13 @@ from tf_metaprune.rebuild import rebuild as rebuild_fn
 from tf_metaprune import space as space_lib
 from tf_metaprune import training as training_lib
 from tf_metaprune.search import _common
+from tf_metaprune.search import registry
 from tf_metaprune.search import result as result_lib
 
 _OPTIMIZERS = ("adam", "sgd")
 
 
+@registry.register("pas")
 @dataclasses.dataclass(frozen=True)
 class PaSConfig(_common.FrozenConfig):
   """Settings of Pruning-as-Search.
@@ -123,8 +125,7 @@ class PaSConfig(_common.FrozenConfig):
                                                                 low_open=False))
     object.__setattr__(self, "seed", _common.check_int(own, "seed", self.seed, 0))
 
-  def trains_own_network(self, pruning_net) -> bool:
-    return True
+  trains_own_network = True   # its masked network, trained per budget
 
   def run(self, context: _common.SearchContext) -> result_lib.SearchResult:
     """The searcher contract: `pruning_as_search` trains, scores on the search split, exports to `pas/`."""

@@ -52,6 +52,7 @@ from tf_metaprune import budgets as budgets_lib
 from tf_metaprune import io as io_lib
 from tf_metaprune import space as space_lib
 from tf_metaprune.search import _common
+from tf_metaprune.search import registry
 from tf_metaprune.search import result as result_lib
 
 _STATE_FORMAT = "tf_metaprune.RLState"
@@ -59,6 +60,7 @@ _CONSTRAINTS = ("auto", "clip", "lagrangian")
 _NUM_FEATURES = 8
 
 
+@registry.register("rl")
 @dataclasses.dataclass(frozen=True)
 class RLConfig(_common.FrozenConfig):
   """Settings of the constrained-RL searcher.
@@ -119,6 +121,7 @@ class RLConfig(_common.FrozenConfig):
                                                                 float("inf"), low_open=False))
 
   needs_pruning_net = True
+  uses_given_pruning_net = True
 
   def run(self, context: _common.SearchContext) -> result_lib.SearchResult:
     """The searcher contract: `reinforce` with these settings, resuming `rl_state.json`."""

@@ -24,13 +24,16 @@ import numpy as np
 import tensorflow as tf
 
 from tf_metaprune.search import _common
+from tf_metaprune.search import registry
 from tf_metaprune.search import result as result_lib
 
 
+@registry.register("uniform")
 @dataclasses.dataclass(frozen=True)
 class UniformConfig(_common.FrozenConfig):
   """The uniform baseline as a searcher (it has no settings): `run(context)` calls `uniform`."""
   needs_pruning_net = True
+  uses_given_pruning_net = True
   has_settings = False
 
   def run(self, context: _common.SearchContext) -> result_lib.SearchResult:
