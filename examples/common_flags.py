@@ -314,11 +314,14 @@ def define_search_flags(time_note=""):
   flags.DEFINE_integer("rescore_top_k", None, "Re-score the search's best k on the whole search split (4x the "
                        f"calibration batches) and pick the best of them (0: off; default {pipeline.RESCORE_TOP_K} when "
                        "--search_images leaves part of the split out, else 0).")
+  flags.DEFINE_string("search_metric", None, "What the search ranks structures by: accuracy (top-1, the default), "
+                      "loss (the training loss), or a Keras metric or loss name, e.g. "
+                      "sparse_categorical_crossentropy (on logits) or mean_iou.")
 
 
 def search_kwargs():
   search_images = FLAGS.search_images
-  return dict(searcher=FLAGS.searcher, **given(
+  return dict(searcher=FLAGS.searcher, search_metric=FLAGS.search_metric, **given(
       population_size=FLAGS.population_size, num_generations=FLAGS.num_generations,
       calibration_batches=FLAGS.calibration_batches, rescore_top_k=FLAGS.rescore_top_k),
               **({} if search_images is None else {"search_images": search_images or None}))
