@@ -94,6 +94,7 @@ images, 6-16 seeds), about 20-30 h for the default settings. Under
 import json
 import math
 import os
+import shutil
 import sys
 import time
 
@@ -468,9 +469,12 @@ class Bench:
       msg += f"; this comparison needs about {left} more such runs, {left * est / 60:.0f} min"
     log(f"run {self.runs_done + 1}: {msg}; {(time.time() - self.started) / 60:.0f} min so far")
 
-  def fit(self, model, data, epochs, lr):
+  def fit(self, model, data, epochs, lr, checkpoint_dir=None):
+    """The one training recipe; with `checkpoint_dir` it checkpoints every epoch and an interrupted run resumes."""
     self.tfmp.training.fit(model, data, epochs=epochs, learning_rate=lr, optimizer="adam", verbose=0,
-                           bn_data=self.splits.calibration)
+                           bn_data=self.splits.calibration, output_dir=checkpoint_dir)
+    if checkpoint_dir is not None:
+      shutil.rmtree(checkpoint_dir, ignore_errors=True)   # finished: the result is stored, the epochs are not needed
 
   def test_accuracy(self, model):
     return float(model.evaluate(self.splits.test, verbose=0, return_dict=True)["accuracy"])
@@ -527,7 +531,8 @@ class Bench:
       keras.utils.set_random_seed(0)
       model = tfmp.rebuild(space0, space0.largest(), name=f"user_{name}", bn_momentum=0.9)
       t0 = time.perf_counter()
-      self.fit(model, self.splits.make_train(0), FLAGS.train_epochs, FLAGS.train_learning_rate)
+      self.fit(model, self.splits.make_train(0), FLAGS.train_epochs, FLAGS.train_learning_rate,
+               self.workdir(name, "original_fit"))
       seconds = time.perf_counter() - t0
       acc = self.test_accuracy(model)
       if stored is not None and abs(100 * (acc - stored["test_accuracy"])) > 0.1:
@@ -573,10 +578,12 @@ class Bench:
       pn = net["trained"].pruning_net(**kwargs) if start == "trained" else tfmp.PruningNet(net["space"], **kwargs)
       epochs = FLAGS.pn_trained_epochs if start == "trained" else FLAGS.pn_scratch_epochs
       t0 = time.perf_counter()
+      fit_dir = self.workdir(net["name"], f"{start}_pn_{kind}_run{j}_fit")   # every epoch: an interruption resumes
       tfmp.training.fit(pn, self.splits.make_train(200 + j), epochs=epochs, learning_rate=3e-3, optimizer="adam",
-                        verbose=0, output_dir=self.workdir(net["name"], f"{start}_pn_{kind}_run{j}_fit"))
+                        verbose=0, output_dir=fit_dir)
       seconds = time.perf_counter() - t0
       pn.save(path)
+      shutil.rmtree(fit_dir, ignore_errors=True)
       ev = self.evaluator(net, pn, key)
       full = ev.accuracy(net["space"].largest())
       net["runs"].put(key, {"kind": f"pruningnet_{start}_{kind}", "seconds": seconds, "epochs": epochs,
@@ -691,7 +698,8 @@ class Bench:
       model = tfmp.rebuild(net["space"], s, bn_momentum=0.9)
       epochs, lr = FLAGS.train_epochs, FLAGS.train_learning_rate
     t0 = time.perf_counter()
-    self.fit(model, self.splits.make_train(seed), epochs, lr)   # the seed sets the data order too
+    self.fit(model, self.splits.make_train(seed), epochs, lr,   # the seed sets the data order too
+             self.workdir(net["name"], key.replace("/", "_") + "_fit"))
     seconds = time.perf_counter() - t0
     acc = self.test_accuracy(model)
     out = net["runs"].put(key, {"kind": kind, "method": method, "seed": seed, "search_run": j, "budget": r,
@@ -745,7 +753,7 @@ class Bench:
         model = net["trained"].rebuild(self.structure(net, r, "l1_uniform"), bn_momentum=0.9)
         epochs, lr, recipe = 2 * FLAGS.finetune_epochs, FLAGS.finetune_learning_rate, f"L1-uniform at {100 * r:g}%"
       t0 = time.perf_counter()
-      self.fit(model, self.splits.make_train(0), epochs, lr)
+      self.fit(model, self.splits.make_train(0), epochs, lr, self.workdir(net["name"], key.replace("/", "_") + "_fit"))
       seconds = time.perf_counter() - t0
       long = self.test_accuracy(model)
       found = net["runs"].put(key, {"kind": key.split("/")[-1], "recipe": recipe, "short_epochs": epochs // 2,
