@@ -4,7 +4,10 @@ Torch-Pruning proves its coverage with one script over the torchvision models;
 this is ours, over every CNN constructor of `keras.applications` (Keras 3:
 40), each built with its default arguments (preprocessing layers and the
 softmax head included) and `weights=None` at the smallest input it accepts
-(32x32, Xception 71, InceptionV3 / InceptionResNetV2 75). Per model, in
+(32x32, Xception 71, InceptionV3 / InceptionResNetV2 75) -- plus the two
+dense-prediction graphs of `tf_metaprune.models.dense_prediction` (`unet`: an
+H x W x K output; `two_head_detector`: class and box outputs) at 32x32x3 with
+their defaults. Per model, in
 stages (the first that fails is the model's "stage" and its one-line error):
 
 1. `read`: `SearchSpace.from_keras_model` reads it (a final softmax is read as
@@ -70,6 +73,8 @@ flags.DEFINE_bool("rerun", False, "Run models that already have a result again."
 flags.DEFINE_integer("timeout_s", 3600, "Per-model time limit (its subprocess is stopped; status 'refused', "
                      "stage 'timeout').")
 flags.DEFINE_string("output_dir", _common.RESULTS_DIR, "Where keras_applications.json goes.")
+flags.DEFINE_bool("write_readme", False, "Only rewrite the table between the keras_applications markers of "
+                  "benchmarks/README.md from the JSON (no model is run).")
 flags.DEFINE_string("_child", None, "Internal: run this one model and write its row to --_child_out.")
 flags.DEFINE_string("_child_out", None, "Internal.")
 FLAGS = flags.FLAGS
@@ -78,7 +83,7 @@ NAME = "keras_applications"
 SMALLEST_INPUT = {"Xception": 71, "InceptionV3": 75, "InceptionResNetV2": 75}
 HIDDEN_UNITS_MAX_PARAMS = 30_000_000
 # Roughly by size, so a cut-off run has the small models (the ones phones run) first.
-_SIZE_ORDER = ("MobileNetV3Small", "MobileNet", "MobileNetV2", "MobileNetV3Large", "EfficientNetB0", "NASNetMobile",
+_SIZE_ORDER = ("unet", "two_head_detector", "MobileNetV3Small", "MobileNet", "MobileNetV2", "MobileNetV3Large", "EfficientNetB0", "NASNetMobile",
                "EfficientNetV2B0", "EfficientNetB1", "EfficientNetV2B1", "DenseNet121", "EfficientNetB2",
                "EfficientNetV2B2", "EfficientNetB3", "EfficientNetV2B3", "DenseNet169", "EfficientNetB4",
                "DenseNet201", "Xception", "EfficientNetV2S", "InceptionV3", "ResNet50V2", "ResNet50",
@@ -88,10 +93,27 @@ _SIZE_ORDER = ("MobileNetV3Small", "MobileNet", "MobileNetV2", "MobileNetV3Large
 STAGES = ("build", "read", "reorder", "pruning_net", "rebuild", "tflite", "latency")
 
 
+# The dense-prediction graphs of issue 27 item 3 (tf_metaprune.models.dense_prediction), at their defaults.
+EXTRA_GRAPHS = ("unet", "two_head_detector")
+
+
 def constructors():
   import keras  # pylint: disable=g-import-not-at-top
   return sorted(k for k in dir(keras.applications)
                 if k[0].isupper() and inspect.isfunction(getattr(keras.applications, k)))
+
+
+def _build(name, size):
+  import keras  # pylint: disable=g-import-not-at-top
+  from tf_metaprune.models import dense_prediction  # pylint: disable=g-import-not-at-top
+  if name in EXTRA_GRAPHS:
+    return getattr(dense_prediction, name)((size, size, 3))
+  return getattr(keras.applications, name)(input_shape=(size, size, 3), weights=None)
+
+
+def _outputs(y):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  return [np.asarray(t) for t in y] if isinstance(y, (list, tuple)) else [np.asarray(y)]
 
 
 # ---- the user's op for InceptionResNetV2 (the extension point, from outside tf_metaprune.ops) ----------------
@@ -154,12 +176,16 @@ def _prepare(model, x):
 
 
 def _logits_diff(a, b, softmax):
+  """Max |a - b| over every output (for a softmax head: of the log-probabilities minus their mean)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  if softmax:   # probabilities: compare log-probabilities, centred (logits up to a constant per image)
-    a, b = np.log(np.maximum(a, 1e-30)), np.log(np.maximum(b, 1e-30))
-    a, b = a - a.mean(axis=-1, keepdims=True), b - b.mean(axis=-1, keepdims=True)
-  return float(np.abs(a - b).max())
+  worst = 0.0
+  for a, b in zip(_outputs(a), _outputs(b)):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if softmax:   # probabilities: compare log-probabilities, centred (logits up to a constant per image)
+      a, b = np.log(np.maximum(a, 1e-30)), np.log(np.maximum(b, 1e-30))
+      a, b = a - a.mean(axis=-1, keepdims=True), b - b.mean(axis=-1, keepdims=True)
+    worst = max(worst, float(np.abs(a - b).max()))
+  return worst
 
 
 def run_model(name):
@@ -175,7 +201,9 @@ def run_model(name):
   from tf_metaprune import pretrained  # pylint: disable=g-import-not-at-top
   register_user_ops()
   size = SMALLEST_INPUT.get(name, 32)
-  row = {"name": name, "input_size": size, "constructor_args": {"weights": None, "input_shape": [size, size, 3]},
+  args = ({"input_shape": [size, size, 3]} if name in EXTRA_GRAPHS
+          else {"weights": None, "input_shape": [size, size, 3]})
+  row = {"name": name, "input_size": size, "constructor_args": args,
          "status": "refused", "stage": "build", "error": None}
   started = time.time()
   times = {}
@@ -187,17 +215,18 @@ def run_model(name):
     row["stage"] = s
 
   try:
-    model = getattr(keras.applications, name)(input_shape=(size, size, 3), weights=None)
+    model = _build(name, size)
     rng = np.random.default_rng(1)
     x = rng.uniform(0, 255, (64, size, size, 3)).astype(np.float32)
     probe = x[:4]
     row["batch_norm_layers"] = _prepare(model, x)
-    ref = model(probe, training=False).numpy()
+    ref = model(probe, training=False)
     row["params_model"] = int(model.count_params())
     stage("read")
     space = tfmp.SearchSpace.from_keras_model(model)
     softmax = space.output_activation == "softmax"
     row.update(genes=len(space.genes), nodes=len(space.nodes), output_activation=space.output_activation,
+               outputs=len(model.outputs),
                params_full=int(space.params(space.largest())), mflops_full=float(space.mflops(space.largest())))
     if row["params_full"] != row["params_model"]:
       raise ValueError(f"space params {row['params_full']} != model.count_params() {row['params_model']}")
@@ -208,7 +237,8 @@ def run_model(name):
     trained = pretrained.TrainedModel(model, space=space)
     reordered = trained.reordered_model()   # with the user's head
     row["logit_max_abs_diff"] = _logits_diff(reordered(probe, training=False), ref, softmax)
-    row["logit_scale"] = float(np.abs(trained.reordered_model(output_activation=False)(probe, training=False)).max())
+    row["logit_scale"] = max(float(np.abs(o).max()) for o in _outputs(
+        trained.reordered_model(output_activation=False)(probe, training=False)))
     tolerance = 1e-3 * max(1.0, row["logit_scale"])
     if not row["logit_max_abs_diff"] <= tolerance:
       raise ValueError(f"reordered model differs from the model by {row['logit_max_abs_diff']:.3g} (logit scale "
@@ -217,7 +247,7 @@ def run_model(name):
     stage("pruning_net")
     row["hidden_units"] = 8 if row["params_full"] <= HIDDEN_UNITS_MAX_PARAMS else 0
     net = trained.pruning_net(hidden_units=row["hidden_units"])
-    full = net.call_structure(probe, space.largest()).numpy()
+    full = net.call_structure(probe, space.largest())
     as_model = tf.nn.softmax(full).numpy() if softmax else full
     row["pruning_net_max_abs_diff"] = _logits_diff(as_model, ref, softmax)
     if not row["pruning_net_max_abs_diff"] <= tolerance:
@@ -231,7 +261,7 @@ def run_model(name):
       if params != space.params(s) or abs(mflops - space.mflops(s)) > 1e-6:
         raise ValueError(f"{label} structure: rebuilt params/MFLOPs {params}/{mflops} != space's "
                          f"{space.params(s)}/{space.mflops(s)}")
-      diff = float(np.abs(rebuilt(probe, training=False).numpy() - net.call_structure(probe, s).numpy()).max())
+      diff = _logits_diff(rebuilt(probe, training=False), net.call_structure(probe, s), False)
       row["rebuild_max_abs_diff"] = max(row["rebuild_max_abs_diff"], diff)
       row[f"params_{label}"], row[f"mflops_{label}"] = params, mflops
       del rebuilt
@@ -240,7 +270,7 @@ def run_model(name):
     half_model = trained.rebuild(half)   # logits: an int8 softmax output steps by 1/256, coarser than 1/1000
     flat = tflite_export.convert(half_model, "int8", representative_data=x[:16], num_calibration_batches=16)
     report = tflite_export.check_parity(flat, half_model, tf.data.Dataset.from_tensor_slices(x[16:32]).batch(8))
-    logit_range = float(np.ptp(half_model(x[16:32], training=False).numpy()))
+    logit_range = min(float(np.ptp(o)) for o in _outputs(half_model(x[16:32], training=False)))
     row.update(tflite_agreement=float(report.top1_agreement), tflite_max_abs_diff=float(report.max_abs_logit_diff),
                tflite_rel_diff=float(report.max_abs_logit_diff) / max(logit_range, 1e-12),
                tflite_kb=round(len(flat) / 1024, 1))
@@ -294,18 +324,60 @@ def _table(rows):
   return _common.markdown_table(headers, body)
 
 
+README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md")
+START, END = "<!-- keras_applications:start -->", "<!-- keras_applications:end -->"
+
+
+def readme_section(data):
+  """The Markdown written between the markers: what was run, the table, the refusals by name."""
+  rows = data["models"]
+  ok = [r for r in rows if r["status"] == "ok"]
+  seconds = [r["seconds"] for r in rows]
+  loads = [r["load_average"][0] for r in rows if r.get("load_average")]
+  refused = [f"{r['name']} ({r['stage']}: {r['error']})" for r in rows if r["status"] != "ok"]
+  lines = [f"Measured (started {data['machine'].get('date_utc', '')} UTC) on {data['machine'].get('device', '?')}, "
+           f"{data['machine'].get('cpus', '?')} cores, "
+           f"TF {data['machine'].get('tensorflow', '?')}, Keras {data['machine'].get('keras', '?')}. Command: "
+           "`nice -n 19 python benchmarks/keras_applications.py` (then `--write_readme`). "
+           f"**{len(ok)} of {len(rows)} ok**" + (f"; refused: {'; '.join(refused)}." if refused else "."),
+           "",
+           f"Seconds per model are wall time of a `nice -n 19` run on a shared machine (load average "
+           f"{min(loads, default=0):.1f}-{max(loads, default=0):.1f} during the run; total {sum(seconds) / 60:.0f} "
+           "min): not a speed figure. No constructor argument was changed: default arguments, `weights=None`, "
+           "the smallest input (InceptionResNetV2's CustomScaleLayer is read by an `Op` this script registers, "
+           "as a user would: [docs/own_layers.md](../docs/own_layers.md)).", "", _table(rows)]
+  return "\n".join(lines)
+
+
+def write_readme(path):
+  with open(path) as f:
+    data = json.load(f)
+  with open(README) as f:
+    text = f.read()
+  if START not in text or END not in text:
+    raise ValueError(f"{README} has no {START} ... {END} markers; add them where the table goes")
+  head, rest = text.split(START, 1)
+  _, tail = rest.split(END, 1)
+  with open(README, "w") as f:
+    f.write(head + START + "\n" + readme_section(data) + "\n" + END + tail)
+  print(f"wrote the table of {len(data['models'])} models into {README}")
+
+
 def main(argv):
   del argv
+  if FLAGS.write_readme:
+    write_readme(os.path.join(FLAGS.output_dir, NAME + ".json"))
+    return
   if FLAGS._child:  # pylint: disable=protected-access
     row = run_model(FLAGS._child)  # pylint: disable=protected-access
     with open(FLAGS._child_out, "w") as f:  # pylint: disable=protected-access
       json.dump(_common.jsonable(row), f)
     return
-  names = FLAGS.models or constructors()
-  unknown = sorted(set(names) - set(constructors()))
+  names = FLAGS.models or constructors() + list(EXTRA_GRAPHS)
+  unknown = sorted(set(names) - set(constructors()) - set(EXTRA_GRAPHS))
   if unknown:
     raise app.UsageError(f"--models={','.join(unknown)}: not keras.applications constructors; choose from "
-                         f"{', '.join(constructors())}")
+                         f"{', '.join(constructors() + list(EXTRA_GRAPHS))}")
   report = _common.Report(NAME, FLAGS.output_dir)
   os.makedirs(FLAGS.output_dir, exist_ok=True)
   done = _load(report.path(".json"))

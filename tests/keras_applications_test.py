@@ -2,7 +2,7 @@
 
 keras.applications constructors with default arguments (preprocessing, the
 softmax head) and `weights=None`, at tiny scale (32x32 grayscale, 10 classes,
-200 images): the PruningNet starts from the reordered model and trains one
+96 images): the PruningNet starts from the reordered model and trains one
 epoch, the evolution searches at 50% FLOPs, the pick is rebuilt, retrained one
 epoch from the kept channels and exported to int8 TFLite -- which keeps the
 softmax head. Every constructor through the library path is
@@ -10,15 +10,12 @@ benchmarks/keras_applications.py.
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import testutil  # tests/testutil.py
 
 
 @pytest.mark.slow
@@ -27,13 +24,11 @@ def test_keras_applications_model_is_pruned_at_half_the_flops_and_exported_to_in
   model = getattr(keras.applications, constructor)(input_shape=(32, 32, 1), weights=None, classes=10)
   path = str(tmp_path / f"{constructor}.keras")
   model.save(path)
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
-  args = [f"--keras_model={path}", "--init=pretrained", "--dataset=mnist_subset", "--input_size=32",
-          "--max_examples=200", "--batch_size=32", "--epochs=1", "--hidden_units=4", "--flops_ratio=0.5",
-          "--population_size=6", "--num_generations=2", "--retrain_epochs=1", "--num_runs=2", "--verbose=0",
-          f"--output_dir={tmp_path / 'run'}"]
-  proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "metaprune.py"), *args],
-                        capture_output=True, text=True, env=env, timeout=1500)
+  proc = testutil.run_binary(
+      "metaprune.py", f"--keras_model={path}", "--init=pretrained", "--dataset=mnist_subset", "--input_size=32",
+      "--max_examples=96", "--batch_size=32", "--epochs=1", "--hidden_units=4", "--flops_ratio=0.5",
+      "--population_size=4", "--num_generations=1", "--retrain_epochs=1", "--num_runs=1", "--verbose=0",
+      f"--output_dir={tmp_path / 'run'}", timeout=1500)
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(tmp_path / "run" / "report.json") as f:
     report = json.load(f)
