@@ -153,9 +153,8 @@ class PruningNet(keras.Model):
     self._layouts, self._layout_id = [], {}
     self._enc_rows = []  # per generator layer: layout ids of (input, output)
     self._op_layers, self._activations = {}, {}
-    for node in sp.nodes:
-      if node.op != "input":
-        ops.get(node.op).build_pruning(self, node)  # generators, width batch norms, parameter-free layers
+    for node in sp.layer_nodes:
+      ops.get(node.op).build_pruning(self, node)  # generators, width batch norms, parameter-free layers
     # Per generator layer: layout ids of (input width, output width); per BN layer: the gene
     # of its width (num_genes = the constant choice 0 of fixed or concatenated widths).
     self._enc_index = np.array(self._enc_rows, np.int32).reshape(-1, 2)
@@ -279,7 +278,7 @@ class PruningNet(keras.Model):
 
     call = _Call(encodings, widths, batch_norm)
     for node in sp.nodes:
-      if node.op == "input":
+      if node.is_input:
         values[node.name] = x
         continue
       call.in_index = index_of.get(sp.layout_indices(node.inputs[0])) if self._multi_layouts else None
@@ -419,9 +418,7 @@ class PruningNet(keras.Model):
       return _layout_channel_index(tf.constant(ext.astype(np.int32)), lay, self._max_ext).numpy()
 
     out = {}
-    for node in sp.nodes:
-      if node.op == "input":
-        continue
+    for node in sp.layer_nodes:
       gen = _Generated(sp, s, layout_ratio, index, cin=int(sum(ext[i] for i in sp.layout_indices(node.inputs[0]))),
                        cout=int(sum(ext[i] for i in sp.layout_indices(node.name))))
       w = ops.get(node.op).generated_weights(self, node, gen)

@@ -136,6 +136,9 @@ class Op:
 
   Attributes:
     name: the `Node.op` string.
+    is_input: the node is the image input (the graph's source: no inputs,
+      no layer of its own); `Node.is_input` and `SearchSpace.layer_nodes`
+      read it, so no caller tests the op's name.
     weight_op: the node owns weights the PruningNet generates.
     multi_input: the node joins several inputs (otherwise exactly one).
     keras_types: Keras layer classes (exact types) `from_keras_model` reads
@@ -211,6 +214,7 @@ class Op:
   """
 
   name = None
+  is_input = False
   weight_op = False
   holds_weights = False
   multi_input = False
@@ -538,6 +542,7 @@ def _set_base_kernel(layer, kernel):
 class Input(Op):
   """The image input: its channels are fixed."""
   name = "input"
+  is_input = True
   keras_types = (L.InputLayer,)
   keras_doc = "InputLayer"
   latency_role = "free"
