@@ -51,11 +51,11 @@ class _WeightOp(Op):
     return weights["gamma"] if (node.layer is None and "gamma" in weights) else None
 
   def set_pruning_weights(self, net, node, weights):
-    layer = net.generator_layers[net._layer_of[node.name]]  # pylint: disable=protected-access
+    layer = net.generator_layers[net.layer_of[node.name]]
     _set_base_kernel(layer, weights[self._kernel_keys[-1]])
     if getattr(layer, "use_bias", False):
       layer.bias.assign(weights.get("bias", np.zeros(layer.bias.shape, np.float32)))
-    if node.name in net._bn_of:  # pylint: disable=protected-access
+    if node.name in net.bn_of:
       _set_width_bn(net, node, weights)
 
   def _implied_params(self, node, couts, one):
@@ -75,11 +75,11 @@ class _WeightOp(Op):
 
   def build_pruning(self, net, node):
     if node.layer is not None:
-      net._activations[node.name] = keras.activations.get(node.layer["config"].get("activation"))  # pylint: disable=protected-access
-    self._build_generators(net, node, net._layout_rows(node), net.space.max_channels(node.inputs[0]),  # pylint: disable=protected-access
+      net.node_activations[node.name] = keras.activations.get(node.layer["config"].get("activation"))
+    self._build_generators(net, node, net.layout_rows(node), net.space.max_channels(node.inputs[0]),  # pylint: disable=protected-access
                            net.space.max_channels(node.name), self._common(net, node))
     if self.conv_like and node.bn and node.layer is None:
-      net._add_width_bn(node, affine=net.bn_affine, epsilon=1e-3, name=node.name + "_bn")  # pylint: disable=protected-access
+      net.add_width_bn(node, affine=net.bn_affine, epsilon=1e-3, name=node.name + "_bn")
 
   def _build_generators(self, net, node, rows, cin_max, cout_max, common):
     raise NotImplementedError
@@ -87,7 +87,7 @@ class _WeightOp(Op):
   def pruning_call(self, net, node, inputs, call):
     y = self._generated_call(net, node, inputs[0], call)
     if node.layer is not None:
-      return net._activations[node.name](y)  # pylint: disable=protected-access
+      return net.node_activations[node.name](y)
     if self.conv_like:
       if node.bn:
         y = call.batch_norm(y, node.name)
@@ -95,16 +95,16 @@ class _WeightOp(Op):
     return y
 
   def _generated_call(self, net, node, x, call):
-    li = net._layer_of[node.name]  # pylint: disable=protected-access
+    li = net.layer_of[node.name]
     layer = net.generator_layers[li]
     if call.in_index is not None:
       return layer(x, encoding=call.encodings[li], out_channels=call.widths[li], in_index=call.in_index)
     return layer(x, encoding=call.encodings[li], out_channels=call.widths[li])
 
   def generated_weights(self, net, node, gen):
-    li = net._layer_of[node.name]  # pylint: disable=protected-access
+    li = net.layer_of[node.name]
     layer = net.generator_layers[li]
-    w = self._generated_kernels(net, node, gen, layer, tf.constant(gen.layout_ratio[net._enc_index[li]]))  # pylint: disable=protected-access
+    w = self._generated_kernels(net, node, gen, layer, tf.constant(gen.layout_ratio[net.encoding_index[li]]))  # pylint: disable=protected-access
     if not self.bias_in_kernels and getattr(layer, "use_bias", False):
       w["bias"] = layer.bias.numpy()[:gen.cout]
     if self.conv_like and node.bn and node.layer is None:
@@ -135,7 +135,7 @@ class _WeightOp(Op):
     return ((2, 3),) + (((None, 0),) if node.has_bias else ())
 
   def _builtin_masked_export(self, net, node, model, cin, cout):
-    i = net._index[node.name]  # pylint: disable=protected-access
+    i = net.node_index[node.name]
     src = net.node_layers[i].get_weights()
     model.get_layer(node.name).set_weights(self._builtin_export_arrays(node, src, cin, cout))
     if self.conv_like and node.bn:
@@ -158,7 +158,7 @@ class _WeightOp(Op):
     layers = [self._builtin_masked_layer(net, node)]
     if self.conv_like and node.bn:
       layers.append(L.BatchNormalization(momentum=net.bn_momentum, epsilon=1e-3, name=node.name + "_bn"))
-    net._add_node_layers(node, layers)  # pylint: disable=protected-access
+    net.add_node_layers(node, layers)
 
   def _builtin_masked_layer(self, net, node):
     return self.builtin_layer(node, net.space.max_channels(node.name), name=node.name)
@@ -166,7 +166,7 @@ class _WeightOp(Op):
   def masked_call(self, net, node, inputs, training, mask):
     if node.layer is not None:
       return super().masked_call(net, node, inputs, training, mask)
-    i = net._index[node.name]  # pylint: disable=protected-access
+    i = net.node_index[node.name]
     y = net.node_layers[i](inputs[0])
     if self.conv_like and node.bn:
       y = net.node_layers[i + 1](y, training=training)
@@ -233,8 +233,8 @@ class Conv(_WeightOp):
     return super().read_keras(layer, ins, out, in_lay, groups)
 
   def _build_generators(self, net, node, rows, cin_max, cout_max, common):
-    net._add_generator(tfmp_layers.GeneratedConv2D(cin_max, cout_max, node.kernel_size, node.strides,  # pylint: disable=protected-access
-                                                   name=node.name, **common), node.name, net._layer_of, rows)  # pylint: disable=protected-access
+    net.add_generator(tfmp_layers.GeneratedConv2D(cin_max, cout_max, node.kernel_size, node.strides,
+                                                   name=node.name, **common), node.name, net.layer_of, rows)
 
   def _builtin_export_arrays(self, node, src, cin, cout):
     return [src[0][:, :, cin][:, :, :, cout]] + ([] if node.bn else [src[1][cout]])
@@ -276,12 +276,12 @@ class DepthwiseConv(_WeightOp):
                            use_bias=bool(layer.use_bias), dilation=compact(pair(layer.dilation_rate))), None
 
   def _build_generators(self, net, node, rows, cin_max, cout_max, common):
-    net._add_generator(tfmp_layers.GeneratedDepthwiseConv2D(cout_max, node.kernel_size, node.strides,  # pylint: disable=protected-access
+    net.add_generator(tfmp_layers.GeneratedDepthwiseConv2D(cout_max, node.kernel_size, node.strides,
                                                             name=node.name, **common),
-                       node.name, net._layer_of, rows)  # pylint: disable=protected-access
+                       node.name, net.layer_of, rows)
 
   def _generated_call(self, net, node, x, call):
-    li = net._layer_of[node.name]  # pylint: disable=protected-access
+    li = net.layer_of[node.name]
     return net.generator_layers[li](x, encoding=call.encodings[li][1:], in_index=call.in_index)
 
   def _generated_kernels(self, net, node, gen, layer, enc):
@@ -332,8 +332,8 @@ class Dense(_WeightOp):
     return super().read_keras(layer, ins, out, in_lay, groups)
 
   def _build_generators(self, net, node, rows, cin_max, cout_max, common):
-    net._add_generator(tfmp_layers.GeneratedDense(cin_max, cout_max, name=node.name, **common), node.name,  # pylint: disable=protected-access
-                       net._layer_of, rows)  # pylint: disable=protected-access
+    net.add_generator(tfmp_layers.GeneratedDense(cin_max, cout_max, name=node.name, **common), node.name,
+                       net.layer_of, rows)
 
   def keras_layer(self, node, channels):
     config = copy.deepcopy(node.layer)
@@ -389,24 +389,24 @@ class SeparableConv(_WeightOp):
     return super().read_keras(layer, ins, out, in_lay, groups)
 
   def _build_generators(self, net, node, rows, cin_max, cout_max, common):
-    net._add_generator(tfmp_layers.GeneratedDepthwiseConv2D(  # pylint: disable=protected-access
+    net.add_generator(tfmp_layers.GeneratedDepthwiseConv2D(
         cin_max, node.kernel_size, node.strides, name=node.name + "_depthwise", padding=node.padding,
-        dilation_rate=node.dilation, hidden_units=net.hidden_units), node.name, net._dw_of, (rows[0], rows[0]))  # pylint: disable=protected-access
-    net._add_generator(tfmp_layers.GeneratedConv2D(cin_max, cout_max, 1, 1, name=node.name,  # pylint: disable=protected-access
+        dilation_rate=node.dilation, hidden_units=net.hidden_units), node.name, net.depthwise_of, (rows[0], rows[0]))
+    net.add_generator(tfmp_layers.GeneratedConv2D(cin_max, cout_max, 1, 1, name=node.name,
                                                    hidden_units=net.hidden_units, use_bias=node.has_bias),
-                       node.name, net._layer_of, rows)  # pylint: disable=protected-access
+                       node.name, net.layer_of, rows)
 
   def _generated_call(self, net, node, x, call):
-    li, di = net._layer_of[node.name], net._dw_of[node.name]  # pylint: disable=protected-access
+    li, di = net.layer_of[node.name], net.depthwise_of[node.name]
     y = net.generator_layers[di](x, encoding=call.encodings[di][1:], in_index=call.in_index)
     return net.generator_layers[li](y, encoding=call.encodings[li], out_channels=call.widths[li],
                                     in_index=call.in_index)
 
   def _generated_kernels(self, net, node, gen, layer, enc):
-    di = net._dw_of[node.name]  # pylint: disable=protected-access
+    di = net.depthwise_of[node.name]
     dw = net.generator_layers[di]
     idx = gen.index(node.inputs[0])
-    return {"depthwise_kernel": dw.sliced_kernel(tf.constant(gen.layout_ratio[net._enc_index[di]])[1:],  # pylint: disable=protected-access
+    return {"depthwise_kernel": dw.sliced_kernel(tf.constant(gen.layout_ratio[net.encoding_index[di]])[1:],
                                                  gen.cin, idx).numpy(),
             "pointwise_kernel": layer.sliced_kernel(enc, gen.cin, gen.cout, idx).numpy()}
 
@@ -420,5 +420,5 @@ class SeparableConv(_WeightOp):
   _kernel_axes = {"depthwise_kernel": (2, None), "pointwise_kernel": (2, 3)}
 
   def set_pruning_weights(self, net, node, weights):
-    _set_base_kernel(net.generator_layers[net._dw_of[node.name]], weights["depthwise_kernel"])  # pylint: disable=protected-access
+    _set_base_kernel(net.generator_layers[net.depthwise_of[node.name]], weights["depthwise_kernel"])
     super().set_pruning_weights(net, node, weights)

@@ -245,7 +245,7 @@ class MaskedNet(keras.Model):
     for m in self.masks:
       m.build()
     self.node_layers = []
-    self._index = {}
+    self.node_index = {}
     for node in space.layer_nodes:
       ops.get(node.op).build_masked(self, node)  # full-width plain layers (tf_metaprune.ops)
     self._build_layers()
@@ -253,9 +253,9 @@ class MaskedNet(keras.Model):
   def _build_layers(self):
     self(tf.zeros((1,) + tuple(self.space.input_shape)))
 
-  def _add_node_layers(self, node, layers):
+  def add_node_layers(self, node, layers):
     """Called by the ops' `build_masked`: a node's full-width layers, in call order."""
-    self._index[node.name] = len(self.node_layers)
+    self.node_index[node.name] = len(self.node_layers)
     self.node_layers.extend(layers)
 
   def _mask(self, y, node_name, training):
