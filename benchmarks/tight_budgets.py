@@ -64,9 +64,12 @@ Resuming. Every finished run is one small JSON file under
 `benchmarks/results/tight_budgets/<network>/` (committed, so a later session
 on another machine resumes from them); the models, PruningNets and search
 states live in `--workdir` (runs/tight_budgets, not committed). A rerun skips
-every stored run. The user's model is needed by the trained start: on a
-machine without it, it is retrained and must reproduce the stored test
-accuracy within 0.1 pt, else the script stops and says so. The settings that
+every stored run. The user's model's weights are committed too
+(`<network>/original.weights.h5`, about 2 MB), since every trained-start run
+depends on that very model; without them (and without the work folder) it
+is retrained and must reproduce the stored test accuracy within 0.1 pt, else
+the script stops and says so. A PruningNet missing from the work folder is
+trained again (only searches not yet stored need it). The settings that
 define a network's runs (data, recipes) are in its `protocol.json`; a rerun
 with other settings is refused (use another `--results_name`). After every
 run `tight_budgets.json` (the comparisons, the schema of issue 24 item 5) and
@@ -493,7 +496,15 @@ class Bench:
       space0 = tfmp.models.small_cnn((28, 28, 1), 10)
     ratios = pipeline.width_ratios(0.1, 0.03)
     path = self.workdir(name, "original.keras")
+    # The user's model's weights are committed beside its runs (about 2 MB): every trained-start run depends on
+    # this very model, so another machine resumes with it instead of retraining a slightly different one.
+    weights = runs.path("original")[:-len(".json")] + ".weights.h5"
     stored = runs.get("original")
+    if not os.path.exists(path) and os.path.exists(weights):
+      model = tfmp.rebuild(space0, space0.largest(), name=f"user_{name}", bn_momentum=0.9)
+      model.load_weights(weights)
+      model.save(path)
+      log(f"{name} original: the committed weights {weights}")
     if not os.path.exists(path):
       self.check_time()
       net_stub = {"name": name, "runs": runs}
@@ -516,6 +527,8 @@ class Bench:
       self.runs_done += 1
       log(f"{name} original: {100 * acc:.2f}% ({seconds:.0f} s)")
     model = keras.saving.load_model(path)
+    if not os.path.exists(weights):
+      model.save_weights(weights)
     model.compile(loss=tfmp.training.SparseCrossentropyWithSmoothing(), metrics=["accuracy"])
     trained = pretrained.TrainedModel(model, width_ratios=ratios, divisor=4)
     self.networks[name] = {"name": name, "runs": runs, "model": model, "trained": trained, "space": trained.space,
@@ -744,10 +757,40 @@ class Bench:
     self.protocol["last_run_utc"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     return summarize(self.results_dir, parse_settings(FLAGS.settings), self.protocol)
 
+  def plan_left(self, settings):
+    """(final trainings left, estimated minutes) over every setting, each comparison at the seeds it needs now."""
+    count, minutes, seen = 0, 0.0, set()
+    for network, start, r in settings:
+      runs = Runs(os.path.join(self.results_dir, FLAGS.results_name, network))
+      original = runs.get("original")
+      per_run = self.estimate(runs, f"final_{start}")
+      if per_run is None and original is not None:   # no final run yet: scale the user's model's training
+        per_run = original["seconds"] * (FLAGS.finetune_epochs if start == "trained" else FLAGS.train_epochs) / \
+            FLAGS.train_epochs
+      headline, others = comparison_names(start)
+      for a, b in [headline] + [(x, y) for x, y in others if y == headline[0]]:
+        diffs = []
+        for seed in range(FLAGS.max_seeds):
+          ra, rb = runs.get(final_key(start, r, a, seed)), runs.get(final_key(start, r, b, seed))
+          if ra and rb:
+            diffs.append(100 * (ra["test_accuracy"] - rb["test_accuracy"]))
+        n = seeds_needed(diffs)
+        for m in (a, b):
+          for seed in range(n):
+            key = (network, final_key(start, r, m, seed))
+            if key not in seen and runs.get(key[1]) is None:
+              seen.add(key)
+              count += 1
+              minutes += (per_run or 0.0) / 60
+    return count, minutes
+
   def run(self, settings):
     first_trained, first_scratch = set(), set()
     for network, start, r in settings:
       net = self.network(network)
+      count, minutes = self.plan_left(settings)
+      log(f"the whole plan: about {count} final trainings left (not counting PruningNets and searches), "
+          f"{minutes / 60:.1f} h at the pace measured so far (0 before a network's first run)")
       headline, others = comparison_names(start)
       log(f"setting {network}:{start}:{r:g}: headline {headline[0]}-{headline[1]}")
       self.bring_to_target(net, start, r, [headline])

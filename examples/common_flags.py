@@ -297,12 +297,15 @@ def define_search_flags(num_generations=20, time_note=""):
                        "(default: all).")
   flags.DEFINE_integer("rescore_top_k", 0, "Re-score the search's best k on the whole search split (4x the "
                        "calibration batches) and pick the best of them (0: off).")
+  flags.DEFINE_string("search_metric", None, "What the search ranks structures by: accuracy (top-1, the default), "
+                      "loss (the training loss), or a Keras metric or loss name, e.g. "
+                      "sparse_categorical_crossentropy (on logits) or mean_iou.")
 
 
 def search_kwargs():
   return dict(searcher=FLAGS.searcher, population_size=FLAGS.population_size, num_generations=FLAGS.num_generations,
               calibration_batches=FLAGS.calibration_batches, search_images=FLAGS.search_images,
-              rescore_top_k=FLAGS.rescore_top_k)
+              rescore_top_k=FLAGS.rescore_top_k, search_metric=FLAGS.search_metric)
 
 
 def define_retrain_flags(epochs=8, learning_rate=0.003, optimizer="adam", prefix="retrain_", time_note=""):

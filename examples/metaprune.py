@@ -6,6 +6,7 @@ One command, one output folder, every stage resumable:
   python examples/metaprune.py --model=resnet20 --dataset=tfds:cifar10 --max_mflops=20 --output_dir=runs/r20
   python examples/metaprune.py --keras_model=my_cnn.keras --init=pretrained --distill --flops_ratio=0.25 \
       --dataset=folder:my_images --output_dir=runs/mine     # prune a model you trained
+  python examples/metaprune.py --search_metric=sparse_categorical_crossentropy ...   # rank by a Keras metric/loss
 
 Writes to --output_dir: pruningnet/ (the trained PruningNet, TensorBoard logs,
 checkpoints), structure.json and uniform_structure.json (the searched and the

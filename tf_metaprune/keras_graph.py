@@ -12,7 +12,8 @@ Sequential Keras 3 CNN by walking its graph:
   * Add and Multiply join the groups of their inputs into one (residual and
     squeeze-and-excitation branches move together);
   * Concatenate keeps each input's group in its own slice of the output;
-  * groups that touch the model's input or output (the classifier) are fixed,
+  * groups that touch the model's input or an output (the classifier, a
+    segmentation map's classes, a detector's box coordinates) are fixed,
     and so are groups that a Flatten or Reshape turns into positions x
     channels (a warning names the layer);
   * every prunable group becomes one `Gene` named after its first layer;
@@ -96,9 +97,9 @@ def _functional(model):
                        "call model.build((None, H, W, C)) first")
     inputs = keras.Input(shape=tuple(shape[1:]), name="input")
     return _unique_names(model, inputs, _call_flat(model, inputs))
-  if len(model.inputs) != 1 or len(model.outputs) != 1:
-    raise ValueError(f"model {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
-                     "from_keras_model reads single-input, single-output image classifiers")
+  if len(model.inputs) != 1:
+    raise ValueError(f"model {model.name!r} has {len(model.inputs)} inputs; from_keras_model reads models with one "
+                     "image input")
   if not any(isinstance(op, keras.Model) for op in model.operations):
     return model
   source = model.inputs[0]
@@ -131,7 +132,7 @@ def _unique_names(model, inputs, outputs):
 
 def _graph_nodes(model):
   """The Keras graph nodes of `model`, found by walking back from its output."""
-  seen, stack = {}, [model.outputs[0]]
+  seen, stack = {}, list(model.outputs)
   while stack:
     tensor = stack.pop()
     op, node_index, _ = tensor._keras_history  # pylint: disable=protected-access
@@ -156,22 +157,26 @@ class KerasGraph:
   Attributes:
     name: the model's name.
     input_shape: (H, W, C) of its image input.
-    num_classes: its output width.
+    num_classes: its (first) output's width.
     genes: [(gene name, full width)] of the prunable channel groups, in order.
     nodes: one dict of `Node` fields per layer, topologically ordered; `out`
       names a gene of `genes` or a fixed width. They end with the logits: a
       final softmax/sigmoid is not among them.
+    outputs: the names of the layers whose outputs are the model's, in order.
     output_activation: "softmax" or "sigmoid" if the model ended with one
       (its nodes then compute the pre-activation, the logits), else None.
+      Read off single-output models only.
     output_layer: the serialized Keras layer that applies it again (the
       user's own `Softmax`/`Activation` layer, or an `Activation` named
       "<classifier>_<activation>" for a `Dense(activation=...)`), or None.
   """
 
-  def __init__(self, name, input_shape, num_classes, genes, nodes, output_activation=None, output_layer=None):
+  def __init__(self, name, input_shape, num_classes, genes, nodes, output_activation=None, output_layer=None,
+               outputs=None):
     self.name, self.input_shape, self.num_classes = name, tuple(input_shape), int(num_classes)
     self.genes, self.nodes = list(genes), list(nodes)
     self.output_activation, self.output_layer = output_activation, output_layer
+    self.outputs = list(outputs) if outputs is not None else [self.nodes[-1]["name"]]
 
 
 def read_keras_model(model) -> KerasGraph:
@@ -183,7 +188,8 @@ def read_keras_model(model) -> KerasGraph:
 
   Args:
     model: a built Keras 3 functional or Sequential model with one
-      channels-last image input and one output (the classifier, never pruned).
+      channels-last image input and one or more outputs, each (batch,
+      classes) or (batch, H, W, channels) (never pruned).
 
   Returns:
     A `KerasGraph`.
@@ -239,13 +245,24 @@ def read_keras_model(model) -> KerasGraph:
     optype = reader.name
     layout[id(out)] = lay
     records.append((op, optype, in_names, fields, out_group, out))
-  out_tensor = model.outputs[0]
-  if len(out_tensor.shape) != 2:
-    raise ValueError(f"model {model.name!r} outputs shape {tuple(out_tensor.shape)}; from_keras_model needs a "
-                     "(batch, classes) classifier output")
-  for g in layout[id(out_tensor)]:
-    groups.freeze(g)  # the classifier output is never pruned
-  return _split_output_activation(_describe(model, records, groups))
+  output_names = []
+  for out_tensor in model.outputs:
+    if len(out_tensor.shape) not in (2, 4):
+      raise ValueError(f"model {model.name!r} outputs shape {tuple(out_tensor.shape)}; from_keras_model reads "
+                       "(batch, classes) logits or (batch, height, width, channels) dense predictions")
+    src, _, tensor_index = out_tensor._keras_history  # pylint: disable=protected-access
+    if src.name in output_names or tensor_index != 0:
+      raise ValueError(f"model {model.name!r} returns layer {src.name!r}'s output twice (or one of several of its "
+                       "outputs); give every model output its own layer")
+    output_names.append(src.name)
+    for g in layout[id(out_tensor)]:
+      groups.freeze(g)  # an output's channels (classes, box coordinates, ...) are never pruned
+  graph = _describe(model, records, groups, output_names)
+  if graph.outputs != [graph.nodes[-1]["name"]]:
+    return graph   # several outputs: each head is read as it is (no activation taken off)
+  graph = _split_output_activation(graph)
+  graph.outputs = [graph.nodes[-1]["name"]]
+  return graph
 
 
 #: The activations a classifier may end with that `read_keras_model` reads off as the logits' activation.
@@ -278,7 +295,7 @@ def _split_output_activation(graph):
   return graph
 
 
-def _describe(model, records, groups):
+def _describe(model, records, groups, output_names):
   """Turns the grouped records into genes and node fields."""
   genes, gene_of_root, nodes = [], {}, []
   for op, optype, in_names, fields, out_group, out in records:
@@ -301,4 +318,5 @@ def _describe(model, records, groups):
   if not genes:
     raise ValueError(f"model {model.name!r} has no prunable channels: every channel group touches the input, "
                      "the classifier output or a Flatten/Reshape; there is nothing to search")
-  return KerasGraph(model.name, tuple(model.inputs[0].shape[1:]), int(model.outputs[0].shape[-1]), genes, nodes)
+  return KerasGraph(model.name, tuple(model.inputs[0].shape[1:]), int(model.outputs[0].shape[-1]), genes, nodes,
+                    outputs=output_names)

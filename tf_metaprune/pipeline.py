@@ -86,7 +86,7 @@ _NET_KEYS = ("keras_model", "importance", "recalibrate_original", "model", "widt
              "pruningnet_learning_rate", "pruningnet_optimizer", "hidden_units", "bn_mode", "bn_affine", "sampling")
 _SEARCH_KEYS = ("searcher", "max_mflops", "flops_ratio", "min_flops_ratio", "max_params", "max_latency_ms",
                 "latency_table", "population_size", "num_generations", "calibration_batches", "search_images",
-                "rescore_top_k")
+                "rescore_top_k", "search_metric")
 _RETRAIN_KEYS = ("retrain_epochs", "retrain_learning_rate", "retrain_optimizer", "init", "distill",
                  "distill_temperature", "distill_weight")
 _EXPORT_KEYS = ("export_num_runs", "export_num_threads", "export_calibration_batches")
@@ -183,6 +183,10 @@ class PipelineConfig:
       re-scored on the whole split before the pick.
     rescore_top_k: re-score the search's best k on the whole search split
       with 4x the calibration batches and pick the best of them (0: off).
+    search_metric: what the search ranks structures by
+      (`tf_metaprune.calibration.SearchMetric`): None or "accuracy" (top-1,
+      MetaPruning's), "loss" (the training loss), or any Keras metric or
+      loss name, e.g. "sparse_categorical_crossentropy" (applied to logits).
     retrain_epochs, retrain_learning_rate, retrain_optimizer: the recipe that
       trains both the searched and the uniform structure.
     init: "scratch" (fresh weights, the paper), "generated" (start from the
@@ -230,6 +234,7 @@ class PipelineConfig:
   calibration_batches: int = 4
   search_images: Optional[int] = None
   rescore_top_k: int = 0
+  search_metric: Optional[str] = None
   retrain_epochs: int = 8
   retrain_learning_rate: float = 0.003
   retrain_optimizer: str = "adam"
@@ -305,6 +310,11 @@ class PipelineConfig:
     if isinstance(self.rescore_top_k, bool) or not isinstance(self.rescore_top_k, (int, np.integer)) or (
         self.rescore_top_k < 0):
       bad("rescore_top_k", "must be an integer >= 0 (0 = no re-scoring)")
+    if self.search_metric is not None:
+      try:
+        pipeline_search_metric(self.search_metric)
+      except ValueError as e:
+        bad("search_metric", str(e))
     for name in ("max_mflops", "max_params", "max_latency_ms"):
       v = getattr(self, name)
       if v is not None and not float(v) > 0:
@@ -727,6 +737,12 @@ def trained_model_and_space(config: PipelineConfig, splits, log: Callable[[str],
     return None, build_space(config, splits.input_shape, splits.num_classes)
   trained = load_trained_model(config)
   space = trained.space
+  if not space.is_classifier:
+    shapes = ", ".join(f"{o} {space.output_shape(o)}" for o in space.outputs)
+    raise ValueError(f"keras_model {config.keras_model!r} predicts {shapes} per image, not one vector of class "
+                     "logits, and the pipeline's datasets hold one class id per image; prune it through the library "
+                     "(SearchSpace.from_keras_model, PruningNet fit with your losses, Evaluator(metric=...)): "
+                     "docs/dense_prediction.md")
   if tuple(splits.input_shape) != tuple(space.input_shape) or splits.num_classes != space.num_classes:
     raise ValueError(f"keras_model {config.keras_model!r} takes {space.input_shape} images and has "
                      f"{space.num_classes} classes, but dataset {config.dataset!r} gives {splits.input_shape} and "
@@ -993,7 +1009,18 @@ def _evaluator(net, splits, config, rescore=False):
   data = calibration.EvaluationData.from_dataset(
       splits.search, num_calibration_batches=config.calibration_batches * (4 if rescore else 1),
       calibration_dataset=splits.calibration, max_eval_batches=batches)
-  return calibration.Evaluator(net, data)
+  return calibration.Evaluator(net, data, metric=pipeline_search_metric(config.search_metric))
+
+
+def pipeline_search_metric(name):
+  """The `SearchMetric` of `PipelineConfig.search_metric`: "loss" is the training loss (sparse cross-entropy on logits).
+
+  Raises:
+    ValueError: for a name that is neither a Keras metric nor a loss (one line, with examples).
+  """
+  if name == "loss":
+    return calibration.SearchMetric("loss", losses=[keras.losses.SparseCategoricalCrossentropy(from_logits=True)])
+  return calibration.search_metric(name)
 
 
 def _global_magnitude_structure(state, trained, budget):
@@ -1169,7 +1196,10 @@ def format_report(report: Dict[str, Any]) -> str:
                  f"{original['importance']}, structures retrained from {report['config']['init']}"
                  f"{' with distillation' if report['config'].get('distill') else ''}.")
   drop = original is not None
-  lines += ["", "| structure | MFLOPs | FLOPs ratio | params | search acc. (PruningNet) | test acc. (retrained) "
+  metric = report["config"].get("search_metric")
+  by_accuracy = metric in (None, "accuracy", "acc", "sparse_categorical_accuracy")
+  score_header = "search acc. (PruningNet)" if by_accuracy else f"search score: {metric} (PruningNet; losses negated)"
+  lines += ["", f"| structure | MFLOPs | FLOPs ratio | params | {score_header} | test acc. (retrained) "
             + ("| drop vs original (pt) " if drop else "") + "| int8 test acc. | int8 size KB | int8 latency ms (median) |",
             "|---|---:|---:|---:|---:|---:|" + ("---:|" if drop else "") + "---:|---:|---:|"]
   for key in report.get("rows", ["searched", "uniform"]):
@@ -1179,7 +1209,8 @@ def format_report(report: Dict[str, Any]) -> str:
                and report["config"].get("init") == "pretrained" else f"uniform x{r.get('width_ratio', float('nan')):.2f}")
     else:
       label = _ROW_LABELS.get(key, key).format(ratio=r.get("width_ratio", float("nan")))
-    search = "-" if r.get("search_accuracy") is None else f"{100 * r['search_accuracy']:.2f}%"
+    search = ("-" if r.get("search_accuracy") is None else f"{100 * r['search_accuracy']:.2f}%" if by_accuracy
+              else f"{r['search_accuracy']:.4f}")
     lines.append(f"| {label} | {r['mflops']:.3f} | {100 * r['flops_ratio']:.1f}% | {r['params']:,} | "
                  f"{search} | {100 * r['test_accuracy']:.2f}% | "
                  + (f"{r['accuracy_drop_pt']:+.2f} | " if drop else "")

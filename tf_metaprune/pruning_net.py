@@ -108,6 +108,12 @@ class PruningNet(keras.Model):
       raise ValueError(f"structures_per_step={structures_per_step!r} must be >= 2 for the sandwich rule "
                        "(the largest and the smallest structure, plus random ones)")
     self.sampling = sampling
+    if isinstance(space, dict):
+      space = space_lib.SearchSpace.from_config(space)
+    if sampling == "sandwich" and distill and isinstance(space, space_lib.SearchSpace) and len(space.outputs) > 1:
+      raise ValueError(f"sampling='sandwich' with distill=True distills one softmax output, but space "
+                       f"{space.name!r} has {len(space.outputs)} outputs {list(space.outputs)}; pass distill=False "
+                       "(each structure then learns from your losses)")
     self.structures_per_step = int(structures_per_step)
     self.distill = bool(distill)
     self.sync_batch_norm = bool(sync_batch_norm)
@@ -255,7 +261,8 @@ class PruningNet(keras.Model):
         replicas, normalize with the global batch's moments (all-reduced).
 
     Returns:
-      logits, or (logits, moments) if `return_moments`.
+      logits (a list, one per output, for a space of several outputs), or
+      (logits, moments) if `return_moments`.
     """
     sp = self.space
     x = tf.convert_to_tensor(x)
@@ -289,7 +296,7 @@ class PruningNet(keras.Model):
         continue
       call.in_index = index_of.get(sp.layout_indices(node.inputs[0])) if self._multi_layouts else None
       values[node.name] = ops.get(node.op).pruning_call(self, node, [values[i] for i in node.inputs], call)
-    logits = values[sp.nodes[-1].name]
+    logits = values[sp.outputs[0]] if len(sp.outputs) == 1 else [values[o] for o in sp.outputs]
     return (logits, moments) if return_moments else logits
 
   def call(self, inputs, training=None):
@@ -368,7 +375,9 @@ class PruningNet(keras.Model):
     return self.compute_metrics(x, y, logits_full, sample_weight=sample_weight)
 
   def compute_output_spec(self, inputs, training=None):
-    return keras.KerasTensor((inputs.shape[0], self.space.num_classes), dtype="float32")
+    specs = [keras.KerasTensor((inputs.shape[0],) + self.space.output_shape(o), dtype="float32")
+             for o in self.space.outputs]
+    return specs[0] if len(specs) == 1 else specs
 
   # ---- one structure -----------------------------------------------------------------------
   def call_structure(self, x, structure, training=False):

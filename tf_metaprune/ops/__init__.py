@@ -16,8 +16,8 @@ one `Op` subclass, and every module looks it up here:
 
 The ops live in a few modules by kind: `base` (the registry, `Op`, shared
 helpers, the input), `weights` (conv, depthwise, dense, separable conv),
-`norm`, `elementwise`, `joins` (add, multiply, concat), `pooling` and `shape`
-(pad, flatten, reshape, upsample).
+`norm`, `elementwise`, `joins` (add, multiply, concat), `pooling`, `shape`
+(pad, flatten, reshape, upsample) and `transpose` (Conv2DTranspose).
 
 Adding an op is one class decorated with `@register` (and its tests), from
 this package or from your own code: see `shape.UpSample`, which was added
@@ -40,6 +40,7 @@ from tf_metaprune.ops.pooling import AvgPool, GlobalAvgPool, GlobalMaxPool, MaxP
 from tf_metaprune.ops.norm import BatchNorm
 from tf_metaprune.ops.elementwise import Act
 from tf_metaprune.ops.shape import Flatten, Pad, Reshape, UpSample
+from tf_metaprune.ops.transpose import ConvTranspose
 from tf_metaprune.ops.convs import GroupedConv, PointwiseDense
 from tf_metaprune.ops.channelwise import ChannelScale, ChannelVectors, FixedLayer, LayerNorm
 from tf_metaprune.ops.crop import Crop

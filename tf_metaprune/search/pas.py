@@ -276,7 +276,7 @@ class MaskedNet(keras.Model):
         continue
       values[node.name] = ops.get(node.op).masked_call(self, node, [values[i] for i in node.inputs], training,
                                                        mask)
-    return values[sp.nodes[-1].name]
+    return values[sp.outputs[0]] if len(sp.outputs) == 1 else [values[o] for o in sp.outputs]
 
   # ---- the penalty ---------------------------------------------------------------------------
   def active_channels(self, training=False):

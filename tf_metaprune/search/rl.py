@@ -309,7 +309,7 @@ class PruningEnv:
 
 def _identity(space, net, evaluator, budget, config):
   return {"space_fingerprint": space.fingerprint(), "net_fingerprint": _common.net_fingerprint(net),
-          "data_fingerprint": _common.data_fingerprint(evaluator.data),
+          "data_fingerprint": _common.data_fingerprint(evaluator.data, evaluator.metric),
           "budget": None if budget is None else budget.get_config(), "config": config.get_config()}
 
 
