@@ -71,7 +71,7 @@ from tf_metaprune.search import result as result_lib
 _OPTIMIZERS = ("adam", "sgd")
 
 
-@registry.register("pas")
+@registry.register("pas", order=2)
 @dataclasses.dataclass(frozen=True)
 class PaSConfig(_common.FrozenConfig):
   """Settings of Pruning-as-Search.
