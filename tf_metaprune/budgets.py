@@ -125,7 +125,9 @@ class Budget:
     return hash(json.dumps(self.get_config(), sort_keys=True))
 
   def __repr__(self):
-    args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items()
+    # Floats to 6 significant digits: a ratio of the full width reads min_mflops=0.252644, not 0.25264440000000005.
+    args = ", ".join(f"{k}={float(f'{v:.6g}')!r}" if isinstance(v, float) else f"{k}={v!r}"
+                     for k, v in self.get_config().items()
                      if k != "class_name" and v is not None and k != "lut")
     return f"{type(self).__name__}({args})"
 
