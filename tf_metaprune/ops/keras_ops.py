@@ -111,10 +111,10 @@ class KerasOp(Op):
     return operation(*_decode(config["args"], inputs), **kwargs)
 
   def build_pruning(self, net, node):
-    net._op_layers[node.name] = self.operation(node)  # pylint: disable=protected-access
+    net.op_layers[node.name] = self.operation(node)
 
   def pruning_call(self, net, node, inputs, call):
-    return self.apply(net._op_layers[node.name], node, inputs)  # pylint: disable=protected-access
+    return self.apply(net.op_layers[node.name], node, inputs)
 
   def build_masked(self, net, node):
     pass
