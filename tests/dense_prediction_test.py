@@ -182,6 +182,7 @@ def test_loss_search_metric_sums_the_users_losses_over_both_heads_and_ranks_lowe
                            search_data=evaluator, pruning_net=net, verbose=0)
   assert result.best.loss == pytest.approx(evaluator.scores(result.best_structure)[1])
   assert result.best.accuracy == -result.best.loss
+  assert result.extra["search_metric"] == metric.get_config()
 
 
 def test_search_metric_errors_are_one_line_and_name_the_value():
@@ -262,3 +263,22 @@ def test_space_json_keeps_the_outputs_and_a_single_output_space_keeps_its_finger
   config = dict(space.get_config(), outputs=["class_head"])
   with pytest.raises(ValueError, match=r"output 'class_head' has prunable channels"):
     tfmp.SearchSpace.from_config(config)
+
+
+def test_two_flat_heads_on_pooled_features_are_read_counted_and_equal_at_full_width():
+  inp = keras.Input((12, 12, 3))
+  x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inp)
+  x = keras.layers.Conv2D(12, 3, strides=2, padding="same", activation="relu", name="body")(x)
+  x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+  h = keras.layers.Dense(10, activation="relu", name="hidden")(x)
+  model = _randomized(keras.Model(inp, [keras.layers.Dense(5, name="cls")(h), keras.layers.Dense(4, name="box")(x)]))
+  space = tfmp.SearchSpace.from_keras_model(model, divisor=1)
+  assert space.outputs == ("cls", "box") and [space.output_shape(o) for o in space.outputs] == [(5,), (4,)]
+  assert {g.name for g in space.genes} == {"stem", "body", "hidden"}
+  assert space.params(space.largest()) == model.count_params() and not space.is_classifier
+  pruned = tfmp.rebuild(space, space.uniform(0.5))
+  assert pruned.count_params() == space.params(space.uniform(0.5))
+  x = _images(3)[:, :12, :12]
+  net = tfmp.pretrained.TrainedModel(model, space=space).pruning_net(hidden_units=0)
+  for e, g in zip(_outputs(model(x)), _outputs(net.call_structure(x, space.largest()))):
+    np.testing.assert_allclose(g, e, atol=2e-5)
