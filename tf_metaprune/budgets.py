@@ -466,7 +466,7 @@ class LatencyTable:
     total = self.overhead_ms
     for node in space.nodes:
       table = self.entries.get(node.name)
-      if table is None or node.op == "input":
+      if table is None or node.is_input:
         continue
       key = _table_key(ch[node.inputs[0]], ch[node.name])
       if key not in table:
@@ -485,7 +485,7 @@ class LatencyTable:
     flat, offsets, in_idx, out_idx, ncols = [], [], [], [], []
     for node in space.nodes:
       table = self.entries.get(node.name)
-      if table is None or node.op == "input":
+      if table is None or node.is_input:
         continue
       if node.inputs[0] not in space.source or node.name not in space.source:
         raise ValueError(f"node {node.name!r} reads or writes a concatenation of several widths, which the "

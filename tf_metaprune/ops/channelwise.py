@@ -60,7 +60,7 @@ class ChannelVectors(keras.layers.Layer):
 
 
 def _vectors_of(net, node):
-  return net._op_layers[node.name]  # pylint: disable=protected-access
+  return net.op_layers[node.name]
 
 
 class _VectorOp(Op):
@@ -94,7 +94,7 @@ class _VectorOp(Op):
     layer = ChannelVectors(net.space.max_channels(node.name), self._keys(node), self._inits(node),
                            name=node.name)
     layer.build()
-    net._op_layers[node.name] = layer  # pylint: disable=protected-access
+    net.op_layers[node.name] = layer
 
   def _taken(self, net, node, x, call):
     layer = _vectors_of(net, node)
@@ -179,13 +179,16 @@ class ChannelScale(_VectorOp):
   def pruning_call(self, net, node, inputs, call):
     return inputs[0] * self._taken(net, node, inputs[0], call)["gamma"]
 
+  def profile_kinds(self, space, node):
+    return ("mul",)
+
   def keras_layer(self, node, channels):
     config = copy.deepcopy(node.layer)
     config["config"]["projection_dim"] = int(channels)
     return keras.layers.deserialize(config)
 
   def build_masked(self, net, node):
-    net._add_node_layers(node, [self.keras_layer(node, net.space.max_channels(node.name))])  # pylint: disable=protected-access
+    net.add_node_layers(node, [self.keras_layer(node, net.space.max_channels(node.name))])
 
 
 @register
@@ -238,16 +241,16 @@ class FixedLayer(Op):
     return layer
 
   def build_pruning(self, net, node):
-    net._op_layers[node.name] = self._built_layer(net.space, node)  # pylint: disable=protected-access
+    net.op_layers[node.name] = self._built_layer(net.space, node)  # pylint: disable=protected-access
 
   def pruning_call(self, net, node, inputs, call):
-    return net._op_layers[node.name](inputs[0])  # pylint: disable=protected-access
+    return net.op_layers[node.name](inputs[0])
 
   def generated_weights(self, net, node, gen):
-    return {f"w{i}": np.asarray(a) for i, a in enumerate(net._op_layers[node.name].get_weights())}  # pylint: disable=protected-access
+    return {f"w{i}": np.asarray(a) for i, a in enumerate(net.op_layers[node.name].get_weights())}
 
   def set_pruning_weights(self, net, node, weights):
-    net._op_layers[node.name].set_weights(self.keras_weights(node, weights))  # pylint: disable=protected-access
+    net.op_layers[node.name].set_weights(self.keras_weights(node, weights))
 
   def rebuild(self, node, inputs, channels, weights, bn_momentum):
     layer = keras.layers.deserialize(copy.deepcopy(node.layer))

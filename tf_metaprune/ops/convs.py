@@ -49,18 +49,18 @@ class GroupedConv(DepthwiseConv):
     return ((None, 3),) + (((None, 0),) if node.has_bias else ())
 
   def generated_weights(self, net, node, gen):
-    li = net._layer_of[node.name]  # pylint: disable=protected-access
+    li = net.layer_of[node.name]
     layer = net.generator_layers[li]
-    w = self._generated_kernels(net, node, gen, layer, tf.constant(gen.layout_ratio[net._enc_index[li]]))  # pylint: disable=protected-access
+    w = self._generated_kernels(net, node, gen, layer, tf.constant(gen.layout_ratio[net.encoding_index[li]]))  # pylint: disable=protected-access
     w["kernel"] = _dw_to_grouped(w["kernel"])
     return w
 
   def set_pruning_weights(self, net, node, weights):
-    layer = net.generator_layers[net._layer_of[node.name]]  # pylint: disable=protected-access
+    layer = net.generator_layers[net.layer_of[node.name]]
     _set_base_kernel(layer, _dw_to_grouped(weights["kernel"]))
     if layer.use_bias:
       layer.bias.assign(weights.get("bias", np.zeros(layer.bias.shape, np.float32)))
-    if node.name in net._bn_of:  # pylint: disable=protected-access
+    if node.name in net.bn_of:
       _set_width_bn(net, node, weights)
 
   def keras_layer(self, node, channels):
@@ -102,7 +102,7 @@ class PointwiseDense(Dense):
     return dict(hidden_units=net.hidden_units, use_bias=node.has_bias)
 
   def _generated_call(self, net, node, x, call):
-    li = net._layer_of[node.name]  # pylint: disable=protected-access
+    li = net.layer_of[node.name]
     layer = net.generator_layers[li]
     kernel = layer.sliced_kernel(call.encodings[li], tf.shape(x)[-1], call.widths[li], call.in_index)
     y = tf.tensordot(x, kernel, axes=[[3], [0]])
