@@ -52,6 +52,7 @@ from tf_metaprune import data as data_lib
 from tf_metaprune import distribute
 from tf_metaprune import flops
 from tf_metaprune import io as io_lib
+from tf_metaprune import latency_lut
 from tf_metaprune import models
 from tf_metaprune import pretrained
 from tf_metaprune import pruning_net
@@ -1049,6 +1050,11 @@ def _export(state, splits, config, table_rows=_ROWS):
                  "max_abs_logit_diff": parity.max_abs_logit_diff, "latency_median_ms": latency.median_ms,
                  "latency_p90_ms": latency.p90_ms, "num_threads": config.export_num_threads,
                  "num_runs": config.export_num_runs}
+  # The same script the phone's latency table uses, for the exported files: its logs (<file>.txt beside them)
+  # are read by examples/latency_table.py --run_dir.
+  latency_lut.write_device_script(state.file(""), [f[:-len(".tflite")] for _, _, _, f in table_rows],
+                                  latency_lut.timing_recipe(num_threads=config.export_num_threads),
+                                  "the exported int8 models of this run")
   return {"device": tflite_export.device_description(), "files": rows,
           "note": "host latency (LiteRT/XNNPACK on this CPU) compares the two files; int8 is not faster than "
                   "float32 on x86 -- time on the phone with benchmark_model for absolute figures"}
@@ -1091,6 +1097,10 @@ def make_report(config, splits, space, budget, found, base, retrained, exported,
         "int8_size_reduction_vs_float32_full": 4 * space.params(full) / max(e["size_bytes"], 1)}
     if original is not None:
       rows[key]["accuracy_drop_pt"] = 100 * (original["test_accuracy"] - retrained[key]["test_accuracy"])
+    if config.latency_table:  # a latency budget: the table's prediction beside the host measurement
+      predicted = budgets.LatencyTable.load(config.latency_table).predict_ms(space, s)
+      rows[key]["predicted_latency_ms"] = predicted
+      rows[key]["measured_over_predicted"] = e["latency_median_ms"] / predicted if predicted > 0 else None
   if base.extra.get("width_ratio") is not None:
     for key in ("uniform", "uniform_scratch"):
       if key in rows:
@@ -1198,6 +1208,12 @@ def format_report(report: Dict[str, Any]) -> str:
     check = bn_check(report[key])
     if check is not None:
       lines.append(f"- batch norms, {key}: {check}")
+  for key in report["rows"]:
+    r = report[key]
+    if r.get("predicted_latency_ms") is not None:
+      lines.append(f"- latency, {key}: predicted {r['predicted_latency_ms']:.3f} ms by the table, measured (int8, "
+                   f"this host) {r['int8_latency_median_ms']:.3f} ms: {r['measured_over_predicted']:.2f}x; on a "
+                   "phone: sh run_on_device.sh, then examples/latency_table.py --run_dir=<this folder>")
   lines += ["", f"Search: {report['search']['evaluations']} structures evaluated in "
                 f"{report['search']['seconds']:.1f} s. Latency: {report['device']}; {report['latency_note']}."]
   if report.get("stage_seconds"):
