@@ -16,10 +16,11 @@ from tf_metaprune import ops
 from tf_metaprune import pipeline
 from tf_metaprune import space
 from tf_metaprune import stats
+from tf_metaprune.models import dense_prediction
 from tf_metaprune.search import evolution
 from tf_metaprune.search import pas
 
-MODULES = [ops, io, space, flops, evolution, pas, pipeline, stats]
+MODULES = [ops, io, space, flops, evolution, pas, pipeline, stats, dense_prediction]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)

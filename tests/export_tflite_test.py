@@ -1,4 +1,4 @@
-"""End-to-end tests of examples/export_tflite.py, run as a subprocess like a user would.
+"""End-to-end tests of examples/export_tflite.py, run as a user would (a fork of tests/binary_zygote.py).
 
 A tiny small_cnn structure (channels 8-8-16-16, half width) with its space
 JSON, structure JSON and (untrained) weights is exported to float32 and int8
@@ -8,16 +8,14 @@ file is written.
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
+import testutil  # tests/testutil.py
 import tf_metaprune as tfmp
 from tflite_export import export_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "examples", "export_tflite.py")
 REPORT_KEYS = {"file", "quantization", "size_bytes", "keras_accuracy", "tflite_accuracy", "accuracy_drop_pt",
                "top1_agreement", "max_abs_logit_diff", "mean_abs_logit_diff", "num_eval_examples",
                "latency_median_ms", "latency_p90_ms", "device", "num_threads", "note"}
@@ -26,8 +24,7 @@ REPORT_KEYS = {"file", "quantization", "size_bytes", "keras_accuracy", "tflite_a
 def _run(*args):
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p),
              TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-  return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, env=env, timeout=300,
-                        check=False)
+  return testutil.run_binary("export_tflite.py", *args, env=env, timeout=300)
 
 
 def _space():

@@ -1,18 +1,22 @@
 """What a new user meets in the first hour: stated times, a quiet start, bad images and paths that fail clearly.
 
-The binaries run as subprocesses, like a user runs them; each case stops before any training (or trains a
-few steps of a tiny net), so the file takes seconds per test.
+The binaries run as forks of one process that imported TensorFlow (tests/binary_zygote.py: a fresh TF runtime,
+their own environment, without the import's seconds); the start-up filter of TensorFlow's import lines is checked
+on real processes at the end. Each case stops before any training (or trains a few steps of a tiny net).
 """
 
 import os
+import pathlib
 import re
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import testutil  # tests/testutil.py
 import tf_metaprune as tfmp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,8 +36,7 @@ def _env(**extra):
 
 
 def _run(binary, *args, timeout=300):
-  return subprocess.run([sys.executable, os.path.join(EXAMPLES, binary), *args], capture_output=True, text=True,
-                        env=_env(), timeout=timeout)
+  return testutil.run_binary(binary, *args, env=_env(), timeout=timeout)
 
 
 def _flag_help(helpfull, flag):
@@ -71,6 +74,18 @@ def test_output_dir_that_is_a_file_is_one_line_naming_it(binary, tmp_path):
   assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
   assert f"{binary}: error: --output_dir='{taken}' is a file, not a folder" in lines[0]
   assert taken.read_text() == "mine"
+
+
+def test_a_real_start_of_a_binary_shows_only_the_one_error_line():
+  """As a user starts it (a new process, TensorFlow's import lines filtered): the one line, nothing else."""
+  taken = pathlib.Path(tempfile.mkdtemp()) / "taken.txt"
+  taken.write_text("mine")
+  proc = subprocess.run([sys.executable, os.path.join(EXAMPLES, "metaprune.py"), f"--output_dir={taken}"],
+                        capture_output=True, text=True, env=_env(), timeout=300)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines() == [
+      f"metaprune.py: error: --output_dir='{taken}' is a file, not a folder; pass a new or existing folder (it is "
+      "created if missing)"], proc.stderr[-2000:]
 
 
 @pytest.mark.parametrize("name,content,expected", [

@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 import warnings
 
 import keras
@@ -16,9 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(*args):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
-  return subprocess.run([sys.executable, os.path.join(ROOT, "examples", "metaprune.py"), *args], capture_output=True,
-                        text=True, env=env, timeout=900)
+  return testutil.run_binary("metaprune.py", *args, timeout=900)
 
 
 def test_pretrained_init_without_a_trained_model_stops_with_one_line(tmp_path):
@@ -29,9 +25,7 @@ def test_pretrained_init_without_a_trained_model_stops_with_one_line(tmp_path):
 
 
 def _stage(binary, *args):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
-  proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples", binary), *args], capture_output=True,
-                        text=True, env=env, timeout=900)
+  proc = testutil.run_binary(binary, *args, timeout=900)
   assert proc.returncode == 0, f"{binary}: " + proc.stdout[-2000:] + proc.stderr[-3000:]
   return proc
 

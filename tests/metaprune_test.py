@@ -1,20 +1,19 @@
 """End-to-end tests of examples/metaprune.py (and search.py / retrain.py on its folder).
 
-One tiny run (small CNN, 12x12 MNIST subset, 1 epoch per training) is killed
-with SIGKILL right after its PruningNet stage is recorded, then rerun to the
-end; the tests check every output file, that the rerun did not retrain the
-PruningNet, that a third run recomputes nothing, and that changed settings of
-a finished stage are refused before any work.
+One tiny run (small CNN, 12x12 MNIST subset, 1 epoch per training), shared by
+the tests that read its outputs; they check every output file, that a rerun
+recomputes nothing, and that changed settings of a finished stage are refused
+before any work. (Kills at every stage and their resumes are
+tests/kill_resume_test.py's.) The binaries run as forks of one process that
+imported TensorFlow (tests/binary_zygote.py).
 """
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
+
+import testutil  # tests/testutil.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
@@ -23,29 +22,9 @@ TINY = ["--model=small_cnn", "--divisor=1", "--max_examples=500", "--input_size=
         "--retrain_epochs=1", "--num_runs=3", "--verbose=0"]
 
 
-def _env():
-  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
-
-
 def _run(binary, *args, timeout=600):
-  return subprocess.run([sys.executable, os.path.join(EXAMPLES, binary), *args], capture_output=True, text=True,
-                        env=_env(), timeout=timeout)
-
-
-def _run_and_kill_after(line_marker, args):
-  """Runs metaprune.py and SIGKILLs it as soon as stdout shows `line_marker`; returns the output so far."""
-  proc = subprocess.Popen([sys.executable, os.path.join(EXAMPLES, "metaprune.py"), *args], stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, env=_env())
-  seen = []
-  deadline = time.monotonic() + 600
-  for line in proc.stdout:
-    seen.append(line)
-    if line_marker in line:
-      proc.send_signal(signal.SIGKILL)
-      break
-    assert time.monotonic() < deadline, "metaprune.py did not reach " + line_marker
-  proc.wait(timeout=60)
-  return "".join(seen), proc.returncode
+  return testutil.run_binary(binary, *args, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT,
+                                                     PYTHONUNBUFFERED="1"), timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +34,9 @@ def run_dir(tmp_path_factory):
   flagfile = base / "tiny.flags"   # absl's --flagfile: one flag per line
   flagfile.write_text("\n".join(TINY) + "\n")
   args = [f"--flagfile={flagfile}", f"--output_dir={out}"]
-  killed_output, code = _run_and_kill_after("2/5 search", args)
-  assert code == -signal.SIGKILL, killed_output[-3000:]
-  stages = json.loads((out / "stages.json").read_text())["stages"]
-  assert list(stages) == ["pruningnet"]
-  net_mtime = os.path.getmtime(out / "pruningnet" / "pruningnet.keras")
-  resumed = _run("metaprune.py", *args)
-  assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
-  return {"dir": out, "args": args, "resumed": resumed, "net_mtime": net_mtime}
+  first = _run("metaprune.py", *args)
+  assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
+  return {"dir": out, "args": args, "first": first}
 
 
 @pytest.mark.slow
@@ -88,8 +62,10 @@ def test_metaprune_writes_every_output_file_and_a_consistent_report(run_dir):
   assert report["searched"]["channels"] == space.channels(space.load_structure(str(out / "structure.json")))
   table = (out / "report.md").read_text()
   assert "| searched |" in table and "| uniform x" in table
-  assert "| searched |" in run_dir["resumed"].stdout   # the table is printed too
+  assert "| searched |" in run_dir["first"].stdout   # the table is printed too
   assert "model_int8 uniform_int8" in (out / "run_on_device.sh").read_text()
+  stages = json.loads((out / "stages.json").read_text())["stages"]
+  assert list(stages) == ["pruningnet", "search", "retrain_searched", "retrain_uniform", "export"]
 
 
 @pytest.mark.slow
@@ -121,15 +97,6 @@ def test_run_dir_puts_the_tables_prediction_beside_host_and_phone_latency(run_di
     # the fake phone times a model without channel counts in its name at 20 us + 3.4 us
     assert row["phone_ms"] == pytest.approx(0.0234) and row["phone_over_predicted"] == pytest.approx(0.0234 / predicted)
   assert "| phone ms" not in proc.stdout and "phone/pred" in proc.stdout
-
-
-@pytest.mark.slow
-def test_rerun_after_kill_resumes_without_retraining_the_pruning_net(run_dir):
-  out = run_dir["dir"]
-  assert "1/5 pruningnet: done already" in run_dir["resumed"].stdout
-  assert os.path.getmtime(out / "pruningnet" / "pruningnet.keras") == run_dir["net_mtime"]
-  stages = json.loads((out / "stages.json").read_text())["stages"]
-  assert list(stages) == ["pruningnet", "search", "retrain_searched", "retrain_uniform", "export"]
 
 
 @pytest.mark.slow
@@ -205,3 +172,56 @@ def test_run_without_a_budget_stops_before_training(tmp_path):
   with pytest.raises(ValueError, match="no budget given: set max_mflops, flops_ratio"):
     pipeline.run(config, str(tmp_path / "x"))
   assert not (tmp_path / "x" / "pruningnet").exists()
+
+
+def test_keras_model_that_is_a_folder_is_named_as_a_folder(tmp_path):
+  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match=r"keras_model=.*\): is a folder, not a model file"):
+    pipeline.PipelineConfig(keras_model=str(tmp_path), flops_ratio=0.5)
+
+
+class _Splits:   # what sized_for reads of a DatasetSplits
+  def __init__(self, train):
+    self.num_examples = {"train": train, "search": train // 9, "test": 1000}
+
+
+def test_unset_budgets_are_sized_by_the_training_set_and_set_ones_are_kept():
+  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
+  config = pipeline.PipelineConfig(flops_ratio=0.25)
+  assert config.pruningnet_epochs is None and config.retrain_epochs is None
+  demo = pipeline.sized_for(config, _Splits(3600))            # the MNIST subset: make demo's recipe
+  assert (demo.pruningnet_epochs, demo.retrain_epochs, demo.batch_size) == (15, 8, 32)
+  fashion = pipeline.sized_for(config, _Splits(54000))        # Fashion-MNIST: one epoch per stage
+  assert (fashion.pruningnet_epochs, fashion.retrain_epochs) == (1, 1)
+  assert pipeline.sized_for(fashion, _Splits(3600)) == fashion  # a sized config sizes to itself
+  assert config.search_images == pipeline.SEARCH_IMAGES
+  assert (demo.rescore_top_k, fashion.rescore_top_k) == (0, pipeline.RESCORE_TOP_K)  # 400 search images: all scored
+  mine = pipeline.sized_for(config.replace(pruningnet_epochs=3), _Splits(54000))
+  assert (mine.pruningnet_epochs, mine.retrain_epochs) == (3, 1)
+
+
+def test_run_estimate_adds_up_every_pending_stage_and_says_how_to_shorten_it():
+  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
+  config = pipeline.sized_for(pipeline.PipelineConfig(keras_model=None, flops_ratio=0.25), _Splits(54000))
+  times = {"pruningnet_step_s": 0.1, "candidate_s": 0.2, "retrain_step_s": 0.05}
+  counts = {"train": 54000, "search": 6000, "test": 10000}
+  lines, seconds = pipeline.estimate_run(config, counts, 1688, times)
+  assert list(seconds) == list(pipeline.STAGES)
+  assert seconds["pruningnet"] == pytest.approx(1688 * 0.1)
+  assert seconds["search"] == pytest.approx((50 * 12 + 5 * 6000 / 1024) * 0.2)   # and the re-score of the best 5
+  assert seconds["retrain_searched"] == seconds["retrain_uniform"] == pytest.approx(1688 * 0.05)
+  assert "pruningnet 1 x 1,688 steps x 0.100 s = about 3 min" in lines[0]
+  assert "2 retrainings x 1 x 1,688 steps" in lines[0] and "total about" in lines[0]
+  assert "--epochs (PruningNet, now 1)" in lines[1] and "54,000 images" in lines[1]
+  _, later = pipeline.estimate_run(config, counts, 1688, times, pending=["export"])
+  assert list(later) == ["export"]
+
+
+def test_binary_stops_a_nan_loss_with_one_line_and_no_traceback(tmp_path):
+  proc = _run("train_pruningnet.py", "--model=small_cnn", "--divisor=1", "--max_examples=200", "--input_size=8",
+              "--hidden_units=0", "--epochs=1", "--num_random=0", "--learning_rate=1e9", "--optimizer=sgd",
+              f"--output_dir={tmp_path / 'run'}", timeout=300)
+  assert proc.returncode == 1
+  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert "the loss became nan" in last.lower() and "Lower the learning rate" in last, last

@@ -44,7 +44,7 @@ def _branchy_bn_concat_model():
 
 
 def test_every_op_a_space_accepts_is_registered_with_its_methods():
-  assert set(tfmp.space.WEIGHT_OPS) == {"conv", "dwconv", "sepconv", "dense"}
+  assert set(tfmp.space.WEIGHT_OPS) == {"conv", "dwconv", "sepconv", "dense", "gconv", "pointwise", "conv_transpose"}
   for name in ops.names():
     op = ops.get(name)
     assert op.name == name and op.latency_role in ("table", "folded", "free")

@@ -1,18 +1,6 @@
-"""Small resumable jobs for tests/kill_resume_test.py (not a test itself).
+"""The resumable job of tests/kill_resume_test.py (not a test itself): the whole pipeline.
 
-Two jobs: `run` (training.fit + evolutionary search, the library level) and
-`run_pipeline` (the whole `tf_metaprune.pipeline.run`, five stages).
-
-`python tests/resume_driver.py WORK_DIR` trains a tiny PruningNet with
-`tf_metaprune.training.fit(output_dir=WORK_DIR/train)`, then searches it with
-`tf_metaprune.search.evolutionary(state_path=WORK_DIR/search_state.json)`. It
-prints a line per training step ("train step N", N counted over the whole
-training, resumed or not) and per evaluated candidate ("search eval N", N
-counted in this process), writes WORK_DIR/result.json (best structure, every
-candidate, a hash of the final weights, the loss history) and prints "DONE".
-Killed and started again with the same WORK_DIR, it resumes.
-
-`python tests/resume_driver.py --pipeline WORK_DIR` runs a tiny MetaPruning
+`python tests/resume_driver.py WORK_DIR` runs a tiny MetaPruning
 pipeline (small CNN on 8x8 MNIST-subset images; 3 epochs of PruningNet
 training, a 4-generation search, 3 epochs of retraining each, int8 export)
 into WORK_DIR/run. It prints "STAGE step N" per training step (STAGE is
@@ -24,7 +12,9 @@ starts at generation G" then "search eval N" per scored candidate, and
 WORK_DIR/result.json (hashes of the saved models' weights, the report's
 accuracies and file sizes) and prints "DONE".
 
-`python tests/resume_driver.py --zygote [--pipeline]` imports TensorFlow and
+Killed and started again with the same WORK_DIR, it resumes.
+
+`python tests/resume_driver.py --zygote` imports TensorFlow and
 tf_metaprune once, then forks one job per line "WORK_DIR LOG_PATH" read on
 stdin (the job's stdout and stderr go to LOG_PATH) and answers each line with
 the job's pid.
@@ -34,7 +24,6 @@ job starts its TF runtime fresh, like a new process.
 """
 
 import hashlib
-import json
 import os
 import signal
 import sys
@@ -48,55 +37,6 @@ import keras  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 import tf_metaprune as tfmp  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-EPOCHS = 3
-SEARCH = dict(population_size=8, top_k=3, num_mutations=3, num_crossovers=3, num_generations=4)
-
-
-class _StepPrinter(keras.callbacks.Callback):
-
-  def __init__(self, steps):
-    super().__init__()
-    self.steps = steps
-    self.epoch = 0
-
-  def on_epoch_begin(self, epoch, logs=None):
-    self.epoch = epoch
-
-  def on_train_batch_end(self, batch, logs=None):
-    print(f"train step {self.epoch * self.steps + batch + 1}", flush=True)
-
-
-class _CountingEvaluator(tfmp.Evaluator):
-  count = 0
-
-  def scores_tensor(self, choices):
-    acc = super().scores_tensor(choices)
-    time.sleep(0.03)   # an evaluation takes ~1 ms here: slow down so a kill lands where it is aimed
-    _CountingEvaluator.count += 1
-    print(f"search eval {_CountingEvaluator.count}", flush=True)
-    return acc
-
-
-def run(work_dir):
-  """The job: train (resumable), search (resumable), write result.json."""
-  keras.utils.set_random_seed(0)
-  splits = tfmp.data.synthetic(num_examples=192, input_shape=(8, 8, 1), num_classes=4, batch_size=32, seed=0)
-  space = tfmp.models.small_cnn((8, 8, 1), 4, channels=(4, 8, 8, 8), divisor=1)
-  keras.utils.set_random_seed(0)
-  net = tfmp.PruningNet(space, hidden_units=2, seed=1)
-  steps = tfmp.training.steps_per_epoch(splits.train)
-  history = tfmp.training.fit(net, splits.train, epochs=EPOCHS, learning_rate=0.05, verbose=0,
-                              output_dir=os.path.join(work_dir, "train"), callbacks=[_StepPrinter(steps)])
-  data = tfmp.EvaluationData.from_dataset(splits.search, num_calibration_batches=2,
-                                          calibration_dataset=splits.calibration)
-  result = tfmp.search.evolutionary(net, _CountingEvaluator(net, data), tfmp.FlopsBudget.from_ratio(space, 0.5),
-                                    state_path=os.path.join(work_dir, "search_state.json"), verbose=1, **SEARCH)
-  tfmp.io.write_json_atomic(os.path.join(work_dir, "result.json"), {
-      "best": list(result.best.choices), "candidates": [c.to_dict() for c in result.candidates],
-      "weights_sha256": _weights_sha256(net), "loss": history["loss"]})
-  print("DONE", flush=True)
-
 
 # min_flops_ratio=0: no FLOPs window, so every generation of this tiny space fills its 8 candidates and the kill
 # points (counted in search evaluations) are reached; the window itself is tested in search_test.py.
@@ -225,11 +165,9 @@ def zygote(job):
 
 if __name__ == "__main__":
   args = sys.argv[1:]
-  chosen = run_pipeline if "--pipeline" in args else run
-  args = [a for a in args if a != "--pipeline"]
   if args == ["--zygote"]:
-    zygote(chosen)
+    zygote(run_pipeline)
   elif len(args) == 1 and not args[0].startswith("--"):
-    chosen(args[0])
+    run_pipeline(args[0])
   else:
-    sys.exit("usage: resume_driver.py [--pipeline] WORK_DIR | --zygote [--pipeline]")
+    sys.exit("usage: resume_driver.py WORK_DIR | --zygote")

@@ -1,9 +1,18 @@
-"""Helpers shared by several test files: a read-only folder, a tiny trained PruningNet, README examples."""
+"""Helpers shared by several test files: a read-only folder, a tiny trained PruningNet, README examples, binaries."""
 
+import atexit
 import contextlib
+import json
 import os
 import pathlib
 import re
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
 
 import keras
 import pytest
@@ -11,6 +20,75 @@ import pytest
 import tf_metaprune as tfmp
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+# examples/common_flags.py's pattern of TensorFlow's cuInit error on a machine without a CUDA driver.
+_CUINIT = re.compile(r"^E\d{4} [\d:. ]+\d+ cuda_platform\.cc:\d+\] failed call to cuInit: ")
+
+
+class _BinaryZygote:
+  """tests/binary_zygote.py, started once per pytest process (the first `run_binary`), stopped at exit."""
+
+  def __init__(self):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
+               TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    self.proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "binary_zygote.py")], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
+    self.lock = threading.Lock()
+    atexit.register(self.close)
+    self.no_cuda_driver = self._answer(time.monotonic() + 600)["no_cuda_driver"]
+
+  def _answer(self, deadline, pid=None):
+    wait = max(0.0, deadline - time.monotonic())
+    ready, _, _ = select.select([self.proc.stdout], [], [], wait)
+    if not ready:
+      if pid is not None:
+        os.kill(pid, signal.SIGKILL)
+        json.loads(self.proc.stdout.readline())   # the killed run's return code
+      raise subprocess.TimeoutExpired("binary", wait)
+    line = self.proc.stdout.readline()
+    assert line, f"the binary zygote died (exit code {self.proc.poll()})"
+    return json.loads(line)
+
+  def run(self, argv, env, cwd, timeout):
+    with self.lock, tempfile.TemporaryDirectory() as tmp:
+      out, err = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
+      self.proc.stdin.write(json.dumps({"argv": argv, "env": env, "cwd": cwd, "stdout": out, "stderr": err}) + "\n")
+      self.proc.stdin.flush()
+      deadline = time.monotonic() + timeout
+      pid = self._answer(deadline)["pid"]
+      code = self._answer(deadline, pid)["returncode"]
+      stderr = pathlib.Path(err).read_text()
+      if self.no_cuda_driver:   # what the binaries' start-up filter drops after TF's "no CUDA driver" line
+        stderr = "".join(l for l in stderr.splitlines(keepends=True) if not _CUINIT.match(l))
+      return subprocess.CompletedProcess(argv, code, pathlib.Path(out).read_text(), stderr)
+
+  def close(self):
+    if self.proc.poll() is None:
+      self.proc.stdin.close()
+      try:
+        self.proc.wait(timeout=30)
+      except subprocess.TimeoutExpired:
+        self.proc.kill()
+
+
+_ZYGOTE = []
+
+
+def run_binary(binary, *args, env=None, timeout=600, cwd=None):
+  """Runs examples/`binary` with `args` like `subprocess.run(..., capture_output=True, text=True)` would.
+
+  The run is a fork of tests/binary_zygote.py, which imported TensorFlow once: a fresh TF runtime, its
+  own environment (`env`, default: this one with PYTHONPATH at the repository) and folder, without the
+  import's 5 s. Returns a `subprocess.CompletedProcess` (returncode, stdout, stderr).
+  """
+  if not _ZYGOTE:
+    _ZYGOTE.append(_BinaryZygote())
+  if env is None:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
+  argv = [str(EXAMPLES / binary), *[str(a) for a in args]]
+  return _ZYGOTE[0].run(argv, dict(env), str(cwd or ROOT), timeout)
 
 
 @contextlib.contextmanager

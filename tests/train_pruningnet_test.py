@@ -1,17 +1,12 @@
 """End-to-end test of examples/train_pruningnet.py (the current `make demo`)."""
 
 import json
-import os
-import subprocess
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BINARY = os.path.join(ROOT, "examples", "train_pruningnet.py")
+import testutil  # tests/testutil.py: the binary runs as a fork of one process that imported TensorFlow
 
 
 def _run(*args):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
-  return subprocess.run([sys.executable, BINARY, *args], capture_output=True, text=True, env=env, timeout=600)
+  return testutil.run_binary("train_pruningnet.py", *args)
 
 
 def test_binary_trains_saves_reports_and_only_resumes_with_resume_and_same_settings(tmp_path):

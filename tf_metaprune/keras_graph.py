@@ -12,7 +12,8 @@ Sequential Keras 3 CNN by walking its graph:
   * Add and Multiply join the groups of their inputs into one (residual and
     squeeze-and-excitation branches move together);
   * Concatenate keeps each input's group in its own slice of the output;
-  * groups that touch the model's input or output (the classifier) are fixed,
+  * groups that touch the model's input or an output (the classifier, a
+    segmentation map's classes, a detector's box coordinates) are fixed,
     and so are groups that a Flatten or Reshape turns into positions x
     channels (a warning names the layer);
   * every prunable group becomes one `Gene` named after its first layer;
@@ -23,8 +24,12 @@ Sequential Keras 3 CNN by walking its graph:
     searches score on, and records the activation (`SearchSpace.
     output_activation`) so rebuilt models and TFLite files end with it again.
 
-Any other layer (custom layers, shared layers, nested models, Keras ops
-applied to tensors) stops with a ValueError naming the layer and its type.
+Nested models (a Sequential stem, say) are flattened: their layers are read
+as if called on the outer model's tensors. Keras ops applied to tensors
+(`x + 3.0`, `inputs + x`, `keras.ops.hard_sigmoid(x)`) are read as
+parameter-free ops. Any other layer (custom layers, shared layers) stops with
+a ValueError naming the layer, its type and the extension point: an `Op`
+subclass registered from your code (`@tf_metaprune.ops.register`) reads it.
 Each node keeps the serialized Keras layer, so `tf_metaprune.rebuild`
 re-creates the user's layers -- names, order, activations, initializers and
 non-prunable layers -- at the pruned widths.
@@ -90,19 +95,44 @@ def _functional(model):
     if shape is None:
       raise ValueError(f"Sequential model {model.name!r} is not built; start it with keras.Input(shape) or "
                        "call model.build((None, H, W, C)) first")
-    x = inputs = keras.Input(shape=tuple(shape[1:]), name="input")
+    inputs = keras.Input(shape=tuple(shape[1:]), name="input")
+    return _unique_names(model, inputs, _call_flat(model, inputs))
+  if len(model.inputs) != 1:
+    raise ValueError(f"model {model.name!r} has {len(model.inputs)} inputs; from_keras_model reads models with one "
+                     "image input")
+  if not any(isinstance(op, keras.Model) for op in model.operations):
+    return model
+  source = model.inputs[0]
+  inputs = keras.Input(shape=tuple(source.shape[1:]), dtype=source.dtype, name=source._keras_history[0].name)  # pylint: disable=protected-access
+  return _unique_names(model, inputs, _call_flat(model, inputs))
+
+
+def _call_flat(model, x):
+  """`model` applied to tensor `x` with every nested model's layers called one by one (flattened)."""
+  if isinstance(model, keras.Sequential):
     for layer in model.layers:
-      x = layer(x)
-    return keras.Model(inputs, x, name=model.name)
-  if len(model.inputs) != 1 or len(model.outputs) != 1:
-    raise ValueError(f"model {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
-                     "from_keras_model reads single-input, single-output image classifiers")
-  return model
+      x = _call_flat(layer, x) if isinstance(layer, keras.Model) else layer(x)
+    return x
+
+  def call(op, *args, **kwargs):
+    if isinstance(op, keras.Model):
+      return _call_flat(op, args[0])
+    return op(*args, **kwargs)
+
+  return model._run_through_graph(x, call_fn=call)  # pylint: disable=protected-access
+
+
+def _unique_names(model, inputs, outputs):
+  try:
+    return keras.Model(inputs, outputs, name=model.name)
+  except ValueError as e:
+    raise ValueError(f"model {model.name!r} flattened (its nested models' layers called on the outer tensors) "
+                     f"has a layer name twice ({e}); give the nested models' layers unique names") from None
 
 
 def _graph_nodes(model):
   """The Keras graph nodes of `model`, found by walking back from its output."""
-  seen, stack = {}, [model.outputs[0]]
+  seen, stack = {}, list(model.outputs)
   while stack:
     tensor = stack.pop()
     op, node_index, _ = tensor._keras_history  # pylint: disable=protected-access
@@ -127,22 +157,26 @@ class KerasGraph:
   Attributes:
     name: the model's name.
     input_shape: (H, W, C) of its image input.
-    num_classes: its output width.
+    num_classes: its (first) output's width.
     genes: [(gene name, full width)] of the prunable channel groups, in order.
     nodes: one dict of `Node` fields per layer, topologically ordered; `out`
       names a gene of `genes` or a fixed width. They end with the logits: a
       final softmax/sigmoid is not among them.
+    outputs: the names of the layers whose outputs are the model's, in order.
     output_activation: "softmax" or "sigmoid" if the model ended with one
       (its nodes then compute the pre-activation, the logits), else None.
+      Read off single-output models only.
     output_layer: the serialized Keras layer that applies it again (the
       user's own `Softmax`/`Activation` layer, or an `Activation` named
       "<classifier>_<activation>" for a `Dense(activation=...)`), or None.
   """
 
-  def __init__(self, name, input_shape, num_classes, genes, nodes, output_activation=None, output_layer=None):
+  def __init__(self, name, input_shape, num_classes, genes, nodes, output_activation=None, output_layer=None,
+               outputs=None):
     self.name, self.input_shape, self.num_classes = name, tuple(input_shape), int(num_classes)
     self.genes, self.nodes = list(genes), list(nodes)
     self.output_activation, self.output_layer = output_activation, output_layer
+    self.outputs = list(outputs) if outputs is not None else [self.nodes[-1]["name"]]
 
 
 def read_keras_model(model) -> KerasGraph:
@@ -154,14 +188,15 @@ def read_keras_model(model) -> KerasGraph:
 
   Args:
     model: a built Keras 3 functional or Sequential model with one
-      channels-last image input and one output (the classifier, never pruned).
+      channels-last image input and one or more outputs, each (batch,
+      classes) or (batch, H, W, channels) (never pruned).
 
   Returns:
     A `KerasGraph`.
 
   Raises:
     ValueError: a layer that cannot be read (its name and type are quoted,
-      with the supported list), shared layers, nested models, channels-first
+      with the supported list), shared layers, channels-first
       data, Concatenate on another axis than channels, grouped convolutions,
       depth multipliers other than 1, or a model with no prunable channels.
   """
@@ -179,12 +214,11 @@ def read_keras_model(model) -> KerasGraph:
       raise ValueError(f"layer {op.name!r} ({type(op).__name__}) is called {len(nodes)} times; shared layers "
                        "cannot be pruned per call: give every call its own layer")
     node = nodes[0]
-    if not isinstance(op, keras.layers.Layer):
-      raise ValueError(f"operation {op.name!r} ({type(op).__name__}) is a Keras op applied to a tensor, not a "
-                       f"layer; write it as a layer ({ops.supported_keras_layers()} are supported)")
-    if isinstance(op, keras.Model):
-      raise ValueError(f"layer {op.name!r} is a nested model ({type(op).__name__}); call its layers on the "
-                       "outer model's tensors instead (e.g. build it with the outer Input)")
+    reader = ops.for_keras_layer(op)
+    if reader is None and not isinstance(op, keras.layers.Layer):
+      raise ValueError(f"operation {op.name!r} ({type(op).__name__}) is a Keras op applied to a tensor that "
+                       "from_keras_model cannot read; write it as a layer, or register an Op that reads it "
+                       "(@tf_metaprune.ops.register, see tf_metaprune.ops)")
     if len(node.output_tensors) != 1:
       raise ValueError(f"layer {op.name!r} ({type(op).__name__}) has {len(node.output_tensors)} outputs; "
                        "only single-output layers are supported")
@@ -201,23 +235,34 @@ def read_keras_model(model) -> KerasGraph:
       raise ValueError(f"layer {op.name!r} ({type(op).__name__}) uses data_format={op.data_format!r}; "
                        "only channels_last models are supported (rebuild the model channels_last)")
     in_lay = [layout[id(t)] for t in ins]
-    reader = ops.for_keras_layer(op)
     if reader is None:
       raise ValueError(
           f"layer {op.name!r} of type {type(op).__name__} cannot be read by from_keras_model: it is not one of "
-          f"the supported layers ({ops.supported_keras_layers()}); replace it with supported layers, or prune "
-          "the model without it")
+          f"the supported layers ({ops.supported_keras_layers()}); register an Op subclass that reads it "
+          "(@tf_metaprune.ops.register, see tf_metaprune.ops), replace it with supported layers, or prune the "
+          "model without it")
     lay, fields, out_group = reader.read_keras(op, ins, out, in_lay, groups)
     optype = reader.name
     layout[id(out)] = lay
     records.append((op, optype, in_names, fields, out_group, out))
-  out_tensor = model.outputs[0]
-  if len(out_tensor.shape) != 2:
-    raise ValueError(f"model {model.name!r} outputs shape {tuple(out_tensor.shape)}; from_keras_model needs a "
-                     "(batch, classes) classifier output")
-  for g in layout[id(out_tensor)]:
-    groups.freeze(g)  # the classifier output is never pruned
-  return _split_output_activation(_describe(model, records, groups))
+  output_names = []
+  for out_tensor in model.outputs:
+    if len(out_tensor.shape) not in (2, 4):
+      raise ValueError(f"model {model.name!r} outputs shape {tuple(out_tensor.shape)}; from_keras_model reads "
+                       "(batch, classes) logits or (batch, height, width, channels) dense predictions")
+    src, _, tensor_index = out_tensor._keras_history  # pylint: disable=protected-access
+    if src.name in output_names or tensor_index != 0:
+      raise ValueError(f"model {model.name!r} returns layer {src.name!r}'s output twice (or one of several of its "
+                       "outputs); give every model output its own layer")
+    output_names.append(src.name)
+    for g in layout[id(out_tensor)]:
+      groups.freeze(g)  # an output's channels (classes, box coordinates, ...) are never pruned
+  graph = _describe(model, records, groups, output_names)
+  if graph.outputs != [graph.nodes[-1]["name"]]:
+    return graph   # several outputs: each head is read as it is (no activation taken off)
+  graph = _split_output_activation(graph)
+  graph.outputs = [graph.nodes[-1]["name"]]
+  return graph
 
 
 #: The activations a classifier may end with that `read_keras_model` reads off as the logits' activation.
@@ -250,12 +295,14 @@ def _split_output_activation(graph):
   return graph
 
 
-def _describe(model, records, groups):
+def _describe(model, records, groups, output_names):
   """Turns the grouped records into genes and node fields."""
   genes, gene_of_root, nodes = [], {}, []
   for op, optype, in_names, fields, out_group, out in records:
     node_fields = dict(fields)
-    if optype == "input":
+    is_input = ops.get(optype).is_input
+    layer = node_fields.pop("layer", None) or (None if is_input else _serialize(op))
+    if is_input:
       node_fields["out"] = int(out.shape[-1])
     elif out_group is not None:
       root = groups.find(out_group)
@@ -267,8 +314,9 @@ def _describe(model, records, groups):
           genes.append((groups.first[root], groups.width[root]))
         node_fields["out"] = gene_of_root[root]
     nodes.append(dict(name=op.name, op=optype, inputs=tuple(in_names), bn=False,
-                      layer=None if optype == "input" else _serialize(op), **node_fields))
+                      layer=layer, **node_fields))
   if not genes:
     raise ValueError(f"model {model.name!r} has no prunable channels: every channel group touches the input, "
                      "the classifier output or a Flatten/Reshape; there is nothing to search")
-  return KerasGraph(model.name, tuple(model.inputs[0].shape[1:]), int(model.outputs[0].shape[-1]), genes, nodes)
+  return KerasGraph(model.name, tuple(model.inputs[0].shape[1:]), int(model.outputs[0].shape[-1]), genes, nodes,
+                    outputs=output_names)

@@ -187,6 +187,41 @@ class GeneratedConv2D(_Generator):
 
 
 @keras.saving.register_keras_serializable(package="tf_metaprune")
+class GeneratedConv2DTranspose(GeneratedConv2D):
+  """A transposed conv (learned upsampling) whose kernel is generated and sliced like `GeneratedConv2D`'s.
+
+  The generated kernel is kept as (kh, kw, c_in, c_out), the layout every
+  other generated conv uses (so slicing, reordering and importance need
+  nothing new), and transposed to the (kh, kw, c_out, c_in) that
+  `tf.nn.conv2d_transpose` (and `keras.layers.Conv2DTranspose`) take. Output
+  size: Keras' rule without `output_padding` -- "same": H * stride;
+  "valid": H * stride + max(kernel - stride, 0). Dilation is not supported.
+
+  Args and call args: as `GeneratedConv2D` (`dilation_rate` must be 1).
+  """
+
+  def __init__(self, max_in_channels, max_out_channels, kernel_size=3, strides=1, hidden_units=32,
+               encoding_size=2, padding="same", dilation_rate=1, use_bias=False, **kwargs):
+    if _hw(_int_or_pair(dilation_rate)) != (1, 1):
+      raise ValueError(f"GeneratedConv2DTranspose: dilation_rate={dilation_rate!r} is not supported (only 1)")
+    super().__init__(max_in_channels, max_out_channels, kernel_size, strides, hidden_units, encoding_size, padding,
+                     1, use_bias, **kwargs)
+
+  @tf.autograph.experimental.do_not_convert
+  def call(self, x, encoding=None, out_channels=None, in_index=None):
+    kernel = tf.transpose(self.sliced_kernel(encoding, tf.shape(x)[-1], out_channels, in_index), [0, 1, 3, 2])
+    (sh, sw), (kh, kw) = _hw(self.strides), _hw(self.kernel_size)
+    shape = tf.shape(x)
+    if self.padding == "same":
+      out_h, out_w = shape[1] * sh, shape[2] * sw
+    else:
+      out_h, out_w = shape[1] * sh + max(kh - sh, 0), shape[2] * sw + max(kw - sw, 0)
+    out_shape = tf.stack([shape[0], out_h, out_w, tf.cast(out_channels, tf.int32)])
+    y = tf.nn.conv2d_transpose(x, kernel, out_shape, strides=[1, sh, sw, 1], padding=self.padding.upper())
+    return y + leading(self.bias, [out_channels]) if self.use_bias else y
+
+
+@keras.saving.register_keras_serializable(package="tf_metaprune")
 class GeneratedDepthwiseConv2D(_Generator):
   """A depthwise conv whose kernel is generated and sliced on its channel axis.
 

@@ -79,7 +79,7 @@ def rebuild(net_or_space, structure, copy_weights=None, name=None, bn_momentum=0
       raise ValueError(f"weights=... hold no arrays for nodes {missing[:5]} of space {space.name!r}")
     copy_weights = True
   for node in space.nodes:
-    if node.op == "input":
+    if node.is_input:
       values[node.name] = keras.Input(shape=space.input_shape, name=node.name)
       continue
     node_weights = weights.get(node.name) if copy_weights else None
@@ -87,7 +87,8 @@ def rebuild(net_or_space, structure, copy_weights=None, name=None, bn_momentum=0
                                          bn_momentum)
     to_copy += copies
     values[node.name] = y
-  model = keras.Model(values[space.nodes[0].name], values[space.nodes[-1].name],
+  outputs = [values[o] for o in space.outputs]
+  model = keras.Model(values[space.nodes[0].name], outputs[0] if len(outputs) == 1 else outputs,
                       name=name or f"{space.name}_pruned")
   for layer, arrays in to_copy:
     layer.set_weights(arrays)

@@ -94,6 +94,11 @@ class Gene:
   width_ratios: Tuple[float, ...] = PAPER_WIDTH_RATIOS
   divisor: int = 8
 
+  @property
+  def is_input(self) -> bool:
+    """Whether this is the image input node (its op's `is_input` role)."""
+    return ops.get(self.op).is_input
+
   def __post_init__(self):
     if int(self.base_channels) < 1:
       raise ValueError(f"Gene {self.name!r}: base_channels={self.base_channels!r} must be >= 1")
@@ -172,6 +177,11 @@ class Node:
   keepdims: bool = False
   target_shape: Optional[Tuple[int, ...]] = None
   layer: Optional[dict] = dataclasses.field(default=None, hash=False)
+
+  @property
+  def is_input(self) -> bool:
+    """Whether this is the image input node (its op's `is_input` role)."""
+    return ops.get(self.op).is_input
 
   def __post_init__(self):
     object.__setattr__(self, "inputs", tuple(self.inputs))
@@ -269,6 +279,11 @@ class SearchSpace:
     genes: the `Gene`s (their order is the order of a `Structure`'s choices).
     nodes: the graph, topologically ordered, starting with one "input" node and
       ending with the classifier (its logits).
+    outputs: names of the nodes that are the network's outputs, in order
+      (default: the last node alone). Several outputs make a multi-output
+      network (e.g. a detector's class logits and box regression); an output
+      may be a feature map (a segmentation net's H x W x K logits). Output
+      channels are never pruned; `num_classes` is the first output's width.
     output_activation: "softmax" or "sigmoid" if the network ends with it
       (a model read by `from_keras_model` whose classifier had one): the
       nodes compute the logits, which the PruningNet trains and searches on,
@@ -289,7 +304,7 @@ class SearchSpace:
 
   def __init__(self, name: str, input_shape: Sequence[int], num_classes: int,
                genes: Sequence[Gene], nodes: Sequence[Node], output_activation: Optional[str] = None,
-               output_layer: Optional[dict] = None):
+               output_layer: Optional[dict] = None, outputs: Optional[Sequence[str]] = None):
     self.name = str(name)
     if output_activation not in (None,) + keras_graph.OUTPUT_ACTIVATIONS:
       raise ValueError(f"output_activation={output_activation!r} must be None (logits) or one of "
@@ -306,6 +321,9 @@ class SearchSpace:
       raise ValueError(f"num_classes={num_classes!r} must be >= 2")
     self.genes = tuple(genes)
     self.nodes = tuple(nodes)
+    if outputs is not None and (isinstance(outputs, str) or not len(outputs)):
+      raise ValueError(f"outputs={outputs!r} must be a non-empty list of node names")
+    self.outputs = tuple(outputs) if outputs is not None else ((self.nodes[-1].name,) if self.nodes else ())
     self._gene_index = {}
     for i, g in enumerate(self.genes):
       if g.name in self._gene_index:
@@ -313,9 +331,14 @@ class SearchSpace:
       self._gene_index[g.name] = i
     self._validate_graph()
 
+  @property
+  def layer_nodes(self) -> Tuple[Node, ...]:
+    """Every node but the image input: the ones that are (or hold) a layer."""
+    return tuple(n for n in self.nodes if not n.is_input)
+
   # ---- graph -------------------------------------------------------------------------------
   def _validate_graph(self):
-    if not self.nodes or self.nodes[0].op != "input":
+    if not self.nodes or not self.nodes[0].is_input:
       raise ValueError(f"space {self.name!r}: the first node must be the 'input' node")
     h, w, _ = self.input_shape
     self.node_by_name: Dict[str, Node] = {}
@@ -336,25 +359,22 @@ class SearchSpace:
       lays = [self.layout[i] for i in node.inputs]
       ins = [self.spatial[i] for i in node.inputs]
       op = ops.get(node.op)
-      if node.op != "input" and not op.multi_input and len(node.inputs) != 1:
+      if not op.is_input and not op.multi_input and len(node.inputs) != 1:
         raise ValueError(f"node {node.name!r} ({node.op}) needs exactly one input, got {node.inputs}")
       layout = op.layout(self, node, lays, lambda node=node: self._out_source(node, used_genes))
-      if node.op == "input":
+      if op.is_input:
         self.spatial[node.name] = (h, w)
       self.layout[node.name] = layout
       if len(layout) == 1:
         self.source[node.name] = layout[0]
-      if node.op != "input":
+      if not op.is_input:
         self.in_spatial[node.name] = ins[0]
         self.spatial[node.name] = op.out_spatial(self, node, ins)
       self.node_by_name[node.name] = node
     unused = [g.name for g in self.genes if g.name not in used_genes]
     if unused:
       raise ValueError(f"space {self.name!r}: genes {unused} are read by no node")
-    last = self.nodes[-1]
-    if self.layout[last.name] != (("fixed", self.num_classes),) or self.spatial[last.name] is not None:
-      raise ValueError(f"space {self.name!r}: the last node must be a classifier with out={self.num_classes} "
-                       f"(fixed) on a flat feature vector, got {last}")
+    self._validate_outputs()
     # Extended channel vector: [gene channels..., fixed widths...]; sources index into it.
     fixed = sorted({n for lay in self.layout.values() for kind, n in lay if kind == "fixed"})
     self.fixed_widths = tuple(fixed)
@@ -362,6 +382,37 @@ class SearchSpace:
     for name, lay in self.layout.items():
       self._layout_index[name] = tuple(v if kind == "gene" else len(self.genes) + fixed.index(v) for kind, v in lay)
     self._ext_index = {name: idx[0] for name, idx in self._layout_index.items() if len(idx) == 1}
+
+  def _validate_outputs(self):
+    if self.outputs == (self.nodes[-1].name,):
+      last = self.nodes[-1]
+      if self.layout[last.name] != (("fixed", self.num_classes),):
+        raise ValueError(f"space {self.name!r}: the last node (the output) must have the fixed width "
+                         f"out={self.num_classes} (num_classes), got {last}")
+      return
+    if len(set(self.outputs)) != len(self.outputs):
+      raise ValueError(f"space {self.name!r}: outputs={list(self.outputs)} names a node twice")
+    for o in self.outputs:
+      if o not in self.node_by_name:
+        raise ValueError(f"space {self.name!r}: output {o!r} is not a node of the space")
+      if any(kind == "gene" for kind, _ in self.layout[o]):
+        raise ValueError(f"space {self.name!r}: output {o!r} has prunable channels {self.layout[o]}; an output's "
+                         "width must be fixed (give its node a fixed integer out=)")
+    first = self.max_channels(self.outputs[0])
+    if first != self.num_classes:
+      raise ValueError(f"space {self.name!r}: the first output {self.outputs[0]!r} has {first} channels but "
+                       f"num_classes={self.num_classes}; they must be equal")
+
+  def output_shape(self, node_name: str) -> Tuple[int, ...]:
+    """Per-example shape of an output node: (C,) for a flat vector, (H, W, C) for a feature map."""
+    hw = self.spatial[node_name]
+    c = self.max_channels(node_name)
+    return (c,) if hw is None else (int(hw[0]), int(hw[1]), c)
+
+  @property
+  def is_classifier(self) -> bool:
+    """One output, a flat vector of class logits (what top-1 accuracy and the int8 agreement are for)."""
+    return len(self.outputs) == 1 and self.spatial[self.outputs[0]] is None
 
   def _out_source(self, node, used_genes):
     if isinstance(node.out, str):
@@ -504,8 +555,10 @@ class SearchSpace:
     user's layer names, order, activations and non-prunable layers.
 
     Args:
-      model: a built Keras 3 model with one channels-last image input and a
-        (batch, classes) output.
+      model: a built Keras 3 model with one channels-last image input and
+        one or more outputs: (batch, classes) logits, or (batch, H, W, K)
+        dense predictions (segmentation), or several such heads (a
+        detector's class logits and boxes). Output channels stay fixed.
       width_ratios: width choices as fractions of each group's full width
         (default: the paper's 31 ratios 0.10 ... 1.00).
       divisor: channel counts are multiples of this (1 = any count).
@@ -520,7 +573,7 @@ class SearchSpace:
 
     Raises:
       ValueError: for a layer it cannot read (named, with its type and the
-        supported list) or a model that is not a single-input image classifier.
+        supported list) or a model without a single image input.
 
     Example:
 
@@ -535,13 +588,16 @@ class SearchSpace:
     for gene_name, width in graph.genes:
       builder.gene(gene_name, width)
     nodes = [Node(**fields) for fields in graph.nodes]
+    outputs = None if list(graph.outputs) == [nodes[-1].name] else graph.outputs
     return cls(builder.name, builder.input_shape, builder.num_classes, builder.genes, nodes,
-               output_activation=graph.output_activation, output_layer=graph.output_layer)
+               output_activation=graph.output_activation, output_layer=graph.output_layer, outputs=outputs)
 
   # ---- serialization -----------------------------------------------------------------------
   def get_config(self):
     config = {"name": self.name, "input_shape": list(self.input_shape), "num_classes": self.num_classes,
               "genes": [g.get_config() for g in self.genes], "nodes": [n.get_config() for n in self.nodes]}
+    if self.outputs != (self.nodes[-1].name,):  # left out at the default: older fingerprints stay
+      config["outputs"] = list(self.outputs)
     if self.output_activation is not None:   # left out for logits, so older spaces keep their fingerprints
       config.update(output_activation=self.output_activation, output_layer=self.output_layer)
     return config
@@ -551,7 +607,8 @@ class SearchSpace:
     return cls(name=config["name"], input_shape=config["input_shape"], num_classes=config["num_classes"],
                genes=[Gene.from_config(g) for g in config["genes"]],
                nodes=[Node.from_config(n) for n in config["nodes"]],
-               output_activation=config.get("output_activation"), output_layer=config.get("output_layer"))
+               output_activation=config.get("output_activation"), output_layer=config.get("output_layer"),
+               outputs=config.get("outputs"))
 
   def to_json(self) -> str:
     return json.dumps({"format": _SPACE_FORMAT, "version": 1, "space": self.get_config()}, indent=1)

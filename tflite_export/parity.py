@@ -36,7 +36,7 @@ import dataclasses
 import json
 import os
 import warnings
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from absl import logging
 from ai_edge_litert import interpreter as litert_interpreter
@@ -66,7 +66,9 @@ class ParityReport:
     accuracy_drop_pt: `(keras_accuracy - tflite_accuracy) * 100`, in
       percentage points (positive = TFLite worse), or None.
     top1_agreement: Fraction of images on which both models pick the same
-      class.
+      class. For a dense-prediction output (B, H, W, K): of pixels; for a
+      model of several outputs: of the first output (the class logits),
+      while the differences below cover all outputs.
     max_abs_logit_diff: Largest |keras - tflite| over all outputs, after
       dequantizing int8 outputs. "Logit" is whatever the model outputs
       (probabilities for a softmax head).
@@ -147,22 +149,33 @@ def check_parity(
           f"dataset yields images of shape {images.shape}; the TFLite model "
           f"expects {tuple(runner.input_detail['shape_signature'])}: batch "
           "the dataset or fix its preprocessing")
-    keras_outputs.append(
-        keras.ops.convert_to_numpy(keras_model(images, training=False)))
+    outs = keras_model(images, training=False)
+    outs = outs if isinstance(outs, (list, tuple)) else [outs]
+    keras_outputs.append([keras.ops.convert_to_numpy(o) for o in outs])
     tflite_outputs.append(runner.run(images))
     if batch_labels is not None:
+      if isinstance(batch_labels, (list, tuple)):  # one label array per output: the first output's
+        batch_labels = batch_labels[0]
       labels.append(_class_ids(np.asarray(batch_labels)))
 
   if not keras_outputs:
     raise ValueError(
         "dataset produced no examples: pass a non-empty dataset "
         f"(max_batches={max_batches})")
-  keras_out = np.concatenate(keras_outputs).reshape(
-      sum(len(o) for o in keras_outputs), -1)
-  tflite_out = np.concatenate(tflite_outputs).reshape(keras_out.shape)
+  if len(keras_outputs[0]) != runner.num_outputs:
+    raise ValueError(
+        f"the Keras model has {len(keras_outputs[0])} outputs but the TFLite "
+        f"model {runner.num_outputs}: pass the model it was converted from")
+  num_examples = sum(len(o[0]) for o in keras_outputs)
+  # Per output, (examples x positions, channels): a classifier has one position, a dense-prediction map H*W.
+  keras_all = [np.concatenate([o[j] for o in keras_outputs]) for j in range(runner.num_outputs)]
+  tflite_all = [np.concatenate([o[j] for o in tflite_outputs]).reshape(k.shape) for j, k in enumerate(keras_all)]
+  keras_out = keras_all[0].reshape(-1, keras_all[0].shape[-1])
+  tflite_out = tflite_all[0].reshape(keras_out.shape)
   keras_top1 = keras_out.argmax(axis=-1)
   tflite_top1 = tflite_out.argmax(axis=-1)
-  diff = np.abs(keras_out.astype(np.float64) - tflite_out.astype(np.float64))
+  diff = np.concatenate([np.abs(k.astype(np.float64) - t.astype(np.float64)).reshape(-1)
+                         for k, t in zip(keras_all, tflite_all)])
 
   keras_accuracy = tflite_accuracy = drop_pt = None
   if labels:
@@ -172,7 +185,7 @@ def check_parity(
     drop_pt = (keras_accuracy - tflite_accuracy) * 100.0
 
   report = ParityReport(
-      num_examples=int(len(keras_out)),
+      num_examples=int(num_examples),
       keras_accuracy=keras_accuracy,
       tflite_accuracy=tflite_accuracy,
       accuracy_drop_pt=drop_pt,
@@ -224,20 +237,22 @@ class _TfliteRunner:
     self._interpreter = litert_interpreter.Interpreter(
         model_content=flatbuffer, num_threads=num_threads)
     inputs = self._interpreter.get_input_details()
-    outputs = self._interpreter.get_output_details()
-    if len(inputs) != 1 or len(outputs) != 1:
+    outputs = _outputs_in_model_order(self._interpreter)
+    if len(inputs) != 1:
       raise ValueError(
-          f"check_parity compares single-input, single-output models; this "
-          f"TFLite model has {len(inputs)} inputs and {len(outputs)} outputs")
+          f"check_parity compares single-input models; this TFLite model "
+          f"has {len(inputs)} inputs")
     self.input_detail = inputs[0]
+    self.output_details = outputs
     self.output_detail = outputs[0]
+    self.num_outputs = len(outputs)
     self._interpreter.allocate_tensors()
     self._batch_size = int(self.input_detail["shape"][0])
     dynamic_batch = int(self.input_detail["shape_signature"][0]) == -1
     self.mode = MODE_BATCHED if dynamic_batch else MODE_ONE_AT_A_TIME
 
-  def run(self, images: np.ndarray) -> np.ndarray:
-    """Returns the dequantized float32 outputs for a batch of float images."""
+  def run(self, images: np.ndarray) -> List[np.ndarray]:
+    """Returns the dequantized float32 outputs (one array per output) for a batch of float images."""
     quantized = _quantize(images, self.input_detail)
     if self.mode == MODE_BATCHED:
       try:
@@ -247,9 +262,10 @@ class _TfliteRunner:
             "Batched TFLite inference failed (%s); feeding one example at a "
             "time instead", e)
         self.mode = MODE_ONE_AT_A_TIME
-    return np.concatenate([self._invoke(x[np.newaxis]) for x in quantized])
+    per_example = [self._invoke(x[np.newaxis]) for x in quantized]
+    return [np.concatenate([o[j] for o in per_example]) for j in range(self.num_outputs)]
 
-  def _invoke(self, batch: np.ndarray) -> np.ndarray:
+  def _invoke(self, batch: np.ndarray) -> List[np.ndarray]:
     index = self.input_detail["index"]
     if batch.shape[0] != self._batch_size:
       self._interpreter.resize_tensor_input(index, list(batch.shape))
@@ -257,8 +273,28 @@ class _TfliteRunner:
       self._batch_size = batch.shape[0]
     self._interpreter.set_tensor(index, batch)
     self._interpreter.invoke()
-    output = self._interpreter.get_tensor(self.output_detail["index"])
-    return _dequantize(output, self.output_detail)
+    return [_dequantize(self._interpreter.get_tensor(d["index"]), d) for d in self.output_details]
+
+
+def _outputs_in_model_order(interpreter) -> List[Dict[str, Any]]:
+  """The interpreter's output details in the Keras model's output order.
+
+  The converter lists a multi-output model's tensors in its own order; its
+  one signature names them output_0, output_1, ... in the model's order.
+  """
+  outputs = interpreter.get_output_details()
+  signatures = interpreter.get_signature_list()
+  if len(outputs) < 2 or len(signatures) != 1:
+    return outputs
+  named = interpreter.get_signature_runner(next(iter(signatures))).get_output_details()
+  def position(name):
+    tail = name.rsplit("_", 1)[-1]
+    return (0, int(tail), name) if tail.isdigit() else (1, 0, name)
+  order = [named[n]["index"] for n in sorted(named, key=position)]
+  if sorted(order) != sorted(d["index"] for d in outputs):
+    return outputs
+  by_index = {d["index"]: d for d in outputs}
+  return [by_index[i] for i in order]
 
 
 def _quantize(x: np.ndarray, detail: Dict[str, Any]) -> np.ndarray:

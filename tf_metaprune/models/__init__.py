@@ -18,6 +18,7 @@ Example:
   >>> space = tf_metaprune.models.get("mobilenet_v2")(input_shape=(32, 32, 3), num_classes=10)
 """
 
+from tf_metaprune.models import dense_prediction  # Keras models (U-Net, two-head detector), not spaces
 from tf_metaprune.models.families import mobilenet_v1
 from tf_metaprune.models.families import mobilenet_v2
 from tf_metaprune.models.families import resnet20
@@ -47,4 +48,4 @@ def get(name):
     raise ValueError(f"unknown model family {name!r}; choose one of {sorted(FAMILIES)}") from None
 
 
-__all__ = ["FAMILIES", "get"] + sorted(FAMILIES)
+__all__ = ["FAMILIES", "dense_prediction", "get"] + sorted(FAMILIES)

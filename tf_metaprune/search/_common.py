@@ -2,6 +2,7 @@
 
 import dataclasses
 import hashlib
+import json
 import os
 from typing import Any, Optional
 
@@ -108,13 +109,16 @@ def net_fingerprint(net) -> str:
   return h.hexdigest()[:16]
 
 
-def data_fingerprint(data) -> str:
-  """Hash of an `EvaluationData`'s calibration and evaluation arrays."""
+def data_fingerprint(data, metric=None) -> str:
+  """Hash of an `EvaluationData`'s calibration and evaluation arrays (and of a search metric other than accuracy)."""
   h = hashlib.sha256()
-  for a in (data.calibration_images, data.eval_images, data.eval_labels, data.eval_mask):
+  labels = data.eval_labels if isinstance(data.eval_labels, tuple) else (data.eval_labels,)
+  for a in (data.calibration_images, data.eval_images) + labels + (data.eval_mask,):
     a = np.ascontiguousarray(a)
     h.update(str(a.shape).encode())
     h.update(a.tobytes())
+  if metric is not None and not metric.builtin:  # the default leaves older fingerprints as they were
+    h.update(json.dumps(metric.get_config(), sort_keys=True).encode())
   return h.hexdigest()[:16]
 
 

@@ -142,6 +142,9 @@ def run(name, space, budget, *, train_data=None, search_data=None, pruning_net=N
   identity = {"space_fingerprint": space.fingerprint(), "budget": None if budget is None else budget.get_config(),
               "config": config.get_config() if cls.has_settings else None, "net_fingerprint": net_print,
               "data_config": data_config}
+  metric = getattr(search_data, "metric", None)   # an Evaluator's SearchMetric
+  if metric is not None and not metric.builtin:    # (left out for accuracy: older identities still match)
+    identity["search_metric"] = metric.get_config()
   finished = None if output_dir is None else io_lib.StateFile(sub(f"{name}_run.json"), "tf_metaprune.SearchRun",
                                                                identity, what=f"{name} search run")
   if finished is not None and os.path.exists(result_path) and finished.matches():
@@ -155,6 +158,8 @@ def run(name, space, budget, *, train_data=None, search_data=None, pruning_net=N
   result = config.run(context)
   result.extra["net_fingerprint"] = net_print
   result.extra["data_config"] = data_config
+  if "search_metric" in identity:
+    result.extra["search_metric"] = identity["search_metric"]
   if result_path is not None:
     result.save(result_path)
     finished.save(result=os.path.basename(result_path))

@@ -76,7 +76,7 @@ _SAMPLING = ("auto", "uniform", "scaled")
 _RESUMABLE_CHANGES = ("num_generations",)
 
 
-@registry.register("evolutionary")
+@registry.register("evolutionary", order=0)
 @dataclasses.dataclass(frozen=True)
 class EvolutionConfig(_common.FrozenConfig):
   """Settings of the evolutionary search; the defaults are the paper's.
@@ -404,7 +404,7 @@ def _take(proposals, feasible, num, seen):
 def _identity(space, net, evaluator, budget, config):
   return {"space_name": space.name, "space_fingerprint": space.fingerprint(),
           "net_fingerprint": _common.net_fingerprint(net),
-          "data_fingerprint": _common.data_fingerprint(evaluator.data),
+          "data_fingerprint": _common.data_fingerprint(evaluator.data, evaluator.metric),
           "budget": None if budget is None else budget.get_config(),
           "config": config.get_config()}
 

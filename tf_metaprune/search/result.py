@@ -33,13 +33,17 @@ class Candidate:
   Attributes:
     choices: one choice index per gene (a `Structure`'s choices).
     accuracy: top-1 accuracy on the held-out search split, in [0, 1], after BN
-      recalibration, with the PruningNet's generated weights.
+      recalibration, with the PruningNet's generated weights -- or, with
+      another `calibration.SearchMetric`, its score (the metric's value when
+      higher is better, minus it for a loss or an error), so that higher is
+      always better.
     mflops: millions of multiply-adds for one image.
     params: weights of the rebuilt plain model.
     latency_ms: predicted latency (None without a latency table).
     generation: the generation that created it (0 = the random start).
     loss: mean cross-entropy on the search split (the tie-break of equal
-      accuracies; None for searchers that do not measure it).
+      accuracies; None for searchers that do not measure it); with another
+      `SearchMetric`, the metric's value itself.
   """
   choices: Tuple[int, ...]
   accuracy: float

@@ -60,7 +60,7 @@ _CONSTRAINTS = ("auto", "clip", "lagrangian")
 _NUM_FEATURES = 8
 
 
-@registry.register("rl")
+@registry.register("rl", order=3)
 @dataclasses.dataclass(frozen=True)
 class RLConfig(_common.FrozenConfig):
   """Settings of the constrained-RL searcher.
@@ -309,7 +309,7 @@ class PruningEnv:
 
 def _identity(space, net, evaluator, budget, config):
   return {"space_fingerprint": space.fingerprint(), "net_fingerprint": _common.net_fingerprint(net),
-          "data_fingerprint": _common.data_fingerprint(evaluator.data),
+          "data_fingerprint": _common.data_fingerprint(evaluator.data, evaluator.metric),
           "budget": None if budget is None else budget.get_config(), "config": config.get_config()}
 
 

@@ -63,6 +63,7 @@ from tf_metaprune.training.loop import steps_per_epoch
 from tf_metaprune.training.losses import Distiller
 from tf_metaprune.training.losses import SparseCrossentropyWithSmoothing
 from tf_metaprune.training.losses import distillation_loss
+from tf_metaprune.training.losses import user_losses
 from tf_metaprune.training.optimizers import FusedAdam
 from tf_metaprune.training.optimizers import FusedAdamW
 from tf_metaprune.training.optimizers import FusedSGD
@@ -70,7 +71,7 @@ from tf_metaprune.training.optimizers import compile_model
 
 __all__ = ["Distiller", "FusedAdam", "FusedAdamW", "FusedSGD", "SparseCrossentropyWithSmoothing", "batch_norm_layers",
            "check_training_data", "compile_model", "describe_seconds", "distillation_loss", "expected_input_shape",
-           "fit", "num_classes_of", "recalibrate_batch_norm", "run_identity", "steps_per_epoch"]
+           "fit", "num_classes_of", "recalibrate_batch_norm", "run_identity", "steps_per_epoch", "user_losses"]
 
 
 def __getattr__(name):

@@ -100,6 +100,11 @@ def check_training_data(model, dataset, what="train_data"):
                        f"{want[0]}x{want[1]} (input shape {want}); build the space with input_shape={got} "
                        "or resize the images (load_dataset(..., input_size=...))")
   n = num_classes_of(model)
+  space = getattr(model, "space", None)
+  outputs = getattr(model, "outputs", None) if space is None else None
+  dense = outputs is not None and (len(outputs) != 1 or len(outputs[0].shape) != 2)
+  if isinstance(labels, (tuple, list, dict)) or dense or (space is not None and not space.is_classifier):
+    return   # per-output or per-pixel targets: their losses check them
   if labels.shape.rank is not None and labels.shape.rank >= 2 and labels.shape[-1] not in (None, 1):
     raise ValueError(f"{what} labels have shape {tuple(labels.shape)}: they look one-hot; pass integer class "
                      f"ids in [0, {n}) of shape (batch,)")

@@ -1,5 +1,8 @@
 """Losses of the shared recipe: cross-entropy with label smoothing and a label check, and knowledge distillation."""
 
+import functools
+import inspect
+
 import keras
 import tensorflow as tf
 
@@ -121,3 +124,45 @@ class Distiller(keras.Model):
     student = keras.saving.deserialize_keras_object(config.pop("student"))
     teacher = keras.saving.deserialize_keras_object(config.pop("teacher"))
     return cls(student, teacher, **config)
+
+
+def loss_object(loss):
+  """A Keras loss from a name (on logits where the loss takes `from_logits`), a serialized config or an object."""
+  if isinstance(loss, dict):
+    return keras.losses.deserialize(loss)
+  if isinstance(loss, str):
+    try:
+      found = keras.losses.get(loss)
+    except ValueError:
+      raise ValueError(f"loss {loss!r} is not a Keras loss name; use e.g. 'sparse_categorical_crossentropy', "
+                       "'huber' or 'mse'") from None
+    if not isinstance(found, keras.losses.Loss) and "from_logits" in inspect.signature(found).parameters:
+      return functools.partial(found, from_logits=True)
+    return found
+  return loss
+
+
+def user_losses(model):
+  """(losses, loss_weights) a Keras model was compiled with, one per output in output order, or (None, None).
+
+  `keras.saving.load_model` restores the compile settings saved with a
+  model, so a segmentation net or a detector saved after `compile(loss=...)`
+  brings its own losses: what its PruningNet then trains with
+  (`compile_model(loss=...)`, `fit(loss=...)`) and what
+  `calibration.SearchMetric("loss", losses=...)` ranks structures by. They
+  come back serialized (a loss name, or a Keras config dict), so a run's
+  identity can record them; losses given by output name are put in output
+  order.
+  """
+  config = model.get_compile_config() if hasattr(model, "get_compile_config") else None
+  if not config or config.get("loss") is None:
+    return None, None
+  loss, weights = config["loss"], config.get("loss_weights")
+  names = list(getattr(model, "output_names", None) or [])
+  if isinstance(loss, dict) and "class_name" not in loss:   # by output name, not one serialized loss
+    loss = [loss.get(n) for n in names]
+  if isinstance(weights, dict):
+    weights = [float(weights.get(n, 1.0)) for n in names]
+  if not isinstance(loss, (list, tuple)):
+    loss = [loss] * max(1, len(names))
+  return list(loss), (None if weights is None else [float(w) for w in weights])

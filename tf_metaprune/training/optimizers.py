@@ -5,6 +5,7 @@ import math
 import keras
 import tensorflow as tf
 
+from tf_metaprune.training.losses import loss_object
 from tf_metaprune.training.losses import SparseCrossentropyWithSmoothing
 
 
@@ -102,7 +103,7 @@ def _tf_variable(variable):
 
 
 def compile_model(model, learning_rate=0.05, total_steps=1000, momentum=0.9, weight_decay=5e-5,
-                  label_smoothing=0.0, optimizer="sgd", steps_per_execution=1):
+                  label_smoothing=0.0, optimizer="sgd", steps_per_execution=1, loss=None, loss_weights=None):
   """Compiles `model` with the shared recipe.
 
   Args:
@@ -115,6 +116,13 @@ def compile_model(model, learning_rate=0.05, total_steps=1000, momentum=0.9, wei
     optimizer: "sgd" (the paper) or "adam".
     steps_per_execution: passed to `compile` (structure sampling happens in the
       training step, so any value works).
+    loss: the loss of a model that is not a classifier -- a segmentation
+      net, a detector's heads: one Keras loss (name, serialized config or
+      object) or a list of them, one per output in the model's output order
+      (e.g. `losses.user_losses(trained_model)`, the losses it was compiled
+      with). None: label-smoothed sparse cross-entropy with an accuracy
+      metric (the classifier recipe); a given loss gets no metric.
+    loss_weights: one weight per output (with `loss`).
   """
   if not float(learning_rate) > 0 or math.isnan(float(learning_rate)):
     raise ValueError(f"learning_rate={learning_rate!r} must be > 0")
@@ -128,7 +136,12 @@ def compile_model(model, learning_rate=0.05, total_steps=1000, momentum=0.9, wei
       opt = FusedSGD(schedule, momentum=momentum, nesterov=True, weight_decay=wd)
     else:
       opt = FusedAdamW(schedule, weight_decay=wd or 0.0) if wd else FusedAdam(schedule)
-    model.compile(optimizer=opt, loss=SparseCrossentropyWithSmoothing(label_smoothing),
-                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                  steps_per_execution=steps_per_execution)
+    if loss is None:
+      model.compile(optimizer=opt, loss=SparseCrossentropyWithSmoothing(label_smoothing),
+                    metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                    steps_per_execution=steps_per_execution)
+    else:
+      compiled = [loss_object(l) for l in loss] if isinstance(loss, (list, tuple)) else loss_object(loss)
+      model.compile(optimizer=opt, loss=compiled, loss_weights=None if loss_weights is None else list(loss_weights),
+                    steps_per_execution=steps_per_execution)
   return model
