@@ -35,7 +35,7 @@ import common_flags  # examples/common_flags.py
 
 FLAGS = flags.FLAGS
 # The same space flags and defaults as metaprune.py, so one set of flags names one space in both.
-common_flags.define_dataset_flags(batch_size=32)
+common_flags.define_dataset_flags()
 common_flags.define_model_flags(default_model="mobilenet_v2", width_multiplier=0.5, min_width_ratio=0.3,
                                 small_input=False, stage_repeats="1,2,2,2,1,1,1")
 common_flags.define_keras_model_flags(" Its space is SearchSpace.from_keras_model, as in metaprune.py.")

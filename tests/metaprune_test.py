@@ -71,6 +71,7 @@ def test_metaprune_writes_every_output_file_and_a_consistent_report(run_dir):
 @pytest.mark.slow
 def test_run_dir_puts_the_tables_prediction_beside_host_and_phone_latency(run_dir, tmp_path):
   import shutil  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top  (runs the generated shell script)
   import fake_adb  # pylint: disable=g-import-not-at-top  (tests/fake_adb.py: a phone with synthetic logs)
   import tf_metaprune as tfmp  # pylint: disable=g-import-not-at-top
   from tf_metaprune import latency_lut  # pylint: disable=g-import-not-at-top
