@@ -20,6 +20,8 @@ from keras.src.applications.convnext import LayerScale
 import tf_metaprune as tfmp
 import tflite_export
 from tf_metaprune import flops
+from tf_metaprune import latency_lut
+from tf_metaprune import ops
 from tf_metaprune import pretrained
 
 L = keras.layers
@@ -135,6 +137,21 @@ def test_half_width_model_converts_to_int8_and_agrees_with_keras(name):
   report = tflite_export.check_parity(flat, half, tf.data.Dataset.from_tensor_slices(x).batch(4))
   scale = float(np.abs(half(x, training=False).numpy()).max())
   assert report.max_abs_logit_diff < 0.2 * scale, (report.max_abs_logit_diff, scale)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_node_has_a_latency_entry_whose_one_layer_model_builds(name):
+  space = tfmp.SearchSpace.from_keras_model(MODELS[name](), width_ratios=(0.5, 1.0), divisor=1)
+  kinds = {node.name: ops.get(node.op).latency_kind(space, node) for node in space.nodes if node.op != "input"}
+  assert set(kinds.values()) <= {"table", "folded", "free"}
+  signatures = latency_lut.layer_signatures(space, grid_size=2)
+  timed_ops = {sig.op for sig in signatures}
+  for node in space.nodes:
+    if kinds.get(node.name) in ("table", "folded"):
+      assert node.op in timed_ops, f"node {node.name!r} ({node.op}) has no one-layer model"
+  for sig in signatures:
+    model = sig.build_model()
+    assert model.outputs[0].shape[-1] == sig.cout
 
 
 def test_the_fixed_preprocessing_keeps_its_channels_and_weights():

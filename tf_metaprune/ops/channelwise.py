@@ -179,6 +179,9 @@ class ChannelScale(_VectorOp):
   def pruning_call(self, net, node, inputs, call):
     return inputs[0] * self._taken(net, node, inputs[0], call)["gamma"]
 
+  def profile_kinds(self, space, node):
+    return ("mul",)
+
   def keras_layer(self, node, channels):
     config = copy.deepcopy(node.layer)
     config["config"]["projection_dim"] = int(channels)
