@@ -10,6 +10,7 @@ imported TensorFlow (tests/binary_zygote.py).
 
 import json
 import os
+import subprocess
 
 import pytest
 
@@ -63,8 +64,40 @@ def test_metaprune_writes_every_output_file_and_a_consistent_report(run_dir):
   table = (out / "report.md").read_text()
   assert "| searched |" in table and "| uniform x" in table
   assert "| searched |" in run_dir["first"].stdout   # the table is printed too
+  assert "model_int8 uniform_int8" in (out / "run_on_device.sh").read_text()
   assert sorted(p.stem for p in (out / "stages").iterdir()) == sorted(
       ["pruningnet", "search", "retrain_searched", "retrain_uniform", "export"])
+
+
+@pytest.mark.slow
+def test_run_dir_puts_the_tables_prediction_beside_host_and_phone_latency(run_dir, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  import fake_adb  # pylint: disable=g-import-not-at-top  (tests/fake_adb.py: a phone with synthetic logs)
+  import tf_metaprune as tfmp  # pylint: disable=g-import-not-at-top
+  from tf_metaprune import latency_lut  # pylint: disable=g-import-not-at-top
+  out = tmp_path / "run"
+  shutil.copytree(run_dir["dir"], out)
+  space = tfmp.SearchSpace.from_json((out / "space.json").read_text())
+  sigs = latency_lut.layer_signatures(space, grid_size=2)
+  table = latency_lut.table_from_timings(space, {s.name: 0.02 + 0.001 * s.cout for s in sigs}, 0.01, 0.05,
+                                         grid_size=2, device="made-up table")
+  table.save(str(tmp_path / "table.json"))
+  done = subprocess.run(["sh", str(out / "run_on_device.sh")], capture_output=True, text=True,
+                        env=fake_adb.environment(tmp_path), timeout=120)
+  assert done.returncode == 0 and (out / "model_int8.txt").exists(), done.stderr
+  proc = _run("latency_table.py", f"--run_dir={out}", f"--latency_table={tmp_path / 'table.json'}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads((out / "device_latency.json").read_text())
+  report = json.loads((out / "report.json").read_text())
+  for key in ("searched", "uniform"):
+    row = result["rows"][key]
+    predicted = table.predict_ms(space, space.load_structure(str(out / report[key]["structure_file"])))
+    assert row["predicted_ms"] == pytest.approx(predicted)
+    assert row["host_ms"] == report[key]["int8_latency_median_ms"]
+    assert row["host_over_predicted"] == pytest.approx(row["host_ms"] / predicted)
+    # the fake phone times a model without channel counts in its name at 20 us + 3.4 us
+    assert row["phone_ms"] == pytest.approx(0.0234) and row["phone_over_predicted"] == pytest.approx(0.0234 / predicted)
+  assert "| phone ms" not in proc.stdout and "phone/pred" in proc.stdout
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from typing import Any, Dict
 
+from tf_metaprune import budgets
 from tf_metaprune import stats
 from tf_metaprune.pipeline.build import bn_check
 from tf_metaprune.pipeline.build import times
@@ -45,6 +46,10 @@ def make_report(config, splits, space, budget, found, base, retrained, exported,
         "int8_size_reduction_vs_float32_full": 4 * space.params(full) / max(e["size_bytes"], 1)}
     if original is not None:
       rows[key]["accuracy_drop_pt"] = 100 * (original["test_accuracy"] - retrained[key]["test_accuracy"])
+    if config.latency_table:  # a latency budget: the table's prediction beside the host measurement
+      predicted = budgets.LatencyTable.load(config.latency_table).predict_ms(space, s)
+      rows[key]["predicted_latency_ms"] = predicted
+      rows[key]["measured_over_predicted"] = e["latency_median_ms"] / predicted if predicted > 0 else None
   if base.extra.get("width_ratio") is not None:
     for key in ("uniform", "uniform_scratch"):
       if key in rows:
@@ -130,6 +135,12 @@ def format_report(report: Dict[str, Any]) -> str:
     check = bn_check(report[key])
     if check is not None:
       lines.append(f"- batch norms, {key}: {check}")
+  for key in report["rows"]:
+    r = report[key]
+    if r.get("predicted_latency_ms") is not None:
+      lines.append(f"- latency, {key}: predicted {r['predicted_latency_ms']:.3f} ms by the table, measured (int8, "
+                   f"this host) {r['int8_latency_median_ms']:.3f} ms: {r['measured_over_predicted']:.2f}x; on a "
+                   "phone: sh run_on_device.sh, then examples/latency_table.py --run_dir=<this folder>")
   lines += ["", f"Search: {report['search']['evaluations']} structures evaluated in "
                 f"{report['search']['seconds']:.1f} s. Latency: {report['device']}; {report['latency_note']}."]
   if report.get("stage_seconds"):

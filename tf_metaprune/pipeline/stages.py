@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, Optional
 import keras
 
 from tf_metaprune import io as io_lib
+from tf_metaprune import latency_lut
 from tf_metaprune import search as search_lib
 from tf_metaprune.pipeline.build import _scope
 from tf_metaprune.pipeline.build import bn_check
@@ -266,6 +267,11 @@ def export(state, splits, config, rows):
                       "max_abs_logit_diff": parity.max_abs_logit_diff, "latency_median_ms": latency.median_ms,
                       "latency_p90_ms": latency.p90_ms, "num_threads": config.export_num_threads,
                       "num_runs": config.export_num_runs}
+  # The same script the phone's latency table uses, for the exported files: its logs (<file>.txt beside them)
+  # are read by examples/latency_table.py --run_dir.
+  latency_lut.write_device_script(state.file(""), [row.tflite_file[:-len(".tflite")] for row in rows],
+                                  latency_lut.timing_recipe(num_threads=config.export_num_threads),
+                                  "the exported int8 models of this run")
   return {"device": tflite_export.device_description(), "files": files,
           "note": "host latency (LiteRT/XNNPACK on this CPU) compares the two files; int8 is not faster than "
                   "float32 on x86 -- time on the phone with benchmark_model for absolute figures"}
