@@ -9,7 +9,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= runs/demo
 
-.PHONY: venv demo test bench bench-speed bench-quality bench-ablation bench-lut clean
+.PHONY: venv demo test bench bench-speed bench-quality bench-ablation bench-tight bench-lut bench-latency clean
 
 venv: $(STAMP)
 
@@ -86,9 +86,21 @@ bench-ablation: venv
 	$(BENCH_PY) benchmarks/fashion_ablation.py $(BENCH_FLAGS)
 	$(BENCH_PY) benchmarks/report.py --write_readme
 
+# Issue 24's tight budgets (benchmarks/tight_budgets.py): an estimated 20-30 h on 2 idle cores, resumable from the
+# committed per-run files in benchmarks/results/tight_budgets/; not in `make bench`.
+bench-tight: venv
+	@test -d /usr/share/datasets/fashion-mnist || { echo "Fashion-MNIST is missing: run apt-get install -y dataset-fashion-mnist (as root)"; exit 1; }
+	nice -n 19 env $(BENCH_PY) benchmarks/tight_budgets.py $(BENCH_FLAGS)
+	$(BENCH_PY) benchmarks/tight_budgets.py --summarize_only --write_readme
+
 # The per-layer latency table of a MobileNetV2 space against whole models (about 17 min): not in `make bench`.
 bench-lut: venv
 	$(BENCH_PY) benchmarks/tflite_lut.py
+
+# The host latency table of two Keras MobileNetV2 spaces (with and without squeeze-excite) against 20 whole int8
+# models each (about 16 min; a time: run it alone).
+bench-latency: venv
+	flock /tmp/heavy.lock $(BENCH_PY) benchmarks/latency_round_trip.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

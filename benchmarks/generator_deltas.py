@@ -54,7 +54,7 @@ def measure(net, images, labels, num_structures, grad_batches):
   for s in structures:
     ext = net._ext_channels(tf.constant(s.choices, tf.int32)).numpy()   # pylint: disable=protected-access
     widths = net._layout_counts @ ext   # pylint: disable=protected-access
-    enc_of.append((widths.astype(np.float32) / net._layout_max)[net._enc_index])   # pylint: disable=protected-access
+    enc_of.append((widths.astype(np.float32) / net._layout_max)[net.encoding_index])   # pylint: disable=protected-access
   loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
   grads = {}
   for b in range(grad_batches):

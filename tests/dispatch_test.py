@@ -76,6 +76,7 @@ def test_missing_network_or_data_and_mismatches_are_named_with_the_way_out(net, 
 def test_a_searcher_registered_from_outside_with_the_decorator_is_run_by_name(net, space, splits, monkeypatch,
                                                                              tmp_path):
   monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # pylint: disable=protected-access
+  monkeypatch.setattr(registry, "_ORDER", dict(registry._ORDER))  # pylint: disable=protected-access
   monkeypatch.setattr(registry, "SEARCHERS", registry.SEARCHERS)
   seen = []
 

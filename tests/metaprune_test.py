@@ -63,8 +63,40 @@ def test_metaprune_writes_every_output_file_and_a_consistent_report(run_dir):
   table = (out / "report.md").read_text()
   assert "| searched |" in table and "| uniform x" in table
   assert "| searched |" in run_dir["first"].stdout   # the table is printed too
+  assert "model_int8 uniform_int8" in (out / "run_on_device.sh").read_text()
   stages = json.loads((out / "stages.json").read_text())["stages"]
   assert list(stages) == ["pruningnet", "search", "retrain_searched", "retrain_uniform", "export"]
+
+
+@pytest.mark.slow
+def test_run_dir_puts_the_tables_prediction_beside_host_and_phone_latency(run_dir, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  import fake_adb  # pylint: disable=g-import-not-at-top  (tests/fake_adb.py: a phone with synthetic logs)
+  import tf_metaprune as tfmp  # pylint: disable=g-import-not-at-top
+  from tf_metaprune import latency_lut  # pylint: disable=g-import-not-at-top
+  out = tmp_path / "run"
+  shutil.copytree(run_dir["dir"], out)
+  space = tfmp.SearchSpace.from_json((out / "space.json").read_text())
+  sigs = latency_lut.layer_signatures(space, grid_size=2)
+  table = latency_lut.table_from_timings(space, {s.name: 0.02 + 0.001 * s.cout for s in sigs}, 0.01, 0.05,
+                                         grid_size=2, device="made-up table")
+  table.save(str(tmp_path / "table.json"))
+  done = subprocess.run(["sh", str(out / "run_on_device.sh")], capture_output=True, text=True,
+                        env=fake_adb.environment(tmp_path), timeout=120)
+  assert done.returncode == 0 and (out / "model_int8.txt").exists(), done.stderr
+  proc = _run("latency_table.py", f"--run_dir={out}", f"--latency_table={tmp_path / 'table.json'}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads((out / "device_latency.json").read_text())
+  report = json.loads((out / "report.json").read_text())
+  for key in ("searched", "uniform"):
+    row = result["rows"][key]
+    predicted = table.predict_ms(space, space.load_structure(str(out / report[key]["structure_file"])))
+    assert row["predicted_ms"] == pytest.approx(predicted)
+    assert row["host_ms"] == report[key]["int8_latency_median_ms"]
+    assert row["host_over_predicted"] == pytest.approx(row["host_ms"] / predicted)
+    # the fake phone times a model without channel counts in its name at 20 us + 3.4 us
+    assert row["phone_ms"] == pytest.approx(0.0234) and row["phone_over_predicted"] == pytest.approx(0.0234 / predicted)
+  assert "| phone ms" not in proc.stdout and "phone/pred" in proc.stdout
 
 
 @pytest.mark.slow
@@ -140,3 +172,56 @@ def test_run_without_a_budget_stops_before_training(tmp_path):
   with pytest.raises(ValueError, match="no budget given: set max_mflops, flops_ratio"):
     pipeline.run(config, str(tmp_path / "x"))
   assert not (tmp_path / "x" / "pruningnet").exists()
+
+
+def test_keras_model_that_is_a_folder_is_named_as_a_folder(tmp_path):
+  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match=r"keras_model=.*\): is a folder, not a model file"):
+    pipeline.PipelineConfig(keras_model=str(tmp_path), flops_ratio=0.5)
+
+
+class _Splits:   # what sized_for reads of a DatasetSplits
+  def __init__(self, train):
+    self.num_examples = {"train": train, "search": train // 9, "test": 1000}
+
+
+def test_unset_budgets_are_sized_by_the_training_set_and_set_ones_are_kept():
+  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
+  config = pipeline.PipelineConfig(flops_ratio=0.25)
+  assert config.pruningnet_epochs is None and config.retrain_epochs is None
+  demo = pipeline.sized_for(config, _Splits(3600))            # the MNIST subset: make demo's recipe
+  assert (demo.pruningnet_epochs, demo.retrain_epochs, demo.batch_size) == (15, 8, 32)
+  fashion = pipeline.sized_for(config, _Splits(54000))        # Fashion-MNIST: one epoch per stage
+  assert (fashion.pruningnet_epochs, fashion.retrain_epochs) == (1, 1)
+  assert pipeline.sized_for(fashion, _Splits(3600)) == fashion  # a sized config sizes to itself
+  assert config.search_images == pipeline.SEARCH_IMAGES
+  assert (demo.rescore_top_k, fashion.rescore_top_k) == (0, pipeline.RESCORE_TOP_K)  # 400 search images: all scored
+  mine = pipeline.sized_for(config.replace(pruningnet_epochs=3), _Splits(54000))
+  assert (mine.pruningnet_epochs, mine.retrain_epochs) == (3, 1)
+
+
+def test_run_estimate_adds_up_every_pending_stage_and_says_how_to_shorten_it():
+  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
+  config = pipeline.sized_for(pipeline.PipelineConfig(keras_model=None, flops_ratio=0.25), _Splits(54000))
+  times = {"pruningnet_step_s": 0.1, "candidate_s": 0.2, "retrain_step_s": 0.05}
+  counts = {"train": 54000, "search": 6000, "test": 10000}
+  lines, seconds = pipeline.estimate_run(config, counts, 1688, times)
+  assert list(seconds) == list(pipeline.STAGES)
+  assert seconds["pruningnet"] == pytest.approx(1688 * 0.1)
+  assert seconds["search"] == pytest.approx((50 * 12 + 5 * 6000 / 1024) * 0.2)   # and the re-score of the best 5
+  assert seconds["retrain_searched"] == seconds["retrain_uniform"] == pytest.approx(1688 * 0.05)
+  assert "pruningnet 1 x 1,688 steps x 0.100 s = about 3 min" in lines[0]
+  assert "2 retrainings x 1 x 1,688 steps" in lines[0] and "total about" in lines[0]
+  assert "--epochs (PruningNet, now 1)" in lines[1] and "54,000 images" in lines[1]
+  _, later = pipeline.estimate_run(config, counts, 1688, times, pending=["export"])
+  assert list(later) == ["export"]
+
+
+def test_binary_stops_a_nan_loss_with_one_line_and_no_traceback(tmp_path):
+  proc = _run("train_pruningnet.py", "--model=small_cnn", "--divisor=1", "--max_examples=200", "--input_size=8",
+              "--hidden_units=0", "--epochs=1", "--num_random=0", "--learning_rate=1e9", "--optimizer=sgd",
+              f"--output_dir={tmp_path / 'run'}", timeout=300)
+  assert proc.returncode == 1
+  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert "the loss became nan" in last.lower() and "Lower the learning rate" in last, last

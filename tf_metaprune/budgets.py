@@ -125,7 +125,9 @@ class Budget:
     return hash(json.dumps(self.get_config(), sort_keys=True))
 
   def __repr__(self):
-    args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items()
+    # Floats to 6 significant digits: a ratio of the full width reads min_mflops=0.252644, not 0.25264440000000005.
+    args = ", ".join(f"{k}={float(f'{v:.6g}')!r}" if isinstance(v, float) else f"{k}={v!r}"
+                     for k, v in self.get_config().items()
                      if k != "class_name" and v is not None and k != "lut")
     return f"{type(self).__name__}({args})"
 
@@ -464,7 +466,7 @@ class LatencyTable:
     total = self.overhead_ms
     for node in space.nodes:
       table = self.entries.get(node.name)
-      if table is None or node.op == "input":
+      if table is None or node.is_input:
         continue
       key = _table_key(ch[node.inputs[0]], ch[node.name])
       if key not in table:
@@ -483,7 +485,7 @@ class LatencyTable:
     flat, offsets, in_idx, out_idx, ncols = [], [], [], [], []
     for node in space.nodes:
       table = self.entries.get(node.name)
-      if table is None or node.op == "input":
+      if table is None or node.is_input:
         continue
       if node.inputs[0] not in space.source or node.name not in space.source:
         raise ValueError(f"node {node.name!r} reads or writes a concatenation of several widths, which the "

@@ -396,12 +396,12 @@ def recalibrate(net, structure, data, num_batches=None):
   _check_images(net.space, images.shape, "calibration images")
   images = tf.constant(images)
   choices = net.choices_tensor(structure)
-  fn = net._moments_fn  # pylint: disable=protected-access
+  fn = net.moments_fn
   if fn is None:
     spec = tf.TensorSpec([None, None] + list(net.space.input_shape), tf.float32)
     fn = tf.function(lambda ch, im: batch_norm_moments(net, ch, im),
                      input_signature=[tf.TensorSpec([len(net.space.genes)], tf.int32), spec])
-    net._moments_fn = fn  # pylint: disable=protected-access
+    net.moments_fn = fn
   stats = fn(choices, images)
   for bn, (mean, var) in zip(net.bn_layers, stats):
     bn.moving_mean.assign(mean)

@@ -300,8 +300,9 @@ def _describe(model, records, groups, output_names):
   genes, gene_of_root, nodes = [], {}, []
   for op, optype, in_names, fields, out_group, out in records:
     node_fields = dict(fields)
-    layer = node_fields.pop("layer", None) or (None if optype == "input" else _serialize(op))
-    if optype == "input":
+    is_input = ops.get(optype).is_input
+    layer = node_fields.pop("layer", None) or (None if is_input else _serialize(op))
+    if is_input:
       node_fields["out"] = int(out.shape[-1])
     elif out_group is not None:
       root = groups.find(out_group)

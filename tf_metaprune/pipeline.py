@@ -52,6 +52,7 @@ from tf_metaprune import data as data_lib
 from tf_metaprune import distribute
 from tf_metaprune import flops
 from tf_metaprune import io as io_lib
+from tf_metaprune import latency_lut
 from tf_metaprune import models
 from tf_metaprune import pretrained
 from tf_metaprune import pruning_net
@@ -81,7 +82,8 @@ _STAGES_FORMAT = "tf_metaprune.PipelineStages"
 
 # Which settings each stage's results depend on (cumulative along the stages).
 _DATA_KEYS = ("dataset", "input_size", "batch_size", "max_examples", "seed", "skip_bad_images")
-_NET_KEYS = ("keras_model", "importance", "recalibrate_original", "model", "width_multiplier", "min_width_ratio", "width_step", "divisor",
+_NET_KEYS = ("keras_model", "importance", "recalibrate_original", "model", "width_multiplier", "min_width_ratio",
+             "width_step", "divisor",
              "small_input", "stage_repeats", "full_width_classifier_input", "pruningnet_epochs",
              "pruningnet_learning_rate", "pruningnet_optimizer", "hidden_units", "bn_mode", "bn_affine", "sampling")
 _SEARCH_KEYS = ("searcher", "max_mflops", "flops_ratio", "min_flops_ratio", "max_params", "max_latency_ms",
@@ -110,6 +112,12 @@ _CHECKPOINTS = {"pruningnet": ("pruningnet",), "search": ("search_state.json",),
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
   """Every setting of a MetaPruning run (the flags of `examples/metaprune.py`).
+
+  These defaults are the binaries' defaults too (an unset flag means the value
+  here). The training budgets default to None: `sized_for(config, splits)`
+  turns them into epochs from the training set's size, so the `make demo`
+  recipe (MNIST subset) keeps its steps and a 54,000-image dataset trains one
+  epoch per stage instead of 15 (`run` and the stage binaries call it).
 
   Attributes:
     dataset: "mnist_subset" (offline default), "tfds:NAME" or "folder:PATH".
@@ -154,7 +162,9 @@ class PipelineConfig:
     stage_repeats: mobilenet_v2 only: blocks per stage as "1,2,2,2,1,1,1"
       (None: the paper's 1,2,3,4,3,3,1).
     pruningnet_epochs, pruningnet_learning_rate, pruningnet_optimizer: the
-      PruningNet's training (cosine decay; "sgd" or "adam").
+      PruningNet's training (cosine decay; "sgd" or "adam"). None (default):
+      sized by the training set, `PRUNINGNET_IMAGES` images in all (`sized_for`:
+      15 epochs of the 3,600-image MNIST subset, 1 of Fashion-MNIST's 54,000).
     hidden_units: generator hidden size (paper 32; 0 = weight sharing).
     bn_mode: "shared" or "switchable" batch-norm affine parameters.
     bn_affine: learn the PruningNet's batch-norm gamma/beta at all (True,
@@ -180,15 +190,21 @@ class PipelineConfig:
     calibration_batches: training batches for BN recalibration per candidate.
     search_images: score search candidates on at most this many images of the
       search split (None: all); with `rescore_top_k` the final best few are
-      re-scored on the whole split before the pick.
+      re-scored on the whole split before the pick. Default `SEARCH_IMAGES`
+      (1,024), so the search costs about what the PruningNet's training does
+      (`SEARCH_IMAGES` says why); the MNIST subset's 400 are all scored.
     rescore_top_k: re-score the search's best k on the whole search split
       with 4x the calibration batches and pick the best of them (0: off).
+      None (default): `RESCORE_TOP_K` when `search_images` leaves part of the
+      search split out, else 0 (`sized_for`).
     search_metric: what the search ranks structures by
       (`tf_metaprune.calibration.SearchMetric`): None or "accuracy" (top-1,
       MetaPruning's), "loss" (the training loss), or any Keras metric or
       loss name, e.g. "sparse_categorical_crossentropy" (applied to logits).
     retrain_epochs, retrain_learning_rate, retrain_optimizer: the recipe that
-      trains both the searched and the uniform structure.
+      trains both the searched and the uniform structure. None (default):
+      `RETRAIN_IMAGES` images per structure (8 epochs of the MNIST subset, 1
+      of Fashion-MNIST).
     init: "scratch" (fresh weights, the paper), "generated" (start from the
       PruningNet's generated weights) or "pretrained" (the trained model's
       most important channels; needs `keras_model`).
@@ -200,7 +216,7 @@ class PipelineConfig:
   """
   dataset: str = "mnist_subset"
   input_size: Optional[int] = None
-  batch_size: int = 128
+  batch_size: int = 32
   max_examples: Optional[int] = None
   seed: int = 0
   skip_bad_images: bool = False
@@ -215,7 +231,7 @@ class PipelineConfig:
   full_width_classifier_input: bool = False
   small_input: Optional[bool] = None
   stage_repeats: Optional[str] = None
-  pruningnet_epochs: int = 8
+  pruningnet_epochs: Optional[int] = None   # None: sized_for (PRUNINGNET_IMAGES)
   pruningnet_learning_rate: float = 0.003
   pruningnet_optimizer: str = "adam"
   hidden_units: int = 8
@@ -230,12 +246,12 @@ class PipelineConfig:
   latency_table: Optional[str] = None
   searcher: str = "evolutionary"
   population_size: int = 50
-  num_generations: int = 20
+  num_generations: int = 12
   calibration_batches: int = 4
-  search_images: Optional[int] = None
-  rescore_top_k: int = 0
+  search_images: Optional[int] = 1024
+  rescore_top_k: Optional[int] = None
   search_metric: Optional[str] = None
-  retrain_epochs: int = 8
+  retrain_epochs: Optional[int] = None
   retrain_learning_rate: float = 0.003
   retrain_optimizer: str = "adam"
   init: str = "scratch"
@@ -250,8 +266,12 @@ class PipelineConfig:
     def bad(name, why):
       raise ValueError(f"PipelineConfig({name}={getattr(self, name)!r}): {why}")
 
-    for name in ("batch_size", "pruningnet_epochs", "retrain_epochs", "population_size", "num_generations",
-                 "calibration_batches", "export_num_runs", "export_num_threads", "export_calibration_batches",
+    for name in ("pruningnet_epochs", "retrain_epochs"):
+      v = getattr(self, name)
+      if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
+        bad(name, "must be None (sized by the training set: sized_for) or an integer >= 1")
+    for name in ("batch_size", "population_size", "num_generations", "calibration_batches", "export_num_runs",
+                 "export_num_threads", "export_calibration_batches",
                  "divisor"):
       v = getattr(self, name)
       if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -286,6 +306,9 @@ class PipelineConfig:
     if self.keras_model is None and (self.init == "pretrained" or self.distill):
       raise ValueError(f"PipelineConfig(init={self.init!r}, distill={self.distill!r}): init='pretrained' and "
                        "distillation start from a trained model; give keras_model (--keras_model=PATH.keras)")
+    if self.keras_model is not None and os.path.isdir(self.keras_model):
+      bad("keras_model", "is a folder, not a model file; pass the .keras file that model.save('model.keras') wrote "
+          "(a SavedModel folder: load it in Keras and save it as .keras)")
     if self.keras_model is not None and not os.path.isfile(self.keras_model):
       bad("keras_model", "no such file; save your trained model with model.save('model.keras')")
     if self.importance not in ("l1", "bn_gamma"):
@@ -307,9 +330,9 @@ class PipelineConfig:
             "window (0 = no lower bound)")
     if not 0.0 < float(self.width_step) <= 0.9:
       bad("width_step", "must be in (0, 0.9], e.g. 0.03 (the paper) or 0.01")
-    if isinstance(self.rescore_top_k, bool) or not isinstance(self.rescore_top_k, (int, np.integer)) or (
-        self.rescore_top_k < 0):
-      bad("rescore_top_k", "must be an integer >= 0 (0 = no re-scoring)")
+    if self.rescore_top_k is not None and (isinstance(self.rescore_top_k, bool) or not isinstance(
+        self.rescore_top_k, (int, np.integer)) or self.rescore_top_k < 0):
+      bad("rescore_top_k", "must be None (sized: sized_for) or an integer >= 0 (0 = no re-scoring)")
     if self.search_metric is not None:
       try:
         pipeline_search_metric(self.search_metric)
@@ -344,6 +367,50 @@ class PipelineConfig:
 
 # ---------------------------------------------------------------------------------------------
 # Building blocks (also used by examples/train_pruningnet.py, search.py and retrain.py).
+
+
+#: Training images the PruningNet sees by default (`sized_for`): the `make demo` recipe, 15 epochs of the
+#: 3,600-image MNIST subset at batch 32 (1,700 steps, what its MobileNetV2 needs to learn under structure
+#: switching); on Fashion-MNIST's 54,000 training images it is one epoch.
+PRUNINGNET_IMAGES = 54_000
+#: Training images each retrained structure sees by default: the demo's 8 epochs of the MNIST subset (one
+#: epoch of Fashion-MNIST; a trained model's kept channels need little fine-tuning).
+RETRAIN_IMAGES = 28_800
+
+
+#: Search images each candidate is scored on by default. Measured (benchmarks/search_cost.py, the keras.applications
+#: MobileNetV2 0.35 of issue 23 on Fashion-MNIST at 32 px, batch 32): a candidate costs 0.045 s + 0.71 ms per search
+#: image, a PruningNet step 9.3 ms per image (0.30 s a batch), so 50 x 12 = 600 candidates on 1,024 images cost
+#: 0.92x the PruningNet's 54,000 training images, and on the whole 6,000-image split 5.1x (issue 23's 317 s
+#: search after a 130 s PruningNet). The best `RESCORE_TOP_K` are then re-scored on the whole split (5 x 6,000
+#: images: 0.04x more), so the pick is not decided by 1,024 images alone.
+SEARCH_IMAGES = 1024
+RESCORE_TOP_K = 5
+
+
+def epochs_for(images, num_train):
+  """Epochs of a `num_train`-image training set that see about `images` images (at least 1)."""
+  return max(1, int(round(float(images) / max(1, int(num_train)))))
+
+
+def sized_for(config: PipelineConfig, splits) -> PipelineConfig:
+  """`config` with its unset training budgets (None) turned into epochs of `splits.train`.
+
+  pruningnet_epochs: `PRUNINGNET_IMAGES` images; retrain_epochs:
+  `RETRAIN_IMAGES` per structure; rescore_top_k: `RESCORE_TOP_K` if
+  `search_images` scores only part of the search split, else 0. Values
+  already set are kept, so a sized config sizes to itself.
+  """
+  num_train = splits.num_examples["train"]
+  changes = {}
+  if config.pruningnet_epochs is None:
+    changes["pruningnet_epochs"] = epochs_for(PRUNINGNET_IMAGES, num_train)
+  if config.retrain_epochs is None:
+    changes["retrain_epochs"] = epochs_for(RETRAIN_IMAGES, num_train)
+  if config.rescore_top_k is None:
+    partial = config.search_images is not None and config.search_images < splits.num_examples["search"]
+    changes["rescore_top_k"] = RESCORE_TOP_K if partial else 0
+  return config.replace(**changes) if changes else config
 
 
 #: The default lower end of a `flops_ratio` budget's window, as a fraction of the limit: 0.9 keeps the
@@ -481,6 +548,7 @@ def train_pruning_net(config: PipelineConfig, splits, space, output_dir, verbose
   Returns:
     (net, history dict).
   """
+  config = sized_for(config, splits)
   keras.utils.set_random_seed(config.seed)
   net_kwargs = dict(hidden_units=config.hidden_units, bn_mode=config.bn_mode, bn_affine=bool(config.bn_affine),
                     seed=config.seed, sampling=config.sampling)
@@ -514,6 +582,7 @@ def retrain(config: PipelineConfig, splits, space, structure, output_dir, net=No
     (model, {"history", "test_accuracy", "test_loss", "params", "mflops"}); the model outputs logits (save
     `tf_metaprune.rebuild.with_output_activation(model, space)` for a space read from a softmax head).
   """
+  config = sized_for(config, splits)
   keras.utils.set_random_seed(config.seed)
   init = init or config.init
   if (init == "pretrained" or config.distill) and trained is None:
@@ -819,9 +888,10 @@ def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None
     raise ValueError("run() (examples/metaprune.py) works on one machine (strategy default or mirrored); for several "
                      "machines run examples/train_pruningnet.py and examples/retrain.py with --strategy=multi_worker "
                      "and examples/search.py on the chief")
-  state = Run(output_dir, config)
-  state.check()   # before any work: a folder of other settings stops here
   splits = load_data(config)
+  config = sized_for(config, splits)   # the budgets in epochs of this training set, recorded as such
+  state = Run(output_dir, config)
+  state.check()   # before any model work: a folder of other settings stops here
   trained, space = trained_model_and_space(config, splits, log)
   budget = config_budget(config, space)
   stages = stage_names(config)
@@ -831,6 +901,12 @@ def run(config: PipelineConfig, output_dir, verbose=1, log: Callable[[str], None
                                                        "dataset": splits.get_config()})
   log(f"[metaprune] {space.name} on {splits.name} {splits.input_shape}: {len(space.genes)} genes, full width "
       f"{space.mflops(full):.3f} MFLOPs / {space.params(full):,} params; budget {budget!r}")
+  pending = [s for s in stages if not state.done(s)]
+  if verbose and pending:
+    times_s = measure_step_times(config, splits, space, budget, trained)
+    for line in estimate_run(config, splits.num_examples, training.steps_per_epoch(splits.train), times_s,
+                             pending)[0]:
+      log(line)
 
   # 1. PruningNet (its folder is a TrainingRun: examples/search.py can read it too).
   net_dir = state.file("pruningnet")
@@ -1001,6 +1077,98 @@ def estimate_search(evaluator, space, config: PipelineConfig) -> str:
           f"{seconds:.2f} s (measured) = {training.describe_seconds(n * seconds)} at most")
 
 
+#: Seconds per model and test image the export stage takes (int8 conversion, parity on the test split through
+#: the interpreter, host timing), from a measured run (issue 23: 110 s for 4 models x 10,000 test images).
+EXPORT_SECONDS_PER_TEST_IMAGE = 0.0028
+
+
+def _time_steps(model, data, steps=5):
+  """Seconds per training step of a compiled `model` on `data`, warm (its first step traces and is not timed)."""
+  model.make_train_function()
+  batches = iter(data.repeat())
+  model.train_function(batches)
+  t0 = time.perf_counter()
+  for _ in range(steps):
+    model.train_function(batches)
+  return (time.perf_counter() - t0) / steps
+
+
+def measure_step_times(config: PipelineConfig, splits, space, budget, trained=None):
+  """{"pruningnet_step_s", "candidate_s", "retrain_step_s"} measured now, warm (about 10-40 s of tracing).
+
+  One PruningNet training step (from `trained` when given), one search
+  candidate at the budget's uniform structure, one retraining step of that
+  structure (with the teacher when `config.distill`).
+  """
+  net_kwargs = dict(hidden_units=config.hidden_units, bn_mode=config.bn_mode, bn_affine=bool(config.bn_affine),
+                    seed=config.seed, sampling=config.sampling)
+  net = pruning_net.PruningNet(space, **net_kwargs) if trained is None else trained.pruning_net(**net_kwargs)
+  training.compile_model(net, learning_rate=config.pruningnet_learning_rate, optimizer=config.pruningnet_optimizer)
+  net_step = _time_steps(net, splits.train)
+  uniform = search_lib.largest_uniform(space, budget)[1]
+  evaluator = _evaluator(net, splits, config)
+  evaluator.accuracy(space.largest())   # traces
+  t0 = time.perf_counter()
+  evaluator.accuracy(uniform)
+  candidate = time.perf_counter() - t0
+  model = rebuild_model(space, uniform)
+  if config.distill and trained is not None:
+    model = training.Distiller(model, trained.logits_model(), config.distill_temperature, config.distill_weight)
+  training.compile_model(model, learning_rate=config.retrain_learning_rate, optimizer=config.retrain_optimizer)
+  return {"pruningnet_step_s": net_step, "candidate_s": candidate, "retrain_step_s": _time_steps(model, splits.train)}
+
+
+def estimate_run(config: PipelineConfig, num_examples, steps_per_epoch, times, pending=None):
+  """Lines estimating the whole run, stage by stage, from measured step times, and how to shorten it.
+
+  Args:
+    config: a sized config (`sized_for`).
+    num_examples: the splits' {"train", "search", "test"} image counts.
+    steps_per_epoch: training batches per epoch.
+    times: `measure_step_times`'s figures. The evolution's count is an upper
+      bound; the export is rough (`EXPORT_SECONDS_PER_TEST_IMAGE`).
+    pending: the stages still to run (default: all of the run's).
+
+  Returns:
+    (two lines, {stage: seconds}).
+  """
+  stages = stage_names(config)
+  pending = list(stages if pending is None else pending)
+  steps = int(steps_per_epoch)
+  candidates = config.population_size * config.num_generations if config.searcher == "evolutionary" else None
+  rows = [k for k, _, _, _ in (_PRETRAINED_ROWS if config.keras_model else _ROWS)]
+  scored = min(config.search_images or num_examples["search"], num_examples["search"])
+  rescored = (config.rescore_top_k or 0) * num_examples["search"] / max(1, scored)   # in candidates' worth
+  seconds = {"pruningnet": config.pruningnet_epochs * steps * times["pruningnet_step_s"],
+             "search": ((candidates or 0) + rescored) * times["candidate_s"]}
+  for key in rows:
+    seconds[f"retrain_{key}"] = config.retrain_epochs * steps * times["retrain_step_s"]
+  seconds["export"] = len(rows) * num_examples["test"] * EXPORT_SECONDS_PER_TEST_IMAGE
+  seconds = {k: v for k, v in seconds.items() if k in pending}
+  rescore = f" + re-scoring the best {config.rescore_top_k}" if config.rescore_top_k else ""
+  words = {"pruningnet": (f"pruningnet {config.pruningnet_epochs} x {steps:,} steps x "
+                          f"{times['pruningnet_step_s']:.3f} s"),
+           "search": (f"search at most {candidates:,} candidates x {times['candidate_s']:.2f} s{rescore}" if candidates
+                      else f"search ({config.searcher}: not estimated)"),
+           "export": f"export {len(rows)} models (rough)"}
+  parts = []
+  retrains = [k for k in seconds if k.startswith("retrain_")]
+  for stage in seconds:
+    if not stage.startswith("retrain_"):
+      parts.append(f"{words[stage]} = {training.describe_seconds(seconds[stage])}")
+    elif stage == retrains[0]:
+      parts.append(f"{len(retrains)} retraining{'s' if len(retrains) > 1 else ''} x {config.retrain_epochs} x "
+                   f"{steps:,} steps x {times['retrain_step_s']:.3f} s = "
+                   f"{training.describe_seconds(sum(seconds[k] for k in retrains))}")
+  lines = [f"[metaprune] estimate (step times measured now, on this machine): {'; '.join(parts)}; total "
+           f"{training.describe_seconds(sum(seconds.values()))}",
+           f"[metaprune]   shorter: --epochs (PruningNet, now {config.pruningnet_epochs}), --retrain_epochs (now "
+           f"{config.retrain_epochs}), --num_generations (now {config.num_generations}) or --search_images (now "
+           f"{config.search_images or 'all'}), --max_examples (now {config.max_examples or 'all'}; the training "
+           f"set has {num_examples['train']:,} images)"]
+  return lines, seconds
+
+
 def _evaluator(net, splits, config, rescore=False):
   """The search's evaluator (on `search_images` of the search split), or the re-score's (all of it, 4x calibration)."""
   batches = None
@@ -1076,6 +1244,11 @@ def _export(state, splits, config, table_rows=_ROWS):
                  "max_abs_logit_diff": parity.max_abs_logit_diff, "latency_median_ms": latency.median_ms,
                  "latency_p90_ms": latency.p90_ms, "num_threads": config.export_num_threads,
                  "num_runs": config.export_num_runs}
+  # The same script the phone's latency table uses, for the exported files: its logs (<file>.txt beside them)
+  # are read by examples/latency_table.py --run_dir.
+  latency_lut.write_device_script(state.file(""), [f[:-len(".tflite")] for _, _, _, f in table_rows],
+                                  latency_lut.timing_recipe(num_threads=config.export_num_threads),
+                                  "the exported int8 models of this run")
   return {"device": tflite_export.device_description(), "files": rows,
           "note": "host latency (LiteRT/XNNPACK on this CPU) compares the two files; int8 is not faster than "
                   "float32 on x86 -- time on the phone with benchmark_model for absolute figures"}
@@ -1118,6 +1291,10 @@ def make_report(config, splits, space, budget, found, base, retrained, exported,
         "int8_size_reduction_vs_float32_full": 4 * space.params(full) / max(e["size_bytes"], 1)}
     if original is not None:
       rows[key]["accuracy_drop_pt"] = 100 * (original["test_accuracy"] - retrained[key]["test_accuracy"])
+    if config.latency_table:  # a latency budget: the table's prediction beside the host measurement
+      predicted = budgets.LatencyTable.load(config.latency_table).predict_ms(space, s)
+      rows[key]["predicted_latency_ms"] = predicted
+      rows[key]["measured_over_predicted"] = e["latency_median_ms"] / predicted if predicted > 0 else None
   if base.extra.get("width_ratio") is not None:
     for key in ("uniform", "uniform_scratch"):
       if key in rows:
@@ -1229,6 +1406,12 @@ def format_report(report: Dict[str, Any]) -> str:
     check = bn_check(report[key])
     if check is not None:
       lines.append(f"- batch norms, {key}: {check}")
+  for key in report["rows"]:
+    r = report[key]
+    if r.get("predicted_latency_ms") is not None:
+      lines.append(f"- latency, {key}: predicted {r['predicted_latency_ms']:.3f} ms by the table, measured (int8, "
+                   f"this host) {r['int8_latency_median_ms']:.3f} ms: {r['measured_over_predicted']:.2f}x; on a "
+                   "phone: sh run_on_device.sh, then examples/latency_table.py --run_dir=<this folder>")
   lines += ["", f"Search: {report['search']['evaluations']} structures evaluated in "
                 f"{report['search']['seconds']:.1f} s. Latency: {report['device']}; {report['latency_note']}."]
   if report.get("stage_seconds"):

@@ -149,29 +149,32 @@ class PruningNet(keras.Model):
     self._layout_counts = counts
     self._layout_max = (counts.astype(np.float32) @ self._max_ext).astype(np.float32)
     self._infer_fn = None
-    self._moments_fn = None
+    self.moments_fn = None
     self.built = True
 
   # ---- construction ------------------------------------------------------------------------
   def _build_layers(self):
     sp = self.space
-    self.generator_layers, self.bn_layers, self._layer_of, self._bn_of, self._dw_of = [], [], {}, {}, {}
+    self.generator_layers, self.bn_layers, self.layer_of, self.bn_of, self.depthwise_of = [], [], {}, {}, {}
     self._layouts, self._layout_id = [], {}
     self._enc_rows = []  # per generator layer: layout ids of (input, output)
-    self._op_layers, self._activations = {}, {}
-    for node in sp.nodes:
-      if node.op != "input":
-        ops.get(node.op).build_pruning(self, node)  # generators, width batch norms, parameter-free layers
+    self.op_layers, self.node_activations = {}, {}
+    for node in sp.layer_nodes:
+      ops.get(node.op).build_pruning(self, node)  # generators, width batch norms, parameter-free layers
     # Per generator layer: layout ids of (input width, output width); per BN layer: the gene
     # of its width (num_genes = the constant choice 0 of fixed or concatenated widths).
-    self._enc_index = np.array(self._enc_rows, np.int32).reshape(-1, 2)
-    self._width_index = self._enc_index[:, 1].copy()
-    bn_nodes = sorted(self._bn_of, key=self._bn_of.get)
+    self.encoding_index = np.array(self._enc_rows, np.int32).reshape(-1, 2)
+    self._width_index = self.encoding_index[:, 1].copy()
+    bn_nodes = sorted(self.bn_of, key=self.bn_of.get)
     self._bn_gene = [len(sp.genes) if sp.gene_of(n) is None else sp.gene_of(n) for n in bn_nodes]
     # Layouts that concatenate several widths need an index of their channels in the full layout.
     self._multi_layouts = {lay for lay in (sp.layout_indices(n.name) for n in sp.nodes) if len(lay) > 1}
 
-  # Called by the ops' `build_pruning` (tf_metaprune.ops).
+  # ---- the hooks the ops build and call the net through (tf_metaprune.ops) ----------------------
+  # `layer_of` / `depthwise_of` / `bn_of`: node name -> index in `generator_layers` / `bn_layers`;
+  # `encoding_index`: per generator layer, the layout ids its encoding reads; `op_layers`: node name ->
+  # its parameter-free Keras layer; `node_activations`: node name -> the activation of a layer read
+  # from Keras.
   def _layout_number(self, name):
     lay = self.space.layout_indices(name)
     if lay not in self._layout_id:
@@ -179,23 +182,25 @@ class PruningNet(keras.Model):
       self._layouts.append(lay)
     return self._layout_id[lay]
 
-  def _layout_rows(self, node):
+  def layout_rows(self, node):
     """Layout ids of (input, output) of a node with weights (registers them)."""
     return (self._layout_number(node.inputs[0]), self._layout_number(node.name))
 
-  def _add_generator(self, layer, key, table, rows):
+  def add_generator(self, layer, key, table, rows):
+    """Adds generator `layer` as `table[key]` (`layer_of` or `depthwise_of`), encoded by layout `rows`."""
     layer.build()
     table[key] = len(self.generator_layers)
     self.generator_layers.append(layer)
     self._enc_rows.append(rows)
 
-  def _add_width_bn(self, node, affine, epsilon, name):
+  def add_width_bn(self, node, affine, epsilon, name):
+    """Adds the width-switchable batch norm of `node` (`bn_of[node.name]`)."""
     g = self.space.gene_of(node.name)
     bn = tfmp_layers.WidthBatchNorm(self.space.max_channels(node.name),
                                     self.space.genes[g].num_choices if g is not None else 1,
                                     mode=self.bn_mode, affine=affine, epsilon=epsilon, name=name)
     bn.build()
-    self._bn_of[node.name] = len(self.bn_layers)
+    self.bn_of[node.name] = len(self.bn_layers)
     self.bn_layers.append(bn)
 
   def get_config(self):
@@ -267,7 +272,7 @@ class PruningNet(keras.Model):
     layout_widths = tf.reduce_sum(tf.constant(self._layout_counts) * ext[None, :], axis=1)
     ratio = tf.cast(layout_widths, tf.float32) / tf.constant(self._layout_max)
     # Everything a node needs from the structure, gathered once (few ops to trace).
-    encodings = tf.unstack(tf.gather(ratio, tf.constant(self._enc_index)), num=len(self._enc_index))
+    encodings = tf.unstack(tf.gather(ratio, tf.constant(self.encoding_index)), num=len(self.encoding_index))
     widths = tf.unstack(tf.gather(layout_widths, tf.constant(self._width_index)), num=len(self._width_index))
     bn_choices = tf.unstack(tf.gather(tf.concat([choices, [0]], 0), tf.constant(self._bn_gene)),
                             num=len(self._bn_gene)) if self._bn_gene else []
@@ -275,7 +280,7 @@ class PruningNet(keras.Model):
     values, moments = {}, []
 
     def batch_norm(y, name, in_index=None):
-      bi = self._bn_of[name]
+      bi = self.bn_of[name]
       stats = None if bn_stats is None else bn_stats[bi]
       y = self.bn_layers[bi](y, choice=bn_choices[bi], training=batch_stats and stats is None, stats=stats,
                              return_moments=return_moments, in_index=in_index, synchronized=sync_batch_stats)
@@ -286,7 +291,7 @@ class PruningNet(keras.Model):
 
     call = _Call(encodings, widths, batch_norm)
     for node in sp.nodes:
-      if node.op == "input":
+      if node.is_input:
         values[node.name] = x
         continue
       call.in_index = index_of.get(sp.layout_indices(node.inputs[0])) if self._multi_layouts else None
@@ -428,9 +433,7 @@ class PruningNet(keras.Model):
       return _layout_channel_index(tf.constant(ext.astype(np.int32)), lay, self._max_ext).numpy()
 
     out = {}
-    for node in sp.nodes:
-      if node.op == "input":
-        continue
+    for node in sp.layer_nodes:
       gen = _Generated(sp, s, layout_ratio, index, cin=int(sum(ext[i] for i in sp.layout_indices(node.inputs[0]))),
                        cout=int(sum(ext[i] for i in sp.layout_indices(node.name))))
       w = ops.get(node.op).generated_weights(self, node, gen)

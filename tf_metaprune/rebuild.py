@@ -79,7 +79,7 @@ def rebuild(net_or_space, structure, copy_weights=None, name=None, bn_momentum=0
       raise ValueError(f"weights=... hold no arrays for nodes {missing[:5]} of space {space.name!r}")
     copy_weights = True
   for node in space.nodes:
-    if node.op == "input":
+    if node.is_input:
       values[node.name] = keras.Input(shape=space.input_shape, name=node.name)
       continue
     node_weights = weights.get(node.name) if copy_weights else None

@@ -94,6 +94,11 @@ class Gene:
   width_ratios: Tuple[float, ...] = PAPER_WIDTH_RATIOS
   divisor: int = 8
 
+  @property
+  def is_input(self) -> bool:
+    """Whether this is the image input node (its op's `is_input` role)."""
+    return ops.get(self.op).is_input
+
   def __post_init__(self):
     if int(self.base_channels) < 1:
       raise ValueError(f"Gene {self.name!r}: base_channels={self.base_channels!r} must be >= 1")
@@ -172,6 +177,11 @@ class Node:
   keepdims: bool = False
   target_shape: Optional[Tuple[int, ...]] = None
   layer: Optional[dict] = dataclasses.field(default=None, hash=False)
+
+  @property
+  def is_input(self) -> bool:
+    """Whether this is the image input node (its op's `is_input` role)."""
+    return ops.get(self.op).is_input
 
   def __post_init__(self):
     object.__setattr__(self, "inputs", tuple(self.inputs))
@@ -322,9 +332,14 @@ class SearchSpace:
       self._gene_index[g.name] = i
     self._validate_graph()
 
+  @property
+  def layer_nodes(self) -> Tuple[Node, ...]:
+    """Every node but the image input: the ones that are (or hold) a layer."""
+    return tuple(n for n in self.nodes if not n.is_input)
+
   # ---- graph -------------------------------------------------------------------------------
   def _validate_graph(self):
-    if not self.nodes or self.nodes[0].op != "input":
+    if not self.nodes or not self.nodes[0].is_input:
       raise ValueError(f"space {self.name!r}: the first node must be the 'input' node")
     h, w, _ = self.input_shape
     self.node_by_name: Dict[str, Node] = {}
@@ -345,15 +360,15 @@ class SearchSpace:
       lays = [self.layout[i] for i in node.inputs]
       ins = [self.spatial[i] for i in node.inputs]
       op = ops.get(node.op)
-      if node.op != "input" and not op.multi_input and len(node.inputs) != 1:
+      if not op.is_input and not op.multi_input and len(node.inputs) != 1:
         raise ValueError(f"node {node.name!r} ({node.op}) needs exactly one input, got {node.inputs}")
       layout = op.layout(self, node, lays, lambda node=node: self._out_source(node, used_genes))
-      if node.op == "input":
+      if op.is_input:
         self.spatial[node.name] = (h, w)
       self.layout[node.name] = layout
       if len(layout) == 1:
         self.source[node.name] = layout[0]
-      if node.op != "input":
+      if not op.is_input:
         self.in_spatial[node.name] = ins[0]
         self.spatial[node.name] = op.out_spatial(self, node, ins)
       self.node_by_name[node.name] = node

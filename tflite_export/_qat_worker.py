@@ -32,7 +32,7 @@ _REQUIRED_FILES = ("graph.json", "weights.npz", "data.npz", "config.json")
 # The rebuilt tf_keras model must reproduce the Keras 3 outputs this closely
 # before QAT starts (float32 rounding differences are around 1e-6).
 _REBUILD_TOLERANCE = 1e-3
-_MERGE_LAYERS = ("Add",)
+_MERGE_LAYERS = ("Add", "Multiply", "Concatenate")
 
 
 def main(argv):
@@ -83,7 +83,7 @@ def main(argv):
                f"Keras 3 model by {rebuild_diff:.3g} (> {_REBUILD_TOLERANCE})"
                ": a layer option is not carried over; report the model")
 
-  qat_model = tfmot.quantization.keras.quantize_model(model)
+  qat_model = quantize(model, tfmot, tf_keras)
   qat_model.compile(
       optimizer=tf_keras.optimizers.Adam(learning_rate=config["learning_rate"]),
       loss=tf_keras.losses.SparseCategoricalCrossentropy(
@@ -122,6 +122,36 @@ def main(argv):
   with open(os.path.join(job_dir, "report.json"), "w") as f:
     json.dump(report, f, indent=1)
   print(json.dumps(report))
+
+
+def quantize(model, tfmot, tf_keras):
+  """`tfmot.quantization.keras.quantize_model`, with the layers tfmot has no rule for output-quantized.
+
+  tfmot's default 8-bit registry quantizes conv, dense, pooling, add,
+  concatenate and activations itself (and SeparableConv2D by a layout
+  transform); Multiply, Rescaling, LayerNormalization ... it refuses. Those
+  are annotated with its output-quantize config: their output is fake-
+  quantized, so the int8 converter sees ranges on every tensor.
+  """
+  # pylint: disable=g-import-not-at-top
+  from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+      default_8bit_quantize_configs as configs)
+  from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+      default_8bit_quantize_registry as registry)
+  # pylint: enable=g-import-not-at-top
+  keras_q = tfmot.quantization.keras
+  known = registry.Default8BitQuantizeRegistry()
+
+  def annotate(layer):
+    if isinstance(layer, tf_keras.layers.InputLayer):
+      return layer.__class__.from_config(layer.get_config())
+    if known.supports(layer) or isinstance(layer, tf_keras.layers.SeparableConv2D):
+      return keras_q.quantize_annotate_layer(layer)
+    return keras_q.quantize_annotate_layer(layer, configs.Default8BitOutputQuantizeConfig())
+
+  annotated = tf_keras.models.clone_model(model, clone_function=annotate)
+  with keras_q.quantize_scope({"Default8BitOutputQuantizeConfig": configs.Default8BitOutputQuantizeConfig}):
+    return keras_q.quantize_apply(annotated)
 
 
 def build_tf_keras_model(graph, weights, tf_keras):

@@ -25,10 +25,15 @@ imports tfmot or tf_keras; it writes a job folder and runs
 Everything crosses the boundary as JSON and `.npz` arrays (loaded with
 `allow_pickle=False`); nothing is pickled.
 
-Supported layers are the ones the pruning library rebuilds: InputLayer,
-Conv2D, DepthwiseConv2D, BatchNormalization, ReLU, Activation, Add,
-GlobalAveragePooling2D, MaxPooling2D, AveragePooling2D, ZeroPadding2D,
-Flatten, Reshape, Dense, Dropout. tfmot folds batch norm into the preceding
+Supported layers (`SUPPORTED_LAYER_CONFIG_KEYS`): InputLayer, Conv2D,
+DepthwiseConv2D, SeparableConv2D, BatchNormalization, ReLU, Activation,
+Softmax, Add, Multiply, Concatenate, GlobalAveragePooling2D,
+GlobalMaxPooling2D, MaxPooling2D, AveragePooling2D, ZeroPadding2D,
+Cropping2D, UpSampling2D, Rescaling, LayerNormalization, Flatten, Reshape,
+Dense, Dropout. With `fallback_to_post_training=True`, a model with any other
+layer (a Keras op applied to a tensor, a custom layer, Normalization ...) is
+converted with post-training int8 instead, and the one line naming the
+layer that blocks QAT is in `QatResult.fallback`. tfmot folds batch norm into the preceding
 convolution only for Conv -> BN -> ReLU with the convolution *without* its
 own activation; a Conv2D(activation="relu") followed by BatchNormalization
 is rejected by `quantize_model`.
@@ -55,6 +60,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tflite_export.convert import convert as convert_tflite
 from tflite_export.convert import save as save_tflite
 
 GRAPH_FORMAT = "tflite_export.qat_graph"
@@ -82,6 +88,19 @@ SUPPORTED_LAYER_CONFIG_KEYS: Dict[str, Tuple[str, ...]] = {
     "Reshape": ("target_shape",),
     "Dense": ("units", "activation", "use_bias"),
     "Dropout": ("rate", "noise_shape", "seed"),
+    # The other layers keras.applications models are made of (issue 27). tfmot quantizes the first five
+    # itself; Multiply, Rescaling and LayerNormalization, which it has no rule for, get their output
+    # quantized (the worker annotates them), as the converter's int8 kernels expect.
+    "SeparableConv2D": ("filters", "kernel_size", "strides", "padding", "data_format", "dilation_rate",
+                        "depth_multiplier", "activation", "use_bias"),
+    "Concatenate": ("axis",),
+    "GlobalMaxPooling2D": ("data_format", "keepdims"),
+    "Cropping2D": ("cropping", "data_format"),
+    "UpSampling2D": ("size", "data_format", "interpolation"),
+    "Softmax": ("axis",),
+    "Multiply": (),
+    "Rescaling": ("scale", "offset"),
+    "LayerNormalization": ("axis", "epsilon", "center", "scale"),
 }
 
 _STDERR_TAIL_LINES = 40
@@ -110,6 +129,9 @@ class QatResult:
     wall_time_s: Time of the whole call, in seconds, including the child's
       TensorFlow import.
     tfmot_version: tensorflow-model-optimization version in the worker.
+    fallback: None after QAT; with `fallback_to_post_training`, the one line
+      saying which layer blocked QAT (the model was then converted with
+      post-training int8: epochs 0, no training figures).
   """
   tflite_model: Optional[bytes]
   size_bytes: int
@@ -122,6 +144,7 @@ class QatResult:
   rebuild_max_abs_diff: Optional[float]
   wall_time_s: float
   tfmot_version: str
+  fallback: Optional[str] = None
 
   def to_json(self, indent: Optional[int] = 2) -> str:
     """Returns the report as JSON (without the flatbuffer bytes)."""
@@ -149,6 +172,7 @@ def quantization_aware_train(
     output_path: Optional[Union[str, os.PathLike]] = None,
     seed: int = 0,
     timeout_s: Optional[float] = 3600.0,
+    fallback_to_post_training: bool = False,
 ) -> QatResult:
   """Fine-tunes `model` with simulated int8 and converts it to int8 TFLite.
 
@@ -176,6 +200,10 @@ def quantization_aware_train(
     output_path: If given, the `.tflite` is also saved there.
     seed: Seed for the child's shuffling and initialization.
     timeout_s: Kill the child after this many seconds (None: no limit).
+    fallback_to_post_training: If a layer blocks QAT (or the tfmot worker
+      fails on the model), log the one line that says which, and convert the
+      model with post-training int8 (`convert(model, "int8")`, calibrated on
+      the training images) instead of raising.
 
   Returns:
     A `QatResult` holding the flatbuffer and the training report.
@@ -190,7 +218,13 @@ def quantization_aware_train(
   if epochs < 1 or batch_size < 1:
     raise ValueError(
         f"epochs={epochs} and batch_size={batch_size} must both be >= 1")
-  graph, weights = keras_model_to_graph(model)
+  try:
+    graph, weights = keras_model_to_graph(model)
+  except ValueError as e:
+    if not fallback_to_post_training:
+      raise
+    return _post_training_fallback(model, train_dataset, max_train_batches, int8_io, output_path, start,
+                                   str(e).split(";")[0].split(". Rebuild the model")[0])
   if from_logits is None:
     from_logits = not _ends_in_softmax(model)
   image_rank = len(model.inputs[0].shape) - 1
@@ -224,7 +258,14 @@ def quantization_aware_train(
     with open(os.path.join(job_dir, "config.json"), "w") as f:
       json.dump(config, f, indent=1)
 
-    run_worker(job_dir, timeout_s=timeout_s)
+    try:
+      run_worker(job_dir, timeout_s=timeout_s)
+    except RuntimeError as e:
+      if not fallback_to_post_training:
+        raise
+      tail = [l for l in str(e).splitlines() if l.strip()][-1]
+      return _post_training_fallback(model, train_dataset, max_train_batches, int8_io, output_path, start,
+                                     f"the tfmot QAT worker failed on {model.name!r}: {tail.strip()}")
 
     with open(os.path.join(job_dir, "model.tflite"), "rb") as f:
       flatbuffer = f.read()
@@ -248,6 +289,22 @@ def quantization_aware_train(
   )
   logging.info("QAT done: %s", result.to_json(indent=None))
   return result
+
+
+def _post_training_fallback(model, train_dataset, max_train_batches, int8_io, output_path, start, reason):
+  """Post-training int8 of `model`, calibrated on the training images, reported as a QatResult with `fallback`."""
+  image_rank = len(model.inputs[0].shape) - 1
+  images, _ = _dataset_to_arrays(train_dataset, max_train_batches, "train_dataset", image_rank)
+  line = " ".join(f"QAT is not possible: {reason}; converted with post-training int8 instead".split())
+  logging.warning("%s", line)
+  flatbuffer = convert_tflite(model, "int8", representative_data=images[:1024],
+                              num_calibration_batches=min(32, -(-len(images[:1024]) // 32)), int8_io=int8_io)
+  if output_path is not None:
+    output_path = save_tflite(flatbuffer, output_path)
+  return QatResult(tflite_model=flatbuffer, size_bytes=len(flatbuffer), output_path=output_path, epochs=0,
+                   num_train_examples=int(len(images)), train_accuracy_per_epoch=[], train_loss_per_epoch=[],
+                   validation_accuracy=None, rebuild_max_abs_diff=None, wall_time_s=time.perf_counter() - start,
+                   tfmot_version="not used", fallback=line)
 
 
 def run_worker(job_dir: str, timeout_s: Optional[float] = 3600.0) -> None:
@@ -402,6 +459,12 @@ def _functional_entries(model: keras.Model) -> List[_LayerEntry]:
   for layer_config in config["layers"]:
     class_name = layer_config["class_name"]
     name = layer_config.get("name") or layer_config["config"]["name"]
+    module = layer_config.get("module") or "keras.layers"
+    if module.startswith("keras.src.ops") or module.startswith("keras.ops"):
+      raise ValueError(
+          f"Layer {name!r} is a Keras op applied to a tensor ({class_name}, {module}), which QAT export "
+          "does not support; write it as a layer, or use post-training quantization: "
+          "tflite_export.convert(model, 'int8', ...)")
     nodes = layer_config.get("inbound_nodes", [])
     if len(nodes) > 1:
       raise ValueError(

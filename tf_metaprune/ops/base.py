@@ -136,6 +136,9 @@ class Op:
 
   Attributes:
     name: the `Node.op` string.
+    is_input: the node is the image input (the graph's source: no inputs,
+      no layer of its own); `Node.is_input` and `SearchSpace.layer_nodes`
+      read it, so no caller tests the op's name.
     weight_op: the node owns weights the PruningNet generates.
     multi_input: the node joins several inputs (otherwise exactly one).
     keras_types: Keras layer classes (exact types) `from_keras_model` reads
@@ -168,7 +171,7 @@ class Op:
       A "layer" entry in the fields replaces the serialized Keras layer the
       node keeps (e.g. a Keras op applied to a tensor, with its constants).
     * pruning_net.py: `build_pruning(net, node)` creates the node's generators
-      and width batch norms through `net._add_generator` / `net._add_width_bn`;
+      and width batch norms through `net.add_generator` / `net.add_width_bn`;
       `pruning_call(net, node, inputs, call)` runs it (`call` holds the
       structure's encodings, widths, `in_index` and `batch_norm`);
       `generated_weights(net, node, gen)` returns its sliced arrays (dict) or
@@ -211,6 +214,7 @@ class Op:
   """
 
   name = None
+  is_input = False
   weight_op = False
   holds_weights = False
   multi_input = False
@@ -274,12 +278,12 @@ class Op:
   def build_pruning(self, net, node):
     """Creates the node's PruningNet layers (default: its own Keras layer, parameter-free)."""
     if node.layer is not None:
-      net._op_layers[node.name] = keras.layers.deserialize(node.layer)  # pylint: disable=protected-access
+      net.op_layers[node.name] = keras.layers.deserialize(node.layer)
 
   def pruning_call(self, net, node, inputs, call):
     """The node's output in the PruningNet forward pass."""
     del call
-    return net._op_layers[node.name](inputs[0], training=False)  # pylint: disable=protected-access
+    return net.op_layers[node.name](inputs[0], training=False)
 
   def generated_weights(self, net, node, gen):
     """The arrays a structure runs this node with (dict), or None for a node without weights."""
@@ -315,18 +319,18 @@ class Op:
   def build_masked(self, net, node):
     """Creates the node's full-width plain layers in a MaskedNet (default: its own Keras layer)."""
     if node.layer is not None:
-      net._add_node_layers(node, [self.keras_layer(node, net.space.max_channels(node.name))])  # pylint: disable=protected-access
+      net.add_node_layers(node, [self.keras_layer(node, net.space.max_channels(node.name))])
 
   def masked_call(self, net, node, inputs, training, mask):
     """The node's output in the MaskedNet; `mask(y, node_name)` masks a node's output channels."""
-    layer = net.node_layers[net._index[node.name]]  # pylint: disable=protected-access
+    layer = net.node_layers[net.node_index[node.name]]
     y = layer(inputs if self.multi_input else inputs[0], training=training)
     has_gene = any(kind == "gene" for kind, _ in net.space.layout[node.name])
     return mask(y, node.name) if has_gene else y
 
   def masked_export(self, net, node, model, in_index, out_index):
     """Copies the kept channels (`in_index`, `out_index`: full-width positions) into the plain model."""
-    i = net._index.get(node.name)  # pylint: disable=protected-access
+    i = net.node_index.get(node.name)
     if i is None:
       return
     arrays = net.node_layers[i].get_weights()
@@ -464,7 +468,7 @@ def _geometry(space, node):
 
 def _width_bn_weights(net, node, gen):
   """gamma/beta/moving statistics of a node's WidthBatchNorm at the structure's width."""
-  bn = net.bn_layers[net._bn_of[node.name]]  # pylint: disable=protected-access
+  bn = net.bn_layers[net.bn_of[node.name]]
   g = gen.space.gene_of(node.name)
   idx = gen.index(node.name)
   gamma, beta = bn.affine_params(gen.structure[g] if g is not None else 0, gen.cout,
@@ -513,7 +517,7 @@ def _read_bn(layer, config):
 
 def _set_width_bn(net, node, w):
   """Loads a node's full-width batch-norm arrays into its WidthBatchNorm (every switchable row alike)."""
-  bn = net.bn_layers[net._bn_of[node.name]]  # pylint: disable=protected-access
+  bn = net.bn_layers[net.bn_of[node.name]]
   if bn.affine:
     rows = bn.gamma.shape[0]
     bn.gamma.assign(np.tile(w["gamma"][None], (rows, 1)))
@@ -538,6 +542,7 @@ def _set_base_kernel(layer, kernel):
 class Input(Op):
   """The image input: its channels are fixed."""
   name = "input"
+  is_input = True
   keras_types = (L.InputLayer,)
   keras_doc = "InputLayer"
   latency_role = "free"

@@ -4,9 +4,10 @@
   pruned width it normalizes over the kept channels, with their gamma/beta.
 * `ChannelScale`: a learned per-channel scale `x * gamma` -- ConvNeXt's
   `LayerScale` (its `projection_dim` follows the width).
-* `FixedLayer` / `FixedChannels`: a layer with weights (or per-channel constants) that must keep every channel, such as
-  `Normalization` on the image (EfficientNet, ConvNeXt): its input channels
-  stay fixed (never pruned), its weights are copied as they are.
+* `FixedLayer` / `FixedChannels`: a layer with weights (or per-channel
+  constants) that must keep every channel, such as `Normalization` on the
+  image (EfficientNet, ConvNeXt) or a per-channel `Rescaling`: its input
+  channels stay fixed (never pruned), its weights are copied as they are.
 
 In the PruningNet the vectors live at full width in a `ChannelVectors` layer
 and are sliced to the structure's width (or gathered, behind a
@@ -60,7 +61,7 @@ class ChannelVectors(keras.layers.Layer):
 
 
 def _vectors_of(net, node):
-  return net._op_layers[node.name]  # pylint: disable=protected-access
+  return net.op_layers[node.name]
 
 
 class _VectorOp(Op):
@@ -94,7 +95,7 @@ class _VectorOp(Op):
     layer = ChannelVectors(net.space.max_channels(node.name), self._keys(node), self._inits(node),
                            name=node.name)
     layer.build()
-    net._op_layers[node.name] = layer  # pylint: disable=protected-access
+    net.op_layers[node.name] = layer
 
   def _taken(self, net, node, x, call):
     layer = _vectors_of(net, node)
@@ -179,13 +180,16 @@ class ChannelScale(_VectorOp):
   def pruning_call(self, net, node, inputs, call):
     return inputs[0] * self._taken(net, node, inputs[0], call)["gamma"]
 
+  def profile_kinds(self, space, node):
+    return ("mul",)
+
   def keras_layer(self, node, channels):
     config = copy.deepcopy(node.layer)
     config["config"]["projection_dim"] = int(channels)
     return keras.layers.deserialize(config)
 
   def build_masked(self, net, node):
-    net._add_node_layers(node, [self.keras_layer(node, net.space.max_channels(node.name))])  # pylint: disable=protected-access
+    net.add_node_layers(node, [self.keras_layer(node, net.space.max_channels(node.name))])
 
 
 @register
@@ -238,16 +242,18 @@ class FixedLayer(Op):
     return layer
 
   def build_pruning(self, net, node):
-    net._op_layers[node.name] = self._built_layer(net.space, node)  # pylint: disable=protected-access
+    net.op_layers[node.name] = self._built_layer(net.space, node)  # pylint: disable=protected-access
 
   def pruning_call(self, net, node, inputs, call):
-    return net._op_layers[node.name](inputs[0])  # pylint: disable=protected-access
+    x = inputs[0]   # a fixed width, whose static size the PruningNet's sliced tensors do not carry
+    x = tf.ensure_shape(x, (None,) * (len(x.shape) - 1) + (net.space.max_channels(node.inputs[0]),))
+    return net.op_layers[node.name](x)
 
   def generated_weights(self, net, node, gen):
-    return {f"w{i}": np.asarray(a) for i, a in enumerate(net._op_layers[node.name].get_weights())}  # pylint: disable=protected-access
+    return {f"w{i}": np.asarray(a) for i, a in enumerate(net.op_layers[node.name].get_weights())}
 
   def set_pruning_weights(self, net, node, weights):
-    net._op_layers[node.name].set_weights(self.keras_weights(node, weights))  # pylint: disable=protected-access
+    net.op_layers[node.name].set_weights(self.keras_weights(node, weights))
 
   def rebuild(self, node, inputs, channels, weights, bn_momentum):
     layer = keras.layers.deserialize(copy.deepcopy(node.layer))

@@ -111,10 +111,10 @@ class KerasOp(Op):
     return operation(*_decode(config["args"], inputs), **kwargs)
 
   def build_pruning(self, net, node):
-    net._op_layers[node.name] = self.operation(node)  # pylint: disable=protected-access
+    net.op_layers[node.name] = self.operation(node)
 
   def pruning_call(self, net, node, inputs, call):
-    return self.apply(net._op_layers[node.name], node, inputs)  # pylint: disable=protected-access
+    return self.apply(net.op_layers[node.name], node, inputs)
 
   def build_masked(self, net, node):
     pass
@@ -124,6 +124,21 @@ class KerasOp(Op):
 
   def rebuild(self, node, inputs, channels, weights, bn_momentum):
     return self.apply(self.operation(node), node, inputs), []
+
+  def latency_signature(self, space, node):
+    fields = super().latency_signature(space, node)
+    config = fields["layer"]["config"]
+    op = {**config["op"], "config": {k: v for k, v in config["op"].get("config", {}).items() if k != "name"}}
+    fields["layer"] = {**fields["layer"], "config": {**config, "op": op}}   # identical ops share one timing
+    return fields
+
+  def profile_kinds(self, space, node):
+    kind = node.layer["config"]["op"].get("class_name")
+    if kind == "Add":
+      return ("add",)
+    if kind == "Multiply":
+      return ("mul",)
+    return ("activation",) if len(node.inputs) == 1 and kind not in ("Subtract", "Divide", "TrueDivide") else ("other",)
 
   def latency_model(self, sig):
     h, w = sig.in_hw

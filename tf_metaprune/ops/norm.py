@@ -29,9 +29,9 @@ class BatchNorm(Op):
     return in_lay[0], {}, None
 
   def build_pruning(self, net, node):
-    net._layout_rows(node)  # pylint: disable=protected-access
+    net.layout_rows(node)
     config = node.layer["config"]
-    net._add_width_bn(node, affine=net.bn_affine and config.get("center", True) and config.get("scale", True),  # pylint: disable=protected-access
+    net.add_width_bn(node, affine=net.bn_affine and config.get("center", True) and config.get("scale", True),
                       epsilon=config.get("epsilon", 1e-3), name=node.name)
 
   def pruning_call(self, net, node, inputs, call):

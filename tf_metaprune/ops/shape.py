@@ -144,10 +144,10 @@ class UpSample(Op):
     return L.UpSampling2D(size=node.strides_hw, name=name)
 
   def build_pruning(self, net, node):
-    net._op_layers[node.name] = self._layer(node)  # pylint: disable=protected-access
+    net.op_layers[node.name] = self._layer(node)  # pylint: disable=protected-access
 
   def build_masked(self, net, node):
-    net._add_node_layers(node, [self._layer(node)])  # pylint: disable=protected-access
+    net.add_node_layers(node, [self._layer(node)])  # pylint: disable=protected-access
 
   def rebuild(self, node, inputs, channels, weights, bn_momentum):
     return self._layer(node, name=node.name)(inputs[0]), []

@@ -57,9 +57,9 @@ class ConvTranspose(Conv):
     return _WeightOp.read_keras(self, layer, ins, out, in_lay, groups)  # Conv's own check is of Conv2D's groups
 
   def _build_generators(self, net, node, rows, cin_max, cout_max, common):
-    net._add_generator(tfmp_layers.GeneratedConv2DTranspose(  # pylint: disable=protected-access
+    net.add_generator(tfmp_layers.GeneratedConv2DTranspose(
         cin_max, cout_max, node.kernel_size, node.strides, name=node.name, **common), node.name,
-                       net._layer_of, rows)  # pylint: disable=protected-access
+                       net.layer_of, rows)
 
   def keras_weights(self, node, w):
     return [_to_generated(w["kernel"])] + ([w["bias"]] if "bias" in w else [])

@@ -13,8 +13,17 @@ from tf_metaprune.ops.base import (compact, _geometry, keras_activation, _keras_
 
 
 class _WeightOp(Op):
-  """Shared parts of the ops with generated weights (conv, dwconv, sepconv, dense)."""
+  """Shared parts of the ops with generated weights (conv, dwconv, sepconv, dense).
+
+  What differs between them is said by the subclasses, never by testing an op's name here:
+  `conv_like` (a built-in node of the op is a conv: batch norm when `node.bn`, then its activation and
+  channel mask; a Keras-read one takes padding and dilation; Dense: False), `bias_in_kernels` (the
+  generated bias is sliced with the kernel, `DepthwiseConv`), and the built-in Keras layer it rebuilds
+  and times (`builtin_layer`).
+  """
   weight_op = True
+  conv_like = True
+  bias_in_kernels = False
   holds_weights = True
   latency_role = "table"
   fuses_activation = True
@@ -30,7 +39,7 @@ class _WeightOp(Op):
     w = dict(zip(self._kernel_keys, arrays))
     if len(arrays) > len(self._kernel_keys):
       w["bias"] = arrays[len(self._kernel_keys)]
-    if node.layer is None and node.op != "dense" and node.bn:   # a built-in family's conv + its BN layer
+    if node.layer is None and self.conv_like and node.bn:   # a built-in family's conv + its BN layer
       w.update(_read_bn(_keras_layer_of(model, node.name + "_bn", node), {}))
     return w
 
@@ -42,15 +51,15 @@ class _WeightOp(Op):
     return weights["gamma"] if (node.layer is None and "gamma" in weights) else None
 
   def set_pruning_weights(self, net, node, weights):
-    layer = net.generator_layers[net._layer_of[node.name]]  # pylint: disable=protected-access
+    layer = net.generator_layers[net.layer_of[node.name]]
     _set_base_kernel(layer, weights[self._kernel_keys[-1]])
     if getattr(layer, "use_bias", False):
       layer.bias.assign(weights.get("bias", np.zeros(layer.bias.shape, np.float32)))
-    if node.name in net._bn_of:  # pylint: disable=protected-access
+    if node.name in net.bn_of:
       _set_width_bn(net, node, weights)
 
   def _implied_params(self, node, couts, one):
-    if node.layer is None and node.op != "dense" and node.bn:
+    if node.layer is None and self.conv_like and node.bn:
       return [(4, co, one) for co in couts]  # the implied BN: gamma, beta, mean, var
     if node.has_bias:
       return [(1, co, one) for co in couts]  # bias
@@ -60,17 +69,17 @@ class _WeightOp(Op):
     common = dict(hidden_units=net.hidden_units)
     if node.layer is not None:
       common.update(use_bias=node.has_bias)
-      if node.op != "dense":
+      if self.conv_like:
         common.update(padding=node.padding, dilation_rate=node.dilation)
     return common
 
   def build_pruning(self, net, node):
     if node.layer is not None:
-      net._activations[node.name] = keras.activations.get(node.layer["config"].get("activation"))  # pylint: disable=protected-access
-    self._build_generators(net, node, net._layout_rows(node), net.space.max_channels(node.inputs[0]),  # pylint: disable=protected-access
+      net.node_activations[node.name] = keras.activations.get(node.layer["config"].get("activation"))
+    self._build_generators(net, node, net.layout_rows(node), net.space.max_channels(node.inputs[0]),  # pylint: disable=protected-access
                            net.space.max_channels(node.name), self._common(net, node))
-    if node.op != "dense" and node.bn and node.layer is None:
-      net._add_width_bn(node, affine=net.bn_affine, epsilon=1e-3, name=node.name + "_bn")  # pylint: disable=protected-access
+    if self.conv_like and node.bn and node.layer is None:
+      net.add_width_bn(node, affine=net.bn_affine, epsilon=1e-3, name=node.name + "_bn")
 
   def _build_generators(self, net, node, rows, cin_max, cout_max, common):
     raise NotImplementedError
@@ -78,27 +87,27 @@ class _WeightOp(Op):
   def pruning_call(self, net, node, inputs, call):
     y = self._generated_call(net, node, inputs[0], call)
     if node.layer is not None:
-      return net._activations[node.name](y)  # pylint: disable=protected-access
-    if node.op != "dense":
+      return net.node_activations[node.name](y)
+    if self.conv_like:
       if node.bn:
         y = call.batch_norm(y, node.name)
       y = tf_activation(y, node.activation)
     return y
 
   def _generated_call(self, net, node, x, call):
-    li = net._layer_of[node.name]  # pylint: disable=protected-access
+    li = net.layer_of[node.name]
     layer = net.generator_layers[li]
     if call.in_index is not None:
       return layer(x, encoding=call.encodings[li], out_channels=call.widths[li], in_index=call.in_index)
     return layer(x, encoding=call.encodings[li], out_channels=call.widths[li])
 
   def generated_weights(self, net, node, gen):
-    li = net._layer_of[node.name]  # pylint: disable=protected-access
+    li = net.layer_of[node.name]
     layer = net.generator_layers[li]
-    w = self._generated_kernels(net, node, gen, layer, tf.constant(gen.layout_ratio[net._enc_index[li]]))  # pylint: disable=protected-access
-    if node.op != "dwconv" and getattr(layer, "use_bias", False):
+    w = self._generated_kernels(net, node, gen, layer, tf.constant(gen.layout_ratio[net.encoding_index[li]]))  # pylint: disable=protected-access
+    if not self.bias_in_kernels and getattr(layer, "use_bias", False):
       w["bias"] = layer.bias.numpy()[:gen.cout]
-    if node.op != "dense" and node.bn and node.layer is None:
+    if self.conv_like and node.bn and node.layer is None:
       w.update(_width_bn_weights(net, node, gen))
     return w
 
@@ -126,10 +135,10 @@ class _WeightOp(Op):
     return ((2, 3),) + (((None, 0),) if node.has_bias else ())
 
   def _builtin_masked_export(self, net, node, model, cin, cout):
-    i = net._index[node.name]  # pylint: disable=protected-access
+    i = net.node_index[node.name]
     src = net.node_layers[i].get_weights()
     model.get_layer(node.name).set_weights(self._builtin_export_arrays(node, src, cin, cout))
-    if node.op != "dense" and node.bn:
+    if self.conv_like and node.bn:
       bn = net.node_layers[i + 1].get_weights()
       model.get_layer(node.name + "_bn").set_weights([w[cout] for w in bn])
 
@@ -139,33 +148,29 @@ class _WeightOp(Op):
     else:
       super().masked_export(net, node, model, in_index, out_index)
 
-  def _builtin_conv_layer(self, node, channels, name=None):
-    """Conv2D / DepthwiseConv2D of a built-in (not read from Keras) conv node, "same" padding."""
-    if node.op == "conv":
-      return L.Conv2D(channels, node.kernel_size, strides=node.strides, padding="same", use_bias=not node.bn,
-                      name=name)
-    return L.DepthwiseConv2D(node.kernel_size, strides=node.strides, padding="same", use_bias=not node.bn,
-                             name=name)
+  def builtin_layer(self, node, channels, name=None):
+    """The Keras layer of a built-in (not read from Keras) node of this op at `channels` ("same" padding)."""
+    raise NotImplementedError(f"op {self.name!r} has no built-in form: its nodes are read from a Keras model")
 
   def build_masked(self, net, node):
     if node.layer is not None:
       return super().build_masked(net, node)
     layers = [self._builtin_masked_layer(net, node)]
-    if node.op != "dense" and node.bn:
+    if self.conv_like and node.bn:
       layers.append(L.BatchNormalization(momentum=net.bn_momentum, epsilon=1e-3, name=node.name + "_bn"))
-    net._add_node_layers(node, layers)  # pylint: disable=protected-access
+    net.add_node_layers(node, layers)
 
   def _builtin_masked_layer(self, net, node):
-    return self._builtin_conv_layer(node, net.space.max_channels(node.name), name=node.name)
+    return self.builtin_layer(node, net.space.max_channels(node.name), name=node.name)
 
   def masked_call(self, net, node, inputs, training, mask):
     if node.layer is not None:
       return super().masked_call(net, node, inputs, training, mask)
-    i = net._index[node.name]  # pylint: disable=protected-access
+    i = net.node_index[node.name]
     y = net.node_layers[i](inputs[0])
-    if node.op != "dense" and node.bn:
+    if self.conv_like and node.bn:
       y = net.node_layers[i + 1](y, training=training)
-    if node.op != "dense":
+    if self.conv_like:
       y = tf_activation(y, node.activation)
       if net.space.gene_of(node.name) is not None:
         y = mask(y, node.name)
@@ -174,7 +179,7 @@ class _WeightOp(Op):
   def rebuild(self, node, inputs, channels, weights, bn_momentum):
     if node.layer is not None:
       return super().rebuild(node, inputs, channels, weights, bn_momentum)
-    layer = self._builtin_conv_layer(node, channels, name=node.name)
+    layer = self.builtin_layer(node, channels, name=node.name)
     y = layer(inputs[0])
     to_copy = []
     if weights is not None:
@@ -201,10 +206,7 @@ class _WeightOp(Op):
       return super().latency_model(sig)
     h, w = sig.in_hw
     x = keras.Input((h, w, sig.cin))
-    if sig.op == "conv":
-      y = L.Conv2D(sig.cout, sig.kernel_size, strides=sig.strides, padding="same", use_bias=not sig.bn)(x)
-    else:
-      y = L.DepthwiseConv2D(sig.kernel_size, strides=sig.strides, padding="same", use_bias=not sig.bn)(x)
+    y = self.builtin_layer(sig, sig.cout)(x)   # a signature has the node's kernel_size, strides and bn
     if sig.bn:
       y = L.BatchNormalization(epsilon=1e-3)(y)
     return keras.Model(x, keras_activation(y, sig.activation), name=sig.name)
@@ -231,11 +233,15 @@ class Conv(_WeightOp):
     return super().read_keras(layer, ins, out, in_lay, groups)
 
   def _build_generators(self, net, node, rows, cin_max, cout_max, common):
-    net._add_generator(tfmp_layers.GeneratedConv2D(cin_max, cout_max, node.kernel_size, node.strides,  # pylint: disable=protected-access
-                                                   name=node.name, **common), node.name, net._layer_of, rows)  # pylint: disable=protected-access
+    net.add_generator(tfmp_layers.GeneratedConv2D(cin_max, cout_max, node.kernel_size, node.strides,
+                                                   name=node.name, **common), node.name, net.layer_of, rows)
 
   def _builtin_export_arrays(self, node, src, cin, cout):
     return [src[0][:, :, cin][:, :, :, cout]] + ([] if node.bn else [src[1][cout]])
+
+  def builtin_layer(self, node, channels, name=None):
+    return L.Conv2D(channels, node.kernel_size, strides=node.strides, padding="same", use_bias=not node.bn,
+                    name=name)
 
 
 @register
@@ -245,6 +251,12 @@ class DepthwiseConv(_WeightOp):
   name = "dwconv"
   keras_types = (L.DepthwiseConv2D,)
   keras_doc = "DepthwiseConv2D"
+  bias_in_kernels = True   # its bias is sliced with the kernel (`_generated_kernels`)
+
+  def builtin_layer(self, node, channels, name=None):
+    del channels   # a depthwise conv has its input's channels
+    return L.DepthwiseConv2D(node.kernel_size, strides=node.strides, padding="same", use_bias=not node.bn,
+                             name=name)
 
   def layout(self, space, node, in_layouts, out_source):
     return in_layouts[0]
@@ -264,12 +276,12 @@ class DepthwiseConv(_WeightOp):
                            use_bias=bool(layer.use_bias), dilation=compact(pair(layer.dilation_rate))), None
 
   def _build_generators(self, net, node, rows, cin_max, cout_max, common):
-    net._add_generator(tfmp_layers.GeneratedDepthwiseConv2D(cout_max, node.kernel_size, node.strides,  # pylint: disable=protected-access
+    net.add_generator(tfmp_layers.GeneratedDepthwiseConv2D(cout_max, node.kernel_size, node.strides,
                                                             name=node.name, **common),
-                       node.name, net._layer_of, rows)  # pylint: disable=protected-access
+                       node.name, net.layer_of, rows)
 
   def _generated_call(self, net, node, x, call):
-    li = net._layer_of[node.name]  # pylint: disable=protected-access
+    li = net.layer_of[node.name]
     return net.generator_layers[li](x, encoding=call.encodings[li][1:], in_index=call.in_index)
 
   def _generated_kernels(self, net, node, gen, layer, enc):
@@ -299,6 +311,7 @@ class Dense(_WeightOp):
   """A dense layer on a flat vector (the classifier, or a hidden layer)."""
   name = "dense"
   keras_types = (L.Dense,)
+  conv_like = False   # no batch norm, no window; a built-in one is the classifier (no activation, no mask)
 
   def out_spatial(self, space, node, in_spatial):
     x = in_spatial[0]
@@ -319,8 +332,8 @@ class Dense(_WeightOp):
     return super().read_keras(layer, ins, out, in_lay, groups)
 
   def _build_generators(self, net, node, rows, cin_max, cout_max, common):
-    net._add_generator(tfmp_layers.GeneratedDense(cin_max, cout_max, name=node.name, **common), node.name,  # pylint: disable=protected-access
-                       net._layer_of, rows)  # pylint: disable=protected-access
+    net.add_generator(tfmp_layers.GeneratedDense(cin_max, cout_max, name=node.name, **common), node.name,
+                       net.layer_of, rows)
 
   def keras_layer(self, node, channels):
     config = copy.deepcopy(node.layer)
@@ -376,24 +389,24 @@ class SeparableConv(_WeightOp):
     return super().read_keras(layer, ins, out, in_lay, groups)
 
   def _build_generators(self, net, node, rows, cin_max, cout_max, common):
-    net._add_generator(tfmp_layers.GeneratedDepthwiseConv2D(  # pylint: disable=protected-access
+    net.add_generator(tfmp_layers.GeneratedDepthwiseConv2D(
         cin_max, node.kernel_size, node.strides, name=node.name + "_depthwise", padding=node.padding,
-        dilation_rate=node.dilation, hidden_units=net.hidden_units), node.name, net._dw_of, (rows[0], rows[0]))  # pylint: disable=protected-access
-    net._add_generator(tfmp_layers.GeneratedConv2D(cin_max, cout_max, 1, 1, name=node.name,  # pylint: disable=protected-access
+        dilation_rate=node.dilation, hidden_units=net.hidden_units), node.name, net.depthwise_of, (rows[0], rows[0]))
+    net.add_generator(tfmp_layers.GeneratedConv2D(cin_max, cout_max, 1, 1, name=node.name,
                                                    hidden_units=net.hidden_units, use_bias=node.has_bias),
-                       node.name, net._layer_of, rows)  # pylint: disable=protected-access
+                       node.name, net.layer_of, rows)
 
   def _generated_call(self, net, node, x, call):
-    li, di = net._layer_of[node.name], net._dw_of[node.name]  # pylint: disable=protected-access
+    li, di = net.layer_of[node.name], net.depthwise_of[node.name]
     y = net.generator_layers[di](x, encoding=call.encodings[di][1:], in_index=call.in_index)
     return net.generator_layers[li](y, encoding=call.encodings[li], out_channels=call.widths[li],
                                     in_index=call.in_index)
 
   def _generated_kernels(self, net, node, gen, layer, enc):
-    di = net._dw_of[node.name]  # pylint: disable=protected-access
+    di = net.depthwise_of[node.name]
     dw = net.generator_layers[di]
     idx = gen.index(node.inputs[0])
-    return {"depthwise_kernel": dw.sliced_kernel(tf.constant(gen.layout_ratio[net._enc_index[di]])[1:],  # pylint: disable=protected-access
+    return {"depthwise_kernel": dw.sliced_kernel(tf.constant(gen.layout_ratio[net.encoding_index[di]])[1:],
                                                  gen.cin, idx).numpy(),
             "pointwise_kernel": layer.sliced_kernel(enc, gen.cin, gen.cout, idx).numpy()}
 
@@ -407,5 +420,5 @@ class SeparableConv(_WeightOp):
   _kernel_axes = {"depthwise_kernel": (2, None), "pointwise_kernel": (2, 3)}
 
   def set_pruning_weights(self, net, node, weights):
-    _set_base_kernel(net.generator_layers[net._dw_of[node.name]], weights["depthwise_kernel"])  # pylint: disable=protected-access
+    _set_base_kernel(net.generator_layers[net.depthwise_of[node.name]], weights["depthwise_kernel"])
     super().set_pruning_weights(net, node, weights)

@@ -34,7 +34,7 @@ Example:
   >>> search.plot_pareto(found, "pareto.png", uniform_result=base)
 """
 
-# Importing a searcher's module registers it: evolution first, so SEARCHERS starts with the default.
+# Importing a searcher's module registers it (with its place in SEARCHERS).
 from tf_metaprune.search import evolution  # pylint: disable=unused-import
 from tf_metaprune.search import autoslim
 from tf_metaprune.search import pas

@@ -55,7 +55,7 @@ from tf_metaprune.search import result as result_lib
 _OPTIMIZERS = ("adam", "sgd")
 
 
-@registry.register("autoslim")
+@registry.register("autoslim", order=1)
 @dataclasses.dataclass(frozen=True)
 class AutoSlimConfig(_common.FrozenConfig):
   """Settings of AutoSlim: slimmable-network training and greedy slimming.

@@ -76,7 +76,7 @@ _SAMPLING = ("auto", "uniform", "scaled")
 _RESUMABLE_CHANGES = ("num_generations",)
 
 
-@registry.register("evolutionary")
+@registry.register("evolutionary", order=0)
 @dataclasses.dataclass(frozen=True)
 class EvolutionConfig(_common.FrozenConfig):
   """Settings of the evolutionary search; the defaults are the paper's.

@@ -71,7 +71,7 @@ from tf_metaprune.search import result as result_lib
 _OPTIMIZERS = ("adam", "sgd")
 
 
-@registry.register("pas")
+@registry.register("pas", order=2)
 @dataclasses.dataclass(frozen=True)
 class PaSConfig(_common.FrozenConfig):
   """Settings of Pruning-as-Search.
@@ -245,18 +245,17 @@ class MaskedNet(keras.Model):
     for m in self.masks:
       m.build()
     self.node_layers = []
-    self._index = {}
-    for node in space.nodes:
-      if node.op != "input":
-        ops.get(node.op).build_masked(self, node)  # full-width plain layers (tf_metaprune.ops)
+    self.node_index = {}
+    for node in space.layer_nodes:
+      ops.get(node.op).build_masked(self, node)  # full-width plain layers (tf_metaprune.ops)
     self._build_layers()
 
   def _build_layers(self):
     self(tf.zeros((1,) + tuple(self.space.input_shape)))
 
-  def _add_node_layers(self, node, layers):
+  def add_node_layers(self, node, layers):
     """Called by the ops' `build_masked`: a node's full-width layers, in call order."""
-    self._index[node.name] = len(self.node_layers)
+    self.node_index[node.name] = len(self.node_layers)
     self.node_layers.extend(layers)
 
   def _mask(self, y, node_name, training):
@@ -272,7 +271,7 @@ class MaskedNet(keras.Model):
     values = {}
     mask = lambda y, name: self._mask(y, name, training)  # pylint: disable=unnecessary-lambda-assignment
     for node in sp.nodes:
-      if node.op == "input":
+      if node.is_input:
         values[node.name] = tf.cast(inputs, tf.float32)
         continue
       values[node.name] = ops.get(node.op).masked_call(self, node, [values[i] for i in node.inputs], training,
@@ -426,9 +425,8 @@ def export(net: MaskedNet, name=None, bn_momentum=0.99) -> keras.Model:
       offset += width
     return np.concatenate(parts).astype(np.int64)
 
-  for node in sp.nodes:
-    if node.op != "input":
-      ops.get(node.op).masked_export(net, node, model, idx(node.inputs[0]), idx(node.name))
+  for node in sp.layer_nodes:
+    ops.get(node.op).masked_export(net, node, model, idx(node.inputs[0]), idx(node.name))
   return model
 
 

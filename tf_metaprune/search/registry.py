@@ -12,20 +12,24 @@ with `tf_metaprune.ops.register`:
 
 `tf_metaprune.search.run("my_search", ...)`, the binaries' `--searcher` choices
 and the pipeline then know it; nothing branches on its name. The built-in
-searchers register when `tf_metaprune.search` is imported, in the order of
-`SEARCHERS`.
+searchers register when `tf_metaprune.search` is imported, each with its
+place in `SEARCHERS` (evolutionary, the default, first).
 """
 
 _REGISTRY = {}
+_ORDER = {}
 SEARCHERS = ()
 
 
-def register(name, config_class_=None):
+def register(name, config_class_=None, order=None):
   """Registers searcher `name`; as a decorator (`@register("name")`) or a call (`register("name", cls)`).
 
   Args:
     name: the searcher's name (`run(name, ...)`, `--searcher=name`).
     config_class_: a `FrozenConfig` dataclass with `run(context) -> SearchResult`.
+    order: its place in `SEARCHERS` (and the binaries' choices); default:
+      after every searcher registered before it. The built-in ones give
+      theirs, so the list does not depend on which module was imported first.
 
   Returns:
     The class (so it decorates), or the decorator when `config_class_` is None.
@@ -43,7 +47,8 @@ def register(name, config_class_=None):
       raise TypeError(f"{getattr(cls, '__name__', cls)!r} has no run(context) method; searchers are config objects "
                       "with run(context) -> SearchResult")
     _REGISTRY[name] = cls
-    SEARCHERS = tuple(_REGISTRY)
+    _ORDER[name] = (len(_ORDER) + 1000) if order is None else order
+    SEARCHERS = tuple(sorted(_REGISTRY, key=_ORDER.get))
     return cls
 
   return add if config_class_ is None else add(config_class_)
@@ -52,7 +57,7 @@ def register(name, config_class_=None):
 def searcher_class(name):
   """The class whose instances run searcher `name` (`UniformConfig` for "uniform")."""
   if name not in _REGISTRY:
-    raise ValueError(f"searcher {name!r} is not one of {tuple(_REGISTRY)}")
+    raise ValueError(f"searcher {name!r} is not one of {SEARCHERS}")
   return _REGISTRY[name]
 
 

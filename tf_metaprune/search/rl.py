@@ -60,7 +60,7 @@ _CONSTRAINTS = ("auto", "clip", "lagrangian")
 _NUM_FEATURES = 8
 
 
-@registry.register("rl")
+@registry.register("rl", order=3)
 @dataclasses.dataclass(frozen=True)
 class RLConfig(_common.FrozenConfig):
   """Settings of the constrained-RL searcher.

@@ -28,7 +28,7 @@ from tf_metaprune.search import registry
 from tf_metaprune.search import result as result_lib
 
 
-@registry.register("uniform")
+@registry.register("uniform", order=4)
 @dataclasses.dataclass(frozen=True)
 class UniformConfig(_common.FrozenConfig):
   """The uniform baseline as a searcher (it has no settings): `run(context)` calls `uniform`."""
