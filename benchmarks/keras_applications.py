@@ -335,15 +335,22 @@ def readme_section(data):
   seconds = [r["seconds"] for r in rows]
   loads = [r["load_average"][0] for r in rows if r.get("load_average")]
   refused = [f"{r['name']} ({r['stage']}: {r['error']})" for r in rows if r["status"] != "ok"]
+  by_nice = {}
+  for r in rows:
+    by_nice.setdefault(r.get("nice", "?"), []).append(r["name"])
+  niceness = "; ".join(f"nice {n}: {len(v)} model{'s' if len(v) > 1 else ''}" for n, v in sorted(by_nice.items(),
+                                                                                                 key=str))
+  missing = [n for n in constructors() + list(EXTRA_GRAPHS) if n not in {r["name"] for r in rows}]
   lines = [f"Measured (started {data['machine'].get('date_utc', '')} UTC) on {data['machine'].get('device', '?')}, "
-           f"{data['machine'].get('cpus', '?')} cores, "
            f"TF {data['machine'].get('tensorflow', '?')}, Keras {data['machine'].get('keras', '?')}. Command: "
            "`nice -n 19 python benchmarks/keras_applications.py` (then `--write_readme`). "
-           f"**{len(ok)} of {len(rows)} ok**" + (f"; refused: {'; '.join(refused)}." if refused else "."),
+           f"**{len(ok)} of {len(rows)} ok**" + (f"; refused: {'; '.join(refused)}." if refused else ".")
+           + (f" Not run yet ({len(missing)}; the run resumes where it stopped): {', '.join(missing)}."
+              if missing else ""),
            "",
-           f"Seconds per model are wall time of a `nice -n 19` run on a shared machine (load average "
-           f"{min(loads, default=0):.1f}-{max(loads, default=0):.1f} during the run; total {sum(seconds) / 60:.0f} "
-           "min): not a speed figure. No constructor argument was changed: default arguments, `weights=None`, "
+           f"Seconds per model are wall time on a shared 2-core machine (load average "
+           f"{min(loads, default=0):.1f}-{max(loads, default=0):.1f} while they ran; total {sum(seconds) / 60:.0f} "
+           f"min; niceness per model in the JSON: {niceness}): not a speed figure. No constructor argument was changed: default arguments, `weights=None`, "
            "the smallest input (InceptionResNetV2's CustomScaleLayer is read by an `Op` this script registers, "
            "as a user would: [docs/own_layers.md](../docs/own_layers.md)).", "", _table(rows)]
   return "\n".join(lines)
@@ -404,6 +411,7 @@ def main(argv):
       row = {"name": name, "input_size": SMALLEST_INPUT.get(name, 32), "status": "refused", "stage": "crash",
              "error": _one_line(e), "seconds": round(time.time() - start, 1)}
     row["load_average"] = list(os.getloadavg())
+    row.setdefault("nice", os.nice(0))   # the niceness the model ran at (inherited by its subprocess)
     done[name] = row
     spent.append(time.time() - start)
     left = (len(todo) - i - 1) * sum(spent) / len(spent)

@@ -17,7 +17,10 @@ one `Op` subclass, and every module looks it up here:
 The ops live in a few modules by kind: `base` (the registry, `Op`, shared
 helpers, the input), `weights` (conv, depthwise, dense, separable conv),
 `norm`, `elementwise`, `joins` (add, multiply, concat), `pooling`, `shape`
-(pad, flatten, reshape, upsample) and `transpose` (Conv2DTranspose).
+(pad, flatten, reshape, upsample), `transpose` (Conv2DTranspose), and what
+keras.applications needs: `keras_ops` (Keras ops applied to tensors, `x + 3.0`),
+`convs` (Conv2D(groups=C), Dense on feature maps), `channelwise`
+(LayerNormalization, LayerScale, fixed Normalization / Rescaling) and `crop`.
 
 Adding an op is one class decorated with `@register` (and its tests), from
 this package or from your own code: see `shape.UpSample`, which was added
@@ -41,7 +44,7 @@ from tf_metaprune.ops.norm import BatchNorm
 from tf_metaprune.ops.elementwise import Act
 from tf_metaprune.ops.shape import Flatten, Pad, Reshape, UpSample
 from tf_metaprune.ops.transpose import ConvTranspose
-from tf_metaprune.ops.convs import GroupedConv, PointwiseDense
+from tf_metaprune.ops.convs import DepthwiseMultiplier, GroupedConv, PointwiseDense
 from tf_metaprune.ops.channelwise import ChannelScale, ChannelVectors, FixedLayer, LayerNorm
 from tf_metaprune.ops.crop import Crop
 from tf_metaprune.ops.keras_ops import KerasOp

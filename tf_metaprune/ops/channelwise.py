@@ -4,9 +4,10 @@
   pruned width it normalizes over the kept channels, with their gamma/beta.
 * `ChannelScale`: a learned per-channel scale `x * gamma` -- ConvNeXt's
   `LayerScale` (its `projection_dim` follows the width).
-* `FixedLayer` / `FixedChannels`: a layer with weights (or per-channel constants) that must keep every channel, such as
-  `Normalization` on the image (EfficientNet, ConvNeXt): its input channels
-  stay fixed (never pruned), its weights are copied as they are.
+* `FixedLayer` / `FixedChannels`: a layer with weights (or per-channel
+  constants) that must keep every channel, such as `Normalization` on the
+  image (EfficientNet, ConvNeXt) or a per-channel `Rescaling`: its input
+  channels stay fixed (never pruned), its weights are copied as they are.
 
 In the PruningNet the vectors live at full width in a `ChannelVectors` layer
 and are sliced to the structure's width (or gathered, behind a
@@ -244,7 +245,9 @@ class FixedLayer(Op):
     net.op_layers[node.name] = self._built_layer(net.space, node)  # pylint: disable=protected-access
 
   def pruning_call(self, net, node, inputs, call):
-    return net.op_layers[node.name](inputs[0])
+    x = inputs[0]   # a fixed width, whose static size the PruningNet's sliced tensors do not carry
+    x = tf.ensure_shape(x, (None,) * (len(x.shape) - 1) + (net.space.max_channels(node.inputs[0]),))
+    return net.op_layers[node.name](x)
 
   def generated_weights(self, net, node, gen):
     return {f"w{i}": np.asarray(a) for i, a in enumerate(net.op_layers[node.name].get_weights())}

@@ -4,11 +4,14 @@
   conv written as a conv (ConvNeXt): it follows its input's width, like
   `DepthwiseConv`; its kernel is (kh, kw, 1, C) instead of (kh, kw, C, 1).
   Other group counts are refused with one line.
+* `DepthwiseMultiplier`: `DepthwiseConv2D(depth_multiplier>1)` kept whole
+  (its input and output channels fixed), the layers around it pruned.
 * `PointwiseDense`: `Dense` on an (H, W, C) feature map is a 1x1 conv
   (ConvNeXt's MLP): H * W * cin * cout multiply-adds, the Dense kernel.
 """
 
 import copy
+import warnings
 
 import keras
 import numpy as np
@@ -16,6 +19,7 @@ import tensorflow as tf
 
 from tf_metaprune.layers import leading
 from tf_metaprune.ops.base import L, _set_base_kernel, _set_width_bn, _window, compact, pair, register
+from tf_metaprune.ops.channelwise import FixedLayer
 from tf_metaprune.ops.weights import Dense, DepthwiseConv
 
 
@@ -113,3 +117,51 @@ def _geometry_1x1(space, node):
   (oh, ow) = space.spatial[node.name]
   return space.layout_indices(node.inputs[0]), space.layout_indices(node.name), oh * ow, 1
 
+
+
+@register
+class DepthwiseMultiplier(FixedLayer):
+  """DepthwiseConv2D(depth_multiplier=m > 1): its input channels stay fixed, its C*m outputs are a fixed width.
+
+  Output channel c*m + j comes from input channel c, so pruning the input
+  would have to remove m outputs per channel: a width the space's genes do
+  not express. The layer is kept whole (read with a warning), trained in the
+  PruningNet as the plain layer, copied into every rebuilt model; the layers
+  after it are pruned as usual.
+  """
+  name = "dwconv_multiplier"
+  keras_types = ()
+  keras_doc = "DepthwiseConv2D(depth_multiplier>1, fixed channels)"
+  windowed = True
+  latency_role = "folded"
+
+  def reads(self, layer):
+    return type(layer) is L.DepthwiseConv2D and layer.depth_multiplier != 1  # pylint: disable=unidiomatic-typecheck
+
+  def read_keras(self, layer, ins, out, in_lay, groups):
+    if any(not groups.fixed[groups.find(g)] for g in in_lay[0]):
+      warnings.warn(f"layer {layer.name!r} (DepthwiseConv2D) has depth_multiplier={layer.depth_multiplier}: the "
+                    "channels feeding it stay at full width (fixed)", stacklevel=5)
+    for g in in_lay[0]:
+      groups.freeze(g)
+    k, s = _window(layer)
+    out_group = groups.new(out.shape[-1], layer.name, fixed=True)
+    return (out_group,), dict(kernel_size=compact(k), strides=compact(s), padding=layer.padding,
+                              use_bias=bool(layer.use_bias), dilation=compact(pair(layer.dilation_rate))), out_group
+
+  def layout(self, space, node, in_layouts, out_source):
+    return (out_source(),)
+
+  def count_terms(self, space, node, one):
+    (oh, ow), (kh, kw) = space.spatial[node.name], node.kernel_hw
+    return [(oh * ow * kh * kw * space.max_channels(node.name), one, one)], [(self._params(space, node), one, one)]
+
+  def profile_kinds(self, space, node):
+    return ("weights",)
+
+  def latency_model(self, sig):
+    """The layer on cout / depth_multiplier input channels (the plan gives a folded node cin = cout)."""
+    multiplier = int(sig.layer["config"]["depth_multiplier"])
+    h, w = sig.in_hw
+    x = keras.Input((h, w, sig.cout // multiplier))
+    return keras.Model(x, keras.layers.deserialize(copy.deepcopy(sig.layer))(x), name=sig.name)
