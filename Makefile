@@ -9,7 +9,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= runs/demo
 
-.PHONY: venv demo test bench bench-speed bench-quality bench-ablation bench-tight bench-lut clean
+.PHONY: venv demo test bench bench-speed bench-quality bench-ablation bench-tight bench-lut bench-latency clean
 
 venv: $(STAMP)
 
@@ -96,6 +96,11 @@ bench-tight: venv
 # The per-layer latency table of a MobileNetV2 space against whole models (about 17 min): not in `make bench`.
 bench-lut: venv
 	$(BENCH_PY) benchmarks/tflite_lut.py
+
+# The host latency table of two Keras MobileNetV2 spaces (with and without squeeze-excite) against 20 whole int8
+# models each (about 16 min; a time: run it alone).
+bench-latency: venv
+	flock /tmp/heavy.lock $(BENCH_PY) benchmarks/latency_round_trip.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

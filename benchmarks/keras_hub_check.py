@@ -44,7 +44,17 @@ def _models(keras_hub):
                                                aspect_ratios=[1.0], anchor_size=4)
     return keras_hub.models.RetinaNetObjectDetector(backbone=backbone, anchor_generator=anchors, num_classes=3)
 
-  return [("keras_hub.DeepLabV3ImageSegmenter(ResNet basic, 32x32)", deeplab),
+  def basnet():
+    encoder = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 64, 64, 64],
+        stackwise_num_blocks=[1, 1, 1, 1], stackwise_num_strides=[1, 2, 2, 2], block_type="basic_block",
+        image_shape=(None, None, 3))
+    backbone = keras_hub.models.BASNetBackbone(image_encoder=encoder, num_classes=1, image_shape=(64, 64, 3),
+                                               projection_filters=64)
+    return keras_hub.models.BASNetImageSegmenter(backbone=backbone)
+
+  return [("keras_hub.BASNetImageSegmenter(ResNet basic, 64x64)", basnet),
+          ("keras_hub.DeepLabV3ImageSegmenter(ResNet basic, 32x32)", deeplab),
           ("keras_hub.RetinaNetObjectDetector(ResNet basic, 64x64)", retinanet)]
 
 
@@ -68,19 +78,22 @@ def check(name, build):
     want = [np.asarray(w) for w in (want if isinstance(want, (list, tuple)) else [want])]
     got = trained.pruning_net(hidden_units=0).call_structure(x, full)
     got = [np.asarray(g) for g in (got if isinstance(got, (list, tuple)) else [got])]
+    if space.output_activation is not None:   # the net computes the logits of a head read as logits + activation
+      got = [np.asarray(keras.activations.get(space.output_activation)(g)) for g in got]
     row["logit_max_abs_diff"] = float(max(np.abs(a - b).max() for a, b in zip(want, got)))
+    assert row["logit_max_abs_diff"] < 1e-3, f"full-width PruningNet differs from the model by {row['logit_max_abs_diff']}"
     stage = "rebuild"
     for s in (half, space.random(0)):
       pruned = tfmp.rebuild(space, s)
       pruned(x)
       assert pruned.count_params() == space.params(s), (pruned.count_params(), space.params(s))
+      assert tfmp.count_flops(pruned) == round(space.mflops(s) * 1e6), (tfmp.count_flops(pruned), space.mflops(s))
     row["status"] = "ok"
     stage = None
   except Exception as e:  # pylint: disable=broad-except  (the table records where each model stops)
     row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:400]
   row["stage"] = stage
   row["seconds"] = round(time.perf_counter() - t0, 1)
-  del keras
   return row
 
 

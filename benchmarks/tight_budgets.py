@@ -85,6 +85,12 @@ budget 1-2.5 h, per scratch budget 2-8 h (8-epoch retrainings on 55,000
 images, 6-16 seeds), about 20-30 h for the default settings. Under
 `nice -n 19` on a machine busy with other work it gets almost no CPU.
 
+Run it from a checkout that does not change while it runs (e.g. `git archive
+HEAD | tar -x -C DIR`, with DIR/benchmarks/results linked to the repository's
+and `--workdir` pointing into it): TensorFlow's autograph reads a function's
+source again when it traces it, so a `git merge` under a running benchmark
+once made a trace of the new calibration.py meet the old one.
+
   nice -n 19 python benchmarks/tight_budgets.py                # resumable; see the cost above
   python benchmarks/tight_budgets.py --stop_at_utc=23:30       # start no run after 23:30 UTC
   python benchmarks/tight_budgets.py --summarize_only --write_readme

@@ -6,6 +6,8 @@ functions; the library checks the values (and names them in its errors).
 """
 
 import atexit
+import dataclasses
+import json
 import os
 import re
 import signal
@@ -317,11 +319,45 @@ def define_search_flags(time_note=""):
   flags.DEFINE_string("search_metric", None, "What the search ranks structures by: accuracy (top-1, the default), "
                       "loss (the training loss), or a Keras metric or loss name, e.g. "
                       "sparse_categorical_crossentropy (on logits) or mean_iou.")
+  flags.DEFINE_list("searcher_settings", [], "NAME=VALUE settings of --searcher's config class, over the flags "
+                    "above, e.g. --searcher=rl --searcher_settings=episodes=200,sigma=0.3. " + searcher_settings_help())
+
+
+def searcher_settings_help():
+  """Each searcher's settings and defaults, read from its config class (the registry)."""
+  parts = []
+  for name in search_lib.SEARCHERS:
+    cls = search_lib.config_class(name)
+    if cls is not None:
+      parts.append(f"{name}: " + ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls)))
+  return "Settings: " + "; ".join(parts) + "."
+
+
+def searcher_settings():
+  """--searcher_settings as a dict, each value typed like the config class's default (one line for a bad one)."""
+  if not FLAGS.searcher_settings:
+    return None
+  cls = search_lib.config_class(FLAGS.searcher)
+  if cls is None:
+    fail(f"--searcher_settings={','.join(FLAGS.searcher_settings)}: --searcher={FLAGS.searcher} has no settings; "
+         "drop --searcher_settings")
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  settings = {}
+  for item in FLAGS.searcher_settings:
+    name, sep, text = item.partition("=")
+    if not sep or name not in fields:
+      fail(f"--searcher_settings: {item!r} is not NAME=VALUE with NAME one of {sorted(fields)} "
+           f"(the settings of --searcher={FLAGS.searcher})")
+    try:
+      settings[name] = json.loads(text) if text not in ("", "None") else None
+    except json.JSONDecodeError:
+      settings[name] = text   # a string setting, e.g. constraint=lagrangian
+  return settings
 
 
 def search_kwargs():
   search_images = FLAGS.search_images
-  return dict(searcher=FLAGS.searcher, search_metric=FLAGS.search_metric, **given(
+  return dict(searcher=FLAGS.searcher, search_metric=FLAGS.search_metric, searcher_settings=searcher_settings(), **given(
       population_size=FLAGS.population_size, num_generations=FLAGS.num_generations,
       calibration_batches=FLAGS.calibration_batches, rescore_top_k=FLAGS.rescore_top_k),
               **({} if search_images is None else {"search_images": search_images or None}))

@@ -37,7 +37,7 @@ import common_flags  # examples/common_flags.py
 FLAGS = flags.FLAGS
 # The defaults are `make demo`: a 10-block MobileNetV2 at width 0.5 with stride 32 (1.17 MFLOPs at 28x28) and
 # per-layer ratios from 0.3, which learns under structure switching in 1,700 steps (README's Known limits).
-# Every recipe flag left unset means PipelineConfig's default (one set, in tf_metaprune/pipeline.py); the
+# Every recipe flag left unset means PipelineConfig's default (one set, in tf_metaprune/pipeline/config.py); the
 # training budgets are sized by the training set (pipeline.sized_for). Times: measured on the MNIST subset on
 # the 2-core CPU (docs/pipeline.md); a run prints its own measured estimate first.
 common_flags.define_dataset_flags()

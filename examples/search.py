@@ -38,6 +38,7 @@ def main(argv):
     trained, net = pipeline.load_training_run(FLAGS.pruningnet_dir, strategy=strategy)
     config = trained.replace(**common_flags.budget_kwargs(), **common_flags.search_kwargs())
     splits = pipeline.load_data(config)
+    config = pipeline.sized_for(config, splits)   # unset budgets (e.g. rescore_top_k) sized by this data
     budget = pipeline.config_budget(config, net.space)
     pipeline.write_settings(FLAGS.output_dir, config, splits, strategy=strategy)
     found, base = pipeline.search_and_save(net, splits, budget, config, FLAGS.output_dir, verbose=FLAGS.verbose)

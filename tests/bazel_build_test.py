@@ -13,7 +13,7 @@ import re
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-PACKAGES = ["tf_metaprune", "tf_metaprune/data", "tf_metaprune/latency_lut", "tf_metaprune/models", "tf_metaprune/ops", "tf_metaprune/search", "tf_metaprune/training",
+PACKAGES = ["tf_metaprune", "tf_metaprune/data", "tf_metaprune/latency_lut", "tf_metaprune/models", "tf_metaprune/ops", "tf_metaprune/pipeline", "tf_metaprune/search", "tf_metaprune/training",
             "tflite_export", "examples", "tests"]
 
 

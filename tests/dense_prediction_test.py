@@ -282,3 +282,18 @@ def test_two_flat_heads_on_pooled_features_are_read_counted_and_equal_at_full_wi
   net = tfmp.pretrained.TrainedModel(model, space=space).pruning_net(hidden_units=0)
   for e, g in zip(_outputs(model(x)), _outputs(net.call_structure(x, space.largest()))):
     np.testing.assert_allclose(g, e, atol=2e-5)
+
+
+def test_bilinear_upsampling_after_a_strided_valid_conv_runs_in_the_pruning_net():
+  # keras-hub's BASNet shape: a padded, strided "valid" conv, then bilinear upsampling. Slicing kernels to
+  # tensor widths used to hide the conv output's static size, which UpSampling2D(bilinear) needs.
+  inp = keras.Input((16, 16, 3))
+  x = keras.layers.ZeroPadding2D(1)(inp)
+  x = keras.layers.Conv2D(8, 3, strides=2, padding="valid", activation="relu", name="down")(x)
+  x = keras.layers.UpSampling2D(2, interpolation="bilinear", name="up")(x)
+  model = _randomized(keras.Model(inp, keras.layers.Conv2D(2, 1, name="logits")(x)))
+  space = tfmp.SearchSpace.from_keras_model(model, divisor=1)
+  net = tfmp.pretrained.TrainedModel(model, space=space).pruning_net(hidden_units=0)
+  x = _images(2)
+  np.testing.assert_allclose(net.call_structure(x, space.largest()).numpy(), model(x).numpy(), atol=2e-5)
+  assert net.call_structure(x, space.smallest()).shape == (2, 16, 16, 2)

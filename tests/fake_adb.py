@@ -25,11 +25,30 @@ def model_rows(name):
   if name == "overhead":
     return [("QUANTIZE", 0.003), ("RELU", 0.002), ("DEQUANTIZE", 0.002)]
   if name == "reference":
-    return [("QUANTIZE", 0.003), ("Convolution (NHWC, QC8) IGEMM", 0.2), ("Mean (ND, QS8)", 0.01),
+    return [("QUANTIZE", 0.003), ("Convolution (NHWC, QC8) IGEMM", 20.0), ("Mean (ND, QS8)", 0.01),
             ("Fully Connected (NC, QS8) GEMM", 0.02), ("DEQUANTIZE", 0.002)]
   match = re.search(r"_(\d+)to(\d+)", name)
   cin, cout = (int(match.group(1)), int(match.group(2))) if match else (1, 1)
   return [("Convolution (NHWC, QC8) IGEMM", 0.001 + 0.0004 * cin * cout + 0.002 * cout)]
+
+
+def environment(folder, fmt="stdout", **extra):
+  """The environment for a generated run_on_device.sh to run on this fake phone, logs in layout `fmt`.
+
+  Writes `folder/adb`: plain shell for push / mkdir / rm (it records pushes), Python only for
+  benchmark_model. Extra keys (FAKE_ADB_GPU, FAKE_ADB_CUT) are added as they are.
+  """
+  adb = os.path.join(str(folder), "adb")
+  with open(adb, "w") as f:
+    f.write("#!/bin/sh\n"
+            'case "$*" in *benchmark_model*) ;; *) exec ' + sys.executable + ' -c "import os,sys,json; '
+            "p=os.environ['FAKE_ADB_STATE']; s=json.load(open(p)) if os.path.exists(p) else {}; "
+            "a=sys.argv[1:]; s.update({a[2]: a[1]} if a[:1]==['push'] else {}); json.dump(s, open(p,'w'))"
+            '" "$@";; esac\n'
+            f"exec {sys.executable} {os.path.abspath(__file__)} \"$@\"\n")
+  os.chmod(adb, 0o755)
+  return dict(os.environ, ADB=adb, FAKE_ADB_STATE=os.path.join(str(folder), f"adb_state_{fmt}.json"),
+              FAKE_ADB_FORMAT=fmt, **extra)
 
 
 def main(argv):

@@ -10,6 +10,7 @@ imported TensorFlow (tests/binary_zygote.py).
 
 import json
 import os
+import subprocess
 
 import pytest
 
@@ -45,7 +46,7 @@ def test_metaprune_writes_every_output_file_and_a_consistent_report(run_dir):
   for name in ("pruningnet/pruningnet.keras", "pruningnet/run.json", "pruningnet/logs", "structure.json",
                "uniform_structure.json", "search_state.json", "search_result.json", "uniform_result.json",
                "space.json", "pareto.png", "model.keras", "uniform.keras", "model_int8.tflite",
-               "uniform_int8.tflite", "export.json", "report.json", "report.md", "stages.json", "config.json"):
+               "uniform_int8.tflite", "export.json", "report.json", "report.md", "stages", "config.json"):
     assert (out / name).exists(), name
   report = json.loads((out / "report.json").read_text())
   import tf_metaprune as tfmp  # pylint: disable=g-import-not-at-top
@@ -63,8 +64,41 @@ def test_metaprune_writes_every_output_file_and_a_consistent_report(run_dir):
   table = (out / "report.md").read_text()
   assert "| searched |" in table and "| uniform x" in table
   assert "| searched |" in run_dir["first"].stdout   # the table is printed too
-  stages = json.loads((out / "stages.json").read_text())["stages"]
-  assert list(stages) == ["pruningnet", "search", "retrain_searched", "retrain_uniform", "export"]
+  assert "model_int8 uniform_int8" in (out / "run_on_device.sh").read_text()
+  assert sorted(p.stem for p in (out / "stages").iterdir()) == sorted(
+      ["pruningnet", "search", "retrain_searched", "retrain_uniform", "export"])
+
+
+@pytest.mark.slow
+def test_run_dir_puts_the_tables_prediction_beside_host_and_phone_latency(run_dir, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top  (runs the generated shell script)
+  import fake_adb  # pylint: disable=g-import-not-at-top  (tests/fake_adb.py: a phone with synthetic logs)
+  import tf_metaprune as tfmp  # pylint: disable=g-import-not-at-top
+  from tf_metaprune import latency_lut  # pylint: disable=g-import-not-at-top
+  out = tmp_path / "run"
+  shutil.copytree(run_dir["dir"], out)
+  space = tfmp.SearchSpace.from_json((out / "space.json").read_text())
+  sigs = latency_lut.layer_signatures(space, grid_size=2)
+  table = latency_lut.table_from_timings(space, {s.name: 0.02 + 0.001 * s.cout for s in sigs}, 0.01, 0.05,
+                                         grid_size=2, device="made-up table")
+  table.save(str(tmp_path / "table.json"))
+  done = subprocess.run(["sh", str(out / "run_on_device.sh")], capture_output=True, text=True,
+                        env=fake_adb.environment(tmp_path), timeout=120)
+  assert done.returncode == 0 and (out / "model_int8.txt").exists(), done.stderr
+  proc = _run("latency_table.py", f"--run_dir={out}", f"--latency_table={tmp_path / 'table.json'}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads((out / "device_latency.json").read_text())
+  report = json.loads((out / "report.json").read_text())
+  for key in ("searched", "uniform"):
+    row = result["rows"][key]
+    predicted = table.predict_ms(space, space.load_structure(str(out / report[key]["structure_file"])))
+    assert row["predicted_ms"] == pytest.approx(predicted)
+    assert row["host_ms"] == report[key]["int8_latency_median_ms"]
+    assert row["host_over_predicted"] == pytest.approx(row["host_ms"] / predicted)
+    # the fake phone times a model without channel counts in its name at 20 us + 3.4 us
+    assert row["phone_ms"] == pytest.approx(0.0234) and row["phone_over_predicted"] == pytest.approx(0.0234 / predicted)
+  assert "| phone ms" not in proc.stdout and "phone/pred" in proc.stdout
 
 
 @pytest.mark.slow
@@ -83,8 +117,9 @@ def test_changed_setting_of_a_finished_stage_stops_before_any_work(run_dir):
   args = run_dir["args"] + ["--epochs=2"]   # later flags win over the flagfile's
   proc = _run("metaprune.py", *args)
   assert proc.returncode != 0
-  assert "finished stage 'pruningnet' used other settings (pruningnet_epochs: 1 -> 2)" in proc.stderr
-  assert "new output_dir" in proc.stderr
+  assert ("pipeline stage 'pruningnet' record" in proc.stderr and
+          "belongs to another run: pruningnet_epochs differs (saved 1, now 2)" in proc.stderr), proc.stderr[-2000:]
+  assert "rerun with the same settings to resume, or use a new output_dir" in proc.stderr
 
 
 @pytest.mark.slow
@@ -131,7 +166,8 @@ def test_output_dir_with_foreign_files_is_refused(tmp_path):
   from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
   (tmp_path / "notes.txt").write_text("mine")
   with pytest.raises(ValueError, match=r"not empty and holds no pipeline run \(\['notes.txt'\]\)"):
-    pipeline.Run(str(tmp_path), pipeline.PipelineConfig(flops_ratio=0.5))
+    config = pipeline.PipelineConfig(flops_ratio=0.5)
+    pipeline.Run(str(tmp_path), config, pipeline.stages_for(config))
 
 
 def test_run_without_a_budget_stops_before_training(tmp_path):

@@ -57,7 +57,6 @@ def _instrument_pipeline():
   """Makes the pipeline's trainings, candidate scores and export steps print a line each (in this process)."""
   import tflite_export  # pylint: disable=g-import-not-at-top
   from tf_metaprune import calibration  # pylint: disable=g-import-not-at-top
-  from tf_metaprune import search as search_lib  # pylint: disable=g-import-not-at-top
   from tf_metaprune import training  # pylint: disable=g-import-not-at-top
 
   class StagePrinter(keras.callbacks.Callback):
@@ -109,14 +108,15 @@ def _instrument_pipeline():
   for name in ("convert", "check_parity", "benchmark"):
     setattr(tflite_export, name, printing(getattr(tflite_export, name)))
 
-  evolutionary = search_lib.evolutionary
+  from tf_metaprune.search import evolution  # pylint: disable=g-import-not-at-top
+  evolutionary = evolution.evolutionary   # what EvolutionConfig.run (search.run's evolution) calls
 
   def announcing_evolutionary(*args, state_path=None, **kwargs):
     generation = tfmp.io.read_json(state_path, "search state")["generation"] if os.path.exists(state_path) else 0
     print(f"search starts at generation {generation}", flush=True)
     return evolutionary(*args, state_path=state_path, **kwargs)
 
-  search_lib.evolutionary = announcing_evolutionary
+  evolution.evolutionary = announcing_evolutionary
 
 
 def run_pipeline(work_dir):

@@ -65,12 +65,17 @@ def test_table_covers_exactly_the_required_keys_of_the_space(space, table):
   assert table.space_fingerprint == space.fingerprint()
 
 
-def test_measured_timings_are_positive_and_entries_are_not_negative(table):
+def test_measured_timings_are_positive_and_entries_are_not_negative(space, table):
   raw = table.measurement["layer_ms"]
   assert len(raw) == table.measurement["num_layer_models"]
   assert all(ms > 0 for ms in raw.values())
-  assert table.measurement["empty_ms"] > 0 and table.overhead_ms > 0
+  assert table.measurement["empty_ms"] > 0 and table.measurement["overhead_model_ms"] > 0
   assert table.measurement["reference_ms"] > table.overhead_ms
+  # calibrated: the whole reference model timed with the layers is predicted exactly
+  reference = space.validate(table.measurement["reference_structure"])
+  predicted = table.predict_ms(space, reference)
+  assert predicted == pytest.approx(table.measurement["reference_ms"]) or (
+      table.overhead_ms == 0 and predicted > table.measurement["reference_ms"])   # the overhead clipped at 0
   values = [ms for entries in table.entries.values() for ms in entries.values()]
   assert min(values) >= 0 and max(values) > 0
 
@@ -203,7 +208,11 @@ def test_phone_route_builds_the_table_from_benchmark_model_logs(tmp_path):
   assert table.device == "test phone" and table.measurement["method"] == "benchmark_model_logs"
   # the conv's own 10 us per channel, plus the global pooling of its width (folded into it)
   assert table.entries["conv"] == {"1,2": pytest.approx(0.04), "1,4": pytest.approx(0.08)}
-  assert table.overhead_ms == pytest.approx(0.1)
+  # The overhead model took 100 us; the reference (uniform 0.5: conv 1->2 with its pooling 0.04 ms, dense
+  # 2->2 0.02 ms) also took 100 us, so the calibration moves -0.06 ms into the overhead.
+  assert table.measurement["uncalibrated_overhead_ms"] == pytest.approx(0.1)
+  assert table.overhead_ms == pytest.approx(0.04)
+  assert table.predict_ms(space, space.uniform(0.5)) == pytest.approx(0.1)
   other = tfmp.models.small_cnn(input_shape=(8, 8, 1), num_classes=3, channels=(4, 4, 4, 4), divisor=1)
   with pytest.raises(ValueError, match=r"written for space 'one_conv'"):
     latency_lut.latency_table_from_logs(other, str(tmp_path))
@@ -253,3 +262,53 @@ def test_bad_arguments_are_quoted_with_the_way_out(space, table):
     latency_lut.prediction_error(other, table, [other.largest()])
   with pytest.raises(ValueError, match="at least one structure"):
     latency_lut.prediction_error(space, table, [])
+
+
+def _se_keras_model():
+  """One inverted residual with a squeeze-excite gate, a concat and both global poolings (Keras layers)."""
+  import keras  # pylint: disable=g-import-not-at-top
+  L = keras.layers
+  x = inputs = keras.Input((8, 8, 3))
+  x = L.ReLU(6.0)(L.BatchNormalization()(L.Conv2D(8, 3, padding="same", use_bias=False)(x)))
+  h = L.ReLU(6.0)(L.BatchNormalization()(L.DepthwiseConv2D(3, padding="same", use_bias=False)(x)))
+  s = L.GlobalAveragePooling2D(keepdims=True)(h)
+  s = L.Activation("sigmoid")(L.Conv2D(8, 1)(L.Conv2D(4, 1, activation="relu")(s)))
+  h = L.Multiply()([h, s])
+  y = L.Concatenate()([L.Conv2D(8, 1)(h), L.Conv2D(4, 1)(x)])
+  y = L.AveragePooling2D(2)(y)
+  y = L.Concatenate()([L.GlobalAveragePooling2D()(y), L.GlobalMaxPooling2D()(y)])
+  return keras.Model(inputs, L.Dense(3)(y))
+
+
+def test_every_op_of_a_keras_space_declares_its_latency_entry():
+  space = tfmp.SearchSpace.from_keras_model(_se_keras_model(), width_ratios=(0.5, 1.0), divisor=1)
+  kinds = {}
+  for node in space.nodes:
+    op = tfmp.ops.get(node.op)
+    kinds.setdefault(node.op, set()).add(op.latency_kind(space, node))
+    assert op.latency_kind(space, node) in ("table", "folded", "free")
+    assert set(op.profile_kinds(space, node)) <= {"weights", "add", "mul", "pool", "concat", "resize",
+                                                  "activation", "pad", "reshape", "other"}
+  assert kinds["multiply"] == kinds["concat"] == kinds["avgpool"] == kinds["gmp"] == kinds["gap"] == {"folded"}
+  assert kinds["bn"] == {"free"}            # folded into the conv before it by the converter
+  assert kinds["act"] == {"free", "folded"}   # ReLU6 after a conv is fused; the sigmoid gate is timed
+  sigs = latency_lut.layer_signatures(space, grid_size=2)
+  gate = [s for s in sigs if s.op == "multiply"]
+  assert gate and all(s.broadcast and s.in_hw == (8, 8) and s.num_inputs == 2 for s in gate)
+  assert {s.op for s in sigs} >= {"conv", "dwconv", "dense", "multiply", "concat", "avgpool", "gap", "gmp", "act"}
+  table = latency_lut.table_from_timings(space, {s.name: 1.0 for s in sigs}, 0.5, 0.1, grid_size=2)
+  # The multiply has the gated features' width: it is folded into a conv of that gene, not into the overhead.
+  assert any(name.startswith("multiply") for record in table.measurement["nodes"].values()
+             for name in record["folded"])
+  # The concatenations join several genes: a constant at full width in the overhead.
+  assert sum(n.startswith("concatenate") for n in table.measurement["fixed_width_extras"]) == 2
+
+
+def test_a_broadcast_gate_and_a_concat_convert_to_int8():
+  for sig in (latency_lut.LayerSignature(op="multiply", in_hw=(4, 4), cin=8, cout=8, num_inputs=2, broadcast=True),
+              latency_lut.LayerSignature(op="concat", in_hw=(4, 4), cin=9, cout=9, num_inputs=2)):
+    model = sig.build_model()
+    flatbuffer = latency_lut.models._convert(model, "int8", True, np.random.default_rng(0))  # pylint: disable=protected-access
+    assert tflite_export.benchmark(flatbuffer, num_runs=2, num_warmup_runs=0).latency_ms > 0
+  assert [tuple(t.shape[1:]) for t in latency_lut.LayerSignature(
+      op="concat", in_hw=(4, 4), cin=9, cout=9, num_inputs=2).build_model().inputs] == [(4, 4, 5), (4, 4, 4)]

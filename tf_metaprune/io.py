@@ -213,6 +213,9 @@ class StateFile:
     labels: {identity key: words} naming keys in messages, e.g.
       {"budget": "the budget"}.
     chief: whether this process writes (`save` does nothing elsewhere).
+    way_out: what the refusal says to do instead of the default "pass another
+      path, or move it away to start over" (e.g. a run folder's "rerun with
+      the same settings, or use a new output_dir").
 
   Example:
 
@@ -230,7 +233,8 @@ class StateFile:
     ValueError: state '...' belongs to another run: seed differs (saved 0, now 1). It is left untouched: ...
   """
 
-  def __init__(self, path, format, identity, may_change=(), what=None, labels=None, chief=True):  # pylint: disable=redefined-builtin
+  def __init__(self, path, format, identity, may_change=(), what=None, labels=None, chief=True,  # pylint: disable=redefined-builtin
+               way_out=None):
     self.path = str(path)
     self.format = str(format)
     self.identity = json.loads(json.dumps(dict(identity)))   # as it reads back (tuples become lists)
@@ -238,12 +242,14 @@ class StateFile:
     self.what = what or re.sub(r"(?<!^)(?=[A-Z])", " ", self.format.rsplit(".", 1)[-1]).lower()
     self.labels = dict(labels or {})
     self.chief = bool(chief)
+    self.way_out = way_out
 
   def exists(self) -> bool:
     return os.path.exists(self.path)
 
   def _refuse(self, why):
-    return ValueError(f"{self.what} {self.path!r} {why}. {_LEFT_UNTOUCHED}")
+    tail = _LEFT_UNTOUCHED if self.way_out is None else f"It is left untouched: {self.way_out}."
+    return ValueError(f"{self.what} {self.path!r} {why}. {tail}")
 
   def damaged(self, error) -> ValueError:
     """The error for a payload the caller cannot read (raise it): names the file and the cause."""

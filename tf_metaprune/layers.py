@@ -42,7 +42,13 @@ def leading(t, sizes):
     size = list(sizes)
   else:
     size = tf.stack([tf.constant(v, tf.int32) if isinstance(v, int) else tf.cast(v, tf.int32) for v in sizes])
-  return tf.slice(t, [0] * len(sizes), size)
+  out = tf.slice(t, [0] * len(sizes), size)
+  # A size tensor hides every static dimension; keep those given as ints (-1: the input's), so a kernel's
+  # window stays known and a strided "valid" conv keeps its output's static height and width (a bilinear
+  # UpSampling2D further on needs them).
+  out.set_shape([t.shape[i] if isinstance(v, int) and v == -1 else (v if isinstance(v, int) else None)
+                 for i, v in enumerate(sizes)])
+  return out
 
 
 def _take(v, channels, index):

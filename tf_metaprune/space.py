@@ -317,8 +317,9 @@ class SearchSpace:
     if len(self.input_shape) != 3 or min(self.input_shape) < 1:
       raise ValueError(f"input_shape={tuple(input_shape)!r} must be (height, width, channels) with all >= 1")
     self.num_classes = int(num_classes)
-    if self.num_classes < 2:
-      raise ValueError(f"num_classes={num_classes!r} must be >= 2")
+    if self.num_classes < 1:
+      raise ValueError(f"num_classes={num_classes!r} must be >= 1 (the first output's width: classes, or 1 for a "
+                       "binary mask)")
     self.genes = tuple(genes)
     self.nodes = tuple(nodes)
     if outputs is not None and (isinstance(outputs, str) or not len(outputs)):

@@ -22,12 +22,15 @@ How each entry is measured
    reproduces it at its input spatial size: Conv2D / DepthwiseConv2D ->
    BatchNormalization -> ReLU/ReLU6 exactly as `tf_metaprune.rebuild` makes
    it (the converter folds batch norm and the activation into the conv, as in
-   the whole model); a dense node is GlobalAveragePooling2D -> Dense, so the
-   pooling is timed too. Residual adds and max pools have no table entry of
-   their own: their cost depends only on their width, which is the output
-   width of the conv that feeds them, so it is timed separately and added to
-   that conv's entries (an add or pool fed straight by the network input has
-   a fixed width and goes into `overhead_ms`).
+   the whole model); a dense node is the Dense layer on its flat input. Ops
+   whose cost depends only on their width (residual adds, max / average /
+   global pooling, squeeze-excite multiplies, upsampling, a sigmoid) have no
+   entry of their own: they are timed per width and added to the entries of
+   the conv that sets that width (one fed straight by the network input, or
+   joining several genes like a concatenation, has a fixed cost at full
+   width and goes into `overhead_ms`). Every op declares which it is and
+   its one-layer model: `Op.latency_kind`, `Op.latency_signature`,
+   `Op.latency_model` in `tf_metaprune.ops`.
 2. Convert it with `tflite_export.convert` in the table's number format
    (int8: calibrated on random images, with int8 input and output so no
    quantize/dequantize op is timed that the whole model does not run) and
@@ -46,13 +49,10 @@ cin, cout) are measured once: the blocks of a MobileNet stage share theirs.
 
 Spaces read from a Keras model (`SearchSpace.from_keras_model`) are timed the
 same way with the user's own layers: each conv, depthwise, separable and
-dense layer is re-created from its config at (cin, cout) (a dense layer on its
-flat input); pools, adds and upsampling are folded into the layer that sets
-their width, walking back through batch norm, activations and padding, which
-are not timed (the converter fuses batch norm, and usually the activation,
-into the conv). A pool or add of a concatenation's several widths is timed
-once at full width into `overhead_ms`. Which op is timed how is its
-`latency_role` in `tf_metaprune.ops`.
+dense layer is re-created from its config at (cin, cout); width-only ops are
+folded into the layer that sets their width, walking back through batch norm,
+activations and padding, which are free when the converter fuses them (batch
+norm and ReLU after a conv; XNNPACK folds zero padding into the next conv).
 
 Grid and interpolation
 ----------------------
@@ -75,30 +75,27 @@ Measuring on a phone
 --------------------
 
 Host (x86) latency ranks structures, but budgets belong to the target device,
-where int8 pays off. The same plan runs there:
+where int8 pays off. The same plan runs there (`examples/latency_table.py`
+does all three steps from the command line):
 
-  write_layer_models(space, "lut_int8", quantization="int8")  # ~365 files + manifest.json
+  write_layer_models(space, "lut", quantization="int8",
+                     timing=timing_recipe(num_threads=1, delegate="xnnpack"))
+  # -> one .tflite per signature, manifest.json (the recipe), run_on_device.sh
 
-then, in a shell (see tflite_export.benchmark's module docstring for getting
-benchmark_model onto the phone):
+`sh lut/run_on_device.sh` pushes each model with adb, runs `taskset MASK
+benchmark_model --graph=... --num_threads=.. --num_runs=.. --warmup_runs=..`
+on the phone's big cores and writes `<model>.txt` beside it; then
 
-  for f in lut_int8/*.tflite; do
-    adb push "$f" /data/local/tmp/layer.tflite
-    adb shell /data/local/tmp/benchmark_model --graph=/data/local/tmp/layer.tflite \\
-        --num_threads=1 --num_runs=100 --warmup_runs=10 > "${f%.tflite}.txt" 2>&1
-  done
-
-and back in Python:
-
-  table = latency_table_from_logs(space, "lut_int8", device="Pixel 7, 1 thread")
+  table = latency_table_from_logs(space, "lut", device="Pixel 7, 1 thread")
   table.save("pixel7_int8.json")
 
-`latency_table_from_logs` reads each log with
-`tflite_export.parse_benchmark_model_output` and assembles the table exactly
-as `measure_latency_table` does (subtracting the empty model, folding adds,
-interpolating). (Timed some other way, the numbers go through
-`table_from_timings`; `layer_signatures` lists the models.) `profile_entries` maps
-the per-operator profile of one whole model (`--enable_op_profiling=true`)
+Each log may be the binary's stdout, its `--profiling_output_csv_file` CSV or
+the Android benchmark app's logcat (`tflite_export.read_device_log`); missing,
+truncated or wrong-delegate logs are listed one per line. The table is
+assembled exactly as `measure_latency_table` does (subtracting the empty
+model, folding, interpolating). (Timed some other way, the numbers go through
+`table_from_timings`; `layer_signatures` lists the models.) `profile_entries`
+maps the per-operator profile of one whole model (`--enable_op_profiling=true`)
 back to the layers of a structure, to check a table against a phone.
 
 Example:

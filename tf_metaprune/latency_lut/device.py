@@ -227,6 +227,7 @@ def latency_table_from_logs(
     layer_dir: str,
     device: str = "Android device (benchmark_model)",
     log_suffix: str = ".txt",
+    calibrate: bool = True,
 ) -> MeasuredLatencyTable:
   """Builds a latency table from the phone's logs of `write_layer_models` files.
 
@@ -245,6 +246,8 @@ def latency_table_from_logs(
     layer_dir: the folder `write_layer_models` wrote.
     device: what the logs were measured on, e.g. "Pixel 7, 1 thread".
     log_suffix: file name ending of the logs.
+    calibrate: correct the overhead with the phone's time of the whole
+      reference model (see `table_from_timings`).
 
   Returns:
     A `MeasuredLatencyTable` with `measurement["method"] == "benchmark_model_logs"`.
@@ -282,4 +285,5 @@ def latency_table_from_logs(
                  "layer_dir": os.path.abspath(layer_dir),
                  "reference_structure": manifest.get("reference_structure"),
                  "reference_ms": times.pop(REFERENCE_MODEL, None)}
-  return table_from_timings(space, times, empty_ms, overhead_model_ms, plan.grid_size, device, measurement)
+  return table_from_timings(space, times, empty_ms, overhead_model_ms, plan.grid_size, device, measurement,
+                            calibrate=calibrate)

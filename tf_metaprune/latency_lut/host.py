@@ -83,6 +83,7 @@ def measure_latency_table(
     progress: bool = True,
     seed: int = 0,
     device: Optional[str] = None,
+    calibrate: bool = True,
 ) -> MeasuredLatencyTable:
   """Times every layer of a space on this host and returns its latency table.
 
@@ -116,6 +117,8 @@ def measure_latency_table(
     seed: seed of the random calibration images and the timing order.
     device: label stored in the table (default: `device_description()` plus
       threads and format).
+    calibrate: correct the overhead with the whole reference model timed in
+      the same rounds (see `table_from_timings`); False keeps the raw sum.
 
   Returns:
     A `MeasuredLatencyTable` (a `tf_metaprune.budgets.LatencyTable`) covering
@@ -153,7 +156,8 @@ def measure_latency_table(
                  "reference_structure": list(_reference_structure(space).choices), "reference_ms": reference_ms,
                  "seconds": round(time.monotonic() - start, 1),
                  "load_average": {"before": load_before, "after": _load_average()}}
-  table = table_from_timings(space, times, empty_ms, overhead_model_ms, plan.grid_size, device, measurement)
+  table = table_from_timings(space, times, empty_ms, overhead_model_ms, plan.grid_size, device, measurement,
+                             calibrate=calibrate)
   if validation:
     table.measurement["validation"] = _error_report(space, table, validation, validation_ms)
     table.measurement["validation"]["notes"] = (

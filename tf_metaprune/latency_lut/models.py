@@ -38,11 +38,12 @@ def _convert(model: keras.Model, quantization: str, int8_io: bool, rng: np.rando
 
 
 def _convert_multi_input_int8(model, rng, int8_io):
-  shapes = [(1,) + tuple(t.shape[1:]) for t in model.inputs]
+  # By input name: the converter may order inputs of different shapes (a broadcast gate) unlike model.inputs.
+  shapes = {t.name.split(":")[0]: (1,) + tuple(t.shape[1:]) for t in model.inputs}
 
   def representative():
     for _ in range(_NUM_CALIBRATION_IMAGES):
-      yield [rng.random(s, dtype=np.float32) for s in shapes]
+      yield {name: rng.random(s, dtype=np.float32) for name, s in shapes.items()}
 
   converter = tf.lite.TFLiteConverter.from_keras_model(model)
   converter.optimizations = [tf.lite.Optimize.DEFAULT]

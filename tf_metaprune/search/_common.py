@@ -204,6 +204,16 @@ class FrozenConfig:
   shares_network_across_budgets = False
   has_settings = True
 
+  ranks_candidates = True   # its result's top_k are candidates worth re-scoring (not the uniform baseline's)
+
+  def max_candidates(self):
+    """The most structures this search scores (None: not bounded in advance); the time estimates use it."""
+    return None
+
+  def describe(self) -> str:
+    """A few words on the search's size, for progress lines ('' by default)."""
+    return ""
+
   @classmethod
   def trains_network_with(cls, pruning_net) -> bool:
     """Whether `run` trains a network of its own when given `pruning_net` (None or a PruningNet)."""

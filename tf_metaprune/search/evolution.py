@@ -182,6 +182,12 @@ class EvolutionConfig(_common.FrozenConfig):
   needs_pruning_net = True
   uses_given_pruning_net = True
 
+  def max_candidates(self):
+    return self.population_size * self.num_generations
+
+  def describe(self):
+    return f"population {self.population_size} x {self.num_generations} generations"
+
   def run(self, context: _common.SearchContext) -> result_lib.SearchResult:
     """The searcher contract: `evolutionary` with these settings, resuming `evolution_state.json`."""
     return evolutionary(context.pruning_net, context.search_data, context.budget, self,

@@ -35,6 +35,7 @@ class UniformConfig(_common.FrozenConfig):
   needs_pruning_net = True
   uses_given_pruning_net = True
   has_settings = False
+  ranks_candidates = False
 
   def run(self, context: _common.SearchContext) -> result_lib.SearchResult:
     return uniform(context.pruning_net, context.search_data, context.budget, verbose=context.progress)
