@@ -81,7 +81,7 @@ def test_softmax_head_with_stale_batch_norms_is_recalibrated_trained_on_logits_a
   user.save(path)
   config = pipeline.PipelineConfig(
       keras_model=path, dataset="mnist_subset", input_size=12, max_examples=400, batch_size=32, divisor=1,
-      pruningnet_epochs=1, hidden_units=4, flops_ratio=0.5, population_size=6, num_generations=2, retrain_epochs=1,
+      pruningnet_epochs=1, hidden_units=4, flops_ratio=0.5, min_flops_ratio=0.05, population_size=6, num_generations=2, retrain_epochs=1,
       export_num_runs=3, init="pretrained", distill=True)
   lines = []
   with warnings.catch_warnings(record=True) as caught:
