@@ -138,7 +138,8 @@ def define_dataset_flags():
                       "dataset already in ~/tensorflow_datasets or $TFDS_DATA_DIR) or folder:PATH (one sub-folder of "
                       "images per class).")
   flags.DEFINE_integer("input_size", None, "Resize images to this square size (default: keep).")
-  flags.DEFINE_integer("batch_size", None, "Batch size of every stage (default: PipelineConfig's, 32).")
+  flags.DEFINE_integer("batch_size", None, "Batch size of every stage (default: sized by the "
+                        "training set, 32 below 20,000 training images, else 128).")
   flags.DEFINE_integer("max_examples", None, "Use at most this many examples (default: all).")
   flags.DEFINE_integer("seed", 0, "Seed of the data split, structure sampling, search and retraining.")
   flags.DEFINE_bool("skip_bad_images", False, "folder: and tfds: datasets: every image is decoded once before "
@@ -206,14 +207,18 @@ def model_kwargs():
 
 
 #: The help of the flags whose defaults come from the training set's size (pipeline.sized_for).
-SIZED_EPOCHS_NOTE = (" Default: sized by the training set, {images:,} images in all ({demo} epochs of the 3,600-image "
-                     "MNIST subset, {fashion} of Fashion-MNIST's 54,000).")
+SIZED_EPOCHS_NOTE = (" Default: sized by the training set, about {steps:,} steps in all ({demo} epochs of the "
+                     "3,600-image MNIST subset at batch 32, {fashion} of Fashion-MNIST's 54,000 at batch 128).")
+
+
+def _sized_note(steps):
+  return SIZED_EPOCHS_NOTE.format(steps=steps, demo=pipeline.sized_epochs(steps, 3600),
+                                  fashion=pipeline.sized_epochs(steps, 54000))
 
 
 def define_pruningnet_flags(learning_rate=0.003, optimizer="adam", sampling="random", time_note=""):
-  images = pipeline.PRUNINGNET_IMAGES
-  flags.DEFINE_integer("epochs", None, "PruningNet training epochs." + SIZED_EPOCHS_NOTE.format(
-      images=images, demo=pipeline.epochs_for(images, 3600), fashion=pipeline.epochs_for(images, 54000)) + time_note)
+  flags.DEFINE_integer("epochs", None, "PruningNet training epochs." + _sized_note(pipeline.PRUNINGNET_STEPS) +
+                       time_note)
   flags.DEFINE_float("learning_rate", learning_rate, "PruningNet peak learning rate (cosine decay).")
   flags.DEFINE_enum("optimizer", optimizer, ["sgd", "adam"], "SGD with Nesterov momentum 0.9 (the paper) or Adam.")
   flags.DEFINE_integer("hidden_units", 8, "Generator hidden size (paper: 32; 0 = plain weight sharing).")
@@ -364,11 +369,8 @@ def search_kwargs():
 
 
 def define_retrain_flags(learning_rate=0.003, optimizer="adam", prefix="retrain_", time_note=""):
-  images = pipeline.RETRAIN_IMAGES
   flags.DEFINE_integer(prefix + "epochs", None, "Retraining epochs (searched and uniform alike)." +
-                       SIZED_EPOCHS_NOTE.format(images=images, demo=pipeline.epochs_for(images, 3600),
-                                                fashion=pipeline.epochs_for(images, 54000)).replace(
-                                                    " in all", " per structure") + time_note)
+                       _sized_note(pipeline.RETRAIN_STEPS).replace(" in all", " per structure") + time_note)
   flags.DEFINE_float(prefix + "learning_rate", learning_rate, "Retraining peak learning rate (cosine decay).")
   flags.DEFINE_enum(prefix + "optimizer", optimizer, ["sgd", "adam"], "Retraining optimizer.")
   flags.DEFINE_enum("init", "scratch", ["scratch", "generated", "pretrained"], "Retrain from fresh weights (the "

@@ -189,19 +189,31 @@ class _Splits:   # what sized_for reads of a DatasetSplits
     self.num_examples = {"train": train, "search": train // 9, "test": 1000}
 
 
-def test_unset_budgets_are_sized_by_the_training_set_and_set_ones_are_kept():
+def test_unset_batch_and_budgets_are_sized_by_the_training_set_and_set_ones_are_kept():
   from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
   config = pipeline.PipelineConfig(flops_ratio=0.25)
-  assert config.pruningnet_epochs is None and config.retrain_epochs is None
+  assert config.pruningnet_epochs is None and config.retrain_epochs is None and config.batch_size is None
   demo = pipeline.sized_for(config, _Splits(3600))            # the MNIST subset: make demo's recipe
   assert (demo.pruningnet_epochs, demo.retrain_epochs, demo.batch_size) == (15, 8, 32)
-  fashion = pipeline.sized_for(config, _Splits(54000))        # Fashion-MNIST: one epoch per stage
-  assert (fashion.pruningnet_epochs, fashion.retrain_epochs) == (1, 1)
+  fashion = pipeline.sized_for(config, _Splits(54000))        # Fashion-MNIST: batch 128, the same steps
+  assert (fashion.pruningnet_epochs, fashion.retrain_epochs, fashion.batch_size) == (4, 2, 128)
   assert pipeline.sized_for(fashion, _Splits(3600)) == fashion  # a sized config sizes to itself
   assert config.search_images == pipeline.SEARCH_IMAGES
   assert (demo.rescore_top_k, fashion.rescore_top_k) == (0, pipeline.RESCORE_TOP_K)  # 400 search images: all scored
-  mine = pipeline.sized_for(config.replace(pruningnet_epochs=3), _Splits(54000))
-  assert (mine.pruningnet_epochs, mine.retrain_epochs) == (3, 1)
+  mine = pipeline.sized_for(config.replace(pruningnet_epochs=3, batch_size=32), _Splits(54000))
+  assert (mine.pruningnet_epochs, mine.retrain_epochs, mine.batch_size) == (3, 1, 32)   # steps at the set batch
+
+
+def test_load_data_batches_by_the_sized_batch_and_rebatching_keeps_the_images():
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from tf_metaprune import pipeline  # pylint: disable=g-import-not-at-top
+  splits = pipeline.load_data(pipeline.PipelineConfig(flops_ratio=0.25, max_examples=200))
+  assert splits.batch_size == pipeline.SMALL_BATCH == next(iter(splits.search))[0].shape[0]
+  wide = splits.with_batch_size(100)
+  assert wide.batch_size == 100 and wide.get_config()["batch_size"] == 100 and wide.num_examples == splits.num_examples
+  images = lambda s: np.concatenate([x.numpy() for x, _ in s.test])
+  np.testing.assert_array_equal(images(wide), images(splits))
+  assert pipeline.batch_for(54000) == pipeline.LARGE_BATCH and pipeline.batch_for(3600) == pipeline.SMALL_BATCH
 
 
 def test_run_estimate_adds_up_every_pending_stage_and_says_how_to_shorten_it():
@@ -209,6 +221,7 @@ def test_run_estimate_adds_up_every_pending_stage_and_says_how_to_shorten_it():
   config = pipeline.sized_for(pipeline.PipelineConfig(keras_model=None, flops_ratio=0.25), _Splits(54000))
   times = {"pruningnet_step_s": 0.1, "candidate_s": 0.2, "retrain_step_s": 0.05}
   counts = {"train": 54000, "search": 6000, "test": 10000}
+  config = config.replace(pruningnet_epochs=1, retrain_epochs=1)
   lines, seconds = pipeline.estimate_run(config, counts, 1688, times)
   assert list(seconds) == list(pipeline.STAGES)
   assert seconds["pruningnet"] == pytest.approx(1688 * 0.1)

@@ -82,6 +82,10 @@ def _build_splits(name, sources, num_classes, image_shape, config, *,
                 "data",
       "test": f"raise test_fraction (now {test_fraction}) or use more data",
   }
+  rebatched = lambda b: _build_splits(name, dict(sources), num_classes, image_shape, dict(config, batch_size=b),
+                                      batch_size=b, size_hw=size_hw, augment=augment, flip=flip, seed=seed,
+                                      max_examples=max_examples, search_fraction=search_fraction,
+                                      test_fraction=test_fraction)
   counts = {}
   for split in ("train", "search", "test"):
     source = sources[split]
@@ -118,4 +122,5 @@ def _build_splits(name, sources, num_classes, image_shape, config, *,
       name=name,
       config=config,
       calibration=calibration,
-      make_train=lambda: build("train"))
+      make_train=lambda: build("train"),
+      make_batched=rebatched)

@@ -40,6 +40,8 @@ class DatasetSplits:
       batches depend on how often it was read before in the process; these
       are the same images in every run, so a search resumed in a new process
       (after a training that is not redone) scores exactly as before.
+    make_batched: Builds these splits again at another batch size (see
+      `with_batch_size`); None for splits made by hand.
 
   Example:
 
@@ -59,6 +61,29 @@ class DatasetSplits:
   config: Dict[str, Any]
   calibration: Optional[tf.data.Dataset] = None
   make_train: Optional[Callable[[], tf.data.Dataset]] = dataclasses.field(default=None, compare=False)
+  make_batched: Optional[Callable[[int], "DatasetSplits"]] = dataclasses.field(default=None, compare=False)
+
+  @property
+  def batch_size(self) -> Optional[int]:
+    """Examples per batch of every split (None for splits made by hand without a config)."""
+    return self.config.get("batch_size")
+
+  def with_batch_size(self, batch_size: int) -> "DatasetSplits":
+    """The same splits (same images, same split, same seed) batched by `batch_size`.
+
+    Nothing is read or checked again (a folder's images are decoded once), so
+    a caller that learns the training set's size first can pick the batch
+    from it (`tf_metaprune.pipeline.sized_for`).
+
+    Raises:
+      ValueError: for splits made by hand (no `make_batched`).
+    """
+    if batch_size == self.batch_size:
+      return self
+    if self.make_batched is None:
+      raise ValueError(f"these splits ({self.name!r}) were made by hand and cannot be re-batched to "
+                       f"batch_size={batch_size!r}; build them at that batch size")
+    return self.make_batched(int(batch_size))
 
   def fresh_train(self) -> tf.data.Dataset:
     """A new copy of `train` whose reshuffling starts over, as in a new process.

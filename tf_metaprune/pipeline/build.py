@@ -19,6 +19,8 @@ from tf_metaprune import search as search_lib
 from tf_metaprune import space as space_lib
 from tf_metaprune import training
 from tf_metaprune.pipeline.config import PipelineConfig
+from tf_metaprune.pipeline.config import SMALL_BATCH
+from tf_metaprune.pipeline.config import batch_for
 from tf_metaprune.pipeline.config import sized_for
 from tf_metaprune.rebuild import rebuild as rebuild_model
 
@@ -42,10 +44,18 @@ def width_ratios(min_width_ratio, width_step=0.03):
 
 
 def load_data(config: PipelineConfig):
-  """The dataset splits of a run (`tf_metaprune.data.load_dataset`)."""
-  return data_lib.load_dataset(config.dataset, batch_size=config.batch_size, input_size=config.input_size,
-                               seed=config.seed, max_examples=config.max_examples,
-                               skip_bad_images=config.skip_bad_images)
+  """The dataset splits of a run (`tf_metaprune.data.load_dataset`), batched by `config.batch_size`.
+
+  An unset batch size (None) is `batch_for` the training set's size, the one
+  `sized_for` records: the splits are read once and re-batched
+  (`DatasetSplits.with_batch_size`).
+  """
+  splits = data_lib.load_dataset(config.dataset, batch_size=config.batch_size or SMALL_BATCH,
+                                 input_size=config.input_size, seed=config.seed, max_examples=config.max_examples,
+                                 skip_bad_images=config.skip_bad_images)
+  if config.batch_size is None:
+    splits = splits.with_batch_size(batch_for(splits.num_examples["train"]))
+  return splits
 
 
 def build_space(config: PipelineConfig, input_shape, num_classes):
@@ -286,7 +296,7 @@ def check_original(trained, splits, config: PipelineConfig, log: Callable[[str],
     train_accuracy_batch_stats, images, stale, recalibrated, and when
     recalibrated test_accuracy_as_saved and train_accuracy_recalibrated.
   """
-  batches = max(1, -(-ORIGINAL_CHECK_IMAGES // config.batch_size))
+  batches = max(1, -(-ORIGINAL_CHECK_IMAGES // sized_for(config, splits).batch_size))
   record = pretrained.batch_norm_check(trained.model, splits.calibration, num_batches=batches)
   gap = 100 * (record["train_accuracy_batch_stats"] - record["train_accuracy_inference"])
   record.update(stale=bool(gap > BN_LAG_WARNING_POINTS), recalibrated=False)

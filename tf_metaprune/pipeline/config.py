@@ -24,15 +24,19 @@ class PipelineConfig:
   """Every setting of a MetaPruning run (the flags of `examples/metaprune.py`).
 
   These defaults are the binaries' defaults too (an unset flag means the value
-  here). The training budgets default to None: `sized_for(config, splits)`
-  turns them into epochs from the training set's size, so the `make demo`
-  recipe (MNIST subset) keeps its steps and a 54,000-image dataset trains one
-  epoch per stage instead of 15 (`run` and the stage binaries call it).
+  here). The batch size and the training budgets default to None:
+  `sized_for(config, splits)` sets them from the training set's size (`run`
+  and the stage binaries call it). The budgets are in steps, the `make demo`
+  recipe's (MNIST subset, batch 32: 15 and 8 epochs); a training set of
+  `LARGE_DATA_IMAGES` or more trains at batch `LARGE_BATCH`, the same steps
+  in fewer epochs (Fashion-MNIST's 54,000: 4 and 2).
 
   Attributes:
     dataset: "mnist_subset" (offline default), "tfds:NAME" or "folder:PATH".
     input_size: resize images to this square size (None: keep).
-    batch_size: batch size of every stage.
+    batch_size: batch size of every stage. None (default): `batch_for` the
+      training set's size (`sized_for`): 32 below `LARGE_DATA_IMAGES`
+      training images, else `LARGE_BATCH` (128).
     max_examples: use at most this many examples of the dataset (None: all).
     seed: seed of the data split, structure sampling, search and retraining.
     skip_bad_images: a folder dataset's unreadable images are skipped with a
@@ -73,8 +77,9 @@ class PipelineConfig:
       (None: the paper's 1,2,3,4,3,3,1).
     pruningnet_epochs, pruningnet_learning_rate, pruningnet_optimizer: the
       PruningNet's training (cosine decay; "sgd" or "adam"). None (default):
-      sized by the training set, `PRUNINGNET_IMAGES` images in all (`sized_for`:
-      15 epochs of the 3,600-image MNIST subset, 1 of Fashion-MNIST's 54,000).
+      sized by the training set, about `PRUNINGNET_STEPS` steps (`sized_for`:
+      15 epochs of the 3,600-image MNIST subset at batch 32, 4 of
+      Fashion-MNIST's 54,000 at batch 128).
     hidden_units: generator hidden size (paper 32; 0 = weight sharing).
     bn_mode: "shared" or "switchable" batch-norm affine parameters.
     bn_affine: learn the PruningNet's batch-norm gamma/beta at all (True,
@@ -116,8 +121,8 @@ class PipelineConfig:
       loss name, e.g. "sparse_categorical_crossentropy" (applied to logits).
     retrain_epochs, retrain_learning_rate, retrain_optimizer: the recipe that
       trains both the searched and the uniform structure. None (default):
-      `RETRAIN_IMAGES` images per structure (8 epochs of the MNIST subset, 1
-      of Fashion-MNIST).
+      about `RETRAIN_STEPS` steps per structure (8 epochs of the MNIST
+      subset, 2 of Fashion-MNIST).
     init: "scratch" (fresh weights, the paper), "generated" (start from the
       PruningNet's generated weights) or "pretrained" (the trained model's
       most important channels; needs `keras_model`).
@@ -129,7 +134,7 @@ class PipelineConfig:
   """
   dataset: str = "mnist_subset"
   input_size: Optional[int] = None
-  batch_size: int = 32
+  batch_size: Optional[int] = None          # None: sized_for (batch_for the training set)
   max_examples: Optional[int] = None
   seed: int = 0
   skip_bad_images: bool = False
@@ -144,7 +149,7 @@ class PipelineConfig:
   full_width_classifier_input: bool = False
   small_input: Optional[bool] = None
   stage_repeats: Optional[str] = None
-  pruningnet_epochs: Optional[int] = None   # None: sized_for (PRUNINGNET_IMAGES)
+  pruningnet_epochs: Optional[int] = None   # None: sized_for (PRUNINGNET_STEPS)
   pruningnet_learning_rate: float = 0.003
   pruningnet_optimizer: str = "adam"
   hidden_units: int = 8
@@ -184,7 +189,7 @@ class PipelineConfig:
       v = getattr(self, name)
       if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
         bad(name, "must be None (sized by the training set: sized_for) or an integer >= 1")
-    for name in ("batch_size", "population_size", "num_generations", "calibration_batches", "export_num_runs",
+    for name in ("population_size", "num_generations", "calibration_batches", "export_num_runs",
                  "export_num_threads", "export_calibration_batches",
                  "divisor"):
       v = getattr(self, name)
@@ -195,7 +200,7 @@ class PipelineConfig:
         bad(name, "must be True or False")
     if self.hidden_units < 0:
       bad("hidden_units", "must be >= 0 (0 = plain weight sharing)")
-    for name in ("input_size", "max_examples", "search_images"):
+    for name in ("batch_size", "input_size", "max_examples", "search_images"):
       v = getattr(self, name)
       if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
         bad(name, "must be None or an integer >= 1")
@@ -344,13 +349,22 @@ _SECTION_CLASSES = {
 DataConfig, NetConfig, SearchConfig, RetrainConfig, ExportConfig = (_SECTION_CLASSES[n] for n in SECTIONS)
 
 
-#: Training images the PruningNet sees by default (`sized_for`): the `make demo` recipe, 15 epochs of the
-#: 3,600-image MNIST subset at batch 32 (1,700 steps, what its MobileNetV2 needs to learn under structure
-#: switching); on Fashion-MNIST's 54,000 training images it is one epoch.
-PRUNINGNET_IMAGES = 54_000
-#: Training images each retrained structure sees by default: the demo's 8 epochs of the MNIST subset (one
-#: epoch of Fashion-MNIST; a trained model's kept channels need little fine-tuning).
-RETRAIN_IMAGES = 28_800
+#: The batch size below `LARGE_DATA_IMAGES` training images (`batch_for`): the `make demo` recipe's.
+SMALL_BATCH = 32
+#: Training sets of this many images or more train at `LARGE_BATCH`. Batch 32 leaves this 2-core CPU idle
+#: between small steps: measured on issue 23's keras.applications MobileNetV2 0.35 (Fashion-MNIST, 32 px,
+#: load about 3), a PruningNet step costs 3.6 ms an image at batch 32 and 1.15 ms at 128 (0.115 s / 0.148 s a
+#: step), a retraining step 0.98 / 0.71 ms an image and a search candidate 0.29 / 0.16 s. The learning rates
+#: are kept (Adam 3e-3): at batch 128 the retrained models score as at 32 (benchmarks/README.md, user flow).
+LARGE_DATA_IMAGES = 20_000
+LARGE_BATCH = 128
+#: PruningNet training steps by default (`sized_for`, in whole epochs, at least 1): the `make demo` recipe, 15
+#: epochs of the 3,600-image MNIST subset at batch 32 (what its MobileNetV2 needs to learn under structure
+#: switching); 4 epochs of Fashion-MNIST's 54,000 at batch 128.
+PRUNINGNET_STEPS = 1_688
+#: Retraining steps per structure by default: the demo's 8 epochs of the MNIST subset at batch 32; 2 epochs
+#: of Fashion-MNIST at batch 128.
+RETRAIN_STEPS = 900
 
 
 #: Search images each candidate is scored on by default. Measured (benchmarks/search_cost.py, the keras.applications
@@ -368,20 +382,37 @@ def epochs_for(images, num_train):
   return max(1, int(round(float(images) / max(1, int(num_train)))))
 
 
-def sized_for(config: PipelineConfig, splits) -> PipelineConfig:
-  """`config` with its unset training budgets (None) turned into epochs of `splits.train`.
+def batch_for(num_train):
+  """The default batch size of a `num_train`-image training set: `SMALL_BATCH`, or `LARGE_BATCH` from
+  `LARGE_DATA_IMAGES` images up."""
+  return LARGE_BATCH if int(num_train) >= LARGE_DATA_IMAGES else SMALL_BATCH
 
-  pruningnet_epochs: `PRUNINGNET_IMAGES` images; retrain_epochs:
-  `RETRAIN_IMAGES` per structure; rescore_top_k: `RESCORE_TOP_K` if
-  `search_images` scores only part of the search split, else 0. Values
-  already set are kept, so a sized config sizes to itself.
+
+def sized_epochs(steps, num_train):
+  """Epochs of a `num_train`-image training set, at its default batch (`batch_for`), that make about `steps` steps."""
+  return epochs_for(int(steps) * batch_for(num_train), num_train)
+
+
+def sized_for(config: PipelineConfig, splits) -> PipelineConfig:
+  """`config` with its unset batch size and training budgets (None) set from the size of `splits.train`.
+
+  batch_size: the batch of `splits` (`load_data` batches them by
+  `batch_for` the training set); pruningnet_epochs:
+  `PRUNINGNET_STEPS` steps at that batch; retrain_epochs: `RETRAIN_STEPS`
+  per structure; rescore_top_k: `RESCORE_TOP_K` if `search_images` scores
+  only part of the search split, else 0. Values already set are kept, so a
+  sized config sizes to itself. The splits themselves are batched by
+  `load_data`, which uses the same `batch_for`.
   """
   num_train = splits.num_examples["train"]
   changes = {}
+  batch = config.batch_size
+  if batch is None:   # the splits' own batch (load_data batches them by batch_for), else batch_for
+    batch = changes["batch_size"] = int(getattr(splits, "batch_size", None) or batch_for(num_train))
   if config.pruningnet_epochs is None:
-    changes["pruningnet_epochs"] = epochs_for(PRUNINGNET_IMAGES, num_train)
+    changes["pruningnet_epochs"] = epochs_for(PRUNINGNET_STEPS * batch, num_train)   # = sized_epochs at batch_for
   if config.retrain_epochs is None:
-    changes["retrain_epochs"] = epochs_for(RETRAIN_IMAGES, num_train)
+    changes["retrain_epochs"] = epochs_for(RETRAIN_STEPS * batch, num_train)
   if config.rescore_top_k is None:
     partial = config.search_images is not None and config.search_images < splits.num_examples["search"]
     changes["rescore_top_k"] = RESCORE_TOP_K if partial else 0

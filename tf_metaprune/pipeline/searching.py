@@ -10,6 +10,7 @@ from tf_metaprune import training
 from tf_metaprune.pipeline.build import _is_chief
 from tf_metaprune.pipeline.config import PipelineConfig
 from tf_metaprune.pipeline.config import pipeline_search_metric
+from tf_metaprune.pipeline.config import sized_for
 
 
 def write_settings(output_dir, config: PipelineConfig, splits, strategy=None):
@@ -91,7 +92,7 @@ def _evaluator(net, splits, config, rescore=False):
   """The search's evaluator (on `search_images` of the search split), or the re-score's (all of it, 4x calibration)."""
   batches = None
   if config.search_images is not None and not rescore:
-    batches = max(1, -(-int(config.search_images) // config.batch_size))
+    batches = max(1, -(-int(config.search_images) // sized_for(config, splits).batch_size))
   data = calibration.EvaluationData.from_dataset(
       splits.search, num_calibration_batches=config.calibration_batches * (4 if rescore else 1),
       calibration_dataset=splits.calibration, max_eval_batches=batches)
