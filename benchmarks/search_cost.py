@@ -39,7 +39,7 @@ from tf_metaprune import pipeline
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-_BATCH = flags.DEFINE_integer("batch_size", None, "Batch size (default: PipelineConfig's).")
+_BATCH = flags.DEFINE_integer("batch_size", None, "Batch size (default: PipelineConfig's, sized by the data).")
 _IMAGES = flags.DEFINE_list("search_images", ["256", "1024", "2048", "6000"], "Search-image counts timed.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed candidates per setting (the median is reported).")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed PruningNet training steps.")
@@ -60,10 +60,10 @@ def main(argv):
   del argv
   report = _common.Report("search_cost", _OUTPUT_DIR.value)
   defaults = pipeline.PipelineConfig()
-  batch = _BATCH.value or defaults.batch_size
-  config = defaults.replace(dataset="fashion_mnist", input_size=32, batch_size=batch, flops_ratio=0.25)
+  config = defaults.replace(dataset="fashion_mnist", input_size=32, batch_size=_BATCH.value, flops_ratio=0.25)
   splits = pipeline.load_data(config)
-  config = pipeline.sized_for(config, splits)
+  config = pipeline.sized_for(config, splits)   # batch 128 by default on these 54,000 training images
+  batch = config.batch_size
   keras.utils.set_random_seed(0)
   model = keras.applications.MobileNetV2((32, 32, 1), alpha=0.35, weights=None, classes=10)
   trained = tfmp.pretrained.TrainedModel(model, width_ratios=pipeline.width_ratios(config.min_width_ratio),
