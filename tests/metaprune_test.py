@@ -223,10 +223,15 @@ def test_run_estimate_adds_up_every_pending_stage_and_says_how_to_shorten_it():
   counts = {"train": 54000, "search": 6000, "test": 10000}
   config = config.replace(pruningnet_epochs=1, retrain_epochs=1)
   lines, seconds = pipeline.estimate_run(config, counts, 1688, times)
+  assert "(+ tracing)" not in lines[0]
   assert list(seconds) == list(pipeline.STAGES)
   assert seconds["pruningnet"] == pytest.approx(1688 * 0.1)
   assert seconds["search"] == pytest.approx((50 * 12 + 5 * 6000 / 1024) * 0.2)   # and the re-score of the best 5
-  assert seconds["retrain_searched"] == seconds["retrain_uniform"] == pytest.approx(1688 * 0.05)
+  evaluated = (54000 + 10000) / 54000 * 1688 * pipeline.FORWARD_SHARE_OF_STEP   # test + train images, forward only
+  assert seconds["retrain_searched"] == seconds["retrain_uniform"] == pytest.approx((1688 + evaluated) * 0.05)
+  _, traced = pipeline.estimate_run(config, counts, 1688, dict(times, pruningnet_trace_s=30.0, retrain_trace_s=10.0))
+  assert traced["pruningnet"] == pytest.approx(1688 * 0.1 + 30.0)
+  assert traced["retrain_uniform"] == pytest.approx((1688 + evaluated) * 0.05 + 10.0)
   assert "pruningnet 1 x 1,688 steps x 0.100 s = about 3 min" in lines[0]
   assert "2 retrainings x 1 x 1,688 steps" in lines[0] and "total about" in lines[0]
   assert "--epochs (PruningNet, now 1)" in lines[1] and "54,000 images" in lines[1]

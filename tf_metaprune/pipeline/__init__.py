@@ -89,6 +89,7 @@ from tf_metaprune.pipeline.config import pipeline_search_metric
 from tf_metaprune.pipeline.config import sized_epochs
 from tf_metaprune.pipeline.config import sized_for
 from tf_metaprune.pipeline.estimate import EXPORT_SECONDS_PER_TEST_IMAGE
+from tf_metaprune.pipeline.estimate import FORWARD_SHARE_OF_STEP
 from tf_metaprune.pipeline.estimate import estimate_run
 from tf_metaprune.pipeline.estimate import measure_step_times
 from tf_metaprune.pipeline.report import format_report
