@@ -465,7 +465,7 @@ class Bench:
 
   def estimate(self, runs, kind):
     """Mean seconds of the stored runs of `kind` (None before the first)."""
-    secs = [v["seconds"] for k, v in runs.all().items() if v.get("kind") == kind and "seconds" in v]
+    secs = [v["seconds"] for k, v in runs.all().items() if v.get("kind") == kind and v.get("seconds") is not None]
     return None if not secs else sum(secs) / len(secs)
 
   def announce(self, net, key, kind, left=None):
@@ -473,7 +473,11 @@ class Bench:
     msg = f"{net['name']}/{key} ({kind}" + ("" if est is None else f", about {est / 60:.1f} min") + ")"
     if left is not None and est is not None:
       msg += f"; this comparison needs about {left} more such runs, {left * est / 60:.0f} min"
-    log(f"run {self.runs_done + 1}: {msg}; {(time.time() - self.started) / 60:.0f} min so far")
+    eta = ""
+    if getattr(self, "settings", None):
+      count, minutes = self.plan_left(self.settings)
+      eta = f"; plan left: {count} final trainings, about {minutes / 60:.1f} h (wall, searches not counted)"
+    log(f"run {self.runs_done + 1}: {msg}; {(time.time() - self.started) / 60:.0f} min so far{eta}")
 
   def fit(self, model, data, epochs, lr, checkpoint_dir=None):
     """The one training recipe; with `checkpoint_dir` it checkpoints every epoch and an interrupted run resumes."""
@@ -528,7 +532,7 @@ class Bench:
     if not os.path.exists(path) and os.path.exists(weights):
       model = tfmp.rebuild(space0, space0.largest(), name=f"user_{name}", bn_momentum=0.9)
       model.load_weights(weights)
-      model.save(path)
+      _save_atomic(model, path)
       log(f"{name} original: the committed weights {weights}")
     if not os.path.exists(path):
       self.check_time()
@@ -536,26 +540,33 @@ class Bench:
       self.announce(net_stub, "original", "train")
       keras.utils.set_random_seed(0)
       model = tfmp.rebuild(space0, space0.largest(), name=f"user_{name}", bn_momentum=0.9)
-      t0 = time.perf_counter()
+      t0, c0 = time.perf_counter(), time.process_time()
       self.fit(model, self.splits.make_train(0), FLAGS.train_epochs, FLAGS.train_learning_rate,
                self.workdir(name, "original_fit"))
-      seconds = time.perf_counter() - t0
+      seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
       acc = self.test_accuracy(model)
       if stored is not None and abs(100 * (acc - stored["test_accuracy"])) > 0.1:
         raise app.UsageError(
             f"the stored runs of {runs.root} were made with a user's model of test accuracy "
             f"{100 * stored['test_accuracy']:.2f}%; retrained here it scores {100 * acc:.2f}%. Copy "
             f"{os.path.dirname(path)} from the machine that made them, or pass another --results_name")
-      model.save(path)
+      # Killed anywhere in here, a rerun resumes: the weights first (atomic), then the record, then the model.
+      _save_atomic(model, weights, weights_only=True)
       if stored is None:
-        runs.put("original", {"kind": "train", "test_accuracy": acc, "seconds": seconds, "epochs": FLAGS.train_epochs,
-                              "mflops": tfmp.count_mflops(model), "params": model.count_params()})
+        stored = runs.put("original", {"kind": "train", "test_accuracy": acc, "seconds": seconds, "cpu_seconds": cpu,
+                                       "epochs": FLAGS.train_epochs, "mflops": tfmp.count_mflops(model),
+                                       "params": model.count_params()})
+      _save_atomic(model, path)
       self.runs_done += 1
       log(f"{name} original: {100 * acc:.2f}% ({seconds:.0f} s)")
     model = keras.saving.load_model(path)
     if not os.path.exists(weights):
-      model.save_weights(weights)
+      _save_atomic(model, weights, weights_only=True)
     model.compile(loss=tfmp.training.SparseCrossentropyWithSmoothing(), metrics=["accuracy"])
+    if stored is None:   # killed between the weights and the record: the record, without the time it took
+      runs.put("original", {"kind": "train", "test_accuracy": self.test_accuracy(model), "seconds": None,
+                            "epochs": FLAGS.train_epochs, "mflops": tfmp.count_mflops(model),
+                            "params": model.count_params()})
     trained = pretrained.TrainedModel(model, width_ratios=ratios, divisor=4)
     self.networks[name] = {"name": name, "runs": runs, "model": model, "trained": trained, "space": trained.space,
                            "nets": {}, "evaluators": {}}
@@ -574,6 +585,10 @@ class Bench:
     path = self.workdir(net["name"], f"{start}_pn_{kind}_run{j}.keras")
     if os.path.exists(path):
       pn = keras.saving.load_model(path)
+      if net["runs"].get(key) is None:   # killed between the save and the record: the record, without its time
+        net["runs"].put(key, {"kind": f"pruningnet_{start}_{kind}", "seconds": None,
+                              "full_width_search_accuracy": self.evaluator(net, pn, key).accuracy(
+                                  net["space"].largest())})
     else:
       self.check_time()
       self.announce(net, key, f"pruningnet_{start}_{kind}")
@@ -588,7 +603,7 @@ class Bench:
       tfmp.training.fit(pn, self.splits.make_train(200 + j), epochs=epochs, learning_rate=3e-3, optimizer="adam",
                         verbose=0, output_dir=fit_dir)
       seconds = time.perf_counter() - t0
-      pn.save(path)
+      _save_atomic(pn, path)
       shutil.rmtree(fit_dir, ignore_errors=True)
       ev = self.evaluator(net, pn, key)
       full = ev.accuracy(net["space"].largest())
@@ -703,21 +718,22 @@ class Bench:
       keras.utils.set_random_seed(seed)
       model = tfmp.rebuild(net["space"], s, bn_momentum=0.9)
       epochs, lr = FLAGS.train_epochs, FLAGS.train_learning_rate
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     self.fit(model, self.splits.make_train(seed), epochs, lr,   # the seed sets the data order too
              self.workdir(net["name"], key.replace("/", "_") + "_fit"))
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     acc = self.test_accuracy(model)
     out = net["runs"].put(key, {"kind": kind, "method": method, "seed": seed, "search_run": j, "budget": r,
                                 "choices": list(s.choices), "test_accuracy": acc, "seconds": seconds,
+                                "cpu_seconds": cpu,
                                 "epochs": epochs, "mflops": net["space"].mflops(s), "params": net["space"].params(s),
                                 "flops_ratio": net["space"].mflops(s) / net["space"].mflops(net["space"].largest())})
     self.runs_done += 1
     log(f"{net['name']}/{key}: {100 * acc:.2f}% ({seconds:.0f} s)")
     return out
 
-  def bring_to_target(self, net, start, r, pairs):
-    """Runs seeds of every (a, b) in `pairs` until each has the seeds its measured paired SD asks for."""
+  def bring_to_target(self, net, start, r, pairs, cap=None):
+    """Runs seeds of every (a, b) in `pairs` until each has the seeds its measured paired SD asks for (at most cap)."""
     while True:
       have = []
       for a, b in pairs:
@@ -726,11 +742,12 @@ class Bench:
           ra, rb = net["runs"].get(final_key(start, r, a, s)), net["runs"].get(final_key(start, r, b, s))
           if ra and rb:
             diffs.append(100 * (ra["test_accuracy"] - rb["test_accuracy"]))
-        n = seeds_needed(diffs)
+        n = seeds_needed(diffs) if cap is None else min(cap, seeds_needed(diffs))
         have.append((a, b, len(diffs), n))
       missing = [(a, b) for a, b, got, n in have if got < n]
       if not missing:
-        log(f"{net['name']} {start} {100 * r:g}%: " + ", ".join(f"{a}-{b} has its {n} seeds" for a, b, _, n in have))
+        log(f"{net['name']} {start} {100 * r:g}%: " + ", ".join(f"{a}-{b} has {n} seeds" for a, b, _, n in have) +
+            ("" if cap is None else f" (this pass: at most {cap})"))
         return
       seed = min(s for s in range(FLAGS.max_seeds) if any(
           net["runs"].get(final_key(start, r, m, s)) is None for a, b in missing for m in (a, b)))
@@ -793,7 +810,7 @@ class Bench:
       runs = Runs(os.path.join(self.results_dir, FLAGS.results_name, network))
       original = runs.get("original")
       per_run = self.estimate(runs, f"final_{start}")
-      if per_run is None and original is not None:   # no final run yet: scale the user's model's training
+      if per_run is None and original is not None and original.get("seconds") is not None:   # no final run yet: scale the user's model's training
         per_run = original["seconds"] * (FLAGS.finetune_epochs if start == "trained" else FLAGS.train_epochs) / \
             FLAGS.train_epochs
       headline, others = comparison_names(start, r)
@@ -814,27 +831,61 @@ class Bench:
     return count, minutes
 
   def run(self, settings):
-    first_trained, first_scratch = set(), set()
-    for network, start, r in settings:
+    """Every step of `schedule(settings)` in turn: the most informative comparisons first."""
+    self.settings = settings
+    for step in schedule(settings):
+      network, start, r = step["setting"]
       net = self.network(network)
-      count, minutes = self.plan_left(settings)
-      log(f"the whole plan: about {count} final trainings left (not counting PruningNets and searches), "
-          f"{minutes / 60:.1f} h at the pace measured so far (0 before a network's first run)")
-      headline, others = comparison_names(start, r)
-      log(f"setting {network}:{start}:{r:g}: headline {headline[0]}-{headline[1]}")
-      self.bring_to_target(net, start, r, [headline])
-      if start == "trained" and network not in first_trained:
-        first_trained.add(network)
-        self.convergence(net, "finetune", r)
-      if start == "scratch" and network not in first_scratch:
-        first_scratch.add(network)
-        self.convergence(net, "train")
+      if step["what"] == "convergence":
+        self.convergence(net, "finetune" if start == "trained" else "train", r)
+      else:
+        count, minutes = self.plan_left(settings)
+        log(f"pass {step['pass']}, {network}:{start}:{r:g}: " + ", ".join(f"{a}-{b}" for a, b in step["pairs"]) +
+            (f" to {step['cap']} seeds" if step["cap"] else " to the seeds its paired SD asks for") +
+            f"; the whole plan: about {count} final trainings left, {minutes / 60:.1f} h at the pace so far "
+            "(PruningNets and searches not counted)")
+        self.bring_to_target(net, start, r, step["pairs"], step["cap"])
       self.summarize()
-      for v in variants_at(r):
-        self.bring_to_target(net, start, r, [(variant_method(start, v), headline[0])])
-      for o in OTHER_BASELINES[start]:
-        self.bring_to_target(net, start, r, [(headline[0], o)])
-      self.summarize()
+
+
+def schedule(settings):
+  """The order of the work: every headline at --min_seeds first, then each to its seeds, then the rest.
+
+  Pass 1 gives the sign of every headline comparison (in --settings order: the MobileNetV2 at 10% FLOPs, trained
+  and scratch starts, first) and, after a start's first headline, its recipe's convergence check; pass 2 brings
+  each headline to the seeds its measured paired SD asks for; pass 3 measures the variants (against the default)
+  and the other baselines. Returns a list of {"pass", "what": "pairs" | "convergence", "setting", "pairs", "cap"}.
+  """
+  steps, checked = [], set()
+  for setting in settings:
+    network, start, r = setting
+    steps.append({"pass": 1, "what": "pairs", "setting": setting, "pairs": [HEADLINE[start]],
+                  "cap": FLAGS.min_seeds})
+    if (network, start) not in checked:
+      checked.add((network, start))
+      steps.append({"pass": 1, "what": "convergence", "setting": setting, "pairs": [], "cap": None})
+  for setting in settings:
+    steps.append({"pass": 2, "what": "pairs", "setting": setting, "pairs": [HEADLINE[setting[1]]], "cap": None})
+  for setting in settings:
+    network, start, r = setting
+    a = HEADLINE[start][0]
+    for v in variants_at(r):
+      steps.append({"pass": 3, "what": "pairs", "setting": setting, "pairs": [(variant_method(start, v), a)],
+                    "cap": None})
+    for o in OTHER_BASELINES[start]:
+      steps.append({"pass": 3, "what": "pairs", "setting": setting, "pairs": [(a, o)], "cap": None})
+  return steps
+
+
+def _save_atomic(model, path, weights_only=False):
+  """Saves `model` (or its weights) to `path` so a kill leaves either the old file or the whole new one."""
+  ext = ".weights.h5" if weights_only else ".keras"   # Keras checks the suffix
+  tmp = path[:-len(ext)] + ".tmp" + ext
+  if weights_only:
+    model.save_weights(tmp)
+  else:
+    model.save(tmp)
+  os.replace(tmp, path)
 
 
 def _ratios(space, choices):

@@ -270,7 +270,8 @@ def start(argv):
   Positional arguments are refused (every input is a flag); absl logging is
   set to WARNING unless --verbosity was given (TensorFlow's converter logs are
   noise to a user; -v 0 shows them); TensorFlow starts behind the start-up
-  filter (`quiet_tensorflow`).
+  filter (`quiet_tensorflow`), after the strategy is made (a multi-worker
+  strategy must be made before TensorFlow lists its devices).
   """
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import logging  # pylint: disable=g-import-not-at-top
@@ -280,8 +281,9 @@ def start(argv):
     logging.set_verbosity(logging.WARNING)
   if "output_dir" in FLAGS:
     check_output_dir(FLAGS.output_dir)
+  chosen = strategy()   # first: MultiWorkerMirroredStrategy must configure the runtime before devices are listed
   quiet_tensorflow()
-  return strategy()
+  return chosen
 
 
 def check_output_dir(path, flag="output_dir"):

@@ -7,6 +7,8 @@ One command, one output folder, every stage resumable:
   python examples/metaprune.py --keras_model=my_cnn.keras --init=pretrained --distill --flops_ratio=0.25 \
       --dataset=folder:my_images --output_dir=runs/mine     # prune a model you trained
   python examples/metaprune.py --search_metric=sparse_categorical_crossentropy ...   # rank by a Keras metric/loss
+  TF_CONFIG='{"cluster": {"worker": ["hostA:12345", "hostB:12345"]}, "task": {"type": "worker", "index": 0}}' \
+      python examples/metaprune.py --strategy=multi_worker --output_dir=/shared/run ...   # the same on every worker
 
 Writes to --output_dir: pruningnet/ (the trained PruningNet, TensorBoard logs,
 checkpoints), structure.json and uniform_structure.json (the searched and the
@@ -71,6 +73,8 @@ def main(argv):
     report = pipeline.run(config, FLAGS.output_dir, verbose=FLAGS.verbose, strategy=strategy)
   except (ValueError, PermissionError, FileNotFoundError, FloatingPointError) as e:   # NaN loss: one line too
     common_flags.fail(str(e))
+  if report is None:   # a worker of a multi-worker job that is not the chief: the chief writes the report
+    return
   print()
   print(pipeline.format_report(report))
   print(f"\nwrote report.md, report.json, model_int8.tflite and the rest to {FLAGS.output_dir}")

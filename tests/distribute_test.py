@@ -204,3 +204,30 @@ def test_two_workers_fail_clearly_when_one_dies_and_resume_to_the_one_device_res
   assert (tmp_path / "run" / "search_state.json").exists()
   # The chief's checkpoint says every epoch is done: a rerun would not train again.
   assert json.loads((tmp_path / "run" / "backup" / "state.json").read_text())["epoch"] == EPOCHS
+
+
+@pytest.mark.slow
+def test_metaprune_binary_on_two_local_workers_finishes_and_only_the_chief_writes_the_report(tmp_path):
+  # examples/metaprune.py --strategy=multi_worker, every stage, two worker processes on 127.0.0.1 sharing one folder.
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+  args = ["--model=small_cnn", "--divisor=1", "--max_examples=400", "--input_size=12", "--batch_size=32", "--epochs=1",
+          "--hidden_units=4", "--flops_ratio=0.5", "--population_size=4", "--num_generations=1", "--retrain_epochs=1",
+          "--num_runs=1", "--verbose=0", "--strategy=multi_worker", f"--output_dir={tmp_path / 'run'}"]
+  procs = [subprocess.Popen([sys.executable, str(ROOT / "examples" / "metaprune.py"), *args], text=True,
+                            env=dict(_env(), TF_CONFIG=json.dumps({"cluster": cluster,
+                                                                   "task": {"type": "worker", "index": i}})),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+  try:
+    (out0, err0), (out1, err1) = (p.communicate(timeout=300) for p in procs)
+  finally:
+    for p in procs:
+      p.kill()
+  assert [p.returncode for p in procs] == [0, 0], err0[-3000:] + err1[-3000:]
+  report = json.loads((tmp_path / "run" / "report.json").read_text())
+  assert set(report["rows"]) == {"searched", "uniform"} and "Stage time" in out0
+  assert "worker:1 finished; the chief writes the report" in out1 and "Stage time" not in out1
+  # Each stage recorded once, finished (worker 1 records nothing: a second writer would race the chief's files).
+  records = {f.stem: json.loads(f.read_text()) for f in (tmp_path / "run" / "stages").glob("*.json")}
+  assert sorted(records) == sorted(["pruningnet", "search", "retrain_searched", "retrain_uniform", "export"])
+  assert all(r["finished"] for r in records.values())
+  assert not [f for f in (tmp_path / "run").rglob("*") if ".tmp" in f.name]   # no half-written file

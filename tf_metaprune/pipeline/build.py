@@ -225,10 +225,10 @@ def retrain(config: PipelineConfig, splits, space, structure, output_dir, net=No
   history = training.fit(model, splits.fresh_train(), epochs=config.retrain_epochs,
                          learning_rate=config.retrain_learning_rate, optimizer=config.retrain_optimizer,
                          output_dir=output_dir, verbose=verbose, bn_data=splits.calibration, **distill)
-  loss, acc = model.evaluate(splits.test, verbose=0)
+  loss, acc = training.evaluate(model, splits.test)   # model.evaluate, also under a multi-worker strategy
   # The same training images in inference mode against the last epoch's training accuracy (batch statistics):
   # batch norms whose statistics lag their weights show as a gap here, whatever the test accuracy.
-  _, train_inference_acc = model.evaluate(splits.calibration, verbose=0)
+  _, train_inference_acc = training.evaluate(model, splits.calibration)
   return model, {"history": history, "test_accuracy": float(acc), "test_loss": float(loss),
                  "train_accuracy_inference": float(train_inference_acc),
                  "train_accuracy_last_epoch": float(history["accuracy"][-1]) if history.get("accuracy") else None,

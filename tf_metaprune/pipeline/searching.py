@@ -50,8 +50,11 @@ def search_and_save(net, splits, budget, config: PipelineConfig, output_dir, ver
   evaluator = _evaluator(net, splits, config)
   searcher = search_lib.searcher_class(config.searcher)
   settings = config.searcher_config()
-  if verbose and settings is not None and settings.max_candidates() and _is_chief(net.distribute_strategy):
-    print(estimate_search(evaluator, space, settings.max_candidates(), settings.describe()), flush=True)
+  if verbose and settings is not None and settings.max_candidates():
+    # Every worker times (the evaluation's sums are collective ops under a multi-worker strategy); the chief prints.
+    estimate = estimate_search(evaluator, space, settings.max_candidates(), settings.describe())
+    if _is_chief(net.distribute_strategy):
+      print(estimate, flush=True)
   # A searcher that trains its own network (slimmable / masked) does so on the training split and scores on the
   # search split; one that scores with the PruningNet shares the uniform baseline's evaluator. Its resumable state
   # is search_state.json (the stage's checkpoint), its finished result in searcher_<name>/.

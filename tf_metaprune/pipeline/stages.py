@@ -2,7 +2,9 @@
 
 A stage names the config sections its results depend on (`sections`; the
 stages before it add theirs), where an unfinished run of it keeps its work
-(`checkpoint`), whether it applies to a run (`applies`), and does its work in
+(`checkpoint`), whether it applies to a run (`applies`), whether the chief
+alone runs it under a multi-worker strategy (`chief_only`: work without
+collective ops whose only product is files), and does its work in
 `run(ctx)` (or, when its record says it finished, restores what later stages
 read in `load(ctx, record)`). `run` returns what its record keeps. The stages
 share one `RunContext`: the settings, data, space, budget, and what earlier
@@ -27,6 +29,7 @@ from typing import Any, Callable, Dict, Optional
 
 import keras
 
+from tf_metaprune import distribute
 from tf_metaprune import io as io_lib
 from tf_metaprune import latency_lut
 from tf_metaprune import search as search_lib
@@ -61,12 +64,18 @@ class RunContext:
   retrained: Dict[str, Any] = dataclasses.field(default_factory=dict)
   exported: Optional[Dict[str, Any]] = None
 
+  @property
+  def chief(self) -> bool:
+    """Whether this process writes the run's files (always, but for the other workers of a multi-worker job)."""
+    return self.strategy is None or distribute.is_chief(self.strategy)
+
 
 class Stage:
   """One stage of a run. Subclass it, set `name` and `sections`, override `run` (and `load`, `applies`)."""
   name = None
   sections = ()        # names of config.SECTIONS its results depend on (besides the earlier stages')
   checkpoint = None    # path parts, in the run folder, of an unfinished run of this stage's work
+  chief_only = False   # True: under a multi-worker strategy the other workers skip it (see the module docstring)
 
   def applies(self, config) -> bool:
     """Whether a run of `config` has this stage (default: every run)."""
@@ -100,6 +109,8 @@ class PruningNetStage(Stage):
     ctx.net = TrainingRun(net_dir, ctx.config, resume=True).train(ctx.splits, ctx.space, verbose=ctx.verbose,
                                                                   strategy=ctx.strategy, trained=ctx.trained)
     self._check(ctx)
+    if not ctx.chief:   # history.json is the chief's (and so is the record)
+      return {}
     return {"final_loss": float(io_lib.read_json(os.path.join(net_dir, "history.json"), "training history")["loss"][-1])}
 
   def load(self, ctx, record):
@@ -125,17 +136,18 @@ class SearchStage(Stage):
   def run(self, ctx):
     ctx.found, ctx.base = search_and_save(ctx.net, ctx.splits, ctx.budget, ctx.config, ctx.state.output_dir,
                                           verbose=ctx.verbose)
-    self._structures(ctx)
+    # From the results, not the files: on the other workers of a multi-worker job the chief may still be writing.
+    self._structures(ctx, ctx.found.best_structure, ctx.base.best_structure)
     return {}
 
   def load(self, ctx, record):
     ctx.found = search_lib.SearchResult.load(ctx.state.file("search_result.json"))
     ctx.base = search_lib.SearchResult.load(ctx.state.file("uniform_result.json"))
-    self._structures(ctx)
+    self._structures(ctx, ctx.space.load_structure(ctx.state.file("structure.json")),
+                     ctx.space.load_structure(ctx.state.file("uniform_structure.json")))
 
-  def _structures(self, ctx):
-    ctx.structures["searched"] = ctx.space.load_structure(ctx.state.file("structure.json"))
-    ctx.structures["uniform"] = ctx.space.load_structure(ctx.state.file("uniform_structure.json"))
+  def _structures(self, ctx, searched, uniform):
+    ctx.structures["searched"], ctx.structures["uniform"] = searched, uniform
     ctx.log(f"[metaprune]   searched: {ctx.found.summary()}")
     ctx.log(f"[metaprune]   uniform:  {ctx.base.summary()}")
 
@@ -154,12 +166,17 @@ class RetrainStage(Stage):
     return bool(config.keras_model) or not self.trained_model_only
 
   def structure(self, ctx):
-    if self.key == "global_magnitude":   # computed once, saved, read back on resume
-      path = ctx.state.file(self.structure_file)
-      if not os.path.exists(path):
-        threshold, structure = ctx.trained.global_magnitude(ctx.budget)
+    if self.key in ctx.structures:
+      return ctx.structures[self.key]
+    path = ctx.state.file(self.structure_file)
+    if self.key == "global_magnitude" and not os.path.exists(path):   # computed once, saved, read back on resume
+      threshold, structure = ctx.trained.global_magnitude(ctx.budget)
+      if ctx.chief:
         ctx.space.save_structure(structure, path, threshold=threshold)
-    return ctx.structures.setdefault(self.key, ctx.space.load_structure(ctx.state.file(self.structure_file)))
+    else:
+      structure = ctx.space.load_structure(path)
+    ctx.structures[self.key] = structure
+    return structure
 
   def describe(self, ctx):
     init = self.init or ctx.config.init
@@ -171,7 +188,8 @@ class RetrainStage(Stage):
     model, result = retrain(ctx.config, ctx.splits, space, self.structure(ctx), ctx.state.file(*self.checkpoint),
                             net=ctx.net if init == "generated" else None, verbose=ctx.verbose, strategy=ctx.strategy,
                             trained=ctx.trained, init=init)
-    save_model_atomic(with_output_activation(model, space), ctx.state.file(self.model_file))  # the user's head again
+    if ctx.chief:
+      save_model_atomic(with_output_activation(model, space), ctx.state.file(self.model_file))  # the user's head again
     ctx.retrained[self.key] = result
     full = space.largest()
     check = bn_check(result)
@@ -187,7 +205,7 @@ class RetrainStage(Stage):
 
 class ExportStage(Stage):
   """Every retrained model to full-integer int8 TFLite, checked against Keras on the test split, timed here."""
-  name, sections, checkpoint = "export", ("export",), ("export.json",)
+  name, sections, checkpoint, chief_only = "export", ("export",), ("export.json",), True
 
   def describe(self, ctx):
     return "int8 TFLite, parity on the test split, latency on this host"
@@ -281,6 +299,8 @@ def run_stages(ctx, stages):
   """Runs (or restores, when done) every stage in order, recording each; returns nothing (ctx holds it all)."""
   for number, stage in enumerate(stages, 1):
     head = f"[metaprune] {number}/{len(stages)} {stage.name}:"
+    if stage.chief_only and not ctx.chief:
+      continue
     record = ctx.state.records.get(stage.name, {})
     if record.get("finished"):
       ctx.log(f"{head} done already")

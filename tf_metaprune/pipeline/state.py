@@ -121,14 +121,17 @@ class Run:
     config: the run's settings.
     stages: the run's `Stage` objects, in order (their `sections` give each
       record's identity).
+    chief: whether this process writes the records (under a multi-worker
+      strategy only the chief does; every worker reads them).
 
   `Run(output_dir, config, stages).check()` loads every stage's record (refusing
   one of other settings) before anything is computed.
   """
 
-  def __init__(self, output_dir, config: PipelineConfig, stages):
+  def __init__(self, output_dir, config: PipelineConfig, stages, chief=True):
     self.output_dir = str(output_dir)
     self.config = config
+    self.chief = bool(chief)
     self.stage_list = list(stages)
     self.records = {}
     known = {"stages", "config.json"} | {s.checkpoint[0] for s in self.stage_list if s.checkpoint}
@@ -153,7 +156,7 @@ class Run:
   def record_file(self, stage):
     return io_lib.StateFile(self.file("stages", f"{stage}.json"), _STAGE_FORMAT,
                             dict(stage=stage, **self.stage_settings(stage)), what=f"pipeline stage {stage!r} record",
-                            way_out=_RUN_WAY_OUT)
+                            way_out=_RUN_WAY_OUT, chief=self.chief)
 
   def check(self):
     """Loads every stage's record; raises ValueError (`io.StateFile`'s) for one of other settings."""

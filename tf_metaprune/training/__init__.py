@@ -55,6 +55,7 @@ from tf_metaprune.training.checkpoint import describe_seconds
 from tf_metaprune.training.checkpoint import run_identity
 from tf_metaprune.training.loop import batch_norm_layers
 from tf_metaprune.training.loop import check_training_data
+from tf_metaprune.training.loop import evaluate
 from tf_metaprune.training.loop import expected_input_shape
 from tf_metaprune.training.loop import fit
 from tf_metaprune.training.loop import num_classes_of
@@ -70,7 +71,8 @@ from tf_metaprune.training.optimizers import FusedSGD
 from tf_metaprune.training.optimizers import compile_model
 
 __all__ = ["Distiller", "FusedAdam", "FusedAdamW", "FusedSGD", "SparseCrossentropyWithSmoothing", "batch_norm_layers",
-           "check_training_data", "compile_model", "describe_seconds", "distillation_loss", "expected_input_shape",
+           "check_training_data", "compile_model", "describe_seconds", "distillation_loss", "evaluate",
+           "expected_input_shape",
            "fit", "num_classes_of", "recalibrate_batch_norm", "run_identity", "steps_per_epoch", "user_losses"]
 
 

@@ -409,6 +409,20 @@ def recalibrate_batch_norm(model, data, num_batches=None):
   return len(bns)
 
 
+def evaluate(model, data, **kwargs):
+  """`model.evaluate(data, verbose=0, **kwargs)`, also under MultiWorkerMirroredStrategy.
+
+  Keras 3.15's `evaluate` fails there as `fit` does (see `_multi_worker_build`);
+  this applies the same work-arounds. Every worker must call it (it is a
+  collective operation); each gets the result over all workers' batches.
+
+  Returns:
+    What `model.evaluate` returns (e.g. [loss, accuracy]).
+  """
+  with _multi_worker_build(model, data, model.distribute_strategy):
+    return model.evaluate(data, verbose=0, **kwargs)
+
+
 def _resume_hint(output_dir):
   if output_dir:
     return f"training resumes at the last finished epoch from {os.path.join(output_dir, 'backup')!r}"
