@@ -19,7 +19,7 @@ The flow, as a user runs it:
 It is a time: run it alone, under the machine's lock, and read the load
 average recorded beside it (other jobs slow it down):
 
-  flock /tmp/heavy.lock .venv/bin/python benchmarks/user_flow.py      # about 20 min
+  flock /tmp/heavy.lock .venv/bin/python benchmarks/user_flow.py      # about 25 min (16 of them timed)
 
 or in two steps, the untimed training first (it needs no lock):
 
